@@ -1,0 +1,2 @@
+"""pipeline: declarative batch jobs against OpenAI-compatible APIs."""
+__version__ = "0.1.0"

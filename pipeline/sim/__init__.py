@@ -1,0 +1,1 @@
+"""OpenAI-compatible simulator: limits, latency, faults, and a record of every request."""
