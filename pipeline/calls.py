@@ -1,0 +1,200 @@
+"""One logical API call: cache, admission under the provider's limits, attempts with backoff, parse."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+from .cache import NoCache, ResponseCache
+from .errors import FatalError, RateLimited, RequestError, RetryableError, RowError, TooLargeError
+from .job.model import Retry
+from .limits import AdmissionGate, RequestTooLarge
+from .records import Parsed
+from .retry import backoff_delay, classify
+from .transport import HttpRequest, Transport
+
+T = TypeVar("T", bound=Parsed)
+
+
+@dataclass
+class RunStats:
+    """Counters shared by every call of a run (read by progress snapshots)."""
+
+    requests: int = 0
+    cache_hits: int = 0
+    retries: int = 0
+    rate_limited: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Reply(Generic[T]):
+    parsed: T
+    attempts: int
+    cached: bool
+
+
+class Stopped(Exception):
+    """The run is stopping: no new attempt starts (the row stays to do)."""
+
+
+class CallError(Exception):
+    """A call that ended without an answer; `error` is the last attempt's error."""
+
+    def __init__(self, error: RequestError, attempts: int) -> None:
+        super().__init__(error.short())
+        self.error = error
+        self.attempts = attempts
+
+
+class ProviderClient:
+    """Everything that talks to one provider key goes through here."""
+
+    def __init__(
+        self,
+        transport: Transport,
+        gate: AdmissionGate,
+        cache: ResponseCache | NoCache,
+        retry: Retry,
+        stats: RunStats,
+        *,
+        rng: random.Random | None = None,
+        stopping: Callable[[], bool] = lambda: False,
+    ) -> None:
+        self.transport = transport
+        self.gate = gate
+        self.cache = cache
+        self.retry = retry
+        self.stats = stats
+        self._rng = rng or random.Random()
+        self._stopping = stopping
+        # tasks with a request on the wire: a graceful stop lets them finish (their answer is paid for)
+        self.inflight: set[asyncio.Task[object]] = set()
+        # The first request to a provider goes alone: a bad key then costs one request, not a burst.
+        self._probe_lock = asyncio.Lock()
+        self._verified = False
+        self._fatal: FatalError | None = None
+
+    def cached(self, key: str, parse: Callable[[bytes], T]) -> T | None:
+        """The parsed cached answer for `key`, or None (an unparseable entry is dropped)."""
+        body = self.cache.get(key)
+        if body is None:
+            return None
+        try:
+            parsed = parse(body)
+        except RequestError:
+            self.cache.delete(key)
+            return None
+        self.stats.cache_hits += 1
+        return parsed
+
+    async def call(
+        self,
+        req: HttpRequest,
+        *,
+        tokens: int,
+        cache_key: str | None,
+        parse: Callable[[bytes], T],
+        completion_charge: int | None = None,
+    ) -> Reply[T]:
+        """Send until an answer parses, the row's request is shown bad, or attempts run out.
+
+        Raises CallError (row fails), or FatalError (run stops). `completion_charge` is what the
+        provider counts for the completion at admission (max_tokens when set): the reservation is
+        corrected to prompt tokens from `usage` plus that, or plus the real completion when None.
+        """
+        if cache_key is not None:
+            hit = self.cached(cache_key, parse)
+            if hit is not None:
+                return Reply(hit, 0, True)
+        try:
+            self.gate.check_fits(tokens)
+        except RequestTooLarge as exc:
+            raise CallError(TooLargeError(str(exc)), 0) from exc
+
+        attempt = 0
+        while True:
+            attempt += 1
+            if self._stopping():
+                raise Stopped()
+            if self._fatal is not None:
+                raise self._fatal
+            if not self._verified:
+                async with self._probe_lock:
+                    if not self._verified:
+                        result = await self._attempt(req, tokens, cache_key, parse, completion_charge, attempt)
+                        if not isinstance(result, FatalError):
+                            self._verified = True
+                    else:
+                        result = None
+                if result is None:
+                    result = await self._attempt(req, tokens, cache_key, parse, completion_charge, attempt)
+            else:
+                result = await self._attempt(req, tokens, cache_key, parse, completion_charge, attempt)
+
+            if isinstance(result, Reply):
+                return result
+            err = result
+            if isinstance(err, FatalError):
+                self._fatal = err
+                raise err
+            if isinstance(err, RowError) or not isinstance(err, RetryableError):
+                raise CallError(err, attempt)
+            if isinstance(err, RateLimited):
+                self.stats.rate_limited += 1
+                self.gate.slow_down(err.retry_after)
+            if attempt >= self.retry.max_attempts:
+                raise CallError(err, attempt)
+            self.stats.retries += 1
+            wait = backoff_delay(attempt, base=self.retry.backoff_base_s, cap=self.retry.backoff_cap_s, rng=self._rng)
+            if err.retry_after is not None and not isinstance(err, RateLimited):
+                wait = max(wait, err.retry_after)  # a 429's Retry-After is enforced by the gate's pause
+            await asyncio.sleep(wait)
+
+    async def _attempt(
+        self,
+        req: HttpRequest,
+        tokens: int,
+        cache_key: str | None,
+        parse: Callable[[bytes], T],
+        completion_charge: int | None,
+        attempt: int,
+    ) -> Reply[T] | RequestError:
+        ticket = await self.gate.admit(tokens)
+        actual: int | None = None
+        task = asyncio.current_task()
+        try:
+            self.stats.requests += 1
+            if task is not None:
+                self.inflight.add(task)
+            try:
+                resp = await self.transport.send(req)
+            except RequestError as exc:
+                return exc
+            finally:
+                if task is not None:
+                    self.inflight.discard(task)
+            if not 200 <= resp.status < 300:
+                return classify(resp.status, resp.body, resp.headers)
+            if cache_key is not None:
+                self.cache.put(cache_key, resp.body)  # before parsing: nothing paid for is lost
+            try:
+                parsed = parse(resp.body)
+            except RequestError as exc:
+                if cache_key is not None:
+                    self.cache.delete(cache_key)
+                return exc
+            usage = parsed.usage
+            if usage is not None:
+                self.stats.prompt_tokens += usage.prompt_tokens
+                self.stats.completion_tokens += usage.completion_tokens
+                if not usage.estimated:
+                    completion = usage.completion_tokens if completion_charge is None else completion_charge
+                    actual = usage.prompt_tokens + completion
+            return Reply(parsed, attempt, False)
+        finally:
+            self.gate.release(ticket, actual)

@@ -1,0 +1,370 @@
+"""The `pipeline` command: the only place that prints, sets up logging or picks exit codes."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from . import __version__
+from .errors import JobError, PipelineError, RunAborted
+from .records import Progress as RunProgress
+
+EXIT_OK, EXIT_FAILED_ROWS, EXIT_BAD_JOB, EXIT_ABORTED, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+
+app = typer.Typer(
+    help="Batch jobs against OpenAI-compatible APIs: YAML in, rate-limited requests, Parquet out.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+cache_app = typer.Typer(help="The response cache.", no_args_is_help=True)
+app.add_typer(cache_app, name="cache")
+
+out = Console()
+err = Console(stderr=True)
+
+
+def _fail(message: str, code: int = EXIT_BAD_JOB) -> typer.Exit:
+    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    return typer.Exit(code)
+
+
+@contextlib.contextmanager
+def _simulator(plan_job: Path, latency_s: float) -> Iterator[str]:
+    """An in-process simulator enforcing each provider's limits, for `run --sim`."""
+    from .job.load import load_job
+    from .job.profiles import resolve_provider
+    from .sim import KeyLimits, SimConfig, SimulatorThread
+
+    spec = load_job(plan_job).spec
+    keys: dict[str, KeyLimits] = {}
+    period = 60.0
+    for step in spec.steps:
+        try:
+            p = resolve_provider(step.provider, spec.providers)
+        except JobError:
+            continue  # reported by the plan with the other problems
+        keys[f"sim-{step.provider}"] = KeyLimits(rpm=p.limits.rpm, tpm=p.limits.tpm, concurrency=p.limits.concurrency)
+        period = p.limits.period_s
+    sim = SimulatorThread(SimConfig(keys=keys or None, window_s=period, latency_s=latency_s, jitter=0.3))
+    sim.start()
+    try:
+        yield sim.url
+    finally:
+        sim.stop()
+
+
+class _ProgressView:
+    """Rich progress bar on a terminal; a line every 10 s otherwise (logs, CI)."""
+
+    def __init__(self, total: int, quiet: bool) -> None:
+        self.quiet = quiet
+        self.live = err.is_terminal and not quiet
+        self._last_line = 0.0
+        self.bar = Progress(
+            TextColumn("[bold]rows"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
+            TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), console=err, transient=False,
+        )
+        self.task = self.bar.add_task("rows", total=total, info="")
+
+    def __enter__(self) -> _ProgressView:
+        if self.live:
+            self.bar.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.live:
+            self.bar.stop()
+
+    def __call__(self, p: RunProgress) -> None:
+        info = (f"{p.req_per_min:,.0f} req/min  {p.tok_per_min:,.0f} tok/min  cache {p.cache_hits:,}  "
+                f"err {p.rows_failed:,}  429 {p.rate_limited:,}")
+        if self.live:
+            self.bar.update(self.task, completed=p.rows_done, info=info)
+        elif not self.quiet and time.monotonic() - self._last_line >= 10:
+            self._last_line = time.monotonic()
+            err.print(f"rows {p.rows_done:,}/{p.total_rows:,}  {info}", highlight=False)
+
+
+def _summary_table(summary: Any) -> Table:
+    t = Table(title="run summary", show_header=True, header_style="bold")
+    t.add_column("step")
+    for s in ("ok", "error", "invalid", "skipped"):
+        t.add_column(s, justify="right")
+    for step, counts in summary.status_counts.items():
+        t.add_row(step, *(f"{counts.get(s, 0):,}" for s in ("ok", "error", "invalid", "skipped")))
+    return t
+
+
+@app.command()
+def run(
+    job: Path = typer.Argument(..., help="the job file (YAML)"),
+    sim: bool = typer.Option(False, "--sim", help="point every provider at an in-process simulator"),
+    sim_latency: float = typer.Option(0.05, help="with --sim: seconds per simulated request"),
+    fresh: bool = typer.Option(False, "--fresh", help="ignore earlier progress of this job and start over"),
+    retry_failed: bool = typer.Option(False, "--retry-failed", help="redo rows that failed in earlier runs"),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress display"),
+) -> None:
+    """Run a job: every row through every step; results to the output Parquet file."""
+    from .executor import RunOptions, execute
+    from .plan import build_plan
+
+    stack = contextlib.ExitStack()
+    try:
+        sim_url = stack.enter_context(_simulator(job, sim_latency)) if sim else None
+        plan = build_plan(job, sim_url=sim_url)
+        where = "the simulator" if sim else ", ".join(p.base_urls[0] for p in plan.providers.values())
+        if not quiet:
+            err.print(f"[bold]{plan.job.spec.name}[/]: {plan.total_rows:,} rows, {len(plan.steps)} step(s) "
+                      f"-> {plan.output}  (against {where})", highlight=False)
+        with _ProgressView(plan.total_rows, quiet) as view:
+            summary = asyncio.run(execute(plan, RunOptions(fresh=fresh, retry_failed=retry_failed), view))
+    except JobError as exc:
+        raise _fail(str(exc)) from None
+    except RunAborted as exc:
+        raise _fail(f"run aborted: {exc}", EXIT_ABORTED) from None
+    except PipelineError as exc:
+        raise _fail(str(exc), EXIT_ABORTED) from None
+    finally:
+        stack.close()
+
+    if not quiet:
+        err.print(_summary_table(summary))
+        s = summary.stats
+        err.print(
+            f"requests {s.requests:,}  cache hits {s.cache_hits:,}  retries {s.retries:,}  429s {s.rate_limited:,}  "
+            f"tokens {s.prompt_tokens + s.completion_tokens:,}  resumed rows {summary.rows_resumed:,}  "
+            f"time {summary.elapsed_s:,.1f}s", highlight=False,
+        )
+    resume_cmd = f"pipeline run {job}" + (" --sim" if sim else "")
+    if summary.aborted:
+        err.print(f"[bold red]run aborted:[/] {summary.aborted}", highlight=False)
+        err.print(f"finished rows are kept; fix the cause and resume with: {resume_cmd}", highlight=False)
+        raise typer.Exit(EXIT_ABORTED)
+    if summary.interrupted:
+        err.print(f"[yellow]interrupted[/]: finished rows are kept. Resume with: {resume_cmd}", highlight=False)
+        raise typer.Exit(EXIT_INTERRUPTED)
+    err.print(f"wrote {summary.output}", highlight=False)
+    if summary.failed_rows:
+        err.print(f"{summary.failed_rows:,} row(s) failed: see `pipeline inspect {summary.output}`; "
+                  f"redo them with `{resume_cmd} --retry-failed`", highlight=False)
+        raise typer.Exit(EXIT_FAILED_ROWS)
+
+
+@app.command()
+def validate(
+    job: Path = typer.Argument(..., help="the job file (YAML)"),
+    rows: int = typer.Option(3, help="render the templates on this many sample rows"),
+) -> None:
+    """Check a job without sending anything: schema, input, ids, columns, templates on sample rows."""
+    from .plan import build_plan
+    from .sources import ROW
+
+    try:
+        plan = build_plan(job, require_keys=False)
+    except JobError as exc:
+        raise _fail(str(exc)) from None
+    missing = [f"{n}: {p.api_key_env}" for n, p in plan.providers.items()
+               if plan.api_keys.get(n) is None and not p.key_optional]
+    out.print(f"[green]ok[/]: {job} - {plan.total_rows:,} rows, {len(plan.steps)} step(s), output {plan.output}")
+    for df in plan.source.batches(rows):
+        for row in df.head(rows).iter_rows(named=True):
+            row.pop(ROW, None)
+            for step in plan.steps:
+                try:
+                    prep = step.prepare(row)
+                except Exception as exc:  # show what a row would fail with
+                    out.print(f"  row {row.get(plan.id_column, '?')!r}, step {step.name}: {exc}")
+                    continue
+                body = prep.request.json_body or {}
+                out.print(f"  row {row.get(plan.id_column, '?')!r}, step {step.name}: ~{prep.tokens} tokens reserved")
+                out.print(json.dumps(body, ensure_ascii=False, indent=2)[:1500], highlight=False, markup=False)
+                row[step.output_column] = f"<{step.output_column} of step {step.name}>"
+        break
+    if missing:
+        err.print(f"[yellow]note[/]: API key variable(s) not set: {', '.join(missing)} (needed by `run`)")
+
+
+@app.command()
+def sim(
+    host: str = typer.Option("127.0.0.1", help="address to listen on (loopback by default)"),
+    port: int = typer.Option(8765, help="port"),
+    rpm: int | None = typer.Option(3000, help="requests per window per key (0: unlimited)"),
+    tpm: int | None = typer.Option(1_000_000, help="tokens per window per key (0: unlimited)"),
+    concurrency: int | None = typer.Option(100, help="requests in flight per key (0: unlimited)"),
+    window: float = typer.Option(60.0, help="length of the rate window in seconds"),
+    latency: float = typer.Option(0.2, help="seconds per request"),
+    config: Path | None = typer.Option(None, help="a JSON/YAML file with a full simulator config (faults...)"),
+) -> None:
+    """Serve the OpenAI-compatible simulator (chat, completions, embeddings, transcriptions, models)."""
+    import yaml
+
+    from .sim import KeyLimits, SimConfig, serve
+
+    if config is not None:
+        try:
+            cfg = SimConfig.from_dict(yaml.safe_load(config.read_text()))
+        except Exception as exc:
+            raise _fail(f"cannot read simulator config {config}: {exc}") from None
+    else:
+        cfg = SimConfig(default_limits=KeyLimits(rpm=rpm or None, tpm=tpm or None, concurrency=concurrency or None),
+                        window_s=window, latency_s=latency)
+
+    def ready(url: str) -> None:
+        err.print(f"simulator listening on {url}  (Ctrl-C to stop)", highlight=False)
+
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(serve(cfg, host, port, on_ready=ready))
+
+
+@app.command()
+def models(
+    provider: str = typer.Option("apiyi", help="a built-in profile or a provider of --job"),
+    job: Path | None = typer.Option(None, help="take provider definitions from this job file"),
+    sim: bool = typer.Option(False, "--sim", help="ask an in-process simulator"),
+) -> None:
+    """List the models a provider serves (GET /models)."""
+    import os
+
+    from .job.load import load_job
+    from .job.profiles import resolve_provider
+    from .retry import classify
+    from .transport import Transport, new_session
+
+    try:
+        overrides = load_job(job).spec.providers if job else {}
+        p = resolve_provider(provider, overrides)
+    except JobError as exc:
+        raise _fail(str(exc)) from None
+    key = os.environ.get(p.api_key_env) if p.api_key_env else None
+    if not key and not p.key_optional and not sim:
+        raise _fail(f"set {p.api_key_env} to list the models of `{provider}`")
+
+    async def fetch(url_override: str | None) -> Any:
+        from dataclasses import replace
+
+        prov = replace(p, base_urls=(url_override,)) if url_override else p
+        async with new_session(4) as session:
+            resp = await Transport(prov, key or "sim", session).get("/models")
+        if resp.status != 200:
+            raise classify(resp.status, resp.body, resp.headers)
+        return json.loads(resp.body)
+
+    stack = contextlib.ExitStack()
+    try:
+        url = None
+        if sim:
+            from .sim import SimConfig, SimulatorThread
+
+            s = stack.enter_context(SimulatorThread(SimConfig()))
+            url = s.url
+        data = asyncio.run(fetch(url))
+    except PipelineError as exc:
+        raise _fail(f"cannot list models of `{provider}`: {exc}", EXIT_ABORTED) from None
+    finally:
+        stack.close()
+    ids = sorted(m.get("id", "?") for m in data.get("data", []))
+    for i in ids:
+        out.print(i, highlight=False)
+    err.print(f"{len(ids)} models", highlight=False)
+
+
+@cache_app.command("stats")
+def cache_stats(directory: Path = typer.Option(Path(".pipeline-cache"), "--dir", help="cache folder")) -> None:
+    """Entries and size of a cache folder."""
+    from .cache import ResponseCache
+
+    if not directory.exists():
+        out.print(f"{directory}: no cache yet")
+        return
+    c = ResponseCache(directory)
+    s = c.stats()
+    c.close()
+    out.print(f"{s.directory}: {s.entries:,} entries, {s.size_bytes / 1e6:,.1f} MB")
+
+
+@cache_app.command("clear")
+def cache_clear(
+    directory: Path = typer.Option(Path(".pipeline-cache"), "--dir", help="cache folder"),
+    yes: bool = typer.Option(False, "--yes", "-y", help="do not ask"),
+) -> None:
+    """Delete every cached response (they were paid for: they will be paid for again)."""
+    from .cache import ResponseCache
+
+    if not directory.exists():
+        out.print(f"{directory}: nothing to clear")
+        return
+    if not yes and not typer.confirm(f"delete every cached response in {directory}?"):
+        raise typer.Exit(EXIT_OK)
+    c = ResponseCache(directory)
+    n = c.clear()
+    c.close()
+    out.print(f"{directory}: removed {n:,} entries")
+
+
+@app.command()
+def inspect(
+    output: Path = typer.Argument(..., help="an output Parquet file of a run"),
+    failed: int = typer.Option(10, help="show up to this many failed rows per step"),
+) -> None:
+    """Counts by status per step, and the failed rows with their errors."""
+    import polars as pl
+
+    if not output.exists():
+        raise _fail(f"no such file: {output}")
+    try:
+        lf = pl.scan_parquet(output)
+        cols = lf.collect_schema().names()
+    except Exception as exc:
+        raise _fail(f"{output} is not a readable Parquet file: {exc}") from None
+    steps = [c[: -len("__status")] for c in cols if c.endswith("__status")]
+    if not steps:
+        raise _fail(f"{output} has no <step>__status columns: not a pipeline output")
+    n = lf.select(pl.len()).collect().item()
+    out.print(f"{output}: {n:,} rows, steps: {', '.join(steps)}")
+    table = Table(show_header=True, header_style="bold")
+    table.add_column("step")
+    for s in ("ok", "error", "invalid", "skipped"):
+        table.add_column(s, justify="right")
+    for step in steps:
+        counts = dict(lf.group_by(f"{step}__status").len().collect().iter_rows())
+        table.add_row(step, *(f"{counts.get(s, 0):,}" for s in ("ok", "error", "invalid", "skipped")))
+    out.print(table)
+    id_col = next((c for c in cols if not c.startswith("__")), cols[0])
+    for step in steps:
+        bad = (lf.filter(pl.col(f"{step}__status").is_in(["error", "invalid"]))
+               .select(id_col, f"{step}__status", f"{step}__error").head(failed).collect())
+        if bad.height:
+            out.print(f"[bold]{step}[/]: failed rows (first {bad.height})")
+            for rid, status, error in bad.iter_rows():
+                out.print(f"  {rid!r}: {status}: {error}", highlight=False, markup=False)
+
+
+def version_callback(value: bool) -> None:
+    if value:
+        out.print(f"pipeline {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(version: bool = typer.Option(False, "--version", callback=version_callback, is_eager=True)) -> None:
+    """Batch jobs against OpenAI-compatible APIs."""
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        sys.exit(EXIT_INTERRUPTED)

@@ -1,0 +1,18 @@
+"""Step kinds: per kind, how a row becomes a request and an answer becomes columns."""
+
+from __future__ import annotations
+
+from ..job.model import ChatStep
+from ..tokens import counter, tokenizer_for
+from .base import Prepared, StepRuntime
+from .chat import ChatRuntime
+
+__all__ = ["Prepared", "StepRuntime", "build_runtime"]
+
+
+def build_runtime(spec: ChatStep, cache_ns: str, tokenizer: str | None) -> StepRuntime:
+    """The runtime of a step spec (templates compiled; raises JobError on template errors)."""
+    count = counter(tokenizer_for(spec.model, tokenizer))
+    if isinstance(spec, ChatStep):
+        return ChatRuntime(spec, cache_ns, count)
+    raise AssertionError(f"unhandled step kind {type(spec).__name__}")

@@ -1,0 +1,117 @@
+"""What every step kind shares: request preparation per row, the call, and the row's result."""
+
+from __future__ import annotations
+
+import json
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import pyarrow as pa
+
+from ..calls import CallError, ProviderClient
+from ..errors import TransientError
+from ..records import Parsed, StepResult
+from ..retry import classify
+from ..templating import NullValue, RenderError, Template
+from ..transport import HttpRequest
+
+
+def load_json(body: bytes) -> dict[str, Any]:
+    """Parse a 2xx body; a broken body is transient, an `error` inside a 200 is classified as such."""
+    try:
+        obj = json.loads(body)
+    except ValueError as exc:
+        raise TransientError(f"malformed JSON in a 200 answer: {body[:120]!r}") from exc
+    if not isinstance(obj, dict):
+        raise TransientError(f"unexpected answer (not a JSON object): {body[:120]!r}")
+    if "error" in obj and obj["error"] and not obj.get("choices") and not obj.get("data"):
+        raise classify(200, body, {})
+    return obj
+
+
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """One row's request, ready to send."""
+
+    request: HttpRequest
+    tokens: int  # reserved against the provider's token budget
+    cache_key: str | None
+    completion_charge: int | None = None
+    prompt_estimate: int = 0  # our own count, reported when the server sends no usage
+
+
+class StepRuntime(ABC):
+    """A step bound to its provider client. Subclasses build requests and parse answers."""
+
+    client: ProviderClient  # bound by the executor when the run starts
+
+    def __init__(self, name: str, output_column: str, provider: str, cache_ns: str) -> None:
+        self.name = name
+        self.output_column = output_column
+        self.provider = provider
+        self.cache_ns = cache_ns  # provider identity in cache keys ("apiyi", "apiyi@sim", ...)
+
+    @abstractmethod
+    def templates(self) -> list[Template]:
+        """Every template of the step (checked against the columns before the run)."""
+
+    @abstractmethod
+    def output_fields(self) -> list[pa.Field]:
+        """The step's own value columns (status/error/... columns are added by the sink)."""
+
+    @abstractmethod
+    def prepare(self, row: Mapping[str, Any]) -> Prepared:
+        """Render the row into a request (raises NullValue / RenderError)."""
+
+    @abstractmethod
+    def parse(self, body: bytes) -> Parsed:
+        """Turn a 2xx body into output values; raise RequestError subclasses when unusable."""
+
+    def _prepare_or_result(self, row: Mapping[str, Any]) -> Prepared | StepResult:
+        try:
+            return self.prepare(row)
+        except NullValue as exc:
+            return StepResult.skipped(str(exc))
+        except RenderError as exc:
+            return StepResult("error", error=f"template: {exc}")
+
+    def _result(self, prep: Prepared, parsed: Parsed, attempts: int, cached: bool) -> StepResult:
+        u = parsed.usage
+        return StepResult(
+            "ok",
+            parsed.values,
+            attempts=attempts,
+            prompt_tokens=(prep.prompt_estimate if u.estimated else u.prompt_tokens) if u else None,
+            completion_tokens=u.completion_tokens if u else None,
+            cached=cached,
+            tokens_estimated=bool(u and u.estimated),
+        )
+
+    def try_cached(self, row: Mapping[str, Any]) -> StepResult | None:
+        """The row's result when it needs no request (cache hit, or skipped/failed before sending)."""
+        prep = self._prepare_or_result(row)
+        if isinstance(prep, StepResult):
+            return prep
+        if prep.cache_key is None:
+            return None
+        parsed = self.client.cached(prep.cache_key, self.parse)
+        return None if parsed is None else self._result(prep, parsed, 0, True)
+
+    async def run(self, row: Mapping[str, Any]) -> StepResult:
+        """The row's result, sending what is needed. FatalError propagates: it stops the run."""
+        prep = self._prepare_or_result(row)
+        if isinstance(prep, StepResult):
+            return prep
+        try:
+            reply = await self.client.call(
+                prep.request,
+                tokens=prep.tokens,
+                cache_key=prep.cache_key,
+                parse=self.parse,
+                completion_charge=prep.completion_charge,
+            )
+        except CallError as exc:
+            return StepResult("error", error=exc.error.short(), attempts=exc.attempts)
+        return self._result(prep, reply.parsed, reply.attempts, reply.cached)

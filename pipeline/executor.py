@@ -1,0 +1,325 @@
+"""The run loop: rows in input order through every step, under a bounded window, results to the sink."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import random
+import signal
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from .cache import NoCache, ResponseCache
+from .calls import ProviderClient, RunStats, Stopped
+from .errors import FatalError, RunAborted
+from .limits import AdmissionGate
+from .plan import DEFAULT_ID, Plan
+from .records import Progress, StepResult
+from .sinks import PartWriter, WorkDir, flatten_result
+from .sources import ROW
+from .transport import Transport, new_session
+
+BATCH_ROWS = 2000
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    fresh: bool = False
+    retry_failed: bool = False
+    progress_interval_s: float = 0.5
+
+
+@dataclass
+class RunSummary:
+    """What a run did; the CLI prints it and picks the exit code from it."""
+
+    output: str
+    total_rows: int
+    rows_resumed: int
+    rows_processed: int
+    status_counts: dict[str, Counter[str]]
+    stats: RunStats
+    elapsed_s: float
+    interrupted: bool = False
+    aborted: str | None = None
+    failed_rows: int = 0
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class _Counters:
+    done: int = 0
+    ok: int = 0
+    failed: int = 0
+    skipped: int = 0
+    streak_sig: str | None = None
+    streak: int = 0
+
+
+def _failure_signature(error: str | None) -> str:
+    # identical failures differ only by request ids; compare the text before it
+    text = (error or "").split("(request id", 1)[0]
+    return text[:200]
+
+
+class Executor:
+    def __init__(self, plan: Plan, options: RunOptions, observer: Callable[[Progress], None] | None = None) -> None:
+        self.plan = plan
+        self.options = options
+        self.observer = observer
+        spec = plan.job.spec
+        self.cache: ResponseCache | NoCache = (
+            ResponseCache(spec.cache.dir, spec.cache.size_limit_gb) if spec.cache.enabled else NoCache()
+        )
+        self.stats = RunStats()
+        self.counts: dict[str, Counter[str]] = {s.name: Counter() for s in plan.steps}
+        self._c = _Counters()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._stopping = False
+        self._abort: BaseException | None = None
+        self._started = 0.0
+        self._resumed = 0
+        self._processed = 0
+        self._value_names = {s.name: [f.name for f in s.output_fields()] for s in plan.steps}
+        self._input_cols = [c for c in plan.part_schema.names if c not in self._step_columns()]
+
+    def _step_columns(self) -> set[str]:
+        cols: set[str] = set()
+        for s in self.plan.steps:
+            cols.update(f.name for f in self.plan.part_schema if f.name.startswith(f"{s.name}__"))
+            cols.update(self._value_names[s.name])
+        return cols
+
+    # ----------------------------------------------------------------- setup
+    def _clients(self, session: Any) -> dict[str, ProviderClient]:
+        """One client per provider; providers sharing a key and URL share one admission gate."""
+        gates: dict[str, AdmissionGate] = {}
+        clients: dict[str, ProviderClient] = {}
+        spec = self.plan.job.spec
+        for name, p in self.plan.providers.items():
+            key = self.plan.api_keys.get(name)
+            ident = hashlib.sha256(f"{p.base_urls[0]}|{key}".encode()).hexdigest()
+            if ident not in gates:
+                lim = p.limits
+                gates[ident] = AdmissionGate(rpm=lim.rpm, tpm=lim.tpm, concurrency=lim.concurrency,
+                                             period_s=lim.period_s)
+            clients[name] = ProviderClient(
+                Transport(p, key, session), gates[ident], self.cache, spec.retry, self.stats,
+                rng=random.Random(), stopping=lambda: self._stopping,
+            )
+        return clients
+
+    def _window(self) -> int:
+        opt = self.plan.job.spec.run.max_rows_in_flight
+        if opt:
+            return opt
+        conc = [p.limits.concurrency or 256 for p in self.plan.providers.values()]
+        return max(64, 4 * max(conc))
+
+    # ----------------------------------------------------------------- rows
+    def _record(self, row_index: int, row: dict[str, Any], results: list[StepResult]) -> dict[str, Any]:
+        out: dict[str, Any] = {c: row.get(c) for c in self._input_cols}
+        out[ROW] = row_index
+        if self.plan.id_column == DEFAULT_ID and DEFAULT_ID not in row:
+            out[DEFAULT_ID] = row_index
+        failed = False
+        for step, r in zip(self.plan.steps, results, strict=True):
+            flatten_result(step.name, r, self._value_names[step.name], out)
+            self.counts[step.name][r.status] += 1
+            failed = failed or r.status in ("error", "invalid")
+        c = self._c
+        c.done += 1
+        if failed:
+            c.failed += 1
+            bad = next(r for r in results if r.status in ("error", "invalid"))
+            sig = _failure_signature(bad.error)
+            c.streak = c.streak + 1 if sig == c.streak_sig else 1
+            c.streak_sig = sig
+            limit = self.plan.job.spec.run.stop_after_identical_failures
+            if c.streak >= limit and self._abort is None:
+                self._abort = RunAborted(
+                    f"{c.streak} rows in a row failed with the same error, stopping instead of failing "
+                    f"every row: {bad.error}"
+                )
+        else:
+            c.streak = 0
+            c.streak_sig = None
+            if any(r.status == "skipped" for r in results):
+                c.skipped += 1
+            else:
+                c.ok += 1
+        return out
+
+    def _skip_reason(self, results: list[StepResult]) -> str | None:
+        for step, r in zip(self.plan.steps, results, strict=False):
+            if r.status != "ok":
+                return f"step `{step.name}` did not succeed ({r.status})"
+        return None
+
+    def _advance_cached(self, ctx: dict[str, Any], results: list[StepResult]) -> bool:
+        """Complete as many steps as possible without sending; True when the row is finished."""
+        steps = self.plan.steps
+        while len(results) < len(steps):
+            reason = self._skip_reason(results)
+            if reason is not None:
+                results.append(StepResult.skipped(reason))
+                continue
+            step = steps[len(results)]
+            r = step.try_cached(ctx)
+            if r is None:
+                return False
+            results.append(r)
+            if r.status == "ok":
+                ctx.update(r.values)
+        return True
+
+    async def _row_task(self, row_index: int, ctx: dict[str, Any], results: list[StepResult],
+                        writer: PartWriter, window: asyncio.Semaphore) -> None:
+        try:
+            steps = self.plan.steps
+            while len(results) < len(steps):
+                reason = self._skip_reason(results)
+                if reason is not None:
+                    results.append(StepResult.skipped(reason))
+                    continue
+                step = steps[len(results)]
+                r = await step.run(ctx)
+                results.append(r)
+                if r.status == "ok":
+                    ctx.update(r.values)
+                    if not self._advance_cached(ctx, results):
+                        continue
+            self._processed += 1
+            writer.add(self._record(row_index, ctx, results))
+        except (Stopped, asyncio.CancelledError):
+            pass  # not written: the row stays to do for the next run
+        except FatalError as exc:
+            if self._abort is None:
+                self._abort = RunAborted(f"provider refused the run: {exc.short()}")
+        except BaseException as exc:  # a bug or a disk error: stop the run, keep what is done
+            if self._abort is None:
+                self._abort = exc
+        finally:
+            window.release()
+
+    # ----------------------------------------------------------------- run
+    def _progress(self) -> Progress:
+        el = max(1e-9, asyncio.get_running_loop().time() - self._started)
+        s = self.stats
+        tokens = s.prompt_tokens + s.completion_tokens
+        return Progress(
+            total_rows=self.plan.total_rows, rows_done=self._c.done + self._resumed, rows_ok=self._c.ok,
+            rows_failed=self._c.failed, rows_skipped=self._c.skipped, rows_resumed=self._resumed,
+            requests=s.requests, cache_hits=s.cache_hits, retries=s.retries, rate_limited=s.rate_limited,
+            tokens=tokens, elapsed_s=el, req_per_min=s.requests / el * 60, tok_per_min=tokens / el * 60,
+        )
+
+    async def _report(self) -> None:
+        while True:
+            await asyncio.sleep(self.options.progress_interval_s)
+            if self.observer:
+                self.observer(self._progress())
+
+    def request_stop(self) -> None:
+        """First Ctrl-C: start no new row or attempt; requests already on the wire finish and are kept."""
+        if self._stopping:
+            for t in list(self._tasks):
+                t.cancel()
+            return
+        self._stopping = True
+        waiting = [t for t in self._tasks if not any(t in c.inflight for c in self._client_list)]
+        for t in waiting:
+            t.cancel()
+
+    async def run(self) -> RunSummary:
+        plan, opts = self.plan, self.options
+        loop = asyncio.get_running_loop()
+        self._started = loop.time()
+        t0 = time.monotonic()
+        work = WorkDir(plan.output, plan.fingerprint)
+        work.prepare(opts.fresh)
+        prior = work.prior(plan.total_rows, plan.status_columns, opts.fresh)
+        todo = ~prior.done
+        if opts.retry_failed:
+            todo |= prior.failed
+        self._resumed = int((~todo).sum())
+        writer = PartWriter(work, plan.part_schema, plan.job.spec.run.flush_rows, plan.job.spec.run.flush_interval_s)
+        window_size = self._window()
+        window = asyncio.Semaphore(window_size)
+        reporter = asyncio.create_task(self._report())
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(signal.SIGINT, self.request_stop)
+            loop.add_signal_handler(signal.SIGTERM, self.request_stop)
+        try:
+            async with new_session(window_size + 16) as session:
+                clients = self._clients(session)
+                self._client_list = list(clients.values())
+                for step in plan.steps:
+                    step.client = clients[step.provider]
+                await self._feed(todo, writer, window)
+                while self._tasks:
+                    await asyncio.wait(set(self._tasks))
+                    if self._abort is not None:
+                        break
+                if self._abort is not None:
+                    for t in list(self._tasks):
+                        t.cancel()
+                    if self._tasks:
+                        await asyncio.wait(set(self._tasks))
+            writer.flush()
+        finally:
+            reporter.cancel()
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.remove_signal_handler(signal.SIGINT)
+                loop.remove_signal_handler(signal.SIGTERM)
+            self.cache.close()
+        if self.observer:
+            self.observer(self._progress())
+        complete = not self._stopping and self._abort is None
+        if isinstance(self._abort, BaseException) and not isinstance(self._abort, RunAborted):
+            raise self._abort
+        if complete:
+            work.finish(plan.final_schema, opts.fresh)
+        failed = self._c.failed + int((prior.failed & ~todo).sum())
+        return RunSummary(
+            output=str(plan.output), total_rows=plan.total_rows, rows_resumed=self._resumed,
+            rows_processed=self._processed, status_counts=self.counts, stats=self.stats,
+            elapsed_s=time.monotonic() - t0, interrupted=self._stopping,
+            aborted=str(self._abort) if self._abort is not None else None, failed_rows=failed,
+        )
+
+    async def _feed(self, todo: Any, writer: PartWriter, window: asyncio.Semaphore) -> None:
+        """Read the input in batches; finish cached rows at once, start tasks for the rest."""
+        for df in self.plan.source.batches(BATCH_ROWS):
+            rows = df[ROW].to_numpy()
+            if not todo[rows].any():
+                continue
+            for row in df.iter_rows(named=True):
+                if self._stopping or self._abort is not None:
+                    return
+                idx = row.pop(ROW)
+                if not todo[idx]:
+                    continue
+                results: list[StepResult] = []
+                if self._advance_cached(row, results):
+                    self._processed += 1
+                    writer.add(self._record(idx, row, results))
+                    continue
+                await window.acquire()
+                if self._stopping or self._abort is not None:
+                    window.release()
+                    return
+                task = asyncio.create_task(self._row_task(idx, row, results, writer, window))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+            await asyncio.sleep(0)  # let replies in between batches of cache hits
+
+
+async def execute(plan: Plan, options: RunOptions | None = None,
+                  observer: Callable[[Progress], None] | None = None) -> RunSummary:
+    """Run a plan to the end (or to a stop); the final file is written when every row is done."""
+    return await Executor(plan, options or RunOptions(), observer).run()

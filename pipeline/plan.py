@@ -1,0 +1,161 @@
+"""Turn a job file into a checked plan: every check that needs no request happens here, all at once."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pyarrow as pa
+import polars as pl
+
+from .endpoints import StepRuntime, build_runtime
+from .errors import InputError, JobError
+from .job.load import LoadedJob, load_job
+from .job.profiles import ResolvedProvider, resolve_provider
+from .sinks import step_fields
+from .sources import ROW, Source
+from .templating import check_columns
+
+DEFAULT_ID = "row_id"
+
+
+@dataclass
+class Plan:
+    """Everything a run needs, validated."""
+
+    job: LoadedJob
+    source: Source
+    total_rows: int
+    providers: dict[str, ResolvedProvider]
+    api_keys: dict[str, str | None]
+    steps: list[StepRuntime]
+    id_column: str
+    keep: list[str]
+    output: Path
+    part_schema: pa.Schema
+    fingerprint: str
+    simulated: bool = False
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def final_schema(self) -> pa.Schema:
+        return self.part_schema.remove(self.part_schema.get_field_index(ROW))
+
+    @property
+    def status_columns(self) -> list[str]:
+        return [f"{s.name}__status" for s in self.steps]
+
+
+def _arrow_type(dtype: pl.DataType) -> pa.DataType:
+    return pl.Series([], dtype=dtype).to_arrow().type
+
+
+def build_plan(
+    job_path: str | Path,
+    *,
+    sim_url: str | None = None,
+    require_keys: bool = True,
+    check_ids: bool = True,
+) -> Plan:
+    """Load, validate and resolve a job. Raises JobError naming every problem found.
+
+    `sim_url` points every provider at a simulator (`run --sim`): keys are then not needed and the
+    cache keeps simulated answers apart from real ones.
+    """
+    job = load_job(job_path)
+    spec = job.spec
+    problems: list[str] = []
+
+    providers: dict[str, ResolvedProvider] = {}
+    for step in spec.steps:
+        if step.provider in providers:
+            continue
+        try:
+            p = resolve_provider(step.provider, spec.providers)
+        except JobError as exc:
+            problems.append(f"step `{step.name}`: {exc}")
+            continue
+        if sim_url is not None:
+            p = ResolvedProvider(
+                name=p.name, base_urls=(sim_url,), api_key_env=None, limits=p.limits,
+                timeout_s=p.timeout_s, connect_timeout_s=p.connect_timeout_s, headers=p.headers,
+                tokenizer=p.tokenizer, key_optional=True,
+            )
+        providers[step.provider] = p
+
+    api_keys: dict[str, str | None] = {}
+    for name, p in providers.items():
+        if sim_url is not None:
+            api_keys[name] = f"sim-{name}"
+            continue
+        key = os.environ.get(p.api_key_env) if p.api_key_env else None
+        if not key and not p.key_optional and require_keys:
+            problems.append(
+                f"provider `{name}` needs an API key in the environment variable {p.api_key_env or '(none set)'}, "
+                f"which is not set; export {p.api_key_env}=... (or rehearse with `pipeline run --sim`)"
+            )
+        api_keys[name] = key
+
+    try:
+        source = Source.open(spec.input.path, format=spec.input.format, id_column=spec.input.id,
+                             limit=spec.input.limit)
+    except InputError as exc:
+        raise JobError("\n".join([*problems, str(exc)])) from exc
+    schema = source.schema()
+    input_cols = list(schema.names())
+
+    steps: list[StepRuntime] = []
+    available = list(input_cols)
+    for step in spec.steps:
+        ns = f"{step.provider}@sim" if sim_url is not None else step.provider
+        p = providers.get(step.provider)
+        try:
+            rt = build_runtime(step, ns, p.tokenizer if p else None)
+        except JobError as exc:
+            problems.append(str(exc))
+            continue
+        problems += check_columns(
+            [(t, "columns available here are") for t in rt.templates()], available
+        )
+        if step.output_column in available:
+            problems.append(f"step `{step.name}` writes column `{step.output_column}`, which already exists; "
+                            "set `output:` to another name")
+        steps.append(rt)
+        available += [f.name for f in rt.output_fields()]
+
+    keep = spec.output.keep if spec.output.keep is not None else input_cols
+    missing_keep = [c for c in keep if c not in input_cols]
+    if missing_keep:
+        problems.append(f"output.keep names unknown column(s) {', '.join(missing_keep)}; "
+                        f"input columns are: {', '.join(input_cols)}")
+    if spec.input.id is None and DEFAULT_ID in input_cols:
+        problems.append(f"the input has a column `{DEFAULT_ID}`; set input.id to it (or to another unique column)")
+    if problems:
+        raise JobError("\n".join(problems))
+
+    total = source.check() if check_ids else 0
+    id_column = spec.input.id or DEFAULT_ID
+    fields: list[pa.Field] = [pa.field(ROW, pa.uint32())]
+    if spec.input.id is None:
+        fields.append(pa.field(DEFAULT_ID, pa.int64()))
+    elif spec.input.id not in keep:
+        fields.append(pa.field(id_column, _arrow_type(schema[id_column])))
+    for c in keep:
+        fields.append(pa.field(c, _arrow_type(schema[c])))
+    for rt in steps:
+        fields += step_fields(rt.name, rt.output_fields())
+    part_schema = pa.schema(fields)
+
+    fp = hashlib.sha256()
+    fp.update(source.fingerprint().encode())
+    fp.update(json.dumps(spec.model_dump(mode="json", exclude={"run", "cache", "retry", "providers"}),
+                         sort_keys=True).encode())
+    fp.update(b"sim" if sim_url is not None else b"real")
+    return Plan(
+        job=job, source=source, total_rows=total, providers=providers, api_keys=api_keys, steps=steps,
+        id_column=id_column, keep=list(keep), output=Path(spec.output.path), part_schema=part_schema,
+        fingerprint=fp.hexdigest()[:20], simulated=sim_url is not None,
+    )

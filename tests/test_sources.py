@@ -1,0 +1,76 @@
+"""Inputs: formats, bounded batches with row positions, id checks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from pipeline.errors import InputError
+from pipeline.sources import ROW, Source
+
+
+def make(tmp_path: Path, fmt: str, n: int = 10, dup: bool = False) -> Path:
+    ids = [f"r{i}" for i in range(n)]
+    if dup:
+        ids[5] = ids[2]
+    df = pl.DataFrame({"id": ids, "text": [f"text {i}" for i in range(n)]})
+    p = tmp_path / f"in.{fmt}"
+    {"csv": df.write_csv, "jsonl": df.write_ndjson, "parquet": df.write_parquet}[fmt](p)
+    return p
+
+
+@pytest.mark.parametrize("fmt", ["csv", "jsonl", "parquet"])
+def test_batches_in_order(tmp_path: Path, fmt: str) -> None:
+    src = Source.open(make(tmp_path, fmt, 25), format=None, id_column="id", limit=None)
+    assert src.check() == 25
+    batches = list(src.batches(10))
+    assert [b.height for b in batches] == [10, 10, 5]
+    rows = pl.concat(batches)
+    assert rows[ROW].to_list() == list(range(25))
+    assert rows["id"].to_list() == [f"r{i}" for i in range(25)]
+
+
+def test_limit(tmp_path: Path) -> None:
+    src = Source.open(make(tmp_path, "csv", 25), format=None, id_column=None, limit=7)
+    assert src.check() == 7
+    assert sum(b.height for b in src.batches(3)) == 7
+
+
+def test_duplicate_ids(tmp_path: Path) -> None:
+    src = Source.open(make(tmp_path, "csv", 10, dup=True), format=None, id_column="id", limit=None)
+    with pytest.raises(InputError, match=r"duplicate value\(s\): 'r2' \(2 times\)"):
+        src.check()
+
+
+def test_null_ids(tmp_path: Path) -> None:
+    p = tmp_path / "n.csv"
+    p.write_text("id,text\na,x\n,y\nc,z\n")
+    with pytest.raises(InputError, match="null value"):
+        Source.open(p, format=None, id_column="id", limit=None).check()
+
+
+def test_missing_id_column(tmp_path: Path) -> None:
+    src = Source.open(make(tmp_path, "csv"), format=None, id_column="review_id", limit=None)
+    with pytest.raises(InputError, match="input.id column `review_id` is not in .*columns are: id, text"):
+        src.check()
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="input file not found"):
+        Source.open(tmp_path / "nope.csv", format=None, id_column=None, limit=None)
+
+
+def test_unknown_extension(tmp_path: Path) -> None:
+    p = tmp_path / "x.xlsx"
+    p.write_text("x")
+    with pytest.raises(InputError, match="cannot tell the format"):
+        Source.open(p, format=None, id_column=None, limit=None)
+
+
+def test_unparseable_file(tmp_path: Path) -> None:
+    p = tmp_path / "bad.parquet"
+    p.write_text("not parquet")
+    with pytest.raises(InputError, match="cannot read parquet input"):
+        Source.open(p, format=None, id_column=None, limit=None)
