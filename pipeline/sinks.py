@@ -103,7 +103,7 @@ class WorkDir:
         if not self.output.exists():
             return False
         try:
-            meta = pq.read_schema(self.output).metadata or {}
+            meta = pq.ParquetFile(self.output).metadata.metadata or {}
         except Exception:
             return False
         return meta.get(FINGERPRINT_KEY.encode()) == self.fingerprint.encode()
@@ -143,18 +143,20 @@ class WorkDir:
         self.output.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.output.with_name(f".{self.output.name}.{os.getpid()}.tmp")
         names = schema.names
+        pl_schema = pl.from_arrow(schema.empty_table()).schema
         if frames:
             lf = (
                 pl.concat(frames, how="vertical_relaxed")
                 .sort([ROW, PART])
                 .unique(subset=[ROW], keep="last", maintain_order=True)
                 .select(names)
+                .cast(dict(pl_schema))
             )
         else:
             lf = pl.LazyFrame(pl.from_arrow(schema.empty_table()))
         try:
             lf.sink_parquet(
-                tmp, metadata={FINGERPRINT_KEY: self.fingerprint}, arrow_schema=schema, sync_on_close="all"
+                tmp, metadata={FINGERPRINT_KEY: self.fingerprint}, sync_on_close="all"
             )
             os.replace(tmp, self.output)
         except Exception as exc:

@@ -22,9 +22,14 @@ class Counter(Protocol):
 
 @functools.cache
 def _bpe(name: str) -> Any:
+    import warnings
+
     import bpe_openai
 
-    return bpe_openai.get_encoding(name)
+    with warnings.catch_warnings():
+        # bpe-openai 0.1.x loads its bundled vocabularies with a deprecated importlib call
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return bpe_openai.get_encoding(name)
 
 
 def _heuristic(text: str) -> int:
