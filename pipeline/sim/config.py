@@ -1,0 +1,163 @@
+"""Simulator configuration: per-key limits, fault rules, the config itself and the request record."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+FAULT_KINDS = frozenset(
+    {
+        "status",
+        "rate_limit",
+        "empty_429",
+        "reset",
+        "hang",
+        "malformed_json",
+        "error_in_200",
+        "truncated_stream",
+        "invalid_json_answer",
+        "schema_violation",
+        "refusal",
+    }
+)
+# Faults that replace the answer with a transport or HTTP-level failure (any endpoint).
+ERROR_FAULTS = frozenset({"status", "rate_limit", "empty_429", "reset", "malformed_json", "error_in_200"})
+# Faults that alter the content of a chat answer (chat completions only).
+CONTENT_FAULTS = frozenset({"truncated_stream", "invalid_json_answer", "schema_violation", "refusal"})
+
+DEFAULT_MODELS = [
+    "gpt-4o-mini",
+    "gpt-4o",
+    "gpt-4.1-mini",
+    "claude-sonnet-4",
+    "gemini-2.5-flash",
+    "deepseek-chat",
+    "qwen-plus",
+    "text-embedding-3-small",
+    "text-embedding-3-large",
+    "text-embedding-ada-002",
+    "whisper-1",
+    "gpt-4o-transcribe",
+    "gpt-4o-mini-transcribe",
+    "dall-e-3",
+]
+
+
+@dataclass
+class KeyLimits:
+    """Limits of one API key; None means unlimited."""
+
+    rpm: int | None = None
+    tpm: int | None = None
+    concurrency: int | None = None
+
+
+@dataclass
+class FaultRule:
+    """One fault injection rule; see the package docs for the meaning of each kind."""
+
+    kind: str
+    path: str | None = None
+    first: int | None = None
+    every: int | None = None
+    probability: float | None = None
+    when_contains: str | None = None
+    status: int = 500
+    error_type: str = "server_error"
+    error_code: str | None = None
+    retry_after: float | None = None
+    hang_s: float = 3600
+    times: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in FAULT_KINDS:
+            raise ValueError(f"unknown fault kind {self.kind!r}; expected one of {sorted(FAULT_KINDS)}")
+        if self.every is not None and self.every < 1:
+            raise ValueError("FaultRule.every must be >= 1")
+        if self.probability is not None and not 0.0 <= self.probability <= 1.0:
+            raise ValueError("FaultRule.probability must be within [0, 1]")
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> FaultRule:
+        return cls(**_known_fields(cls, d))
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _known_fields(cls: type, d: dict[str, Any]) -> dict[str, Any]:
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(d) - names
+    if unknown:
+        raise ValueError(f"unknown {cls.__name__} fields: {sorted(unknown)}")
+    return dict(d)
+
+
+def _limits(v: KeyLimits | dict[str, Any] | None) -> KeyLimits:
+    if v is None:
+        return KeyLimits()
+    if isinstance(v, KeyLimits):
+        return v
+    return KeyLimits(**_known_fields(KeyLimits, v))
+
+
+def _rule(v: FaultRule | dict[str, Any]) -> FaultRule:
+    return v if isinstance(v, FaultRule) else FaultRule.from_dict(v)
+
+
+@dataclass
+class SimConfig:
+    """Everything the simulator does: keys and limits, latency, faults, models."""
+
+    keys: dict[str, KeyLimits] | None = None
+    default_limits: KeyLimits = field(default_factory=KeyLimits)
+    window_s: float = 60.0
+    latency_s: float = 0.0
+    latency_per_token_s: float = 0.0
+    latency_per_audio_s: float = 0.0
+    jitter: float = 0.0
+    seed: int = 0
+    faults: list[FaultRule] = field(default_factory=list)
+    max_upload_bytes: int = 25 * 1024 * 1024
+    models: list[str] = field(default_factory=lambda: list(DEFAULT_MODELS))
+    strict_models: bool = False
+
+    def __post_init__(self) -> None:
+        if self.window_s <= 0:
+            raise ValueError("SimConfig.window_s must be > 0")
+        if self.keys is not None:
+            self.keys = {str(k): _limits(v) for k, v in self.keys.items()}
+        self.default_limits = _limits(self.default_limits)
+        self.faults = [_rule(r) for r in self.faults]
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> SimConfig:
+        """Build a config from plain data (as loaded from JSON or YAML)."""
+        return cls(**_known_fields(cls, d or {}))
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data that `from_dict` accepts back."""
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class RequestRecord:
+    """One request as the simulator saw and answered it."""
+
+    seq: int
+    t_start: float
+    t_end: float
+    method: str
+    path: str
+    key: str | None
+    model: str | None
+    status: int
+    fault: str | None
+    body: dict[str, Any] | None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    n_inputs: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)

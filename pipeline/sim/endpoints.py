@@ -1,0 +1,301 @@
+"""Endpoint handlers: parse and validate a request into a Job (charge + answer) for the server pipeline."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import struct
+import time
+import zlib
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import BodyPartReader, web
+
+from . import answers, audio, embeddings
+from .calls import Call, Job
+from .faults import SimError
+from .tokens import chat_prompt_tokens, count_tokens
+
+if TYPE_CHECKING:
+    from .server import Simulator
+
+_TRANSCRIPTION_FIELDS = ("model", "language", "prompt", "temperature", "response_format")
+
+
+def tiny_png(seed: str) -> bytes:
+    """A 1x1 PNG whose colour depends on `seed`."""
+    rgb = hashlib.sha256(seed.encode()).digest()[:3]
+
+    def chunk(tag: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data))
+
+    ihdr = struct.pack(">IIBBBBB", 1, 1, 8, 2, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", ihdr)
+        + chunk(b"IDAT", zlib.compress(b"\x00" + rgb))
+        + chunk(b"IEND", b"")
+    )
+
+
+def _int_param(body: dict[str, Any], name: str, default: int, lo: int, hi: int) -> int:
+    v = body.get(name)
+    if v is None:
+        return default
+    if not isinstance(v, int) or isinstance(v, bool) or not lo <= v <= hi:
+        raise SimError(400, f"Invalid '{name}': expected an integer in [{lo}, {hi}].", param=name)
+    return v
+
+
+def _model(body: dict[str, Any], call: Call) -> str:
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        raise SimError(400, "you must provide a model parameter", param="model")
+    call.model = model
+    return model
+
+
+class Endpoints:
+    """The /v1 endpoints of one simulator."""
+
+    def __init__(self, sim: Simulator) -> None:
+        self.sim = sim
+
+    async def _json(self, request: web.Request, call: Call) -> tuple[bytes, dict[str, Any]]:
+        raw = await request.read()
+        try:
+            body = json.loads(raw)
+        except ValueError:
+            raise SimError(
+                400,
+                "We could not parse the JSON body of your request. (HINT: This likely means "
+                "you aren't using your HTTP library correctly.)",
+            ) from None
+        if not isinstance(body, dict):
+            raise SimError(400, "The request body must be a JSON object.")
+        call.body = body
+        return raw, body
+
+    def _meta(self, call: Call, prefix: str, model: str) -> dict[str, Any]:
+        return {
+            "id": f"{prefix}-sim-{call.seq}",
+            "created": int(time.time()),
+            "model": model,
+            "system_fingerprint": "fp_sim",
+        }
+
+    def _ok(self, call: Call, data: Any) -> web.Response:
+        return web.json_response(data, headers={"x-request-id": f"sim-{call.seq}"})
+
+    # ----- chat and legacy completions
+
+    async def chat(self, request: web.Request, call: Call) -> Job:
+        raw, body = await self._json(request, call)
+        model = _model(body, call)
+        messages = body.get("messages")
+        if not isinstance(messages, list) or not messages or not all(isinstance(m, dict) for m in messages):
+            raise SimError(400, "'messages' must be a non-empty array of message objects.", param="messages")
+        _int_param(body, "n", 1, 1, 128)
+        _int_param(body, "top_logprobs", 0, 0, 20)
+        prompt = chat_prompt_tokens(messages)
+        plan = answers.plan_chat(body, prompt)
+        max_tokens = answers.max_tokens_of(body)
+        call.prompt_tokens = prompt
+        call.completion_tokens = plan.completion_tokens
+        call.n_inputs = 1
+        stream = bool(body.get("stream"))
+
+        async def respond(request: web.Request, call: Call, fault: str | None) -> web.StreamResponse:
+            p = plan if fault is None else answers.plan_chat(body, prompt, fault)
+            call.completion_tokens = p.completion_tokens
+            meta = self._meta(call, "chatcmpl", model)
+            if stream:
+                chunks = answers.chat_chunks(p, body, meta, truncated=fault == "truncated_stream")
+                return await self.sim.stream(request, call, chunks)
+            await self.sim.sleep(call, self.sim.config.latency_per_token_s * p.completion_tokens)
+            return self._ok(call, answers.chat_response(p, body, meta))
+
+        charge = prompt + (max_tokens if max_tokens is not None else plan.completion_tokens)
+        return Job(raw, charge, respond, chat=True, stream=stream)
+
+    async def completions(self, request: web.Request, call: Call) -> Job:
+        raw, body = await self._json(request, call)
+        model = _model(body, call)
+        prompt = body.get("prompt")
+        prompts = [prompt] if isinstance(prompt, str) else prompt
+        if not isinstance(prompts, list) or not prompts or not all(isinstance(p, str) for p in prompts):
+            raise SimError(400, "'prompt' must be a string or a non-empty array of strings.", param="prompt")
+        _int_param(body, "n", 1, 1, 128)
+        plan = answers.plan_completion(prompts, body)
+        max_tokens = answers.max_tokens_of(body)
+        call.prompt_tokens = plan.prompt_tokens
+        call.completion_tokens = plan.completion_tokens
+        call.n_inputs = len(prompts)
+        stream = bool(body.get("stream"))
+
+        async def respond(request: web.Request, call: Call, fault: str | None) -> web.StreamResponse:
+            meta = self._meta(call, "cmpl", model)
+            if stream:
+                return await self.sim.stream(request, call, answers.completion_chunks(plan, meta))
+            await self.sim.sleep(call, self.sim.config.latency_per_token_s * plan.completion_tokens)
+            return self._ok(call, answers.completion_response(plan, meta))
+
+        charge = plan.prompt_tokens + (max_tokens if max_tokens is not None else plan.completion_tokens)
+        return Job(raw, charge, respond, stream=stream)
+
+    # ----- embeddings
+
+    async def embeddings(self, request: web.Request, call: Call) -> Job:
+        raw, body = await self._json(request, call)
+        call.model = body.get("model") if isinstance(body.get("model"), str) else None
+        model, inputs, tokens, dims, fmt = embeddings.parse_request(body)
+        total = sum(tokens)
+        call.prompt_tokens = total
+        call.n_inputs = len(inputs)
+
+        async def respond(request: web.Request, call: Call, fault: str | None) -> web.StreamResponse:
+            await self.sim.sleep(call)
+            return self._ok(call, embeddings.embeddings_response(model, inputs, dims, fmt, total))
+
+        return Job(raw, total, respond)
+
+    # ----- transcriptions
+
+    async def transcriptions(self, request: web.Request, call: Call) -> Job:
+        if not request.content_type.startswith("multipart/"):
+            raise SimError(400, "The request must be multipart/form-data with a 'file' field.", param="file")
+        limit = self.sim.config.max_upload_bytes
+        fields: dict[str, Any] = {}
+        granularities: list[str] = []
+        data: bytes | None = None
+        ext = ""
+        call.body = fields
+        reader = await request.multipart()
+        async for part in reader:
+            if not isinstance(part, BodyPartReader):
+                continue
+            name = part.name or ""
+            if name == "file":
+                fname = part.filename or ""
+                fields["file_name"] = fname
+                ext = fname.rsplit(".", 1)[-1].lower() if "." in fname else ""
+                if ext not in audio.AUDIO_EXTENSIONS:
+                    raise SimError(
+                        400,
+                        f"Invalid file format. Supported formats: {audio.AUDIO_EXTENSIONS}",
+                        param="file",
+                        code="invalid_value",
+                    )
+                buf = bytearray()
+                while chunk := await part.read_chunk(256 * 1024):
+                    buf += chunk
+                    if len(buf) > limit:
+                        fields["file_size"] = len(buf)
+                        raise SimError(
+                            413,
+                            f"Maximum content size limit ({limit}) exceeded ({len(buf)} bytes read)",
+                            code="request_too_large",
+                        )
+                data = bytes(buf)
+                fields["file_size"] = len(data)
+                fields["file_sha256"] = hashlib.sha256(data).hexdigest()
+            elif name in ("timestamp_granularities[]", "timestamp_granularities"):
+                granularities.append(await part.text())
+                fields["timestamp_granularities[]"] = granularities
+            else:
+                fields[name] = await part.text()
+        if data is None:
+            raise SimError(
+                400, "'file' is a required property; upload the audio as a 'file' form field.", param="file"
+            )
+        model = _model(fields, call)
+        response_format = fields.get("response_format") or "json"
+        audio.check_format(model, response_format)
+        try:
+            temperature = float(fields.get("temperature") or 0.0)
+        except ValueError:
+            raise SimError(400, "Invalid 'temperature': expected a number.", param="temperature") from None
+        duration = await audio.audio_duration(data, ext)
+        call.n_inputs = 1
+        language = fields.get("language")
+
+        async def respond(request: web.Request, call: Call, fault: str | None) -> web.StreamResponse:
+            assert data is not None
+            ctype, payload = audio.transcription_body(
+                data, duration, response_format, language, granularities, temperature
+            )
+            text = payload if isinstance(payload, str) else payload["text"]
+            call.completion_tokens = count_tokens(text)
+            await self.sim.sleep(call, self.sim.config.latency_per_audio_s * duration)
+            if isinstance(payload, str):
+                return web.Response(
+                    text=payload, content_type=ctype, headers={"x-request-id": f"sim-{call.seq}"}
+                )
+            return self._ok(call, payload)
+
+        return Job(json.dumps(fields, ensure_ascii=False).encode(), 0, respond)
+
+    # ----- images, models, unknown paths
+
+    async def images(self, request: web.Request, call: Call) -> Job:
+        raw, body = await self._json(request, call)
+        call.model = body.get("model") if isinstance(body.get("model"), str) else "dall-e-2"
+        prompt = body.get("prompt")
+        if not isinstance(prompt, str) or not prompt:
+            raise SimError(400, "'prompt' is a required property", param="prompt")
+        n = _int_param(body, "n", 1, 1, 10)
+        fmt = body.get("response_format") or "url"
+        if fmt not in ("url", "b64_json"):
+            raise SimError(
+                400,
+                f"Invalid 'response_format': {fmt!r}; expected 'url' or 'b64_json'.",
+                param="response_format",
+            )
+        call.n_inputs = 1
+        base = str(request.url.origin())
+
+        async def respond(request: web.Request, call: Call, fault: str | None) -> web.StreamResponse:
+            await self.sim.sleep(call)
+            data = []
+            for i in range(n):
+                seed = f"{prompt}#{i}"
+                if fmt == "b64_json":
+                    item = {"b64_json": base64.b64encode(tiny_png(seed)).decode()}
+                else:
+                    item = {"url": f"{base}/_sim/images/{hashlib.sha256(seed.encode()).hexdigest()[:16]}.png"}
+                data.append({**item, "revised_prompt": prompt})
+            return self._ok(call, {"created": int(time.time()), "data": data})
+
+        return Job(raw, 0, respond)
+
+    async def image_file(self, request: web.Request) -> web.Response:
+        return web.Response(body=tiny_png(request.match_info["name"]), content_type="image/png")
+
+    def _model_obj(self, model: str) -> dict[str, Any]:
+        owner = "openai" if model.startswith(("gpt", "text-embedding", "whisper", "dall-e")) else "system"
+        return {"id": model, "object": "model", "created": 1700000000, "owned_by": owner}
+
+    async def models(self, request: web.Request, call: Call) -> Job:
+        async def respond(request: web.Request, call: Call, fault: str | None) -> web.StreamResponse:
+            return self._ok(call, {"object": "list", "data": [self._model_obj(m) for m in self.sim.models]})
+
+        return Job(b"", 0, respond)
+
+    async def model(self, request: web.Request, call: Call) -> Job:
+        model = request.match_info["model_id"]
+        call.model = model
+        if model not in self.sim.models:
+            raise SimError(
+                404,
+                f"The model `{model}` does not exist or you do not have access to it.",
+                code="model_not_found",
+            )
+
+        async def respond(request: web.Request, call: Call, fault: str | None) -> web.StreamResponse:
+            return self._ok(call, self._model_obj(model))
+
+        return Job(b"", 0, respond)
+
+    async def unknown(self, request: web.Request, call: Call) -> Job:
+        raise SimError(404, f"Invalid URL ({request.method} {request.path})")

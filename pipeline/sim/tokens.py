@@ -1,0 +1,71 @@
+"""Exact token counting (o200k_base via bpe-openai), shared with the client to reserve exactly."""
+
+from __future__ import annotations
+
+import warnings
+from functools import lru_cache
+from typing import Any
+
+
+@lru_cache(maxsize=1)
+def _encoding() -> Any:
+    # bpe-openai loads its bundled vocabularies with a deprecated importlib.resources call.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        import bpe_openai
+
+        return bpe_openai.get_encoding("o200k_base")
+
+
+def encode(text: str) -> list[int]:
+    """Token ids of `text` (no special tokens)."""
+    return _encoding().encode_ordinary(text)
+
+
+def decode(tokens: list[int]) -> str:
+    return _encoding().decode(tokens)
+
+
+def token_bytes(token: int) -> bytes:
+    return _encoding().decode_single_token_bytes(token)
+
+
+def count_tokens(text: str) -> int:
+    """Number of o200k_base tokens of `text`."""
+    if not text:
+        return 0
+    return len(_encoding().encode_ordinary(text))
+
+
+def content_text(content: Any) -> str:
+    """Text of a message content: a string, or the `text` of the text parts of a list."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        parts = []
+        for part in content:
+            if isinstance(part, dict) and isinstance(part.get("text"), str):
+                parts.append(part["text"])
+            elif isinstance(part, str):
+                parts.append(part)
+        return "\n".join(parts)
+    return ""
+
+
+def content_tokens(content: Any) -> int:
+    """Tokens of a message content; for a list of parts, of their texts joined with no separator."""
+    if isinstance(content, str):
+        return count_tokens(content)
+    if isinstance(content, list):
+        return count_tokens(
+            "".join(p["text"] for p in content if isinstance(p, dict) and isinstance(p.get("text"), str))
+        )
+    return 0
+
+
+def chat_prompt_tokens(messages: list[Any]) -> int:
+    """Prompt tokens of a chat request: sum over messages of (content tokens + 4), plus 3."""
+    total = 3
+    for m in messages:
+        total += content_tokens(m.get("content") if isinstance(m, dict) else None) + 4
+    return total
