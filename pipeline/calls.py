@@ -125,6 +125,8 @@ class ProviderClient:
                 raise self._fatal
             if not self._verified:
                 async with self._probe_lock:
+                    if self._fatal is not None:
+                        raise self._fatal
                     if not self._verified:
                         result = await self._attempt(req, tokens, cache_key, parse, completion_charge, attempt)
                         if not isinstance(result, FatalError):

@@ -79,7 +79,9 @@ class Executor:
         self.counts: dict[str, Counter[str]] = {s.name: Counter() for s in plan.steps}
         self._c = _Counters()
         self._tasks: set[asyncio.Task[None]] = set()
-        self._stopping = False
+        self._stopping = False  # no new row or attempt starts (Ctrl-C or abort)
+        self._interrupted = False  # Ctrl-C / SIGTERM
+        self._client_list: list[ProviderClient] = []
         self._abort: BaseException | None = None
         self._started = 0.0
         self._resumed = 0
@@ -144,11 +146,11 @@ class Executor:
             c.streak = c.streak + 1 if sig == c.streak_sig else 1
             c.streak_sig = sig
             limit = self.plan.job.spec.run.stop_after_identical_failures
-            if c.streak >= limit and self._abort is None:
-                self._abort = RunAborted(
+            if c.streak >= limit:
+                self._set_abort(RunAborted(
                     f"{c.streak} rows in a row failed with the same error, stopping instead of failing "
                     f"every row: {bad.error}"
-                )
+                ))
         else:
             c.streak = 0
             c.streak_sig = None
@@ -202,11 +204,9 @@ class Executor:
         except (Stopped, asyncio.CancelledError):
             pass  # not written: the row stays to do for the next run
         except FatalError as exc:
-            if self._abort is None:
-                self._abort = RunAborted(f"provider refused the run: {exc.short()}")
+            self._set_abort(RunAborted(f"provider refused the run: {exc.short()}"))
         except BaseException as exc:  # a bug or a disk error: stop the run, keep what is done
-            if self._abort is None:
-                self._abort = exc
+            self._set_abort(exc)
         finally:
             window.release()
 
@@ -228,16 +228,26 @@ class Executor:
             if self.observer:
                 self.observer(self._progress())
 
+    def _halt(self) -> None:
+        """Start no new row or attempt; requests already on the wire finish (their answers are paid for)."""
+        self._stopping = True
+        for t in list(self._tasks):
+            if not any(t in c.inflight for c in self._client_list):
+                t.cancel()
+
+    def _set_abort(self, exc: BaseException) -> None:
+        if self._abort is None:
+            self._abort = exc
+            self._halt()
+
     def request_stop(self) -> None:
-        """First Ctrl-C: start no new row or attempt; requests already on the wire finish and are kept."""
-        if self._stopping:
+        """Ctrl-C: the first stops gracefully, the second cancels what is still in flight."""
+        if self._interrupted:
             for t in list(self._tasks):
                 t.cancel()
             return
-        self._stopping = True
-        waiting = [t for t in self._tasks if not any(t in c.inflight for c in self._client_list)]
-        for t in waiting:
-            t.cancel()
+        self._interrupted = True
+        self._halt()
 
     async def run(self) -> RunSummary:
         plan, opts = self.plan, self.options
@@ -267,13 +277,6 @@ class Executor:
                 await self._feed(todo, writer, window)
                 while self._tasks:
                     await asyncio.wait(set(self._tasks))
-                    if self._abort is not None:
-                        break
-                if self._abort is not None:
-                    for t in list(self._tasks):
-                        t.cancel()
-                    if self._tasks:
-                        await asyncio.wait(set(self._tasks))
             writer.flush()
         finally:
             reporter.cancel()
@@ -292,7 +295,7 @@ class Executor:
         return RunSummary(
             output=str(plan.output), total_rows=plan.total_rows, rows_resumed=self._resumed,
             rows_processed=self._processed, status_counts=self.counts, stats=self.stats,
-            elapsed_s=time.monotonic() - t0, interrupted=self._stopping,
+            elapsed_s=time.monotonic() - t0, interrupted=self._interrupted,
             aborted=str(self._abort) if self._abort is not None else None, failed_rows=failed,
         )
 

@@ -1,0 +1,123 @@
+"""The only aiohttp client user: send one request to a provider, map network failures to our errors."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+
+from .errors import ConnectError, TransientError
+from .job.profiles import ResolvedProvider
+
+# After falling over to a backup URL, try the primary again after this long.
+PRIMARY_RETRY_S = 60.0
+
+
+@dataclass(frozen=True)
+class HttpRequest:
+    """What to send: a JSON body, or a multipart form built afresh for every attempt."""
+
+    endpoint: str  # e.g. "/chat/completions"
+    json_body: dict[str, Any] | None = None
+    form: Callable[[], aiohttp.FormData] | None = None
+    timeout_s: float | None = None  # overrides the provider's timeout (long audio)
+
+
+@dataclass(frozen=True)
+class HttpResponse:
+    status: int
+    body: bytes
+    headers: Mapping[str, str] = field(default_factory=dict)
+    url: str = ""
+
+
+class Transport:
+    """Sends requests to one provider's URLs; falls over to backups on connection errors and 5xx."""
+
+    def __init__(self, provider: ResolvedProvider, api_key: str | None, session: aiohttp.ClientSession) -> None:
+        self.provider = provider
+        self._session = session
+        self._headers = {k: v for k, v in provider.headers}
+        if api_key:
+            self._headers["Authorization"] = f"Bearer {api_key}"
+        self._json_headers = {**self._headers, "Content-Type": "application/json"}
+        self._url_index = 0
+        self._left_primary_at: float | None = None
+        self.failovers = 0
+
+    @property
+    def current_url(self) -> str:
+        return self.provider.base_urls[self._url_index]
+
+    def _pick_url(self) -> tuple[int, str]:
+        if self._url_index and self._left_primary_at is not None:
+            if asyncio.get_running_loop().time() - self._left_primary_at >= PRIMARY_RETRY_S:
+                self._url_index = 0
+                self._left_primary_at = None
+        return self._url_index, self.provider.base_urls[self._url_index]
+
+    def mark_failing(self, index: int) -> None:
+        """The URL at `index` failed (connection error or 5xx): later attempts use the next one."""
+        urls = self.provider.base_urls
+        if len(urls) > 1 and index == self._url_index:
+            self._url_index = (index + 1) % len(urls)
+            self.failovers += 1
+            self._left_primary_at = asyncio.get_running_loop().time() if self._url_index else None
+
+    async def send(self, req: HttpRequest) -> HttpResponse:
+        """One attempt. Returns any HTTP answer; raises ConnectError / TransientError without one."""
+        index, base = self._pick_url()
+        url = base + req.endpoint
+        timeout = aiohttp.ClientTimeout(
+            total=req.timeout_s or self.provider.timeout_s, sock_connect=self.provider.connect_timeout_s
+        )
+        try:
+            if req.form is not None:
+                data: Any = req.form()
+                headers = self._headers
+            else:
+                data = json.dumps(req.json_body, ensure_ascii=False, separators=(",", ":")).encode()
+                if len(data) > 1 << 20:
+                    data = io.BytesIO(data)  # aiohttp streams file-likes; raw bytes over 1 MiB block the loop
+                headers = self._json_headers
+            async with self._session.post(url, data=data, headers=headers, timeout=timeout) as resp:
+                body = await resp.read()
+                if resp.status >= 500:
+                    self.mark_failing(index)
+                return HttpResponse(resp.status, body, resp.headers, url)
+        except aiohttp.ClientConnectorError as exc:
+            self.mark_failing(index)
+            raise ConnectError(f"cannot connect to {base}: {exc.os_error or exc}") from exc
+        except (TimeoutError, asyncio.TimeoutError) as exc:
+            raise TransientError(f"no answer from {base} within {timeout.total:g}s (timeout)") from exc
+        except aiohttp.ServerDisconnectedError as exc:
+            raise TransientError(f"{base} closed the connection without an answer") from exc
+        except (aiohttp.ClientPayloadError, aiohttp.ClientResponseError) as exc:
+            raise TransientError(f"broken response from {base}: {exc}") from exc
+        except aiohttp.ClientError as exc:
+            self.mark_failing(index)
+            raise TransientError(f"network error talking to {base}: {type(exc).__name__}: {exc}") from exc
+
+    async def get(self, endpoint: str) -> HttpResponse:
+        """A GET (e.g. /models) against the current URL."""
+        index, base = self._pick_url()
+        timeout = aiohttp.ClientTimeout(total=self.provider.connect_timeout_s + 30)
+        try:
+            async with self._session.get(base + endpoint, headers=self._headers, timeout=timeout) as resp:
+                return HttpResponse(resp.status, await resp.read(), resp.headers, base + endpoint)
+        except aiohttp.ClientConnectorError as exc:
+            self.mark_failing(index)
+            raise ConnectError(f"cannot connect to {base}: {exc.os_error or exc}") from exc
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            raise TransientError(f"GET {base + endpoint} failed: {type(exc).__name__}: {exc}") from exc
+
+
+def new_session(max_connections: int) -> aiohttp.ClientSession:
+    """One session per run; the connector allows the largest concurrency plus room for backups."""
+    connector = aiohttp.TCPConnector(limit=max_connections, limit_per_host=0, ttl_dns_cache=300)
+    return aiohttp.ClientSession(connector=connector, trust_env=True)

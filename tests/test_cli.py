@@ -1,0 +1,188 @@
+"""The command line: exit codes, clear messages before any request, kill -9 and Ctrl-C recovery."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import pytest
+from typer.testing import CliRunner
+
+from pipeline.cli import app
+
+from .conftest import SIM_KEY_ENV, output, write_job
+
+runner = CliRunner()
+
+
+def cli(*args: str) -> Any:
+    return runner.invoke(app, list(args), catch_exceptions=False)
+
+
+def test_run_ok_exit_0(tmp_path: Path, sim: Any) -> None:
+    job = write_job(tmp_path, sim.url, rows=10)
+    res = cli("run", str(job), "--quiet")
+    assert res.exit_code == 0, res.output
+    assert output(tmp_path).height == 10
+
+
+def test_some_rows_failed_exit_1(tmp_path: Path, sim: Any) -> None:
+    from pipeline.sim import FaultRule
+
+    sim.set_faults([FaultRule(kind="status", status=400, error_type="invalid_request_error", when_contains="#3)")])
+    job = write_job(tmp_path, sim.url, rows=10)
+    res = cli("run", str(job))
+    assert res.exit_code == 1
+    assert "1 row(s) failed" in res.output and "--retry-failed" in res.output
+    res = cli("inspect", str(tmp_path / "out" / "labeled.parquet"))
+    assert res.exit_code == 0 and "r00003" in res.output and "HTTP 400" in res.output
+    # the fault is gone: --retry-failed redoes only that row
+    sim.set_faults([])
+    n = len(sim.records)
+    res = cli("run", str(job), "--retry-failed", "--quiet")
+    assert res.exit_code == 0, res.output
+    assert len(sim.records) == n + 1
+    assert set(output(tmp_path)["label__status"]) == {"ok"}
+
+
+def _bad(tmp_path: Path, sim: Any, mutate: Any) -> Any:
+    job = write_job(tmp_path, sim.url, rows=5)
+    mutate(job)
+    res = cli("run", str(job), "--quiet")
+    assert res.exit_code == 2, res.output
+    assert sim.records == [], "nothing may be sent for a bad job"
+    return res.output
+
+
+def _edit(old: str, new: str) -> Any:
+    def f(job: Path) -> None:
+        text = job.read_text()
+        assert old in text
+        job.write_text(text.replace(old, new))
+    return f
+
+
+def test_yaml_syntax_error(tmp_path: Path, sim: Any) -> None:
+    msg = _bad(tmp_path, sim, _edit("name: test-job", "name: [test-job"))
+    assert "YAML syntax error" in msg and "job.yaml:" in msg
+
+
+def test_unknown_key(tmp_path: Path, sim: Any) -> None:
+    msg = _bad(tmp_path, sim, _edit("max_attempts:", "max_atempts:"))
+    assert "unknown key `max_atempts`" in msg and "did you mean `max_attempts`" in msg
+
+
+def test_missing_input_file(tmp_path: Path, sim: Any) -> None:
+    msg = _bad(tmp_path, sim, _edit("reviews.csv", "nope.csv"))
+    assert "input file not found" in msg and "nope.csv" in msg
+
+
+def test_unknown_column(tmp_path: Path, sim: Any) -> None:
+    msg = _bad(tmp_path, sim, _edit("row.text", "row.txt"))
+    assert "unknown column `txt`" in msg and "did you mean `text`" in msg and "step `label`" in msg
+
+
+def test_duplicate_ids(tmp_path: Path, sim: Any) -> None:
+    def dup(job: Path) -> None:
+        csv = tmp_path / "reviews.csv"
+        df = pl.read_csv(csv)
+        df.with_columns(pl.when(pl.col("review_id") == "r00003").then(pl.lit("r00001"))
+                        .otherwise(pl.col("review_id")).alias("review_id")).write_csv(csv)
+    msg = _bad(tmp_path, sim, dup)
+    assert "duplicate" in msg and "'r00001' (2 times)" in msg
+
+
+def test_unknown_provider(tmp_path: Path, sim: Any) -> None:
+    msg = _bad(tmp_path, sim, _edit("provider: local", "provider: lokal"))
+    assert "unknown provider 'lokal'" in msg
+
+
+def test_missing_api_key(tmp_path: Path, sim: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(SIM_KEY_ENV)
+    msg = _bad(tmp_path, sim, lambda job: None)
+    assert SIM_KEY_ENV in msg and "not set" in msg
+
+
+def test_validate_renders_sample_rows(tmp_path: Path, sim: Any) -> None:
+    job = write_job(tmp_path, sim.url, rows=5)
+    res = cli("validate", str(job))
+    assert res.exit_code == 0, res.output
+    assert "Review: I love it" in res.output and sim.records == []
+
+
+def test_401_stops_the_run_quickly(tmp_path: Path, sim_factory: Any) -> None:
+    sim = sim_factory(keys={"the-right-key": {}})
+    job = write_job(tmp_path, sim.url, rows=200)
+    res = cli("run", str(job), "--quiet")
+    assert res.exit_code == 3, res.output
+    assert "401" in res.output and "aborted" in res.output
+    assert 1 <= len(sim.records) <= 3
+
+
+def test_identical_failures_stop_the_run(tmp_path: Path, sim: Any) -> None:
+    from pipeline.sim import FaultRule
+
+    sim.set_faults([FaultRule(kind="status", status=400, error_type="invalid_request_error",
+                              error_code="unsupported_parameter")])
+    job = write_job(tmp_path, sim.url, rows=300, extra="run: {stop_after_identical_failures: 10}")
+    res = cli("run", str(job), "--quiet")
+    assert res.exit_code == 3, res.output
+    assert "10 rows in a row failed" in res.output
+    assert len(sim.records) < 150
+
+
+def test_cache_and_models_commands(tmp_path: Path, sim: Any) -> None:
+    job = write_job(tmp_path, sim.url, rows=5)
+    assert cli("run", str(job), "--quiet").exit_code == 0
+    res = cli("cache", "stats", "--dir", str(tmp_path / "cache"))
+    assert "5 entries" in res.output
+    res = cli("cache", "clear", "--dir", str(tmp_path / "cache"), "--yes")
+    assert "removed 5" in res.output
+    res = cli("models", "--sim")
+    assert res.exit_code == 0 and "gpt-4o-mini" in res.output
+
+
+def _spawn(job: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen([sys.executable, "-m", "pipeline.cli", "run", str(job), "--quiet"], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def _wait_for(sim: Any, n: int, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while sum(1 for r in sim.records if r.status == 200) < n:
+        assert time.monotonic() < deadline, "the run did not get going"
+        time.sleep(0.02)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT], ids=["kill-9", "ctrl-c"])
+def test_killed_run_resumes_without_resending(tmp_path: Path, sim_factory: Any, sig: int) -> None:
+    sim = sim_factory(latency_s=0.05)
+    job = write_job(tmp_path, sim.url, rows=400, limits="{rpm: 100000, concurrency: 8}")
+    env = {**os.environ, SIM_KEY_ENV: "test-key"}
+    proc = _spawn(job, env)
+    _wait_for(sim, 60)
+    proc.send_signal(sig)
+    _, stderr = proc.communicate(timeout=60)
+    if sig == signal.SIGINT:
+        assert proc.returncode == 130, stderr.decode()
+        assert b"Resume with" in stderr
+    else:
+        assert proc.returncode == -signal.SIGKILL
+    answered = {r.body["messages"][1]["content"] for r in sim.records if r.status == 200}
+    assert 0 < len(answered) < 400
+    before = len(sim.records)
+    proc = _spawn(job, env)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 0, stderr.decode()
+    resent = [r for r in sim.records[before:] if r.body["messages"][1]["content"] in answered]
+    assert resent == [], f"{len(resent)} answered requests were sent again"
+    df = output(tmp_path)
+    assert df.height == 400 and set(df["label__status"]) == {"ok"}
+    sent = {r.body["messages"][1]["content"] for r in sim.records if r.status == 200}
+    assert len(sent) == 400
