@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import json
 from dataclasses import dataclass
@@ -13,16 +15,25 @@ import diskcache
 from .errors import JobError
 
 
-def canonical_key(provider: str, endpoint: str, body: dict[str, Any], extra: str = "") -> str:
-    """sha256 of the request as sent (sorted keys, no whitespace), the provider and the endpoint.
+def canonical_json(body: dict[str, Any]) -> bytes:
+    """The request body as sent and as keyed: sorted keys, no whitespace, UTF-8."""
+    return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def request_key(provider: str, endpoint: str, blob: bytes, extra: str = "") -> str:
+    """sha256 of the provider, the endpoint and the canonical body (never the API key).
 
     `extra` carries what the JSON body does not show (for audio: the file content hash).
     """
-    blob = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
     h = hashlib.sha256()
     h.update(f"{provider}\x00{endpoint}\x00{extra}\x00".encode())
-    h.update(blob.encode())
+    h.update(blob)
     return h.hexdigest()
+
+
+def canonical_key(provider: str, endpoint: str, body: dict[str, Any], extra: str = "") -> str:
+    """`request_key` of a body given as a dict."""
+    return request_key(provider, endpoint, canonical_json(body), extra)
 
 
 @dataclass(frozen=True)
@@ -43,9 +54,17 @@ class ResponseCache:
                 size_limit=int(size_limit_gb * 1024**3),
                 eviction_policy="least-recently-stored",  # reads never write: hits stay cheap
                 statistics=False,
+                # eviction runs once per run (`close`), not inside every write on the hot path
+                cull_limit=0,
+                # diskcache maps 64 MB and caches 32 MB of the database by default, and both count
+                # as the process's memory: keep them small, the OS page cache does the rest
+                sqlite_mmap_size=0,
+                sqlite_cache_size=2048,
             )
         except Exception as exc:
             raise JobError(f"cannot open the cache folder {self.directory}: {exc}") from exc
+        self._pending: list[tuple[str, bytes, asyncio.Future[None]]] = []
+        self._flush_scheduled = False
 
     def get(self, key: str) -> bytes | None:
         value = self._dc.get(key)
@@ -53,6 +72,38 @@ class ResponseCache:
 
     def put(self, key: str, body: bytes) -> None:
         self._dc.set(key, body)
+
+    async def store(self, key: str, body: bytes) -> None:
+        """Store an answer that just arrived; returns once it is committed.
+
+        Answers arriving in the same turn of the event loop are committed in one transaction (group
+        commit): a commit per answer costs more than the rest of a request on a fast server, and
+        no caller goes on (parses, writes its row) before its answer is on disk.
+        """
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[None] = loop.create_future()
+        self._pending.append((key, body, fut))
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            loop.call_soon(self._flush)
+        await fut
+
+    def _flush(self) -> None:
+        pending, self._pending = self._pending, []
+        self._flush_scheduled = False
+        try:
+            with self._dc.transact():
+                for key, body, _ in pending:
+                    self._dc.set(key, body)
+        except Exception as exc:
+            error = JobError(f"cannot write to the cache folder {self.directory}: {exc}")
+            for *_, fut in pending:
+                if not fut.done():
+                    fut.set_exception(error)
+        else:
+            for *_, fut in pending:
+                if not fut.done():
+                    fut.set_result(None)
 
     def delete(self, key: str) -> None:
         self._dc.delete(key)
@@ -64,6 +115,8 @@ class ResponseCache:
         return int(self._dc.clear())
 
     def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self._dc.cull()
         self._dc.close()
 
 
@@ -74,6 +127,9 @@ class NoCache:
         return None
 
     def put(self, key: str, body: bytes) -> None:
+        return None
+
+    async def store(self, key: str, body: bytes) -> None:
         return None
 
     def delete(self, key: str) -> None:

@@ -11,7 +11,7 @@ from typing import Generic, TypeVar
 from .cache import NoCache, ResponseCache
 from .errors import FatalError, RateLimited, RequestError, RetryableError, RowError, TooLargeError
 from .job.model import Retry
-from .limits import AdmissionGate, RequestTooLarge
+from .limits import AdmissionGate, RequestTooLarge, Ticket
 from .records import Parsed
 from .retry import backoff_delay, classify
 from .transport import HttpRequest, Transport
@@ -100,6 +100,7 @@ class ProviderClient:
         cache_key: str | None,
         parse: Callable[[bytes], T],
         completion_charge: int | None = None,
+        check_cache: bool = True,
     ) -> Reply[T]:
         """Send until an answer parses, the row's request is shown bad, or attempts run out.
 
@@ -107,7 +108,7 @@ class ProviderClient:
         provider counts for the completion at admission (max_tokens when set): the reservation is
         corrected to prompt tokens from `usage` plus that, or plus the real completion when None.
         """
-        if cache_key is not None:
+        if cache_key is not None and check_cache:
             hit = self.cached(cache_key, parse)
             if hit is not None:
                 return Reply(hit, 0, True)
@@ -123,21 +124,7 @@ class ProviderClient:
                 raise Stopped()
             if self._fatal is not None:
                 raise self._fatal
-            if not self._verified:
-                async with self._probe_lock:
-                    if self._fatal is not None:
-                        raise self._fatal
-                    if not self._verified:
-                        result = await self._attempt(req, tokens, cache_key, parse, completion_charge, attempt)
-                        if not isinstance(result, FatalError):
-                            self._verified = True
-                    else:
-                        result = None
-                if result is None:
-                    result = await self._attempt(req, tokens, cache_key, parse, completion_charge, attempt)
-            else:
-                result = await self._attempt(req, tokens, cache_key, parse, completion_charge, attempt)
-
+            result, ticket = await self._send(req, tokens, cache_key, parse, completion_charge, attempt)
             if isinstance(result, Reply):
                 return result
             err = result
@@ -148,7 +135,7 @@ class ProviderClient:
                 raise CallError(err, attempt)
             if isinstance(err, RateLimited):
                 self.stats.rate_limited += 1
-                self.gate.slow_down(err.retry_after)
+                self.gate.slow_down(err.retry_after, ticket=ticket)
             if attempt >= self.retry.max_attempts:
                 raise CallError(err, attempt)
             self.stats.retries += 1
@@ -156,6 +143,26 @@ class ProviderClient:
             if err.retry_after is not None and not isinstance(err, RateLimited):
                 wait = max(wait, err.retry_after)  # a 429's Retry-After is enforced by the gate's pause
             await asyncio.sleep(wait)
+
+    async def _send(
+        self,
+        req: HttpRequest,
+        tokens: int,
+        cache_key: str | None,
+        parse: Callable[[bytes], T],
+        completion_charge: int | None,
+        attempt: int,
+    ) -> tuple[Reply[T] | RequestError, Ticket]:
+        """One attempt; the very first one of a provider goes alone, so a bad key costs one request."""
+        if not self._verified:
+            async with self._probe_lock:
+                if self._fatal is not None:
+                    raise self._fatal
+                if not self._verified:
+                    result, ticket = await self._attempt(req, tokens, cache_key, parse, completion_charge, attempt)
+                    self._verified = not isinstance(result, FatalError)
+                    return result, ticket
+        return await self._attempt(req, tokens, cache_key, parse, completion_charge, attempt)
 
     async def _attempt(
         self,
@@ -165,7 +172,7 @@ class ProviderClient:
         parse: Callable[[bytes], T],
         completion_charge: int | None,
         attempt: int,
-    ) -> Reply[T] | RequestError:
+    ) -> tuple[Reply[T] | RequestError, Ticket]:
         ticket = await self.gate.admit(tokens)
         actual: int | None = None
         task = asyncio.current_task()
@@ -176,20 +183,20 @@ class ProviderClient:
             try:
                 resp = await self.transport.send(req)
             except RequestError as exc:
-                return exc
+                return exc, ticket
             finally:
                 if task is not None:
                     self.inflight.discard(task)
             if not 200 <= resp.status < 300:
-                return classify(resp.status, resp.body, resp.headers)
+                return classify(resp.status, resp.body, resp.headers), ticket
             if cache_key is not None:
-                self.cache.put(cache_key, resp.body)  # before parsing: nothing paid for is lost
+                await self.cache.store(cache_key, resp.body)  # before parsing: nothing paid for is lost
             try:
                 parsed = parse(resp.body)
             except RequestError as exc:
                 if cache_key is not None:
                     self.cache.delete(cache_key)
-                return exc
+                return exc, ticket
             usage = parsed.usage
             if usage is not None:
                 self.stats.prompt_tokens += usage.prompt_tokens
@@ -197,6 +204,6 @@ class ProviderClient:
                 if not usage.estimated:
                     completion = usage.completion_tokens if completion_charge is None else completion_charge
                     actual = usage.prompt_tokens + completion
-            return Reply(parsed, attempt, False)
+            return Reply(parsed, attempt, False), ticket
         finally:
             self.gate.release(ticket, actual)

@@ -35,6 +35,16 @@ out = Console()
 err = Console(stderr=True)
 
 
+def _run_async(coro: Any) -> Any:
+    """Run on uvloop where it is installed (Linux, macOS): it halves the cost of socket I/O."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(coro)
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(coro)
+
+
 def _fail(message: str, code: int = EXIT_BAD_JOB) -> typer.Exit:
     err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
     return typer.Exit(code)
@@ -129,7 +139,7 @@ def run(
             err.print(f"[bold]{plan.job.spec.name}[/]: {plan.total_rows:,} rows, {len(plan.steps)} step(s) "
                       f"-> {plan.output}  (against {where})", highlight=False)
         with _ProgressView(plan.total_rows, quiet) as view:
-            summary = asyncio.run(execute(plan, RunOptions(fresh=fresh, retry_failed=retry_failed), view))
+            summary = _run_async(execute(plan, RunOptions(fresh=fresh, retry_failed=retry_failed), view))
     except JobError as exc:
         raise _fail(str(exc)) from None
     except RunAborted as exc:
@@ -225,7 +235,7 @@ def sim(
         err.print(f"simulator listening on {url}  (Ctrl-C to stop)", highlight=False)
 
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(serve(cfg, host, port, on_ready=ready))
+        _run_async(serve(cfg, host, port, on_ready=ready))
 
 
 @app.command()

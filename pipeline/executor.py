@@ -15,6 +15,7 @@ from typing import Any
 
 from .cache import NoCache, ResponseCache
 from .calls import ProviderClient, RunStats, Stopped
+from .endpoints import Prepared
 from .errors import FatalError, RunAborted
 from .limits import AdmissionGate
 from .plan import DEFAULT_ID, Plan
@@ -166,39 +167,36 @@ class Executor:
                 return f"step `{step.name}` did not succeed ({r.status})"
         return None
 
-    def _advance_cached(self, ctx: dict[str, Any], results: list[StepResult]) -> bool:
-        """Complete as many steps as possible without sending; True when the row is finished."""
+    def _advance_cached(self, ctx: dict[str, Any], results: list[StepResult]) -> Prepared | None:
+        """Complete as many steps as possible without sending.
+
+        Returns None when the row is finished, else the prepared request of the next step to send.
+        """
         steps = self.plan.steps
         while len(results) < len(steps):
             reason = self._skip_reason(results)
             if reason is not None:
                 results.append(StepResult.skipped(reason))
                 continue
-            step = steps[len(results)]
-            r = step.try_cached(ctx)
-            if r is None:
-                return False
+            r = steps[len(results)].try_cached(ctx)
+            if isinstance(r, Prepared):
+                return r
             results.append(r)
             if r.status == "ok":
                 ctx.update(r.values)
-        return True
+        return None
 
     async def _row_task(self, row_index: int, ctx: dict[str, Any], results: list[StepResult],
-                        writer: PartWriter, window: asyncio.Semaphore) -> None:
+                        prepared: Prepared, writer: PartWriter, window: asyncio.Semaphore) -> None:
         try:
             steps = self.plan.steps
-            while len(results) < len(steps):
-                reason = self._skip_reason(results)
-                if reason is not None:
-                    results.append(StepResult.skipped(reason))
-                    continue
-                step = steps[len(results)]
-                r = await step.run(ctx)
+            next_prep: Prepared | None = prepared
+            while next_prep is not None:
+                r = await steps[len(results)].run(ctx, next_prep)
                 results.append(r)
                 if r.status == "ok":
                     ctx.update(r.values)
-                    if not self._advance_cached(ctx, results):
-                        continue
+                next_prep = self._advance_cached(ctx, results)
             self._processed += 1
             writer.add(self._record(row_index, ctx, results))
         except (Stopped, asyncio.CancelledError):
@@ -312,7 +310,8 @@ class Executor:
                 if not todo[idx]:
                     continue
                 results: list[StepResult] = []
-                if self._advance_cached(row, results):
+                prep = self._advance_cached(row, results)
+                if prep is None:
                     self._processed += 1
                     writer.add(self._record(idx, row, results))
                     continue
@@ -320,7 +319,7 @@ class Executor:
                 if self._stopping or self._abort is not None:
                     window.release()
                     return
-                task = asyncio.create_task(self._row_task(idx, row, results, writer, window))
+                task = asyncio.create_task(self._row_task(idx, row, results, prep, writer, window))
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
             await asyncio.sleep(0)  # let replies in between batches of cache hits

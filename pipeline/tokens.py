@@ -39,12 +39,18 @@ def _heuristic(text: str) -> int:
 
 
 def tokenizer_for(model: str, override: str | None = None) -> str:
-    """The vocabulary that best predicts `model`'s count: o200k for current OpenAI models, else cl100k.
+    """The counter used to reserve tokens for `model`: the provider's `tokenizer`, else the heuristic.
 
-    Non-OpenAI models tokenize differently anyway; the estimate only paces, `usage` is the truth.
+    The estimate only paces: the reservation is corrected from `usage` as soon as the answer is in,
+    so an over-count holds budget for one request's latency, not for the window. The heuristic never
+    under-counts OpenAI's vocabularies and costs no memory; a BPE vocabulary costs 100+ MB of RAM
+    per process, so it is loaded only when a job asks for exact counts (`tokenizer: o200k_base`).
     """
-    if override:
-        return override
+    return override or "heuristic"
+
+
+def exact_tokenizer_for(model: str) -> str:
+    """The OpenAI vocabulary closest to `model` (o200k for current models, cl100k for older ones)."""
     m = model.lower()
     if m.startswith(("gpt-4o", "gpt-4.1", "gpt-5", "o1", "o3", "o4", "chatgpt-4o")):
         return "o200k_base"

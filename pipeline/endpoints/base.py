@@ -89,19 +89,20 @@ class StepRuntime(ABC):
             tokens_estimated=bool(u and u.estimated),
         )
 
-    def try_cached(self, row: Mapping[str, Any]) -> StepResult | None:
-        """The row's result when it needs no request (cache hit, or skipped/failed before sending)."""
+    def try_cached(self, row: Mapping[str, Any]) -> StepResult | Prepared:
+        """The row's result when it needs no request (cache hit, or skipped/failed before sending);
+        otherwise its prepared request, to hand to `run` so nothing is rendered or looked up twice."""
         prep = self._prepare_or_result(row)
-        if isinstance(prep, StepResult):
+        if isinstance(prep, StepResult) or prep.cache_key is None:
             return prep
-        if prep.cache_key is None:
-            return None
         parsed = self.client.cached(prep.cache_key, self.parse)
-        return None if parsed is None else self._result(prep, parsed, 0, True)
+        return prep if parsed is None else self._result(prep, parsed, 0, True)
 
-    async def run(self, row: Mapping[str, Any]) -> StepResult:
-        """The row's result, sending what is needed. FatalError propagates: it stops the run."""
-        prep = self._prepare_or_result(row)
+    async def run(self, row: Mapping[str, Any], prepared: Prepared | None = None) -> StepResult:
+        """The row's result, sending what is needed. FatalError propagates: it stops the run.
+
+        With `prepared` (from a `try_cached` that missed) the cache is not asked again."""
+        prep = prepared if prepared is not None else self._prepare_or_result(row)
         if isinstance(prep, StepResult):
             return prep
         try:
@@ -109,6 +110,7 @@ class StepRuntime(ABC):
                 prep.request,
                 tokens=prep.tokens,
                 cache_key=prep.cache_key,
+                check_cache=prepared is None,
                 parse=self.parse,
                 completion_charge=prep.completion_charge,
             )

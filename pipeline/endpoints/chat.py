@@ -7,7 +7,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from ..cache import canonical_key
+from ..cache import canonical_json, request_key
 from ..errors import RowError, TransientError
 from ..job.model import ChatStep
 from ..records import Parsed, Usage
@@ -50,10 +50,11 @@ class ChatRuntime(StepRuntime):
         messages = [{"role": role, "content": tpl.render(row)} for role, tpl in self._messages]
         body = {"model": self.spec.model, "messages": messages, **self._params}
         prompt = chat_prompt_tokens(messages, self._count)
+        blob = canonical_json(body)
         return Prepared(
-            HttpRequest(ENDPOINT, json_body=body),
+            HttpRequest(ENDPOINT, json_body=body, data=blob),
             tokens=prompt + self._reserve * self._n,
-            cache_key=canonical_key(self.cache_ns, ENDPOINT, body),
+            cache_key=request_key(self.cache_ns, ENDPOINT, blob),
             completion_charge=None if self._completion_charge is None else self._completion_charge * self._n,
             prompt_estimate=prompt,
         )

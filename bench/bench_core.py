@@ -1,0 +1,214 @@
+"""Benchmarks of the core (issue 2). Each prints its figures; none asserts on time.
+
+    python bench/bench_core.py rpm          # achieved req/min vs limit at RPM 3000, 100 concurrent, ~1 s latency
+    python bench/bench_core.py throughput   # client req/s against a zero-latency simulator, no limits
+    python bench/bench_core.py memory       # peak RSS of the client on a 200,000-row job
+    python bench/bench_core.py cached       # rows/s of a re-run answered entirely from the cache
+    python bench/bench_core.py all
+
+The simulator runs in its own process (`pipeline sim`), as a real server would; the client runs as
+`pipeline run` in another, and its figures come from its own summary and from the simulator's record.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class SimProcess:
+    """`pipeline sim` in a subprocess, with its own core."""
+
+    def __init__(self, **opts: Any) -> None:
+        self.port = free_port()
+        self.config = Path(tempfile.mkstemp(suffix=".json")[1])
+        self.config.write_text(json.dumps(opts))
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "pipeline.cli", "sim", "--port", str(self.port), "--config", str(self.config)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        )
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                    break
+            except OSError:
+                if time.monotonic() > deadline or self.proc.poll() is not None:
+                    raise RuntimeError(f"simulator did not start: {self.proc.stderr.read().decode() if self.proc.stderr else ''}") from None
+                time.sleep(0.05)
+        self.url = f"http://127.0.0.1:{self.port}/v1"
+
+    def records(self) -> list[dict[str, Any]]:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/_sim/records", timeout=120) as r:
+            data = json.loads(r.read())
+        return data["records"] if isinstance(data, dict) else data
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(10)
+        self.config.unlink(missing_ok=True)
+
+
+def make_rows(path: Path, n: int) -> None:
+    texts = ["Great value, works as described.", "Broke after two days, very disappointed.",
+             "It is okay for the price.", "这个产品很好，我很喜欢。", "Llegó tarde pero funciona bien."]
+    pl.DataFrame({"id": [f"d{i:07d}" for i in range(n)],
+                  "text": [f"{texts[i % len(texts)]} #{i}" for i in range(n)]}).write_parquet(path)
+
+
+def write_job(work: Path, url: str, rows: int, limits: str, *, max_tokens: int = 5, cache: bool = True) -> Path:
+    data = work / "rows.parquet"
+    if not data.exists():
+        make_rows(data, rows)
+    job = work / "job.yaml"
+    job.write_text(f"""
+version: 1
+name: bench
+providers:
+  bench:
+    base_url: {url}
+    api_key_env: BENCH_KEY
+    limits: {limits}
+    timeout_s: 120
+input: {{path: {data}, id: id}}
+steps:
+  - name: label
+    kind: chat
+    provider: bench
+    model: gpt-4o-mini
+    messages:
+      - {{role: system, content: "Label the sentiment: positive, negative or neutral."}}
+      - {{role: user, content: "{{{{ row.text }}}}"}}
+    params: {{temperature: 0, max_tokens: {max_tokens}}}
+output: {{path: {work / 'out.parquet'}}}
+cache: {{dir: {work / 'cache'}, enabled: {str(cache).lower()}}}
+""")
+    return job
+
+
+def run_client(job: Path, *extra: str) -> tuple[float, int, str]:
+    """Run `pipeline run` in a child; (wall seconds, peak RSS in MB, stderr)."""
+    env = {**os.environ, "BENCH_KEY": "bench"}
+    t0 = time.monotonic()
+    proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "run", str(job), "--quiet", *extra],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.monotonic() - t0
+    err = proc.stderr.read().decode() if proc.stderr else ""
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        raise RuntimeError(f"pipeline run exited {proc.returncode}: {err[-2000:]}")
+    return wall, usage.ru_maxrss // 1024, err
+
+
+def bench_rpm(minutes: float) -> None:
+    rpm, conc = 3000, 100
+    rows = int(rpm * minutes)
+    sim = SimProcess(default_limits={"rpm": rpm, "tpm": 1_000_000, "concurrency": conc}, latency_s=1.0, jitter=0.3)
+    work = Path(tempfile.mkdtemp(prefix="bench-rpm-"))
+    try:
+        job = write_job(work, sim.url, rows, f"{{rpm: {rpm}, tpm: 1000000, concurrency: {conc}}}", cache=False)
+        wall, _, _ = run_client(job)
+        recs = [r for r in sim.records() if r["path"].endswith("/chat/completions")]
+    finally:
+        sim.stop()
+        shutil.rmtree(work, ignore_errors=True)
+    starts = sorted(r["t_start"] for r in recs)
+    n429 = sum(1 for r in recs if r["status"] == 429)
+    # busiest rolling 60 s window, and the steady rate over whole minutes from the first start
+    worst, j = 0, 0
+    for i, t in enumerate(starts):
+        while starts[j] <= t - 60:
+            j += 1
+        worst = max(worst, i - j + 1)
+    span = starts[-1] - starts[0]
+    achieved = (len(starts) - 1) / span * 60 if span > 0 else 0
+    print(f"rpm: {len(recs)} requests in {span:.1f}s (client wall {wall:.1f}s); achieved {achieved:,.0f} req/min "
+          f"= {achieved / rpm:.1%} of {rpm}; busiest 60 s window {worst} starts; 429s received: {n429}")
+
+
+def bench_throughput(rows: int) -> None:
+    sim = SimProcess()
+    work = Path(tempfile.mkdtemp(prefix="bench-tp-"))
+    try:
+        job = write_job(work, sim.url, rows, "{}", cache=True)
+        wall, rss, err = run_client(job)
+        n = sum(1 for r in sim.records() if r["path"].endswith("/chat/completions"))
+    finally:
+        sim.stop()
+        shutil.rmtree(work, ignore_errors=True)
+    print(f"throughput: {n:,} requests in {wall:.1f}s wall (process start, input, cache writes and Parquet "
+          f"included) = {n / wall:,.0f} requests/s; peak RSS {rss} MB")
+
+
+def bench_memory(rows: int) -> None:
+    sim = SimProcess()
+    work = Path(tempfile.mkdtemp(prefix="bench-mem-"))
+    try:
+        job = write_job(work, sim.url, rows, "{}", cache=True)
+        wall, rss, _ = run_client(job)
+        out = pl.read_parquet(work / "out.parquet")
+        ok = int((out["label__status"] == "ok").sum())
+    finally:
+        sim.stop()
+        shutil.rmtree(work, ignore_errors=True)
+    print(f"memory: {rows:,}-row job, {ok:,} rows ok, peak RSS {rss} MB, {wall:.1f}s ({rows / wall:,.0f} rows/s)")
+
+
+def bench_cached(rows: int) -> None:
+    sim = SimProcess()
+    work = Path(tempfile.mkdtemp(prefix="bench-cache-"))
+    try:
+        job = write_job(work, sim.url, rows, "{}", cache=True)
+        run_client(job)
+        before = len(sim.records())
+        wall, rss, _ = run_client(job, "--fresh")
+        after = len(sim.records())
+        t0 = time.monotonic()
+        run_client(job)
+        resume_wall = time.monotonic() - t0
+    finally:
+        sim.stop()
+        shutil.rmtree(work, ignore_errors=True)
+    print(f"cached: re-run of {rows:,} rows from the cache (--fresh) in {wall:.2f}s = {rows / wall:,.0f} rows/s, "
+          f"{after - before} requests sent, peak RSS {rss} MB; re-run of the finished job: {resume_wall:.2f}s")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("which", choices=["rpm", "throughput", "memory", "cached", "all"])
+    ap.add_argument("--minutes", type=float, default=2.0, help="rpm: length of the run")
+    ap.add_argument("--rows", type=int, default=None)
+    a = ap.parse_args()
+    if a.which in ("throughput", "all"):
+        bench_throughput(a.rows or 30_000)
+    if a.which in ("cached", "all"):
+        bench_cached(a.rows or 100_000)
+    if a.which in ("memory", "all"):
+        bench_memory(a.rows or 200_000)
+    if a.which in ("rpm", "all"):
+        bench_rpm(a.minutes)
+
+
+if __name__ == "__main__":
+    main()
