@@ -207,6 +207,40 @@ def validate(
 
 
 @app.command()
+def estimate(
+    job: Path = typer.Argument(..., help="the job file (YAML)"),
+    prices: Path | None = typer.Option(None, help="YAML/JSON {model: {input: USD/1M tokens, output: USD/1M tokens}}"),
+) -> None:
+    """Forecast a job without sending anything: requests, tokens, time under the limits, cost."""
+    from .estimate import estimate as run_estimate
+    from .estimate import load_prices
+    from .plan import build_plan
+
+    try:
+        plan = build_plan(job, require_keys=False)
+        table = load_prices(prices) if prices else None
+        est = run_estimate(plan, table)
+    except JobError as exc:
+        raise _fail(str(exc)) from None
+    t = Table(title=f"estimate: {plan.job.spec.name} ({plan.total_rows:,} rows)", header_style="bold")
+    for col in ("step", "model", "requests", "cached", "skipped", "prompt tokens", "completion (max)", "cost USD"):
+        t.add_column(col, justify="left" if col in ("step", "model") else "right")
+    for s in est.steps:
+        cost = "-" if s.cost is None else f"{s.cost:,.4f}"
+        t.add_row(s.name, s.model, f"{s.requests:,}", f"{s.cached:,}", f"{s.skipped:,}", f"{s.prompt_tokens:,}",
+                  f"{s.completion_tokens:,}", cost)
+    out.print(t)
+    for name, minutes in est.minutes_by_provider.items():
+        out.print(f"{name}: at least {minutes:,.1f} min under its limits (binding: {est.binding_limit[name]})",
+                  highlight=False)
+    if prices is None:
+        out.print("no --prices given: cost not computed", highlight=False)
+    elif any(s.cost is None for s in est.steps):
+        missing = sorted({s.model for s in est.steps if s.cost is None})
+        out.print(f"no price for: {', '.join(missing)}", highlight=False)
+
+
+@app.command()
 def sim(
     host: str = typer.Option("127.0.0.1", help="address to listen on (loopback by default)"),
     port: int = typer.Option(8765, help="port"),

@@ -186,3 +186,24 @@ def test_killed_run_resumes_without_resending(tmp_path: Path, sim_factory: Any, 
     assert df.height == 400 and set(df["label__status"]) == {"ok"}
     sent = {r.body["messages"][1]["content"] for r in sim.records if r.status == 200}
     assert len(sent) == 400
+
+
+def test_estimate_counts_requests_tokens_and_cost(tmp_path: Path, sim: Any) -> None:
+    job = write_job(tmp_path, sim.url, rows=12, limits="{rpm: 60, tpm: 100000, concurrency: 5}")
+    prices = tmp_path / "prices.yaml"
+    prices.write_text("gpt-4o-mini: {input: 0.15, output: 0.60}\n")
+    res = runner.invoke(app, ["estimate", str(job), "--prices", str(prices)], terminal_width=200)
+    assert res.exit_code == 0, res.output
+    assert "12" in res.output and "binding: requests/min" in res.output and "0.0" in res.output
+    assert sim.records == []
+    # after a run every request is in the cache: nothing left to pay for
+    assert cli("run", str(job), "--quiet").exit_code == 0
+    from pipeline.estimate import estimate
+    from pipeline.plan import build_plan
+
+    est = estimate(build_plan(job)).steps[0]
+    assert (est.requests, est.cached, est.rows) == (0, 12, 12)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("gpt-4o-mini: 3\n")
+    res = cli("estimate", str(job), "--prices", str(bad))
+    assert res.exit_code == 2 and "needs `input` and `output`" in res.output
