@@ -189,7 +189,7 @@ def test_killed_run_resumes_without_resending(tmp_path: Path, sim_factory: Any, 
 
 
 def test_estimate_counts_requests_tokens_and_cost(tmp_path: Path, sim: Any) -> None:
-    job = write_job(tmp_path, sim.url, rows=12, limits="{rpm: 60, tpm: 100000, concurrency: 5}")
+    job = write_job(tmp_path, sim.url, rows=12, limits="{rpm: 6000, tpm: 1000000, concurrency: 5}")
     prices = tmp_path / "prices.yaml"
     prices.write_text("gpt-4o-mini: {input: 0.15, output: 0.60}\n")
     res = runner.invoke(app, ["estimate", str(job), "--prices", str(prices)], terminal_width=200)
