@@ -54,7 +54,8 @@ class SimProcess:
                     break
             except OSError:
                 if time.monotonic() > deadline or self.proc.poll() is not None:
-                    raise RuntimeError(f"simulator did not start: {self.proc.stderr.read().decode() if self.proc.stderr else ''}") from None
+                    why = self.proc.stderr.read().decode() if self.proc.stderr else ""
+                    raise RuntimeError(f"simulator did not start: {why}") from None
                 time.sleep(0.05)
         self.url = f"http://127.0.0.1:{self.port}/v1"
 

@@ -68,9 +68,9 @@ def _simulator(plan_job: Path, latency_s: float) -> Iterator[str]:
         keys[f"sim-{step.provider}"] = KeyLimits(rpm=p.limits.rpm, tpm=p.limits.tpm, concurrency=p.limits.concurrency)
         period = p.limits.period_s
     sim = SimulatorThread(SimConfig(keys=keys or None, window_s=period, latency_s=latency_s, jitter=0.3))
-    sim.start()
+    url = sim.start()
     try:
-        yield sim.url
+        yield url
     finally:
         sim.stop()
 

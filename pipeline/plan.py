@@ -8,8 +8,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import pyarrow as pa
 import polars as pl
+import pyarrow as pa
 
 from .endpoints import StepRuntime, build_runtime
 from .errors import InputError, JobError
@@ -111,9 +111,9 @@ def build_plan(
     available = list(input_cols)
     for step in spec.steps:
         ns = f"{step.provider}@sim" if sim_url is not None else step.provider
-        p = providers.get(step.provider)
+        resolved = providers.get(step.provider)
         try:
-            rt = build_runtime(step, ns, p.tokenizer if p else None)
+            rt = build_runtime(step, ns, resolved.tokenizer if resolved else None)
         except JobError as exc:
             problems.append(str(exc))
             continue

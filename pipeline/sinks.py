@@ -143,14 +143,16 @@ class WorkDir:
         self.output.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.output.with_name(f".{self.output.name}.{os.getpid()}.tmp")
         names = schema.names
-        pl_schema = pl.from_arrow(schema.empty_table()).schema
+        empty = pl.from_arrow(schema.empty_table())
+        assert isinstance(empty, pl.DataFrame)
+        pl_schema = empty.schema
         if frames:
             lf = (
                 pl.concat(frames, how="vertical_relaxed")
                 .sort([ROW, PART])
                 .unique(subset=[ROW], keep="last", maintain_order=True)
                 .select(names)
-                .cast(dict(pl_schema))
+                .cast(pl_schema)
             )
         else:
             lf = pl.LazyFrame(pl.from_arrow(schema.empty_table()))

@@ -87,6 +87,7 @@ def _scan(ast: nodes.Template, where: str) -> tuple[set[str], set[str]]:
     columns: set[str] = set()
     dynamic = False
     for node in ast.find_all((nodes.Getattr, nodes.Getitem)):
+        assert isinstance(node, nodes.Getattr | nodes.Getitem)
         if isinstance(node.node, nodes.Name) and node.node.name == "row":
             if isinstance(node, nodes.Getattr):
                 columns.add(node.attr)
