@@ -248,11 +248,15 @@ class Executor:
         self._halt()
 
     async def run(self) -> RunSummary:
+        work = WorkDir(self.plan.output, self.plan.fingerprint)
+        with work.locked():
+            return await self._run(work)
+
+    async def _run(self, work: WorkDir) -> RunSummary:
         plan, opts = self.plan, self.options
         loop = asyncio.get_running_loop()
         self._started = loop.time()
         t0 = time.monotonic()
-        work = WorkDir(plan.output, plan.fingerprint)
         work.prepare(opts.fresh)
         prior = work.prior(plan.total_rows, plan.status_columns, opts.fresh)
         todo = ~prior.done

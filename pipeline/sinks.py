@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import shutil
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -72,6 +73,35 @@ class WorkDir:
         self.output = output
         self.path = output.with_name(output.name + ".work")
         self.fingerprint = fingerprint
+
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[None]:
+        """Hold `<output>.lock` for the run: two runs of one job would write the same parts."""
+        lock_path = self.output.with_name(self.output.name + ".lock")
+        try:
+            lock_path.parent.mkdir(parents=True, exist_ok=True)
+            fh = open(lock_path, "a+")  # noqa: SIM115 - held open for the whole run
+        except OSError as exc:
+            raise JobError(f"cannot create {lock_path}: {exc}") from exc
+        try:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                fh.seek(0)
+                other = fh.read().strip() or "?"
+                raise JobError(
+                    f"another run of this job is writing {self.output} (pid {other}); wait for it to finish "
+                    f"or stop it (its finished rows are kept)"
+                ) from None
+            fh.seek(0)
+            fh.truncate()
+            fh.write(str(os.getpid()))
+            fh.flush()
+            yield
+        finally:
+            fh.close()  # closing releases the lock, also when the process dies
+            with contextlib.suppress(OSError):
+                lock_path.unlink()
 
     @property
     def state_file(self) -> Path:

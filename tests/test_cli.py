@@ -207,3 +207,14 @@ def test_estimate_counts_requests_tokens_and_cost(tmp_path: Path, sim: Any) -> N
     bad.write_text("gpt-4o-mini: 3\n")
     res = cli("estimate", str(job), "--prices", str(bad))
     assert res.exit_code == 2 and "needs `input` and `output`" in res.output
+
+
+def test_second_concurrent_run_of_a_job_is_refused(tmp_path: Path, sim: Any) -> None:
+    from pipeline.sinks import WorkDir
+
+    job = write_job(tmp_path, sim.url, rows=5)
+    with WorkDir(tmp_path / "out" / "labeled.parquet", "x").locked():
+        res = cli("run", str(job), "--quiet")
+    assert res.exit_code == 2 and "another run of this job" in res.output
+    assert sim.records == []
+    assert cli("run", str(job), "--quiet").exit_code == 0
