@@ -292,7 +292,7 @@ class Executor:
         if isinstance(self._abort, BaseException) and not isinstance(self._abort, RunAborted):
             raise self._abort
         if complete:
-            work.finish(plan.final_schema, opts.fresh)
+            work.finish(plan.final_schema, plan.total_rows, opts.fresh)
         failed = self._c.failed + int((prior.failed & ~todo).sum())
         return RunSummary(
             output=str(plan.output), total_rows=plan.total_rows, rows_resumed=self._resumed,
