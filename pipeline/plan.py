@@ -49,6 +49,11 @@ class Plan:
         return [f"{s.name}__status" for s in self.steps]
 
 
+def _named(path: Path, problems: list[str]) -> str:
+    """Every problem on its own line, prefixed with the job file it is about."""
+    return "\n".join(f"{path}: {p}" for p in problems)
+
+
 def _arrow_type(dtype: pl.DataType) -> pa.DataType:
     return pl.Series([], dtype=dtype).to_arrow().type
 
@@ -103,7 +108,7 @@ def build_plan(
         source = Source.open(spec.input.path, format=spec.input.format, id_column=spec.input.id,
                              limit=spec.input.limit)
     except InputError as exc:
-        raise JobError("\n".join([*problems, str(exc)])) from exc
+        raise JobError(_named(job.path, [*problems, str(exc)])) from exc
     schema = source.schema()
     input_cols = list(schema.names())
 
@@ -134,7 +139,7 @@ def build_plan(
     if spec.input.id is None and DEFAULT_ID in input_cols:
         problems.append(f"the input has a column `{DEFAULT_ID}`; set input.id to it (or to another unique column)")
     if problems:
-        raise JobError("\n".join(problems))
+        raise JobError(_named(job.path, problems))
 
     total = source.check() if check_ids else 0
     id_column = spec.input.id or DEFAULT_ID
