@@ -195,7 +195,7 @@ class ProviderClient:
         completion_charge: int | None,
         attempt: int,
     ) -> tuple[Reply[T] | RequestError, Ticket]:
-        ticket = await self.gate.admit(tokens)
+        ticket = await self.gate.admit(tokens, req.priority)
         actual: int | None = None
         task = asyncio.current_task()
         try:

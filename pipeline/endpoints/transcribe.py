@@ -207,7 +207,10 @@ class TranscribeRuntime(StepRuntime):
             for item in v if isinstance(v, list) and k.endswith("[]") else [v]:
                 form_fields.append((k, _form_value(item)))
         upload = _Upload(path, name, ext, form_fields)
-        return HttpRequest(ENDPOINT, form=upload, timeout_s=self._timeout(seconds, size)), upload
+        # Longest audio first: the run ends when its last request does, so that one should be short.
+        priority = seconds if seconds is not None else size / _ASSUMED_BYTES_PER_S
+        timeout = self._timeout(seconds, size)
+        return HttpRequest(ENDPOINT, form=upload, timeout_s=timeout, priority=priority), upload
 
     async def _transcribe(self, path: Path, fields: dict[str, Any]) -> StepResult:
         info = await asyncio.to_thread(audiofiles.inspect_file, path)
