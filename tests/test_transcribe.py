@@ -21,10 +21,10 @@ import pytest
 
 from pipeline import audiofiles
 from pipeline.errors import JobError
-from pipeline.executor import RunOptions, execute
+from pipeline.executor import Executor, RunOptions, execute
 from pipeline.plan import build_plan
 from pipeline.records import Progress
-from pipeline.sim import count_tokens, sim_transcript
+from pipeline.sim import FaultRule, count_tokens, sim_transcript
 
 from .conftest import SIM_KEY_ENV
 
@@ -61,7 +61,7 @@ LONG_SILENCES = [(25.5 * i + 24.0, 25.5 * (i + 1)) for i in range(6)]
 
 def write_job(tmp_path: Path, url: str, input_path: str, *, step: str = "",
               limits: str = "{concurrency: 8}", timeout: float = 30, fmt: str = "verbose_json",
-              model: str = "whisper-1") -> Path:
+              model: str = "whisper-1", attempts: int = 3) -> Path:
     """A transcribe job over `input_path`; `step` adds lines (YAML) to the step."""
     extra = "".join(f"    {line}\n" for line in step.splitlines())
     job = tmp_path / "job.yaml"
@@ -74,7 +74,7 @@ def write_job(tmp_path: Path, url: str, input_path: str, *, step: str = "",
         f'    model: {model}\n    audio: "{{{{ row.path }}}}"\n    response_format: {fmt}\n{extra}'
         f"output:\n  path: {tmp_path / 'out' / 'transcripts.parquet'}\n"
         f"cache: {{dir: {tmp_path / 'cache'}}}\n"
-        "retry: {max_attempts: 3, backoff_base_s: 0.01, backoff_cap_s: 0.05}\n"
+        f"retry: {{max_attempts: {attempts}, backoff_base_s: 0.01, backoff_cap_s: 0.05}}\n"
     )
     return job
 
@@ -336,3 +336,47 @@ def test_rerun_after_kill_sends_only_unfinished_files(tmp_path: Path, sim_factor
     df = out(tmp_path)
     assert df.height == 37 and set(df["tr__status"]) == {"ok"}
     assert len({r.body["file_sha256"] for r in audio_records(sim) if r.status == 200}) == 36 + 3
+
+
+def test_failed_attempts_resend_the_whole_file(tmp_path: Path, sim: Any) -> None:
+    sim.set_faults([
+        FaultRule(kind="hang", path="/audio/transcriptions", first=1, hang_s=30),
+        FaultRule(kind="status", status=502, path="/audio/transcriptions", every=3, times=3),
+        FaultRule(kind="reset", path="/audio/transcriptions", every=4, times=2),
+    ])
+    d = tmp_path / "in"
+    files = [write_wav(d / f"f{i}.wav", [(1.0 + i * 0.25, 300.0 + 30 * i)], seed=i) for i in range(8)]
+    run(write_job(tmp_path, sim.url, str(d / "*.wav"), step="timeout_s: 1", limits="{concurrency: 2}",
+                      attempts=8))
+    df = out(tmp_path)
+    assert set(df["tr__status"]) == {"ok"}, df["tr__error"].to_list()
+    assert df["tr__attempts"].max() >= 2
+    sizes = {sha(f): f.stat().st_size for f in files}
+    recs = audio_records(sim)
+    # (the hung request is recorded only when the simulator gives up on it: the client timed out after 1 s)
+    assert len(recs) > 8 and {r.fault for r in recs} >= {"status", "reset"}
+    # every attempt carried the whole file: the multipart body was built afresh each time
+    assert all(r.body["file_size"] == sizes[r.body["file_sha256"]] for r in recs)
+
+
+def test_ctrl_c_lets_pieces_on_the_wire_finish(tmp_path: Path, sim_factory: Any) -> None:
+    sim = sim_factory(max_upload_bytes=500_000, latency_s=1.5)
+    write_wav(tmp_path / "in" / "long.wav", LONG_LAYOUT, seed=7)
+    job = write_job(tmp_path, sim.url, str(tmp_path / "in" / "*.wav"), step="max_upload_mb: 0.5",
+                    limits="{concurrency: 2}")
+
+    async def interrupted() -> Any:
+        ex = Executor(build_plan(job), RunOptions())
+        asyncio.get_running_loop().call_later(0.8, ex.request_stop)  # pieces 1 and 2 are on the wire
+        return await ex.run()
+
+    summary = asyncio.run(interrupted())
+    assert summary.interrupted and summary.rows_processed == 0
+    first = audio_records(sim)
+    assert len(first) == 2 and all(r.status == 200 for r in first), "the pieces on the wire were let finish"
+    summary = run(job)
+    again = audio_records(sim)[2:]
+    assert len(again) == 1, "only the piece never sent is sent now"
+    assert again[0].body["file_sha256"] not in {r.body["file_sha256"] for r in first}
+    row = out(tmp_path).row(0, named=True)
+    assert row["tr__status"] == "ok" and row["tr__attempts"] == 1 and not row["tr__cached"]
