@@ -180,7 +180,7 @@ async def probe_duration(path: Path, ext: str) -> float | None:
         raise AudioFileError(f"{path} has no audio stream")
     m = _DURATION.search(err)
     if m:
-        seconds = _hms(m.groups())
+        seconds = _hms((m.group(1), m.group(2), m.group(3)))
     else:  # e.g. live-recorded WebM: no duration in the header, decode it all
         rc, err = await run_ffmpeg(["-i", str(path), "-map", "0:a:0", "-f", "null", "-"], timeout_s=1800)
         times = _TIME.findall(err)

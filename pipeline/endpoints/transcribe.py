@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import re
 import shutil
@@ -79,7 +80,9 @@ def _safe_filename(path: Path, ext: str) -> str:
 def _form_value(v: Any) -> str:
     if isinstance(v, bool):
         return "true" if v else "false"
-    return v if isinstance(v, str) else canonical_json(v).decode() if isinstance(v, dict | list) else str(v)
+    if isinstance(v, dict | list):
+        return json.dumps(v, ensure_ascii=False, separators=(",", ":"))
+    return str(v)
 
 
 class TranscribeRuntime(StepRuntime):

@@ -85,10 +85,10 @@ def parse_answer(body: bytes, response_format: str) -> Answer:
     stripped = text.lstrip()
     if stripped.startswith("{"):  # a gateway's error inside a 200
         try:
-            obj = json.loads(stripped)
+            err: Any = json.loads(stripped)
         except ValueError:
-            obj = None
-        if isinstance(obj, dict) and obj.get("error"):
+            err = None
+        if isinstance(err, dict) and err.get("error"):
             raise classify(200, body, {})
     if response_format == "vtt" and not stripped.startswith("WEBVTT"):
         raise TransientError(f"vtt answer does not start with WEBVTT: {body[:120]!r}")
