@@ -100,6 +100,9 @@ class _ProgressView:
     def __call__(self, p: RunProgress) -> None:
         info = (f"{p.req_per_min:,.0f} req/min  {p.tok_per_min:,.0f} tok/min  cache {p.cache_hits:,}  "
                 f"err {p.rows_failed:,}  429 {p.rate_limited:,}")
+        if p.audio_s_done is not None:
+            left = "" if p.audio_s_left is None else f", ~{p.audio_s_left / 60:,.0f} left"
+            info += f"  audio {p.audio_s_done / 60:,.1f} min done{left}"
         if self.live:
             self.bar.update(self.task, completed=p.rows_done, info=info)
         elif not self.quiet and time.monotonic() - self._last_line >= 10:

@@ -213,11 +213,20 @@ class Executor:
         el = max(1e-9, asyncio.get_running_loop().time() - self._started)
         s = self.stats
         tokens = s.prompt_tokens + s.completion_tokens
+        rows_done = self._c.done + self._resumed
+        audio_done = audio_left = None
+        audio = [a for a in (step.audio_seconds() for step in self.plan.steps) if a is not None]
+        if audio:
+            audio_done = sum(a[0] for a in audio)
+            measured = max(a[1] for a in audio)
+            if measured:
+                audio_left = audio_done / measured * max(0, self.plan.total_rows - rows_done)
         return Progress(
-            total_rows=self.plan.total_rows, rows_done=self._c.done + self._resumed, rows_ok=self._c.ok,
+            total_rows=self.plan.total_rows, rows_done=rows_done, rows_ok=self._c.ok,
             rows_failed=self._c.failed, rows_skipped=self._c.skipped, rows_resumed=self._resumed,
             requests=s.requests, cache_hits=s.cache_hits, retries=s.retries, rate_limited=s.rate_limited,
             tokens=tokens, elapsed_s=el, req_per_min=s.requests / el * 60, tok_per_min=tokens / el * 60,
+            audio_s_done=audio_done, audio_s_left=audio_left,
         )
 
     async def _report(self) -> None:

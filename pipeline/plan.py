@@ -118,7 +118,7 @@ def build_plan(
         ns = f"{step.provider}@sim" if sim_url is not None else step.provider
         resolved = providers.get(step.provider)
         try:
-            rt = build_runtime(step, ns, resolved.tokenizer if resolved else None)
+            rt = build_runtime(step, ns, resolved.tokenizer if resolved else None, input_dir=source.base_dir)
         except JobError as exc:
             problems.append(str(exc))
             continue
@@ -136,17 +136,18 @@ def build_plan(
     if missing_keep:
         problems.append(f"output.keep names unknown column(s) {', '.join(missing_keep)}; "
                         f"input columns are: {', '.join(input_cols)}")
-    if spec.input.id is None and DEFAULT_ID in input_cols:
+    input_id = source.id_column  # input.id, or the source's natural key (a glob's `path`)
+    if input_id is None and DEFAULT_ID in input_cols:
         problems.append(f"the input has a column `{DEFAULT_ID}`; set input.id to it (or to another unique column)")
     if problems:
         raise JobError(_named(job.path, problems))
 
     total = source.check() if check_ids else 0
-    id_column = spec.input.id or DEFAULT_ID
+    id_column = input_id or DEFAULT_ID
     fields: list[pa.Field] = [pa.field(ROW, pa.uint32())]
-    if spec.input.id is None:
+    if input_id is None:
         fields.append(pa.field(DEFAULT_ID, pa.int64()))
-    elif spec.input.id not in keep:
+    elif input_id not in keep:
         fields.append(pa.field(id_column, _arrow_type(schema[id_column])))
     for c in keep:
         fields.append(pa.field(c, _arrow_type(schema[c])))

@@ -29,6 +29,7 @@ class HttpRequest:
     data: bytes | None = None  # the JSON body already encoded (canonical_json), sent as is
     form: Callable[[], aiohttp.FormData] | None = None
     timeout_s: float | None = None  # overrides the provider's timeout (long audio)
+    priority: float = 0.0  # a free concurrency slot goes to the highest first (longest audio first)
 
 
 @dataclass(frozen=True)

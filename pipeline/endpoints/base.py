@@ -69,6 +69,10 @@ class StepRuntime(ABC):
     def parse(self, body: bytes) -> Parsed:
         """Turn a 2xx body into output values; raise RequestError subclasses when unusable."""
 
+    def audio_seconds(self) -> tuple[float, int] | None:
+        """(audio seconds done, rows they came from) for steps that handle audio; None otherwise."""
+        return None
+
     def _prepare_or_result(self, row: Mapping[str, Any]) -> Prepared | StepResult:
         try:
             return self.prepare(row)
