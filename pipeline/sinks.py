@@ -112,7 +112,11 @@ class WorkDir:
         """Earlier results of this job: the final file (when it is this job's) and the parts."""
         frames: list[pl.LazyFrame] = []
         if not fresh and self._final_matches():
-            frames.append(pl.scan_parquet(self.output).with_row_index(ROW).with_columns(pl.lit(-1).alias(PART)))
+            final = pl.scan_parquet(self.output)
+            # fixed-size vectors in the final file are plain lists in the parts: read them back as such
+            arrays = [n for n, t in final.collect_schema().items() if isinstance(t, pl.Array)]
+            final = final.with_columns(pl.col(n).arr.to_list() for n in arrays)
+            frames.append(final.with_row_index(ROW).with_columns(pl.lit(-1).alias(PART)))
         for i, part in enumerate(self.parts()):
             frames.append(pl.scan_parquet(part).with_columns(pl.lit(i).alias(PART)))
         return frames
@@ -137,21 +141,26 @@ class WorkDir:
         failed[rows[keep]] = latest["__failed"].to_numpy()[keep]
         return Prior(done, failed)
 
+    def latest(self, fresh: bool) -> pl.LazyFrame | None:
+        """Every finished row once (its latest write), in input order, with `__row`; None if none."""
+        frames = self.sources(fresh)
+        if not frames:
+            return None
+        return (
+            pl.concat(frames, how="vertical_relaxed")
+            .sort([ROW, PART])
+            .unique(subset=[ROW], keep="last", maintain_order=True)
+        )
+
     def finish(self, schema: pa.Schema, fresh: bool) -> Path:
         """Write the final file in input order, atomically; then drop the work folder."""
-        frames = self.sources(fresh)
+        latest = self.latest(fresh)
         self.output.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.output.with_name(f".{self.output.name}.{os.getpid()}.tmp")
         names = schema.names
         pl_schema = pl.from_arrow(schema.empty_table()).schema
-        if frames:
-            lf = (
-                pl.concat(frames, how="vertical_relaxed")
-                .sort([ROW, PART])
-                .unique(subset=[ROW], keep="last", maintain_order=True)
-                .select(names)
-                .cast(dict(pl_schema))
-            )
+        if latest is not None:
+            lf = latest.select(names).cast(dict(pl_schema))
         else:
             lf = pl.LazyFrame(pl.from_arrow(schema.empty_table()))
         try:

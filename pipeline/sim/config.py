@@ -115,6 +115,7 @@ class SimConfig:
     window_s: float = 60.0
     latency_s: float = 0.0
     latency_per_token_s: float = 0.0
+    latency_per_input_token_s: float = 0.0  # embeddings: time per input token of a request
     latency_per_audio_s: float = 0.0
     jitter: float = 0.0
     seed: int = 0
