@@ -143,11 +143,11 @@ class Executor:
     def _final_schema(self, work: WorkDir, fresh: bool) -> pa.Schema:
         """The final file's schema: the parts' one, with the columns steps only know from their results."""
         schema = self.plan.final_schema
-        finished = work.latest(fresh)
-        if finished is None:
+        written = work.written(fresh)
+        if written is None:
             return schema
         for step in self.plan.steps:
-            for f in step.final_fields(finished, self.plan.id_column) or []:
+            for f in step.final_fields(written, self.plan.id_column) or []:
                 schema = schema.set(schema.get_field_index(f.name), f)
         return schema
 

@@ -141,20 +141,16 @@ class WorkDir:
         failed[rows[keep]] = latest["__failed"].to_numpy()[keep]
         return Prior(done, failed)
 
-    def latest(self, fresh: bool) -> pl.LazyFrame | None:
-        """Every finished row once (its latest write), in input order, with `__row`; None if none."""
+    def written(self, fresh: bool) -> pl.LazyFrame | None:
+        """Every write of every finished row (final file and parts), with `__row` and `__part`: a row
+        written again by a later run appears again with a higher `__part` (`keep_latest` picks it)."""
         frames = self.sources(fresh)
-        if not frames:
-            return None
-        return (
-            pl.concat(frames, how="vertical_relaxed")
-            .sort([ROW, PART])
-            .unique(subset=[ROW], keep="last", maintain_order=True)
-        )
+        return pl.concat(frames, how="vertical_relaxed") if frames else None
 
     def finish(self, schema: pa.Schema, fresh: bool) -> Path:
         """Write the final file in input order, atomically; then drop the work folder."""
-        latest = self.latest(fresh)
+        written = self.written(fresh)
+        latest = keep_latest(written) if written is not None else None
         self.output.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.output.with_name(f".{self.output.name}.{os.getpid()}.tmp")
         names = schema.names
@@ -174,6 +170,12 @@ class WorkDir:
             raise JobError(f"cannot write the output {self.output}: {exc}") from exc
         shutil.rmtree(self.path, ignore_errors=True)
         return self.output
+
+
+def keep_latest(written: pl.LazyFrame) -> pl.LazyFrame:
+    """The latest write of each row of `WorkDir.written`, in input order. Select the columns needed
+    first: sorting the whole rows (vectors included) costs several times their size in memory."""
+    return written.sort([ROW, PART]).unique(subset=[ROW], keep="last", maintain_order=True)
 
 
 class PartWriter:

@@ -344,18 +344,27 @@ def test_dimensions_error_on_a_big_job_stops_the_run(tmp_path: Path, sim: Any) -
     assert len(embed_records(sim)) <= 2
 
 
+def test_bad_key_stops_the_run_after_one_request(tmp_path: Path, sim_factory: Any) -> None:
+    sim = sim_factory(keys={"the-right-key": {}})
+    res = cli_run(write_embed_job(tmp_path, sim.url, rows=2000, step="batch_size: 50"))
+    assert res.exit_code == 3 and "401" in res.output and "aborted" in res.output
+    assert len(sim.records) == 1
+
+
 def test_vector_sizes_must_agree(tmp_path: Path) -> None:
     from pipeline.endpoints.embed import EmbedRuntime
     from pipeline.job.model import EmbedStep
 
     spec = EmbedStep(name="e", kind="embed", provider="p", model="custom-model", input="{{ row.t }}")
     rt = EmbedRuntime(spec, "ns", None)
-    frame = pl.LazyFrame({"id": ["a", "b", "c"], "e": [[1.0, 2.0], [3.0, 4.0], None]},
-                         schema={"id": pl.String, "e": pl.List(pl.Float32)})
+    schema = {"__row": pl.UInt32, "__part": pl.Int32, "id": pl.String, "e": pl.List(pl.Float32)}
+    # row 2 was first written with a 1-dimension vector, then redone by a later run
+    frame = pl.LazyFrame({"__row": [0, 1, 2, 2], "__part": [1, 1, 1, 2], "id": ["a", "b", "c", "c"],
+                          "e": [[1.0, 2.0], [3.0, 4.0], [1.0], None]}, schema=schema)
     fields = rt.final_fields(frame, "id")
     assert fields is not None and fields[0].type == pa.list_(pa.float32(), 2)
-    mixed = pl.LazyFrame({"id": ["a", "b", "c"], "e": [[1.0, 2.0], [3.0, 4.0], [1.0]]},
-                         schema={"id": pl.String, "e": pl.List(pl.Float32)})
+    mixed = pl.LazyFrame({"__row": [0, 1, 2], "__part": [1, 1, 1], "id": ["a", "b", "c"],
+                          "e": [[1.0, 2.0], [3.0, 4.0], [1.0]]}, schema=schema)
     with pytest.raises(RunAborted, match=r"differ in size: 2 \(2 rows, e.g. a, b\); 1 \(1 rows, e.g. c\)"):
         rt.final_fields(mixed, "id")
 
@@ -363,7 +372,54 @@ def test_vector_sizes_must_agree(tmp_path: Path) -> None:
 # ----- crash recovery
 
 
-def test_rerun_after_kill_resends_only_rows_without_a_stored_answer(tmp_path: Path, sim_factory: Any) -> None:
+def test_answers_are_stored_even_when_a_stop_comes_as_they_arrive(tmp_path: Path) -> None:
+    """A stop (Ctrl-C) that cancels the request's task right after its answer arrived must not lose
+    any of the rows' cache entries: they are all queued before the task next waits."""
+    import asyncio
+    import json
+    from types import SimpleNamespace
+
+    from pipeline.batching import Slot
+    from pipeline.cache import ResponseCache
+    from pipeline.calls import Reply
+    from pipeline.endpoints.embed import EmbedRuntime
+    from pipeline.job.model import EmbedStep
+    from pipeline.sim.embeddings import embeddings_response
+
+    texts = [f"text {i}" for i in range(50)]
+    cache = ResponseCache(tmp_path / "cache")
+    rt = EmbedRuntime(EmbedStep(name="e", kind="embed", provider="p", model=MODEL, input="{{ row.t }}"),
+                      "ns", None)
+    preps = [rt.prepare({"t": t}) for t in texts]
+
+    async def main() -> None:
+        task: asyncio.Task[None] | None = None
+
+        async def call(req: Any, *, parse: Any, **kw: Any) -> Reply[Any]:
+            body = json.dumps(embeddings_response(MODEL, texts, None, "base64", 500)).encode()
+            assert task is not None
+            asyncio.get_running_loop().call_soon(task.cancel)  # the stop lands at the next wait
+            return Reply(parse(body), 1, False)
+
+        rt.client = SimpleNamespace(call=call, cache=cache, gate=SimpleNamespace(tpm=None))  # type: ignore[assignment]
+        loop = asyncio.get_running_loop()
+        slots = [Slot(p.cache_key or "", p, p.tokens, [loop.create_future()]) for p in preps]
+        task = asyncio.ensure_future(rt._send(slots))
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await asyncio.sleep(0.01)
+
+    asyncio.run(main())
+    assert all(cache.get(p.cache_key or "") is not None for p in preps)
+    parsed = rt.parse(cache.get(preps[7].cache_key or "") or b"")
+    assert np.array_equal(parsed.values["e"], sim_embedding("text 7", MODEL))
+    cache.close()
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT], ids=["kill-9", "ctrl-c"])
+def test_rerun_after_kill_resends_only_rows_without_a_stored_answer(
+    tmp_path: Path, sim_factory: Any, sig: int
+) -> None:
     sim = sim_factory(latency_s=0.15)
     job = write_embed_job(tmp_path, sim.url, rows=1200, step="batch_size: 20",
                           limits="{rpm: 100000, concurrency: 2}")
@@ -374,12 +430,14 @@ def test_rerun_after_kill_resends_only_rows_without_a_stored_answer(tmp_path: Pa
     while sum(1 for r in sim.records if r.status == 200) < 10:
         assert time.monotonic() < deadline and proc.poll() is None, "the run did not get going"
         time.sleep(0.02)
-    killed_at = time.monotonic()
-    proc.send_signal(signal.SIGKILL)
-    proc.communicate(timeout=60)
-    # Answers the client had for a while before the kill are stored; one arriving in the last
-    # instant may not be (the simulator records an answer as it sends it).
-    settled = set(sent_inputs([r for r in sim.records if r.status == 200 and r.t_end < killed_at - 0.5]))
+    # After kill -9, answers the client had for a while are stored; one arriving in the last instant
+    # may not be (the simulator records an answer as it sends it). After Ctrl-C every answer is.
+    cutoff = time.monotonic() - 0.5 if sig == signal.SIGKILL else float("inf")
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=60)
+    if sig == signal.SIGINT:
+        assert proc.returncode == 130 and b"Resume with" in err, err.decode()
+    settled = set(sent_inputs([r for r in sim.records if r.status == 200 and r.t_end < cutoff]))
     assert 0 < len(settled) < 1200
     before = len(sim.records)
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)

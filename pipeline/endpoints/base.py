@@ -84,9 +84,12 @@ class StepRuntime(ABC):
         run by the plan before any request. Messages name the step."""
         return []
 
-    def final_fields(self, finished: pl.LazyFrame, id_column: str) -> list[pa.Field] | None:
+    def final_fields(self, written: pl.LazyFrame, id_column: str) -> list[pa.Field] | None:
         """The step's value columns in the final file when they are only known from the finished rows
-        (e.g. a vector size); None when they are `output_fields()`. May raise RunAborted."""
+        (e.g. a vector size); None when they are `output_fields()`. May raise RunAborted.
+
+        `written` holds every write of every row (`sinks.WorkDir.written`: a row redone by a later run
+        appears again, with a higher `__part`); `sinks.keep_latest` picks the latest."""
         return None
 
     def spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:

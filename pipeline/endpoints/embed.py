@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 import json
@@ -21,6 +20,8 @@ from ..calls import CallError
 from ..errors import RowError, RunAborted, TransientError
 from ..job.model import EmbedStep, Limits
 from ..records import Parsed, StepResult, Usage
+from ..sinks import PART, keep_latest
+from ..sources import ROW
 from ..templating import NullValue, RenderError, Template, compile_template
 from ..tokens import bpe, counter, exact_tokenizer_for, tokenizer_for
 from ..transport import HttpRequest
@@ -131,15 +132,17 @@ class EmbedRuntime(StepRuntime):
         batches = min(concurrency or BATCHES_IN_FLIGHT, BATCHES_IN_FLIGHT) + 2
         return self.spec.batch_size * batches
 
-    def final_fields(self, finished: pl.LazyFrame, id_column: str) -> list[pa.Field] | None:
+    def final_fields(self, written: pl.LazyFrame, id_column: str) -> list[pa.Field] | None:
         col = self.output_column
+        # The lengths first, streamed part by part: a sort over the parts would load every vector.
+        lengths = written.select(ROW, PART, pl.col(id_column), pl.col(col).list.len().alias("__dim"))
         sizes = (
-            finished.select(pl.col(id_column), pl.col(col).list.len().alias("__dim"))
+            keep_latest(lengths.collect(engine="streaming").lazy())
             .filter(pl.col("__dim").is_not_null())
             .group_by("__dim")
             .agg(pl.len().alias("rows"), pl.col(id_column).head(5).alias("ids"))
             .sort("rows", descending=True)
-            .collect(engine="streaming")
+            .collect()
         )
         if sizes.height > 1:
             shown = "; ".join(
@@ -266,11 +269,10 @@ class EmbedRuntime(StepRuntime):
         b64: list[str | None] = [None] * n
         for item in data:
             idx = item.get("index") if isinstance(item, dict) else None
-            good = isinstance(idx, int) and not isinstance(idx, bool) and 0 <= idx < n
-            if not good or vectors[idx] is not None:
-                raise TransientError(
-                    f"answer has a missing, repeated or out-of-range index {idx!r} (inputs 0-{n - 1})"
-                )
+            if (not isinstance(idx, int) or isinstance(idx, bool) or not 0 <= idx < n
+                    or vectors[idx] is not None):
+                raise TransientError(f"answer has a missing, repeated or out-of-range index {idx!r} "
+                                     f"(inputs 0-{n - 1})")
             vectors[idx], b64[idx] = decode_vector(item.get("embedding"))
         sizes = {len(v) for v in vectors if v is not None}
         if len(sizes) != 1:
@@ -319,8 +321,16 @@ class EmbedRuntime(StepRuntime):
         estimate = sum(s.tokens for s in slots)
         body = {"model": self.spec.model, "input": [s.payload.text for s in slots], **self._wire_params}
         data = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+        tpm = self.client.gate.tpm
+
+        def reserve() -> int:
+            # asked when the request reaches the head of the admission queue: what earlier answers
+            # taught about the provider's counts applies, even to a batch that queued meanwhile
+            tokens = self.calibration.reserve(estimate)
+            return min(tokens, tpm) if tpm is not None and estimate <= tpm else tokens
+
         reply = await self.client.call(
-            HttpRequest(ENDPOINT, data=data), tokens=self.calibration.reserve(estimate), cache_key=None,
+            HttpRequest(ENDPOINT, data=data), tokens=reserve, cache_key=None,
             parse=lambda b: self._packed(b, n, estimate), completion_charge=0,
         )
         vectors, b64s, usage = reply.parsed.values["answer"]
@@ -337,11 +347,10 @@ class EmbedRuntime(StepRuntime):
         if not isinstance(self.client.cache, NoCache):
             # Each row's answer is stored before any row uses it: a re-run (after a crash, or an edit of
             # some rows) finds every row answered here and re-sends only the others, re-packed.
-            model, cache = self.spec.model, self.client.cache
-            await asyncio.gather(*(
-                cache.store(s.key, _row_entry(model, v, b, t))
-                for s, v, b, t in zip(slots, vectors, b64s, shares, strict=True)
-            ))
+            # (All queued at once, before any wait: a stop arriving meanwhile cannot drop some.)
+            model = self.spec.model
+            rows = zip(slots, vectors, b64s, shares, strict=True)
+            await self.client.cache.store_many([(s.key, _row_entry(model, v, b, t)) for s, v, b, t in rows])
         for s, vec, share in zip(slots, vectors, shares, strict=True):
             first = self._ok(s.payload, vec, usage, s.attempts, False, share)
             # rows sharing one input: the first carries its tokens, so the rows' tokens sum to the usage
