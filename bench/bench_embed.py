@@ -83,7 +83,7 @@ def busiest(points: list[tuple[float, int]], period: float) -> int:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rows", type=int, default=100_000)
-    ap.add_argument("--check", type=int, default=2000, help="rows whose vector is compared with the simulator's")
+    ap.add_argument("--check", type=int, default=2000, help="vectors to compare with the simulator")
     a = ap.parse_args()
 
     sim = SimProcess(
