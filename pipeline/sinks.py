@@ -173,8 +173,9 @@ class WorkDir:
 
 
 def keep_latest(written: pl.LazyFrame) -> pl.LazyFrame:
-    """The latest write of each row of `WorkDir.written`, in input order. Select the columns needed
-    first: sorting the whole rows (vectors included) costs several times their size in memory."""
+    """The latest write of each row of `WorkDir.written`, in input order. To look at a few columns,
+    collect them first and pass that: polars sorts the union of the parts with every column loaded
+    (vectors included), whatever is selected afterwards."""
     return written.sort([ROW, PART]).unique(subset=[ROW], keep="last", maintain_order=True)
 
 
