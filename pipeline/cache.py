@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -91,6 +92,19 @@ class ResponseCache:
             loop.call_soon(self._flush)
         await fut
 
+    async def store_many(self, items: Iterable[tuple[str, bytes]]) -> None:
+        """`store` for many answers at once (the answers of a packed request, one entry per row).
+
+        Every entry is queued before the first wait: a caller cancelled while waiting for the commit
+        (a stopping run) still gets all of them committed."""
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[None] = loop.create_future()
+        self._pending.extend((key, body, fut) for key, body in items)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            loop.call_soon(self._flush)
+        await fut
+
     def _flush(self) -> None:
         pending, self._pending = self._pending, []
         self._flush_scheduled = False
@@ -133,6 +147,9 @@ class NoCache:
         return None
 
     async def store(self, key: str, body: bytes) -> None:
+        return None
+
+    async def store_many(self, items: Iterable[tuple[str, bytes]]) -> None:
         return None
 
     def delete(self, key: str) -> None:

@@ -118,7 +118,7 @@ class ProviderClient:
         self,
         req: HttpRequest,
         *,
-        tokens: int,
+        tokens: int | Callable[[], int],
         cache_key: str | None,
         parse: Callable[[bytes], T],
         completion_charge: int | None = None,
@@ -129,13 +129,14 @@ class ProviderClient:
         Raises CallError (row fails), or FatalError (run stops). `completion_charge` is what the
         provider counts for the completion at admission (max_tokens when set): the reservation is
         corrected to prompt tokens from `usage` plus that, or plus the real completion when None.
+        `tokens` may be a function, asked when the request reaches the head of the admission queue.
         """
         if cache_key is not None and check_cache:
             hit = self.cached(cache_key, parse)
             if hit is not None:
                 return Reply(hit, 0, True)
         try:
-            self.gate.check_fits(tokens)
+            self.gate.check_fits(tokens if isinstance(tokens, int) else tokens())
         except RequestTooLarge as exc:
             raise CallError(TooLargeError(str(exc)), 0) from exc
 
@@ -169,7 +170,7 @@ class ProviderClient:
     async def _send(
         self,
         req: HttpRequest,
-        tokens: int,
+        tokens: int | Callable[[], int],
         cache_key: str | None,
         parse: Callable[[bytes], T],
         completion_charge: int | None,
@@ -189,7 +190,7 @@ class ProviderClient:
     async def _attempt(
         self,
         req: HttpRequest,
-        tokens: int,
+        tokens: int | Callable[[], int],
         cache_key: str | None,
         parse: Callable[[bytes], T],
         completion_charge: int | None,

@@ -40,7 +40,8 @@ class RequestError(PipelineError):
     """One request attempt failed.
 
     `status` is the HTTP status (0 when no response came back), `code` the provider's error code or
-    type when it sent one, and `message` the provider's message (request id included) or ours.
+    type when it sent one, `param` the request field the provider blamed (OpenAI's `error.param`), and
+    `message` the provider's message (request id included) or ours.
     """
 
     retryable = False
@@ -52,12 +53,14 @@ class RequestError(PipelineError):
         status: int = 0,
         code: str | None = None,
         retry_after: float | None = None,
+        param: str | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
         self.status = status
         self.code = code
         self.retry_after = retry_after
+        self.param = param
 
     def short(self) -> str:
         """The text for a row's error column: HTTP status, code, message."""

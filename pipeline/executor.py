@@ -9,9 +9,11 @@ import random
 import signal
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
+
+import pyarrow as pa
 
 from .cache import NoCache, ResponseCache
 from .calls import ProviderClient, RunStats, Stopped
@@ -125,7 +127,29 @@ class Executor:
         if opt:
             return opt
         conc = [p.limits.concurrency or 256 for p in self.plan.providers.values()]
-        return max(64, 4 * max(conc))
+        # steps that pack many rows into one request need enough rows waiting to fill their requests
+        hints = [h for s in self.plan.steps
+                 if (h := s.rows_in_flight_hint(self.plan.providers[s.provider].limits.concurrency))]
+        return max(64, 4 * max(conc), *hints)
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        """A step's background task, tracked like a row task: a stop cancels it unless its request is on
+        the wire, and the run (and the cache) stays open until it is done."""
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    def _final_schema(self, work: WorkDir, fresh: bool) -> pa.Schema:
+        """The final file's schema: the parts' one, with the columns steps only know from their results."""
+        schema = self.plan.final_schema
+        written = work.written(fresh)
+        if written is None:
+            return schema
+        for step in self.plan.steps:
+            for f in step.final_fields(written, self.plan.id_column) or []:
+                schema = schema.set(schema.get_field_index(f.name), f)
+        return schema
 
     # ----------------------------------------------------------------- rows
     def _record(self, row_index: int, row: dict[str, Any], results: list[StepResult]) -> dict[str, Any]:
@@ -285,6 +309,7 @@ class Executor:
                 self._client_list = list(clients.values())
                 for step in plan.steps:
                     step.client = clients[step.provider]
+                    step.spawner = self._spawn
                 await self._feed(todo, writer, window)
                 while self._tasks:
                     await asyncio.wait(set(self._tasks))
@@ -301,7 +326,7 @@ class Executor:
         if isinstance(self._abort, BaseException) and not isinstance(self._abort, RunAborted):
             raise self._abort
         if complete:
-            work.finish(plan.final_schema, plan.total_rows, opts.fresh)
+            work.finish(self._final_schema(work, opts.fresh), plan.total_rows, opts.fresh)
         failed = self._c.failed + int((prior.failed & ~todo).sum())
         return RunSummary(
             output=str(plan.output), total_rows=plan.total_rows, rows_resumed=self._resumed,

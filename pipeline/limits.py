@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import heapq
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
@@ -185,14 +185,16 @@ class AdmissionGate:
         if self.tpm is not None and tokens > self.tpm:
             raise RequestTooLarge(tokens, self.tpm, self.period_s)
 
-    async def admit(self, tokens: int, priority: float = 0.0) -> Ticket:
+    async def admit(self, tokens: int | Callable[[], int], priority: float = 0.0) -> Ticket:
         """Wait for a concurrency slot, then for the rate limits, and reserve `tokens`.
 
-        A free slot goes to the waiter with the highest `priority`, in arrival order among equals.
-        Raises RequestTooLarge at once for a request that can never fit. If the caller is cancelled
-        while waiting, nothing stays reserved or held.
+        `tokens` may be a function: it is asked for the amount when the request reaches the head of
+        the queue, so an estimate that improved while the request queued (from the answers of the
+        requests ahead of it) is the one reserved. A free slot goes to the waiter with the highest
+        `priority`, in arrival order among equals. Raises RequestTooLarge at once for a request that
+        can never fit. If the caller is cancelled while waiting, nothing stays reserved or held.
         """
-        self.check_fits(tokens)
+        self.check_fits(tokens if isinstance(tokens, int) else tokens())
         self._waiting += 1
         try:
             # Slot first, so an admitted request can start at once instead of queueing again.
@@ -200,9 +202,11 @@ class AdmissionGate:
                 await self._slots.acquire(priority)
             try:
                 async with self._turn:
-                    now = await self._wait_for_rate(tokens)
+                    amount = tokens if isinstance(tokens, int) else tokens()
+                    self.check_fits(amount)
+                    now = await self._wait_for_rate(amount)
                     # No await between the final check and the reservation: nothing can slip in.
-                    return self._reserve(tokens, now)
+                    return self._reserve(amount, now)
             except BaseException:
                 if self._slots is not None:
                     self._slots.release()

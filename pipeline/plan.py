@@ -114,6 +114,7 @@ def build_plan(
 
     steps: list[StepRuntime] = []
     available = list(input_cols)
+    types: dict[str, pa.DataType] = {c: _arrow_type(schema[c]) for c in input_cols}
     for step in spec.steps:
         ns = f"{step.provider}@sim" if sim_url is not None else step.provider
         resolved = providers.get(step.provider)
@@ -125,11 +126,14 @@ def build_plan(
         problems += check_columns(
             [(t, "columns available here are") for t in rt.templates()], available
         )
+        if resolved is not None:
+            problems += rt.plan_problems(types, resolved.limits)
         if step.output_column in available:
             problems.append(f"step `{step.name}` writes column `{step.output_column}`, which already exists; "
                             "set `output:` to another name")
         steps.append(rt)
         available += [f.name for f in rt.output_fields()]
+        types.update((f.name, f.type) for f in rt.output_fields())
 
     keep = spec.output.keep if spec.output.keep is not None else input_cols
     missing_keep = [c for c in keep if c not in input_cols]

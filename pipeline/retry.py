@@ -102,6 +102,13 @@ def _error_fields(body: Any) -> tuple[str | None, str | None]:
     return None, None
 
 
+def _error_param(body: Any) -> str | None:
+    """OpenAI's `error.param`: which request field a 4xx blames (e.g. `input`, `dimensions`)."""
+    err = body.get("error") if isinstance(body, dict) else None
+    param = err.get("param") if isinstance(err, dict) else None
+    return param if isinstance(param, str) and param else None
+
+
 def classify(status: int, body: bytes, headers: Mapping[str, str]) -> RequestError:
     """Turn a failed HTTP answer (status >= 400, or 200 with an `error` body) into our error class.
 
@@ -131,6 +138,6 @@ def classify(status: int, body: bytes, headers: Mapping[str, str]) -> RequestErr
     if status in _TRANSIENT_STATUS or status >= 500:
         return TransientError(message, status=status, code=code, retry_after=retry_after)
     if status in _ROW_STATUS or 400 <= status < 500:
-        return RowError(message, status=status, code=code)
+        return RowError(message, status=status, code=code, param=_error_param(parsed))
     # 200 with an error body and nothing else to go on: the gateway failed upstream, try again.
     return TransientError(message, status=status, code=code, retry_after=retry_after)

@@ -143,7 +143,11 @@ class WorkDir:
         """Earlier results of this job: the final file (when it is this job's) and the parts."""
         frames: list[pl.LazyFrame] = []
         if not fresh and self._final_matches():
-            frames.append(pl.scan_parquet(self.output).with_row_index(ROW).with_columns(pl.lit(-1).alias(PART)))
+            final = pl.scan_parquet(self.output)
+            # fixed-size vectors in the final file are plain lists in the parts: read them back as such
+            arrays = [n for n, t in final.collect_schema().items() if isinstance(t, pl.Array)]
+            final = final.with_columns(pl.col(n).arr.to_list() for n in arrays)
+            frames.append(final.with_row_index(ROW).with_columns(pl.lit(-1).alias(PART)))
         for i, part in enumerate(self.parts()):
             frames.append(pl.scan_parquet(part).with_columns(pl.lit(i).alias(PART)))
         return frames
@@ -168,13 +172,23 @@ class WorkDir:
         failed[rows[keep]] = latest["__failed"].to_numpy()[keep]
         return Prior(done, failed)
 
+    def written(self, fresh: bool) -> pl.LazyFrame | None:
+        """Every write of every finished row (final file and parts), with `__row` and `__part`: a row
+        written again by a later run appears again with a higher `__part` (`keep_latest` picks it)."""
+        frames = self.sources(fresh)
+        return pl.concat(frames, how="vertical_relaxed") if frames else None
+
     def _slices(self, fresh: bool) -> Iterator[tuple[int, int, Callable[[int, int], pl.DataFrame]]]:
         """Each source of results as (first row, last row + 1, reader of its rows in [lo, hi))."""
         if not fresh and self._final_matches():
             n = pq.ParquetFile(self.output).metadata.num_rows
 
             def read_final(lo: int, hi: int) -> pl.DataFrame:
-                return (pl.scan_parquet(self.output).with_row_index(ROW).slice(lo, hi - lo)
+                final = pl.scan_parquet(self.output)
+                # fixed-size vectors in the final file are plain lists in the parts: read them back as such
+                arrays = [n for n, t in final.collect_schema().items() if isinstance(t, pl.Array)]
+                return (final.with_columns(pl.col(n).arr.to_list() for n in arrays)
+                        .with_row_index(ROW).slice(lo, hi - lo)
                         .with_columns(pl.lit(-1, pl.Int64).alias(PART)).collect())
 
             yield 0, n, read_final
@@ -240,6 +254,13 @@ class WorkDir:
             raise JobError(f"cannot write the output {self.output}: {exc}") from exc
         shutil.rmtree(self.path, ignore_errors=True)
         return self.output
+
+
+def keep_latest(written: pl.LazyFrame) -> pl.LazyFrame:
+    """The latest write of each row of `WorkDir.written`, in input order. To look at a few columns,
+    collect them first and pass that: polars sorts the union of the parts with every column loaded
+    (vectors included), whatever is selected afterwards."""
+    return written.sort([ROW, PART]).unique(subset=[ROW], keep="last", maintain_order=True)
 
 
 class PartWriter:

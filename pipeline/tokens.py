@@ -32,6 +32,13 @@ def _bpe(name: str) -> Any:
         return bpe_openai.get_encoding(name)
 
 
+def bpe(name: str) -> Any:
+    """The bundled BPE vocabulary `name` (o200k_base or cl100k_base), loaded on first use (100+ MB)."""
+    if name not in ("o200k_base", "cl100k_base"):
+        raise ValueError(f"unknown vocabulary {name!r}; choose o200k_base or cl100k_base")
+    return _bpe(name)
+
+
 def _heuristic(text: str) -> int:
     # Measured never to under-count cl100k on CJK news text (API_FACTS.md): 1.3/CJK char, 0.3/other.
     cjk = len(_CJK.findall(text))

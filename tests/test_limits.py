@@ -626,3 +626,26 @@ def test_a_slot_handed_to_a_cancelled_waiter_passes_on() -> None:
         gate.release(ticket)
 
     run_virtual(main())
+
+
+def test_token_amount_is_asked_when_the_request_reaches_the_head_of_the_queue() -> None:
+    async def main() -> tuple[list[int], list[float]]:
+        # 60 tokens per second: each request of 60 holds the pacer for a second.
+        gate = AdmissionGate(rpm=None, tpm=3600, concurrency=None, period_s=60)
+        learned = {"tokens": 60}
+        asked: list[float] = []
+
+        def amount() -> int:
+            asked.append(virtual_time())
+            return learned["tokens"]
+
+        requests = [asyncio.ensure_future(gate.admit(n)) for n in (60, 60, amount)]
+        await asyncio.sleep(0.5)
+        learned["tokens"] = 30  # an answer taught us better while the third request queued
+        tickets = await asyncio.gather(*requests)
+        return [t.reserved for t in tickets], asked
+
+    reserved, asked = run_virtual(main())
+    assert reserved == [60, 60, 30]
+    # asked on arrival (to refuse what can never fit), then when its turn came: after the second
+    assert asked[0] == 0 and asked[-1] == pytest.approx(1.0)

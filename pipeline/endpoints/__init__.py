@@ -4,16 +4,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..job.model import ChatStep, TranscribeStep
+from ..job.model import ChatStep, EmbedStep, TranscribeStep
 from ..tokens import counter, tokenizer_for
 from .base import Prepared, StepRuntime
 from .chat import ChatRuntime
+from .embed import EmbedRuntime
 from .transcribe import TranscribeRuntime
 
 __all__ = ["Prepared", "StepRuntime", "build_runtime"]
 
 
-def build_runtime(spec: ChatStep | TranscribeStep, cache_ns: str, tokenizer: str | None, *,
+def build_runtime(spec: ChatStep | EmbedStep | TranscribeStep, cache_ns: str, tokenizer: str | None, *,
                   input_dir: Path | None = None) -> StepRuntime:
     """The runtime of a step spec (templates compiled; raises JobError on template errors).
 
@@ -21,6 +22,8 @@ def build_runtime(spec: ChatStep | TranscribeStep, cache_ns: str, tokenizer: str
     """
     if isinstance(spec, TranscribeStep):
         return TranscribeRuntime(spec, cache_ns, input_dir or Path.cwd())
+    if isinstance(spec, EmbedStep):
+        return EmbedRuntime(spec, cache_ns, tokenizer)
     count = counter(tokenizer_for(spec.model, tokenizer))
     if isinstance(spec, ChatStep):
         return ChatRuntime(spec, cache_ns, count)

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
+import polars as pl
 import pyarrow as pa
 
 from ..calls import CallError, ProviderClient
 from ..errors import TransientError
+from ..job.model import Limits
 from ..records import Parsed, StepResult
 from ..retry import classify
 from ..templating import NullValue, RenderError, Template
@@ -46,6 +49,8 @@ class StepRuntime(ABC):
     """A step bound to its provider client. Subclasses build requests and parse answers."""
 
     client: ProviderClient  # bound by the executor when the run starts
+    # Set by the executor: starts a task it tracks like a row task (see `spawn`).
+    spawner: Callable[[Coroutine[Any, Any, None]], asyncio.Task[None]] | None = None
 
     def __init__(self, name: str, output_column: str, provider: str, cache_ns: str) -> None:
         self.name = name
@@ -72,6 +77,31 @@ class StepRuntime(ABC):
     def audio_seconds(self) -> tuple[float, int] | None:
         """(audio seconds done, rows they came from) for steps that handle audio; None otherwise."""
         return None
+
+    def rows_in_flight_hint(self, concurrency: int | None) -> int | None:
+        """Rows this step needs in flight to keep `concurrency` requests busy (a step that packs rows
+        into shared requests needs many); None when the executor's default window is enough."""
+        return None
+
+    def plan_problems(self, columns: Mapping[str, pa.DataType], limits: Limits) -> list[str]:
+        """Checks that need the types of the columns available to the step or its provider's limits;
+        run by the plan before any request. Messages name the step."""
+        return []
+
+    def final_fields(self, written: pl.LazyFrame, id_column: str) -> list[pa.Field] | None:
+        """The step's value columns in the final file when they are only known from the finished rows
+        (e.g. a vector size); None when they are `output_fields()`. May raise RunAborted.
+
+        `written` holds every write of every row (`sinks.WorkDir.written`: a row redone by a later run
+        appears again, with a higher `__part`); `sinks.keep_latest` picks the latest."""
+        return None
+
+    def spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        """Start a background task of this step (e.g. a request shared by many rows). Under the executor
+        a stop cancels it like a row task unless its request is on the wire, and the run waits for it."""
+        if self.spawner is not None:
+            return self.spawner(coro)
+        return asyncio.ensure_future(coro)
 
     def _prepare_or_result(self, row: Mapping[str, Any]) -> Prepared | StepResult:
         try:

@@ -155,7 +155,62 @@ class TranscribeStep(_StepBase):
         return self
 
 
-Step = Annotated[ChatStep | TranscribeStep, Field(discriminator="kind")]
+MAX_EMBED_BATCH = 2048  # inputs per /embeddings request (OpenAI's limit)
+MAX_EMBED_REQUEST_TOKENS = 300_000  # tokens per /embeddings request (OpenAI's limit)
+_EMBED_RESERVED_PARAMS = {"model", "input"}
+
+
+class EmbedStep(_StepBase):
+    """One embedding vector per row; many rows are packed into each /embeddings request."""
+
+    kind: Literal["embed"]
+    input: str = Field(description='the text to embed: a template, e.g. "{{ row.text }}"')
+    batch_size: int = Field(512, ge=1, description=f"inputs per request, at most {MAX_EMBED_BATCH}")
+    max_batch_tokens: int | None = Field(
+        None, ge=1, description="estimated tokens per request (default: about one second of the provider's "
+        f"tpm, at most 100,000; never over {MAX_EMBED_REQUEST_TOKENS:,})"
+    )
+    max_input_tokens: int = Field(8191, ge=1, description="the model's limit on one input, in tokens")
+    on_too_long: Literal["truncate", "error"] = Field(
+        "truncate", description="an input over max_input_tokens: cut it to the limit (marked in "
+        "`<step>__truncated`) or fail the row"
+    )
+
+    @field_validator("batch_size")
+    @classmethod
+    def _batch_size(cls, v: int) -> int:
+        if v > MAX_EMBED_BATCH:
+            raise ValueError(
+                f"batch_size {v} is over {MAX_EMBED_BATCH}, the most inputs one /embeddings request may carry"
+            )
+        return v
+
+    @field_validator("max_batch_tokens")
+    @classmethod
+    def _max_batch_tokens(cls, v: int | None) -> int | None:
+        if v is not None and v > MAX_EMBED_REQUEST_TOKENS:
+            raise ValueError(
+                f"max_batch_tokens {v:,} is over {MAX_EMBED_REQUEST_TOKENS:,}, the most tokens one "
+                "/embeddings request may carry"
+            )
+        return v
+
+    @field_validator("params")
+    @classmethod
+    def _params(cls, v: dict[str, Any]) -> dict[str, Any]:
+        bad = sorted(_EMBED_RESERVED_PARAMS & v.keys())
+        if bad:
+            raise ValueError(f"params may not set {', '.join(bad)}: the step builds them (use `input:`)")
+        fmt = v.get("encoding_format")
+        if fmt is not None and fmt not in ("float", "base64"):
+            raise ValueError(f"params.encoding_format must be float or base64, got {fmt!r}")
+        dims = v.get("dimensions")
+        if dims is not None and (not isinstance(dims, int) or isinstance(dims, bool) or dims < 1):
+            raise ValueError(f"params.dimensions must be a positive whole number, got {dims!r}")
+        return v
+
+
+Step = Annotated[ChatStep | EmbedStep | TranscribeStep, Field(discriminator="kind")]
 
 
 class Output(_Strict):

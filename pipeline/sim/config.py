@@ -115,6 +115,7 @@ class SimConfig:
     window_s: float = 60.0
     latency_s: float = 0.0
     latency_per_token_s: float = 0.0
+    latency_per_input_token_s: float = 0.0  # embeddings: time per input token of a request
     latency_per_audio_s: float = 0.0
     jitter: float = 0.0
     seed: int = 0
@@ -124,6 +125,11 @@ class SimConfig:
     strict_models: bool = False
 
     def __post_init__(self) -> None:
+        # Configs read as YAML may hold "3e-05" as text (YAML 1.1 floats need a dot): take the number.
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.type == "float" and isinstance(value, str | int) and not isinstance(value, bool):
+                setattr(self, f.name, float(value))
         if self.window_s <= 0:
             raise ValueError("SimConfig.window_s must be > 0")
         if self.keys is not None:

@@ -155,7 +155,7 @@ class Endpoints:
         call.n_inputs = len(inputs)
 
         async def respond(request: web.Request, call: Call, fault: str | None) -> web.StreamResponse:
-            await self.sim.sleep(call)
+            await self.sim.sleep(call, self.sim.config.latency_per_input_token_s * total)
             return self._ok(call, embeddings.embeddings_response(model, inputs, dims, fmt, total))
 
         return Job(raw, total, respond)
