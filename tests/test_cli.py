@@ -181,7 +181,10 @@ def test_killed_run_resumes_without_resending(tmp_path: Path, sim_factory: Any, 
     _, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 0, stderr.decode()
     resent = [r for r in sim.records[before:] if r.body["messages"][1]["content"] in answered]
-    assert resent == [], f"{len(resent)} answered requests were sent again"
+    # kill -9 can land after the simulator answered and before the client stored the answer: only the
+    # requests on the wire at that moment (at most `concurrency`) may go again; Ctrl-C lets them finish.
+    limit = 0 if sig == signal.SIGINT else 8
+    assert len(resent) <= limit, f"{len(resent)} answered requests were sent again"
     df = output(tmp_path)
     assert df.height == 400 and set(df["label__status"]) == {"ok"}
     sent = {r.body["messages"][1]["content"] for r in sim.records if r.status == 200}
