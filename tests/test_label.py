@@ -449,3 +449,31 @@ def test_validate_names_what_strict_mode_cannot_take(tmp_path: Path, sim: Any) -
     job = job_file(tmp_path, sim.url, [schema_step(response_schema=LOOSE, strict=True)], rows=2)
     res = CliRunner().invoke(app, ["validate", str(job)], catch_exceptions=False)
     assert res.exit_code == 2 and "minLength" in res.output and "strict: true, but" in res.output
+
+
+def test_tool_call_streamed_and_a_failed_reask_keeps_the_answer(tmp_path: Path, sim: Any) -> None:
+    sim.set_faults(
+        [
+            # every re-ask (a body with the model's answer in it) is refused, as a too-long context would be
+            FaultRule(
+                "status", status=400, error_type="invalid_request_error", when_contains='"role":"tool"'
+            ),
+            FaultRule("schema_violation", when_contains="(#1)"),
+        ]
+    )
+    step = {
+        "name": "review",
+        "messages": [SYSTEM, USER],
+        "params": {"max_tokens": 300, "stream": True},
+        "tools": [{"type": "function", "function": {"name": "save_review", "parameters": SCHEMA}}],
+    }
+    job = job_file(tmp_path, sim.url, [step], rows=4)
+    summary = run_job(job)
+    df = output(tmp_path)
+    assert df.schema["review_aspect"] == DTYPES["review_aspect"]
+    ok = df.filter(pl.col("review_id") != "r00001")
+    assert set(ok["review__status"]) == {"ok"} and ok["review_stars"].null_count() == 0
+    bad = row(df, 1)
+    assert bad["review__status"] == "error" and bad["review__error"].startswith("re-ask 1: HTTP 400")
+    assert bad["review__repairs"] == 1 and "sentiment" not in json.loads(bad["review__raw"])
+    assert summary.failed_rows == 1

@@ -12,6 +12,7 @@ import pytest
 from pipeline.endpoints.chat import label_probability
 from pipeline.endpoints.sse import ChatStream
 from pipeline.errors import JobError, RateLimited, TransientError
+from pipeline.job.load import load_job
 from pipeline.structured import Checker, decode_json, label_schema, load_schema, norm_label, strict_issues
 from pipeline.structured.arrow import ConversionError, describe, field_types, to_arrow_value
 
@@ -295,3 +296,54 @@ def test_stream_without_finish_reason_is_truncated() -> None:
         ChatStream().finish()
     with pytest.raises(RateLimited):
         ChatStream().feed(b'{"error": {"message": "slow down", "type": "rate_limit_exceeded"}}')
+
+
+# ----- the job file
+
+
+STEP = """\
+version: 1
+name: t
+input: {path: data.csv}
+steps:
+  - name: s
+    kind: chat
+    provider: sim
+    model: gpt-4o-mini
+    messages: [{role: user, content: "{{ row.text }}"}]
+%s
+output: {path: out.parquet}
+"""
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (
+            "    labels: [a, b]\n    response_schema: {type: object}",
+            "sets response_schema and labels: choose one",
+        ),
+        ("    labels: [Positive, ' positive ']", "are the same once case and spaces are ignored"),
+        ("    labels: [yes, no]", "label True is not text: YAML reads yes/no"),
+        ("    params: {tools: []}", "params may not set tools: set tools on the step"),
+        ("    params: {stream: maybe}", "params.stream must be true or false"),
+        ("    params: {top_logprobs: 2}", "params.top_logprobs needs params.logprobs: true"),
+        ("    strict: true", "sets strict, which only apply to structured answers"),
+        (
+            "    labels: [a, b]\n    params: {response_format: {type: json_object}}",
+            "labels builds response_format",
+        ),
+        (
+            "    tools: [{function: {name: f, parameters: {type: object}}}]\n"
+            "    tool_choice: {function: {name: g}}",
+            "tool_choice names 'g', which is not one of the tools (f)",
+        ),
+        ("    tools: [{function: {name: 'bad name', parameters: {}}}]", "must be 1-64 letters"),
+    ],
+)
+def test_job_file_checks(tmp_path: Path, extra: str, message: str) -> None:
+    path = tmp_path / "job.yaml"
+    path.write_text(STEP % extra)
+    with pytest.raises(JobError) as exc:
+        load_job(path)
+    assert message in str(exc.value) and "job.yaml:" in str(exc.value)

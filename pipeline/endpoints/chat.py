@@ -239,7 +239,7 @@ class ChatRuntime(StepRuntime):
         asks = [first]
         (r,) = yield [first]
         if isinstance(r, CallError):
-            return self._failed(r, book, 0), []
+            return self._failed(r, book, 0, []), []
         book.add(first, r)
         verdicts = list(r.parsed.verdicts)
         lps = list(r.parsed.logprobs) or [None] * len(verdicts)
@@ -266,7 +266,7 @@ class ChatRuntime(StepRuntime):
             for i, ask, reply in zip(todo, batch, replies, strict=True):
                 asks.append(ask)
                 if isinstance(reply, CallError):
-                    return self._failed(reply, book, repairs), []
+                    return self._failed(reply, book, repairs, verdicts), []
                 book.add(ask, reply)
                 verdicts[i] = reply.parsed.verdicts[0]
                 lps[i] = reply.parsed.logprobs[0] if reply.parsed.logprobs else None
@@ -276,8 +276,15 @@ class ChatRuntime(StepRuntime):
         drop = [a.cache_key for a in asks if a.cache_key] if result.status == "invalid" else []
         return result, drop
 
-    def _failed(self, err: CallError, book: _Book, repairs: int) -> StepResult:
-        values = {self.col_repairs: repairs} if self.shape.structured else {}
+    def _failed(self, err: CallError, book: _Book, repairs: int, verdicts: list[Verdict]) -> StepResult:
+        """A request of the dialogue failed (e.g. a re-ask beyond the context length): the row's error,
+        with the invalid answers that led there."""
+        values: dict[str, Any] = {}
+        if self.shape.structured:
+            values[self.col_repairs] = repairs
+            if verdicts:
+                raws = [None if v.ok else v.raw for v in verdicts]
+                values[self.col_raw] = raws if self._n > 1 else raws[0]
         prefix = f"re-ask {repairs}: " if repairs else ""
         return StepResult(
             "error",

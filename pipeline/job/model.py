@@ -166,6 +166,15 @@ class ChatStep(_StepBase):
             raise ValueError("params.top_logprobs needs params.logprobs: true")
         return v
 
+    @field_validator("labels", mode="before")
+    @classmethod
+    def _label_text(cls, v: Any) -> Any:
+        for label in v if isinstance(v, list) else []:
+            if isinstance(label, bool | int | float) or label is None:
+                raise ValueError(f"label {label!r} is not text: YAML reads yes/no/on/off/true/false/null and "
+                                 "numbers as such; quote it, e.g. 'yes'")
+        return v
+
     @field_validator("labels")
     @classmethod
     def _labels(cls, v: list[str] | None) -> list[str] | None:
@@ -191,6 +200,10 @@ class ChatStep(_StepBase):
         if given and "response_format" in self.params:
             raise ValueError(f"step `{self.name}` sets {given[0]} and params.response_format: "
                              f"{given[0]} builds response_format")
+        loose = sorted(self.model_fields_set & {"strict", "output_layout", "repair_attempts", "keep_raw"})
+        if loose and not given:
+            raise ValueError(f"step `{self.name}` sets {', '.join(loose)}, which only apply to structured "
+                             "answers: set response_schema, labels or tools")
         if self.tool_choice is not None and self.tools is None:
             raise ValueError(f"step `{self.name}` sets tool_choice without tools")
         if self.tools is not None:

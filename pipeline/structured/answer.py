@@ -104,7 +104,7 @@ class Checker:
                         reason=f"not one of the labels: {written!r}",
                         feedback=f"{written!r} is not one of the allowed labels ({allowed}).",
                     )
-                return self._typed({**value, "label": label}, written)
+                return self._typed({"label": label}, written)  # other keys are no reason to re-ask
         if err is not None:
             return Judgement(
                 None, reason=f"invalid JSON: {err}", feedback=f"Your answer is not valid JSON ({err})."
