@@ -185,7 +185,8 @@ def _compact(body: dict[str, Any]) -> dict[str, Any]:
     out = dict(body)
     rf = out.get("response_format")
     if isinstance(rf, dict) and isinstance(rf.get("json_schema"), dict):
-        out["response_format"] = {**rf, "json_schema": {**rf["json_schema"], "schema": summary(rf["json_schema"].get("schema"))}}
+        js = rf["json_schema"]
+        out["response_format"] = {**rf, "json_schema": {**js, "schema": summary(js.get("schema"))}}
     if isinstance(out.get("tools"), list):
         out["tools"] = [
             {**t, "function": {**t["function"], "parameters": summary(t["function"].get("parameters"))}}
@@ -382,12 +383,19 @@ def inspect(
     out.print(table)
     id_col = next((c for c in cols if not c.startswith("__")), cols[0])
     for step in steps:
+        answer: pl.Expr = pl.lit(None, pl.String)
+        if f"{step}__raw" in cols:  # structured answers keep the answer that was invalid
+            answer = pl.col(f"{step}__raw")
+            if isinstance(lf.collect_schema()[f"{step}__raw"], pl.List):
+                answer = answer.list.drop_nulls().list.join(" | ")
         bad = (lf.filter(pl.col(f"{step}__status").is_in(["error", "invalid"]))
-               .select(id_col, f"{step}__status", f"{step}__error").head(failed).collect())
+               .select(id_col, f"{step}__status", f"{step}__error", answer).head(failed).collect())
         if bad.height:
             out.print(f"[bold]{step}[/]: failed rows (first {bad.height})")
-            for rid, status, error in bad.iter_rows():
+            for rid, status, error, answer in bad.iter_rows():
                 out.print(f"  {rid!r}: {status}: {error}", highlight=False, markup=False)
+                if answer:
+                    out.print(f"    answer: {answer[:300]}", highlight=False, markup=False)
 
 
 def version_callback(value: bool) -> None:

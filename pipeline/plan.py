@@ -125,8 +125,9 @@ def build_plan(
         written = [f.name for f in step_fields(rt.name, rt.output_fields())]
         clash = sorted({c for c in written if c in taken or written.count(c) > 1})
         if clash:
-            problems.append(f"step `{step.name}` writes column(s) {', '.join(f'`{c}`' for c in clash)}, which "
-                            "already exist; set `output:` to another name")
+            shown = ", ".join(f"`{c}`" for c in clash)
+            problems.append(f"step `{step.name}` writes column(s) {shown}, which already exist; "
+                            "set `output:` to another name")
         taken.update(written)
         steps.append(rt)
         available += [f.name for f in rt.output_fields()]

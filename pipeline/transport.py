@@ -92,7 +92,9 @@ class Transport:
         url = base + req.endpoint
         limit = req.timeout_s or self.provider.timeout_s
         if req.stream is not None:
-            timeout = aiohttp.ClientTimeout(total=None, sock_read=limit, sock_connect=self.provider.connect_timeout_s)
+            timeout = aiohttp.ClientTimeout(
+                total=None, sock_read=limit, sock_connect=self.provider.connect_timeout_s
+            )
         else:
             timeout = aiohttp.ClientTimeout(total=limit, sock_connect=self.provider.connect_timeout_s)
         try:
@@ -108,7 +110,8 @@ class Transport:
                 headers = self._json_headers
             async with self._session.post(url, data=data, headers=headers, timeout=timeout,
                                           proxy=self._proxies.get(base)) as resp:
-                if req.stream is not None and 200 <= resp.status < 300 and resp.content_type == "text/event-stream":
+                sse = resp.content_type == "text/event-stream"
+                if req.stream is not None and 200 <= resp.status < 300 and sse:
                     body = await _read_events(resp, req.stream())
                 else:
                     body = await resp.read()

@@ -141,12 +141,17 @@ def test_valid_answers_land_typed_in_their_columns(tmp_path: Path, sim: Any) -> 
 
 
 def test_struct_layout_and_collisions(tmp_path: Path, sim: Any) -> None:
-    job = job_file(tmp_path, sim.url, [schema_step(output_layout="struct")], rows=4)
+    later = {"name": "echo", "messages": [{"role": "user", "content": "Echo {{ row.review.sentiment }}"}]}
+    job = job_file(tmp_path, sim.url, [schema_step(output_layout="struct"), later], rows=4)
     run_job(job)
     df = output(tmp_path)
     assert isinstance(df.schema["review"], pl.Struct)
     assert df.schema["review"].fields[2] == pl.Field("stars", pl.Int64)
-    assert df["review"].struct.field("sentiment").to_list()[0] in LABELS
+    sentiments = df["review"].struct.field("sentiment").to_list()
+    assert set(sentiments) <= set(LABELS) and set(df["echo__status"]) == {"ok"}
+    echoed = [r.body["messages"][0]["content"] for r in chat(sim) if r.body["messages"][0]["role"] == "user"]
+    assert set(echoed) == {f"Echo {s}" for s in sentiments}  # a later step reads a struct field (the same
+    # request twice is asked once: the cache answers the second)
     # a field column that would overwrite an input column is refused before any request
     data = reviews(3).with_columns(pl.lit("x").alias("review_note"))
     n = len(sim.records)
@@ -208,6 +213,13 @@ def test_answer_that_stays_invalid_ends_invalid_with_raw_kept(tmp_path: Path, si
     assert bad["review__error"].startswith("schema violation: at /: 'sentiment' is a required property")
     assert bad["review__error"].endswith("(after 2 re-asks)")
     assert len(for_row(sim, 4)) == 3
+    res = CliRunner().invoke(
+        app, ["inspect", str(tmp_path / "out" / "labeled.parquet")], catch_exceptions=False
+    )
+    assert (
+        "'r00004': invalid: schema violation" in res.output
+        and f"answer: {bad['review__raw'][:40]}" in res.output
+    )
     assert set(df.filter(pl.col("review_id") != "r00004")["review__status"]) == {"ok"}
     # the invalid answers are not kept for replay: --retry-failed asks again
     sim.set_faults([])
