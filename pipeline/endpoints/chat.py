@@ -129,6 +129,7 @@ class ChatRuntime(StepRuntime):
         self.col_logprobs = f"{self.name}__logprobs"
         self.col_confidence = f"{self.name}__confidence"
         self._labels = spec.labels is not None
+        self._value_columns = [name for name, _ in self.shape.columns()]
 
     # ----------------------------------------------------------------- plan
     def templates(self) -> list[Template]:
@@ -200,12 +201,16 @@ class ChatRuntime(StepRuntime):
     def parse(self, body: bytes) -> ChatAnswer:
         obj = load_json(body)
         choices = obj.get("choices")
-        if not isinstance(choices, list) or not any(isinstance(c, dict) for c in choices):
+        if isinstance(choices, list) and len(choices) > 1:
+            choices = sorted(
+                (c for c in choices if isinstance(c, dict)), key=lambda c: int(c.get("index") or 0)
+            )
+        if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
             raise TransientError(f"answer has no choices: {body[:200]!r}")
         verdicts: list[Verdict] = []
         lps: list[list[dict[str, Any]] | None] = []
         confs: list[float | None] = []
-        for ch in sorted((c for c in choices if isinstance(c, dict)), key=lambda c: int(c.get("index") or 0)):
+        for ch in choices:
             message: dict[str, Any] = ch["message"] if isinstance(ch.get("message"), dict) else {}
             v = self.shape.judge(message, ch.get("finish_reason"))
             verdicts.append(v)
@@ -235,19 +240,22 @@ class ChatRuntime(StepRuntime):
         A generator, so one logic serves both the cache-only pass (`try_cached`) and the sending one
         (`run`): it yields the requests it needs and receives their replies (or CallErrors).
         """
-        book = _Book()
-        asks = [first]
         (r,) = yield [first]
         if isinstance(r, CallError):
-            return self._failed(r, book, 0, []), []
+            return self._failed(r, _Book(), 0, []), []
+        settled = self._settled(first, r)
+        if settled is not None:
+            return settled, []
+        book = _Book()
         book.add(first, r)
+        asks = [first]
         verdicts = list(r.parsed.verdicts)
         lps = list(r.parsed.logprobs) or [None] * len(verdicts)
         confs = list(r.parsed.confidence) or [None] * len(verdicts)
+        repairs = 0
         assert first.request.json_body is not None
         conversations = [list(first.request.json_body["messages"]) for _ in verdicts]
         tries = [0] * len(verdicts)
-        repairs = 0
         while True:
             todo = [
                 i
@@ -275,6 +283,23 @@ class ChatRuntime(StepRuntime):
         # An answer that stays invalid is not kept for replay: `--retry-failed` asks afresh.
         drop = [a.cache_key for a in asks if a.cache_key] if result.status == "invalid" else []
         return result, drop
+
+    def _settled(self, first: Prepared, reply: Reply[ChatAnswer]) -> StepResult | None:
+        """The result when the first answer needs no re-ask (the common case, kept cheap: cache
+        replays of whole jobs go through here), else None."""
+        answer = reply.parsed
+        if not all(v.ok for v in answer.verdicts):
+            return None
+        book = _Book()
+        book.add(first, reply)
+        n = len(answer.verdicts)
+        return self._finish(
+            list(answer.verdicts),
+            list(answer.logprobs) or [None] * n,
+            list(answer.confidence) or [None] * n,
+            0,
+            book,
+        )
 
     def _failed(self, err: CallError, book: _Book, repairs: int, verdicts: list[Verdict]) -> StepResult:
         """A request of the dialogue failed (e.g. a re-ask beyond the context length): the row's error,
@@ -304,7 +329,7 @@ class ChatRuntime(StepRuntime):
             return values if many else values[0]
 
         out: dict[str, Any] = {}
-        for name, _ in self.shape.columns():
+        for name in self._value_columns:
             out[name] = per_choice([v.values.get(name) if v.values is not None else None for v in verdicts])
         out[self.col_finish] = per_choice([v.finish_reason for v in verdicts])
         if self.shape.structured:
@@ -351,10 +376,17 @@ class ChatRuntime(StepRuntime):
         prep = self._prepare_or_result(row)
         if isinstance(prep, StepResult):
             return prep
+        hit = self._cached(prep)
+        if hit is not None:
+            settled = self._settled(prep, hit)
+            if settled is not None:
+                return self._close((settled, []))
         dialogue = self._dialogue(prep)
         batch = next(dialogue)
+        first = True
         while True:
-            known = [self._cached(ask) for ask in batch]
+            known = [hit] if first else [self._cached(ask) for ask in batch]
+            first = False
             if any(k is None for k in known):
                 return _Resume(
                     prep.request,
