@@ -489,3 +489,23 @@ def test_tool_call_streamed_and_a_failed_reask_keeps_the_answer(tmp_path: Path, 
     assert bad["review__status"] == "error" and bad["review__error"].startswith("re-ask 1: HTTP 400")
     assert bad["review__repairs"] == 1 and "sentiment" not in json.loads(bad["review__raw"])
     assert summary.failed_rows == 1
+
+
+@pytest.mark.parametrize("name", ["label_reviews", "extract_entities", "summarize_classify"])
+def test_sample_jobs_run_with_every_row_ok(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str
+) -> None:
+    root = Path(__file__).resolve().parents[1]
+    for d in ("sample_data", "schemas"):
+        (tmp_path / d).symlink_to(root / d)
+    spec = yaml.safe_load((root / "jobs" / f"{name}.yaml").read_text())
+    spec["input"]["limit"] = 30  # a trial of the sample, paths as written (relative to the working directory)
+    spec["cache"] = {"dir": str(tmp_path / "cache")}
+    (tmp_path / "job.yaml").write_text(yaml.safe_dump(spec, allow_unicode=True))
+    monkeypatch.chdir(tmp_path)
+    res = CliRunner().invoke(app, ["run", "job.yaml", "--sim", "--sim-latency", "0", "--quiet"])
+    assert res.exit_code == 0, res.output
+    df = pl.read_parquet(tmp_path / spec["output"]["path"])
+    assert df.height == 30
+    for step in spec["steps"]:
+        assert set(df[f"{step['name']}__status"]) == {"ok"}
