@@ -20,6 +20,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -54,7 +55,8 @@ class SimProcess:
                     break
             except OSError:
                 if time.monotonic() > deadline or self.proc.poll() is not None:
-                    raise RuntimeError(f"simulator did not start: {self.proc.stderr.read().decode() if self.proc.stderr else ''}") from None
+                    why = self.proc.stderr.read().decode() if self.proc.stderr else ""
+                    raise RuntimeError(f"simulator did not start: {why}") from None
                 time.sleep(0.05)
         self.url = f"http://127.0.0.1:{self.port}/v1"
 
@@ -106,13 +108,36 @@ cache: {{dir: {work / 'cache'}, enabled: {str(cache).lower()}}}
     return job
 
 
+PEAK_ANON_MB: list[int] = []
+
+
+def _watch_anon(pid: int, stop: threading.Event) -> None:
+    """Peak anonymous memory (heap; shared-library code pages excluded) of a child, sampled."""
+    peak = 0
+    while not stop.is_set():
+        try:
+            with open(f"/proc/{pid}/status") as fh:
+                for line in fh:
+                    if line.startswith("RssAnon:"):
+                        peak = max(peak, int(line.split()[1]) // 1024)
+        except OSError:
+            break
+        stop.wait(0.05)
+    PEAK_ANON_MB.append(peak)
+
+
 def run_client(job: Path, *extra: str) -> tuple[float, int, str]:
     """Run `pipeline run` in a child; (wall seconds, peak RSS in MB, stderr)."""
     env = {**os.environ, "BENCH_KEY": "bench"}
     t0 = time.monotonic()
     proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "run", str(job), "--quiet", *extra],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    stop = threading.Event()
+    watcher = threading.Thread(target=_watch_anon, args=(proc.pid, stop), daemon=True)
+    watcher.start()
     _, status, usage = os.wait4(proc.pid, 0)
+    stop.set()
+    watcher.join()
     wall = time.monotonic() - t0
     err = proc.stderr.read().decode() if proc.stderr else ""
     proc.returncode = os.waitstatus_to_exitcode(status)
@@ -172,7 +197,8 @@ def bench_memory(rows: int) -> None:
     finally:
         sim.stop()
         shutil.rmtree(work, ignore_errors=True)
-    print(f"memory: {rows:,}-row job, {ok:,} rows ok, peak RSS {rss} MB, {wall:.1f}s ({rows / wall:,.0f} rows/s)")
+    print(f"memory: {rows:,}-row job, {ok:,} rows ok, peak RSS {rss} MB (of which anonymous/heap "
+          f"{PEAK_ANON_MB[-1]} MB; the rest is shared-library code), {wall:.1f}s ({rows / wall:,.0f} rows/s)")
 
 
 def bench_cached(rows: int) -> None:

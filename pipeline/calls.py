@@ -78,7 +78,29 @@ class ProviderClient:
         # The first request to a provider goes alone: a bad key then costs one request, not a burst.
         self._probe_lock = asyncio.Lock()
         self._verified = False
+        self._key_asked = False
         self._fatal: FatalError | None = None
+
+    async def verify_key(self) -> None:
+        """Prove the key with a free GET /models, so long requests need not wait for a first one alone.
+
+        Only a 2xx counts: keys scoped to some endpoints may be refused /models and still transcribe,
+        so any other answer leaves the first real request as the probe. Asked once per client.
+        """
+        if self._verified or self._key_asked:
+            return
+        async with self._probe_lock:
+            if self._fatal is not None:
+                raise self._fatal
+            if self._verified or self._key_asked:
+                return
+            self._key_asked = True
+            try:
+                resp = await self.transport.get("/models")
+            except RequestError:
+                return
+            if 200 <= resp.status < 300:
+                self._verified = True
 
     def cached(self, key: str, parse: Callable[[bytes], T]) -> T | None:
         """The parsed cached answer for `key`, or None (an unparseable entry is dropped)."""
@@ -174,7 +196,7 @@ class ProviderClient:
         completion_charge: int | None,
         attempt: int,
     ) -> tuple[Reply[T] | RequestError, Ticket]:
-        ticket = await self.gate.admit(tokens)
+        ticket = await self.gate.admit(tokens, req.priority)
         actual: int | None = None
         task = asyncio.current_task()
         try:

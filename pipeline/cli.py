@@ -69,9 +69,9 @@ def _simulator(plan_job: Path, latency_s: float) -> Iterator[str]:
         keys[f"sim-{step.provider}"] = KeyLimits(rpm=p.limits.rpm, tpm=p.limits.tpm, concurrency=p.limits.concurrency)
         period = p.limits.period_s
     sim = SimulatorThread(SimConfig(keys=keys or None, window_s=period, latency_s=latency_s, jitter=0.3))
-    sim.start()
+    url = sim.start()
     try:
-        yield sim.url
+        yield url
     finally:
         sim.stop()
 
@@ -101,6 +101,9 @@ class _ProgressView:
     def __call__(self, p: RunProgress) -> None:
         info = (f"{p.req_per_min:,.0f} req/min  {p.tok_per_min:,.0f} tok/min  cache {p.cache_hits:,}  "
                 f"err {p.rows_failed:,}  429 {p.rate_limited:,}")
+        if p.audio_s_done is not None:
+            left = "" if p.audio_s_left is None else f", ~{p.audio_s_left / 60:,.0f} left"
+            info += f"  audio {p.audio_s_done / 60:,.1f} min done{left}"
         if self.live:
             self.bar.update(self.task, completed=p.rows_done, info=info)
         elif not self.quiet and time.monotonic() - self._last_line >= 10:
@@ -234,6 +237,40 @@ def validate(
         out.print(f"note: {note}", highlight=False, markup=False)
     if missing:
         err.print(f"[yellow]note[/]: API key variable(s) not set: {', '.join(missing)} (needed by `run`)")
+
+
+@app.command()
+def estimate(
+    job: Path = typer.Argument(..., help="the job file (YAML)"),
+    prices: Path | None = typer.Option(None, help="YAML/JSON {model: {input: USD/1M tokens, output: USD/1M tokens}}"),
+) -> None:
+    """Forecast a job without sending anything: requests, tokens, time under the limits, cost."""
+    from .estimate import estimate as run_estimate
+    from .estimate import load_prices
+    from .plan import build_plan
+
+    try:
+        plan = build_plan(job, require_keys=False)
+        table = load_prices(prices) if prices else None
+        est = run_estimate(plan, table)
+    except JobError as exc:
+        raise _fail(str(exc)) from None
+    t = Table(title=f"estimate: {plan.job.spec.name} ({plan.total_rows:,} rows)", header_style="bold")
+    for col in ("step", "model", "requests", "cached", "skipped", "prompt tokens", "completion (max)", "cost USD"):
+        t.add_column(col, justify="left" if col in ("step", "model") else "right")
+    for s in est.steps:
+        cost = "-" if s.cost is None else f"{s.cost:,.4f}"
+        t.add_row(s.name, s.model, f"{s.requests:,}", f"{s.cached:,}", f"{s.skipped:,}", f"{s.prompt_tokens:,}",
+                  f"{s.completion_tokens:,}", cost)
+    out.print(t)
+    for name, minutes in est.minutes_by_provider.items():
+        out.print(f"{name}: at least {minutes:,.1f} min under its limits (binding: {est.binding_limit[name]})",
+                  highlight=False)
+    if prices is None:
+        out.print("no --prices given: cost not computed", highlight=False)
+    elif any(s.cost is None for s in est.steps):
+        missing = sorted({s.model for s in est.steps if s.cost is None})
+        out.print(f"no price for: {', '.join(missing)}", highlight=False)
 
 
 @app.command()

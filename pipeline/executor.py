@@ -214,11 +214,20 @@ class Executor:
         el = max(1e-9, asyncio.get_running_loop().time() - self._started)
         s = self.stats
         tokens = s.prompt_tokens + s.completion_tokens
+        rows_done = self._c.done + self._resumed
+        audio_done = audio_left = None
+        audio = [a for a in (step.audio_seconds() for step in self.plan.steps) if a is not None]
+        if audio:
+            audio_done = sum(a[0] for a in audio)
+            measured = max(a[1] for a in audio)
+            if measured:
+                audio_left = audio_done / measured * max(0, self.plan.total_rows - rows_done)
         return Progress(
-            total_rows=self.plan.total_rows, rows_done=self._c.done + self._resumed, rows_ok=self._c.ok,
+            total_rows=self.plan.total_rows, rows_done=rows_done, rows_ok=self._c.ok,
             rows_failed=self._c.failed, rows_skipped=self._c.skipped, rows_resumed=self._resumed,
             requests=s.requests, cache_hits=s.cache_hits, retries=s.retries, rate_limited=s.rate_limited,
             tokens=tokens, elapsed_s=el, req_per_min=s.requests / el * 60, tok_per_min=tokens / el * 60,
+            audio_s_done=audio_done, audio_s_left=audio_left,
         )
 
     async def _report(self) -> None:
@@ -249,11 +258,15 @@ class Executor:
         self._halt()
 
     async def run(self) -> RunSummary:
+        work = WorkDir(self.plan.output, self.plan.fingerprint)
+        with work.locked():
+            return await self._run(work)
+
+    async def _run(self, work: WorkDir) -> RunSummary:
         plan, opts = self.plan, self.options
         loop = asyncio.get_running_loop()
         self._started = loop.time()
         t0 = time.monotonic()
-        work = WorkDir(plan.output, plan.fingerprint)
         work.prepare(opts.fresh)
         prior = work.prior(plan.total_rows, plan.status_columns, opts.fresh)
         todo = ~prior.done
@@ -289,7 +302,7 @@ class Executor:
         if isinstance(self._abort, BaseException) and not isinstance(self._abort, RunAborted):
             raise self._abort
         if complete:
-            work.finish(plan.final_schema, opts.fresh)
+            work.finish(plan.final_schema, plan.total_rows, opts.fresh)
         failed = self._c.failed + int((prior.failed & ~todo).sum())
         return RunSummary(
             output=str(plan.output), total_rows=plan.total_rows, rows_resumed=self._resumed,

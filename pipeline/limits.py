@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import heapq
 from collections import deque
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -155,7 +156,7 @@ class AdmissionGate:
         self.period_s = period_s
         self.burst_s = burst_s
 
-        self._slots = asyncio.Semaphore(concurrency) if concurrency is not None else None
+        self._slots = _Slots(concurrency) if concurrency is not None else None
         self._turn = asyncio.Lock()  # FIFO: the head of the queue alone computes its wait
         self._req_window = _Window(period_s) if rpm is not None else None
         self._tok_window = _Window(period_s) if tpm is not None else None
@@ -184,9 +185,10 @@ class AdmissionGate:
         if self.tpm is not None and tokens > self.tpm:
             raise RequestTooLarge(tokens, self.tpm, self.period_s)
 
-    async def admit(self, tokens: int) -> Ticket:
+    async def admit(self, tokens: int, priority: float = 0.0) -> Ticket:
         """Wait for a concurrency slot, then for the rate limits, and reserve `tokens`.
 
+        A free slot goes to the waiter with the highest `priority`, in arrival order among equals.
         Raises RequestTooLarge at once for a request that can never fit. If the caller is cancelled
         while waiting, nothing stays reserved or held.
         """
@@ -195,7 +197,7 @@ class AdmissionGate:
         try:
             # Slot first, so an admitted request can start at once instead of queueing again.
             if self._slots is not None:
-                await self._slots.acquire()
+                await self._slots.acquire(priority)
             try:
                 async with self._turn:
                     now = await self._wait_for_rate(tokens)
@@ -397,6 +399,41 @@ class AdmissionGate:
             paused_until=self._paused_until if paused else None,
             requests_in_window=self._req_window.count() if self._req_window is not None else 0,
         )
+
+
+class _Slots:
+    """A counting semaphore whose free slot goes to the highest-priority waiter (FIFO among equals).
+
+    With long requests of mixed lengths (audio), sending the longest first makes the run end sooner:
+    the last requests to finish are short ones, not a long one started at the very end.
+    """
+
+    def __init__(self, n: int) -> None:
+        self._free = n
+        self._heap: list[tuple[float, int, asyncio.Future[None]]] = []
+        self._seq = 0
+
+    async def acquire(self, priority: float = 0.0) -> None:
+        if self._free > 0:  # then nobody waits: a slot is freed to a waiter before it is counted free
+            self._free -= 1
+            return
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._seq += 1
+        heapq.heappush(self._heap, (-priority, self._seq, fut))
+        try:
+            await fut
+        except BaseException:
+            if fut.done() and not fut.cancelled():
+                self.release()  # handed a slot, then cancelled: pass it on
+            raise
+
+    def release(self) -> None:
+        while self._heap:
+            fut = heapq.heappop(self._heap)[2]
+            if not fut.done():
+                fut.set_result(None)
+                return
+        self._free += 1
 
 
 def _wake(fut: asyncio.Future[None]) -> None:

@@ -8,8 +8,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import pyarrow as pa
 import polars as pl
+import pyarrow as pa
 
 from .endpoints import StepRuntime, build_runtime
 from .errors import InputError, JobError
@@ -47,6 +47,11 @@ class Plan:
     @property
     def status_columns(self) -> list[str]:
         return [f"{s.name}__status" for s in self.steps]
+
+
+def _named(path: Path, problems: list[str]) -> str:
+    """Every problem on its own line, prefixed with the job file it is about."""
+    return "\n".join(f"{path}: {p}" for p in problems)
 
 
 def _arrow_type(dtype: pl.DataType) -> pa.DataType:
@@ -103,7 +108,7 @@ def build_plan(
         source = Source.open(spec.input.path, format=spec.input.format, id_column=spec.input.id,
                              limit=spec.input.limit)
     except InputError as exc:
-        raise JobError("\n".join([*problems, str(exc)])) from exc
+        raise JobError(_named(job.path, [*problems, str(exc)])) from exc
     schema = source.schema()
     input_cols = list(schema.names())
 
@@ -113,9 +118,9 @@ def build_plan(
     taken = set(input_cols)  # what a step may not write: those and every earlier step's columns
     for step in spec.steps:
         ns = f"{step.provider}@sim" if sim_url is not None else step.provider
-        p = providers.get(step.provider)
+        resolved = providers.get(step.provider)
         try:
-            rt = build_runtime(step, ns, p.tokenizer if p else None)
+            rt = build_runtime(step, ns, resolved.tokenizer if resolved else None, input_dir=source.base_dir)
         except JobError as exc:
             problems.append(str(exc))
             continue
@@ -138,17 +143,18 @@ def build_plan(
     if missing_keep:
         problems.append(f"output.keep names unknown column(s) {', '.join(missing_keep)}; "
                         f"input columns are: {', '.join(input_cols)}")
-    if spec.input.id is None and DEFAULT_ID in input_cols:
+    input_id = source.id_column  # input.id, or the source's natural key (a glob's `path`)
+    if input_id is None and DEFAULT_ID in input_cols:
         problems.append(f"the input has a column `{DEFAULT_ID}`; set input.id to it (or to another unique column)")
     if problems:
-        raise JobError("\n".join(problems))
+        raise JobError(_named(job.path, problems))
 
     total = source.check() if check_ids else 0
-    id_column = spec.input.id or DEFAULT_ID
+    id_column = input_id or DEFAULT_ID
     fields: list[pa.Field] = [pa.field(ROW, pa.uint32())]
-    if spec.input.id is None:
+    if input_id is None:
         fields.append(pa.field(DEFAULT_ID, pa.int64()))
-    elif spec.input.id not in keep:
+    elif input_id not in keep:
         fields.append(pa.field(id_column, _arrow_type(schema[id_column])))
     for c in keep:
         fields.append(pa.field(c, _arrow_type(schema[c])))

@@ -62,3 +62,5 @@ class Progress:
     elapsed_s: float
     req_per_min: float
     tok_per_min: float
+    audio_s_done: float | None = None  # audio transcribed so far (None: the job has no transcribe step)
+    audio_s_left: float | None = None  # estimate for the rows still to do, from the mean so far

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import random
 from collections.abc import Mapping
+from datetime import UTC
 from email.utils import parsedate_to_datetime
 from typing import Any
 
@@ -60,9 +61,9 @@ def parse_retry_after(headers: Mapping[str, str]) -> float | None:
                 when = parsedate_to_datetime(raw)
             except (TypeError, ValueError):
                 continue
-            from datetime import datetime, timezone
+            from datetime import datetime
 
-            value = (when - datetime.now(timezone.utc)).total_seconds()
+            value = (when - datetime.now(UTC)).total_seconds()
         if 0 <= value <= 3600:
             return value
     return None

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import shutil
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ from .sources import ROW
 PART = "__part"
 FINGERPRINT_KEY = "pipeline.fingerprint"
 FAILED = ("error", "invalid")
+FINISH_ROWS = 50_000  # input positions per slice of the final write
 
 
 def step_fields(step: str, values: Sequence[pa.Field]) -> list[pa.Field]:
@@ -72,6 +74,35 @@ class WorkDir:
         self.output = output
         self.path = output.with_name(output.name + ".work")
         self.fingerprint = fingerprint
+
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[None]:
+        """Hold `<output>.lock` for the run: two runs of one job would write the same parts."""
+        lock_path = self.output.with_name(self.output.name + ".lock")
+        try:
+            lock_path.parent.mkdir(parents=True, exist_ok=True)
+            fh = open(lock_path, "a+")  # noqa: SIM115 - held open for the whole run
+        except OSError as exc:
+            raise JobError(f"cannot create {lock_path}: {exc}") from exc
+        try:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                fh.seek(0)
+                other = fh.read().strip() or "?"
+                raise JobError(
+                    f"another run of this job is writing {self.output} (pid {other}); wait for it to finish "
+                    f"or stop it (its finished rows are kept)"
+                ) from None
+            fh.seek(0)
+            fh.truncate()
+            fh.write(str(os.getpid()))
+            fh.flush()
+            yield
+        finally:
+            fh.close()  # closing releases the lock, also when the process dies
+            with contextlib.suppress(OSError):
+                lock_path.unlink()
 
     @property
     def state_file(self) -> Path:
@@ -137,29 +168,73 @@ class WorkDir:
         failed[rows[keep]] = latest["__failed"].to_numpy()[keep]
         return Prior(done, failed)
 
-    def finish(self, schema: pa.Schema, fresh: bool) -> Path:
-        """Write the final file in input order, atomically; then drop the work folder."""
-        frames = self.sources(fresh)
+    def _slices(self, fresh: bool) -> Iterator[tuple[int, int, Callable[[int, int], pl.DataFrame]]]:
+        """Each source of results as (first row, last row + 1, reader of its rows in [lo, hi))."""
+        if not fresh and self._final_matches():
+            n = pq.ParquetFile(self.output).metadata.num_rows
+
+            def read_final(lo: int, hi: int) -> pl.DataFrame:
+                return (pl.scan_parquet(self.output).with_row_index(ROW).slice(lo, hi - lo)
+                        .with_columns(pl.lit(-1, pl.Int64).alias(PART)).collect())
+
+            yield 0, n, read_final
+        for i, part in enumerate(self.parts()):
+            meta = pq.ParquetFile(part).metadata
+            col = meta.schema.to_arrow_schema().get_field_index(ROW)
+            lows, highs = [], []
+            for g in range(meta.num_row_groups):
+                st = meta.row_group(g).column(col).statistics
+                lows.append(st.min if st is not None and st.has_min_max else 0)
+                highs.append(st.max if st is not None and st.has_min_max else 2**32)
+
+            def read_part(lo: int, hi: int, path: Path = part, i: int = i) -> pl.DataFrame:
+                return (pl.scan_parquet(path).filter(pl.col(ROW).is_between(lo, hi, closed="left"))
+                        .with_columns(pl.lit(i, pl.Int64).alias(PART)).collect())
+
+            yield min(lows, default=0), max(highs, default=-1) + 1, read_part
+
+    def finish(self, schema: pa.Schema, total_rows: int, fresh: bool) -> Path:
+        """Write the final file in input order, atomically; then drop the work folder.
+
+        Written in slices of `FINISH_ROWS` input positions, so memory does not grow with the job: parts
+        are sorted by `__row` when written, and each slice reads only the parts whose range overlaps it.
+        """
+        sources = list(self._slices(fresh))
         self.output.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.output.with_name(f".{self.output.name}.{os.getpid()}.tmp")
-        names = schema.names
-        pl_schema = pl.from_arrow(schema.empty_table()).schema
-        if frames:
-            lf = (
-                pl.concat(frames, how="vertical_relaxed")
-                .sort([ROW, PART])
-                .unique(subset=[ROW], keep="last", maintain_order=True)
-                .select(names)
-                .cast(dict(pl_schema))
-            )
-        else:
-            lf = pl.LazyFrame(pl.from_arrow(schema.empty_table()))
+        empty = pl.from_arrow(schema.empty_table())
+        assert isinstance(empty, pl.DataFrame)
+        pl_schema = empty.schema
+        writer: pq.ParquetWriter | None = None
         try:
-            lf.sink_parquet(
-                tmp, metadata={FINGERPRINT_KEY: self.fingerprint}, sync_on_close="all"
-            )
+            for lo in range(0, max(total_rows, 1), FINISH_ROWS):
+                hi = lo + FINISH_ROWS
+                frames = [read(lo, hi) for first, last, read in sources if first < hi and last > lo]
+                if frames:
+                    chunk = (
+                        pl.concat(frames, how="diagonal_relaxed")
+                        .sort([ROW, PART])
+                        .unique(subset=[ROW], keep="last", maintain_order=True)
+                        .select(schema.names)
+                        .cast(pl_schema)
+                    )
+                else:
+                    chunk = empty
+                table = chunk.to_arrow()
+                if writer is None:
+                    meta = {**(table.schema.metadata or {}), FINGERPRINT_KEY.encode(): self.fingerprint.encode()}
+                    writer = pq.ParquetWriter(tmp, table.schema.with_metadata(meta), compression="zstd")
+                writer.write_table(table.cast(writer.schema))
+            assert writer is not None
+            writer.close()
+            writer = None
+            with open(tmp, "rb") as fh:
+                os.fsync(fh.fileno())
             os.replace(tmp, self.output)
         except Exception as exc:
+            if writer is not None:
+                with contextlib.suppress(Exception):
+                    writer.close()
             with contextlib.suppress(OSError):
                 tmp.unlink()
             raise JobError(f"cannot write the output {self.output}: {exc}") from exc
@@ -195,7 +270,8 @@ class PartWriter:
         self._last_flush = time.monotonic()
         if not self._rows:
             return
-        table = pa.Table.from_pylist(self._rows, schema=self.schema)
+        # sorted by input position: the final write then reads each part only for the slice it covers
+        table = pa.Table.from_pylist(self._rows, schema=self.schema).sort_by(ROW)
         final = self.work.path / f"part-{self._next:06d}.parquet"
         tmp = final.with_suffix(".tmp")
         try:

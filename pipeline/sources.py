@@ -27,11 +27,13 @@ class Source:
 
     @classmethod
     def open(cls, path: str | Path, *, format: str | None, id_column: str | None, limit: int | None) -> Source:
+        from .globsource import GlobSource, is_glob
+
         p = Path(path)
+        if p.is_dir() or (is_glob(str(path)) and not p.is_file()):
+            return GlobSource.open_glob(str(path), id_column=id_column, limit=limit, format=format)
         if not p.exists():
             raise InputError(f"input file not found: {p} (relative paths are read from {Path.cwd()})")
-        if p.is_dir():
-            raise InputError(f"input path {p} is a folder; give a .csv, .jsonl or .parquet file")
         fmt = format or FORMATS.get(p.suffix.lower())
         if fmt is None:
             raise InputError(
@@ -41,6 +43,11 @@ class Source:
         src = cls(p, fmt, id_column, limit)
         src.schema()  # fail now, naming the file, if it cannot be parsed
         return src
+
+    @property
+    def base_dir(self) -> Path:
+        """Where relative file paths in the rows are read from: the input file's folder."""
+        return self.path.resolve().parent
 
     def _scan(self) -> pl.LazyFrame:
         sep = "\t" if self.path.suffix.lower() == ".tsv" else ","

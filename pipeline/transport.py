@@ -37,6 +37,7 @@ class HttpRequest:
     data: bytes | None = None  # the JSON body already encoded (canonical_json), sent as is
     form: Callable[[], aiohttp.FormData] | None = None
     timeout_s: float | None = None  # overrides the provider's timeout (long audio)
+    priority: float = 0.0  # a free concurrency slot goes to the highest first (longest audio first)
     # A streamed request (SSE): a new assembler per attempt. The timeout then limits the silence
     # between events, not the whole answer: long generations are what streaming is for.
     stream: Callable[[], StreamAssembler] | None = None
@@ -72,10 +73,10 @@ class Transport:
         return self.provider.base_urls[self._url_index]
 
     def _pick_url(self) -> tuple[int, str]:
-        if self._url_index and self._left_primary_at is not None:
-            if asyncio.get_running_loop().time() - self._left_primary_at >= PRIMARY_RETRY_S:
-                self._url_index = 0
-                self._left_primary_at = None
+        if (self._url_index and self._left_primary_at is not None
+                and asyncio.get_running_loop().time() - self._left_primary_at >= PRIMARY_RETRY_S):
+            self._url_index = 0
+            self._left_primary_at = None
         return self._url_index, self.provider.base_urls[self._url_index]
 
     def mark_failing(self, index: int) -> None:
@@ -121,7 +122,7 @@ class Transport:
         except aiohttp.ClientConnectorError as exc:
             self.mark_failing(index)
             raise ConnectError(f"cannot connect to {base}: {exc.os_error or exc}") from exc
-        except (TimeoutError, asyncio.TimeoutError) as exc:
+        except TimeoutError as exc:
             raise TransientError(f"no answer from {base} within {limit:g}s (timeout)") from exc
         except aiohttp.ServerDisconnectedError as exc:
             raise TransientError(f"{base} closed the connection without an answer") from exc

@@ -583,3 +583,46 @@ def test_stats_snapshot() -> None:
         assert gate.stats().requests_in_window == 0
 
     run_virtual(main())
+
+
+def test_free_slot_goes_to_the_highest_priority_then_fifo() -> None:
+    async def main() -> list[str]:
+        gate = AdmissionGate(rpm=None, tpm=None, concurrency=2)
+        order: list[str] = []
+        held = [await gate.admit(0), await gate.admit(0)]
+
+        async def wait(name: str, priority: float) -> None:
+            ticket = await gate.admit(0, priority)
+            order.append(name)
+            await asyncio.sleep(1)
+            gate.release(ticket)
+
+        tasks = []
+        for name, prio in [("short", 1.0), ("long", 9.0), ("mid-a", 5.0), ("gone", 99.0), ("mid-b", 5.0)]:
+            tasks.append(asyncio.create_task(wait(name, prio)))
+            await asyncio.sleep(0)
+        tasks[3].cancel()  # a cancelled waiter never takes a slot, nor loses one
+        await asyncio.sleep(0)
+        for t in held:
+            gate.release(t)
+        await asyncio.gather(*tasks, return_exceptions=True)
+        assert gate.stats().in_flight == 0
+        return order
+
+    assert run_virtual(main()) == ["long", "mid-a", "mid-b", "short"]
+
+
+def test_a_slot_handed_to_a_cancelled_waiter_passes_on() -> None:
+    async def main() -> None:
+        gate = AdmissionGate(rpm=None, tpm=None, concurrency=1)
+        held = await gate.admit(0)
+        first = asyncio.create_task(gate.admit(0, 2.0))
+        second = asyncio.create_task(gate.admit(0, 1.0))
+        await asyncio.sleep(0)
+        gate.release(held)  # hands the slot to `first` ...
+        first.cancel()  # ... which is cancelled before it runs
+        ticket = await asyncio.wait_for(second, 1)
+        assert first.cancelled() and gate.stats().in_flight == 1
+        gate.release(ticket)
+
+    run_virtual(main())

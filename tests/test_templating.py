@@ -55,3 +55,15 @@ def test_loop_variables_are_not_columns() -> None:
     t = compile_template("{% for x in row.items %}{{ x }},{% endfor %}", "w")
     assert t.columns == {"items"}
     assert t.render({"items": [1, 2]}) == "1,2,"
+
+
+def test_simple_and_full_rendering_agree() -> None:
+    row = {"a": "x", "b": 3, "c": 1.5, "d": True, "e": "多语言"}
+    for src in ["{{ row.a }}-{{ row['b'] }} {{row.c}} {{ row.d }} {{ row.e }}\n", "plain {{ row.a }}"]:
+        fast = compile_template(src, "w")
+        assert fast._pieces is not None
+        slow = compile_template(src + "{{ '' }}", "w")  # a constant expression forces the Jinja path
+        assert slow._pieces is None
+        assert fast.render(row) == slow.render(row)
+    with pytest.raises(NullValue, match="`a` is null"):
+        compile_template("{{ row.a }}", "w").render({"a": None})

@@ -2,16 +2,25 @@
 
 from __future__ import annotations
 
-from ..job.model import ChatStep
+from pathlib import Path
+
+from ..job.model import ChatStep, TranscribeStep
 from ..tokens import counter, tokenizer_for
 from .base import Prepared, StepRuntime
 from .chat import ChatRuntime
+from .transcribe import TranscribeRuntime
 
 __all__ = ["Prepared", "StepRuntime", "build_runtime"]
 
 
-def build_runtime(spec: ChatStep, cache_ns: str, tokenizer: str | None) -> StepRuntime:
-    """The runtime of a step spec (templates compiled; raises JobError on template errors)."""
+def build_runtime(spec: ChatStep | TranscribeStep, cache_ns: str, tokenizer: str | None, *,
+                  input_dir: Path | None = None) -> StepRuntime:
+    """The runtime of a step spec (templates compiled; raises JobError on template errors).
+
+    `input_dir` is where relative file paths in rows are read from (the input file's folder).
+    """
+    if isinstance(spec, TranscribeStep):
+        return TranscribeRuntime(spec, cache_ns, input_dir or Path.cwd())
     count = counter(tokenizer_for(spec.model, tokenizer))
     if isinstance(spec, ChatStep):
         return ChatRuntime(spec, cache_ns, count)

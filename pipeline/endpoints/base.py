@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 import pyarrow as pa
 
 from ..calls import CallError, ProviderClient
@@ -21,7 +21,7 @@ from ..transport import HttpRequest
 def load_json(body: bytes) -> dict[str, Any]:
     """Parse a 2xx body; a broken body is transient, an `error` inside a 200 is classified as such."""
     try:
-        obj = json.loads(body)
+        obj = orjson.loads(body)
     except ValueError as exc:
         raise TransientError(f"malformed JSON in a 200 answer: {body[:120]!r}") from exc
     if not isinstance(obj, dict):
@@ -76,6 +76,10 @@ class StepRuntime(ABC):
     @abstractmethod
     def parse(self, body: bytes) -> Parsed:
         """Turn a 2xx body into output values; raise RequestError subclasses when unusable."""
+
+    def audio_seconds(self) -> tuple[float, int] | None:
+        """(audio seconds done, rows they came from) for steps that handle audio; None otherwise."""
+        return None
 
     def _prepare_or_result(self, row: Mapping[str, Any]) -> Prepared | StepResult:
         try:

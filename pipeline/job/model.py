@@ -49,9 +49,13 @@ class Provider(_Strict):
 class Input(_Strict):
     """Where the rows come from."""
 
-    path: str = Field(description="csv | jsonl | parquet file")
+    path: str = Field(
+        description="csv | jsonl | parquet file; or a glob of audio files (archive/**/*.{mp3,wav}) or a "
+        "folder of them: one row per file, columns path (relative to the glob's folder), size_bytes, "
+        "modified_at"
+    )
     format: Literal["csv", "jsonl", "parquet"] | None = Field(None, description="default: from the extension")
-    id: str | None = Field(None, description="unique key column; default: the row number")
+    id: str | None = Field(None, description="unique key column; default: the row number (`path` for a glob)")
     limit: int | None = Field(None, gt=0, description="only the first N rows (a trial run)")
 
 
@@ -225,7 +229,59 @@ class ChatStep(_StepBase):
         return self.response_schema is not None or self.labels is not None or self.tools is not None
 
 
-Step = Annotated[ChatStep, Field(discriminator="kind")]
+_TRANSCRIBE_RESERVED = {
+    "model", "file", "language", "prompt", "temperature", "response_format", "timestamp_granularities",
+    "timestamp_granularities[]", "stream",
+}
+
+
+class TranscribeStep(_StepBase):
+    """One audio file per row to /audio/transcriptions; the text lands in the output column.
+
+    Files over `max_upload_mb` (or `max_duration_s`) are cut at silences with ffmpeg into pieces that
+    fit, transcribed piece by piece, and joined with the timestamps shifted.
+    """
+
+    kind: Literal["transcribe"]
+    audio: str = Field(description="path of the audio file, a template (e.g. {{ row.path }}); relative paths "
+                                   "are read from the input file's folder (a glob's folder for a glob)")
+    language: str | None = Field(None, description="ISO-639-1 code, a template allowed; default: detected")
+    prompt: str | None = Field(None, description="text to guide the model (a template allowed)")
+    temperature: float | None = Field(None, ge=0, le=1)
+    response_format: Literal["json", "text", "srt", "vtt", "verbose_json"] = Field(
+        "json", description="verbose_json adds columns <step>__language, <step>__duration, <step>__segments"
+    )
+    timestamp_granularities: list[Literal["segment", "word"]] | None = Field(
+        None, description="verbose_json only; `word` adds the column <step>__words"
+    )
+    max_upload_mb: float = Field(25.0, ge=0.1, description="bigger files are split (MB = 10^6 bytes)")
+    max_duration_s: float | None = Field(
+        None, ge=10, description="longer audio is split too (some models cap the length)"
+    )
+    timeout_s: float | None = Field(
+        None, gt=0, description="per request; default sized for the audio: 60 s + 12 s/audio minute + 8 s/MB"
+    )
+
+    @field_validator("params")
+    @classmethod
+    def _params(cls, v: dict[str, Any]) -> dict[str, Any]:
+        bad = sorted(_TRANSCRIBE_RESERVED & v.keys())
+        if bad:
+            raise ValueError(f"params may not set {', '.join(bad)}: they are keys of the step")
+        return v
+
+    @model_validator(mode="after")
+    def _formats(self) -> TranscribeStep:
+        if self.timestamp_granularities and self.response_format != "verbose_json":
+            raise ValueError("timestamp_granularities needs response_format: verbose_json")
+        if self.model.startswith("gpt-4o") and self.response_format != "json":
+            raise ValueError(
+                f"model {self.model} answers response_format json only, not {self.response_format}"
+            )
+        return self
+
+
+Step = Annotated[ChatStep | TranscribeStep, Field(discriminator="kind")]
 
 
 class Output(_Strict):

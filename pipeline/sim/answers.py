@@ -165,7 +165,7 @@ def _forced_tool(body: dict[str, Any]) -> dict[str, Any] | None:
         name = (choice.get("function") or {}).get("name")
         for fn in fns:
             if fn.get("name") == name:
-                return fn
+                return dict(fn)
         raise SimError(
             400, f"Invalid 'tool_choice': no function named {name!r} in 'tools'.", param="tool_choice"
         )

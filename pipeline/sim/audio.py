@@ -52,7 +52,7 @@ def sim_transcript(data: bytes, duration_s: float) -> tuple[str, list[dict[str, 
         start = round(i * SEGMENT_S, 3)
         end = round(min((i + 1) * SEGMENT_S, duration_s), 3) if i == n - 1 else round((i + 1) * SEGMENT_S, 3)
         segments.append({"id": i, "start": start, "end": end, "text": text})
-    return " ".join(s["text"] for s in segments), segments
+    return " ".join(str(s["text"]) for s in segments), segments
 
 
 def _wav_duration(data: bytes) -> float | None:
@@ -66,9 +66,9 @@ def _wav_duration(data: bytes) -> float | None:
 
 def _ffmpeg_exe() -> str | None:
     try:
-        import imageio_ffmpeg  # type: ignore[import-not-found]
+        import imageio_ffmpeg
 
-        return imageio_ffmpeg.get_ffmpeg_exe()
+        return str(imageio_ffmpeg.get_ffmpeg_exe())
     except Exception:
         return shutil.which("ffmpeg")
 

@@ -252,6 +252,7 @@ class Endpoints:
         except ValueError:
             raise SimError(400, "Invalid 'temperature': expected a number.", param="temperature") from None
         duration = await audio.audio_duration(data, ext)
+        fields["duration_s"] = round(duration, 3)
         call.n_inputs = 1
         language = fields.get("language")
 

@@ -65,7 +65,7 @@ class _Gen:
             t = non_null[0] if non_null else "null"
         if t is None:
             t = "object" if "properties" in s else "array" if "items" in s else "string"
-        return getattr(self, "gen_" + t, self.gen_string)(s, path, name)
+        return getattr(self, f"gen_{t}", self.gen_string)(s, path, name)
 
     def enum_value(self, options: list[Any], path: str, name: str) -> Any:
         if self.label is not None and is_label_name(name):

@@ -231,9 +231,9 @@ class Simulator:
                     await self._hang(rule.hang_s)
                     kind = None
                 else:
-                    resp = self._fault_response(rule, call)
-                    call.status = resp.status
-                    return resp
+                    fault_resp = self._fault_response(rule, call)
+                    call.status = fault_resp.status
+                    return fault_resp
             resp = await job.respond(request, call, kind)
             call.status = resp.status
             return resp

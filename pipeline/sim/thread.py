@@ -79,7 +79,8 @@ class SimulatorThread:
     @property
     def records(self) -> list[RequestRecord]:
         """A snapshot copy of the records."""
-        return self._call(lambda: list(self.sim.records))
+        records: list[RequestRecord] = self._call(lambda: list(self.sim.records))
+        return records
 
     def set_faults(self, faults: Iterable[FaultRule | dict[str, Any]]) -> None:
         self._call(self.sim.set_faults, list(faults))

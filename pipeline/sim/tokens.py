@@ -19,15 +19,15 @@ def _encoding() -> Any:
 
 def encode(text: str) -> list[int]:
     """Token ids of `text` (no special tokens)."""
-    return _encoding().encode_ordinary(text)
+    return list(_encoding().encode_ordinary(text))
 
 
 def decode(tokens: list[int]) -> str:
-    return _encoding().decode(tokens)
+    return str(_encoding().decode(tokens))
 
 
 def token_bytes(token: int) -> bytes:
-    return _encoding().decode_single_token_bytes(token)
+    return bytes(_encoding().decode_single_token_bytes(token))
 
 
 def count_tokens(text: str) -> int:

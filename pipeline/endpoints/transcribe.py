@@ -1,0 +1,340 @@
+"""The `transcribe` step: one audio file per row, streamed as multipart; oversized files split and joined."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import IO, Any
+
+import aiohttp
+import pyarrow as pa
+
+from .. import audiofiles
+from ..audiofiles import AudioFile, AudioFileError, Piece
+from ..cache import canonical_json, request_key
+from ..calls import CallError, Reply, Stopped
+from ..errors import FatalError
+from ..job.model import TranscribeStep
+from ..records import Parsed, StepResult
+from ..templating import RenderError, Template, compile_template
+from ..transport import HttpRequest
+from .base import Prepared, StepRuntime
+from .transcripts import Answer, answer_body, join_answers, parse_answer
+
+ENDPOINT = "/audio/transcriptions"
+# Per-request timeout when the step sets none: a base, plus time for the model to listen (generous: the
+# models run many times faster than real time) and for the upload on a slow (~1 Mbit/s) uplink.
+TIMEOUT_BASE_S = 60.0
+TIMEOUT_PER_AUDIO_MIN_S = 12.0
+TIMEOUT_PER_MB_S = 8.0
+# Without a duration (no ffmpeg), assume the lowest common speech bitrate: 32 kbit/s = 4 kB per second.
+_ASSUMED_BYTES_PER_S = 4000
+
+SEGMENT = pa.struct([("start", pa.float64()), ("end", pa.float64()), ("text", pa.string())])
+WORD = pa.struct([("start", pa.float64()), ("end", pa.float64()), ("word", pa.string())])
+
+
+class _Upload:
+    """The multipart body of one upload, built afresh for every attempt and streamed from disk.
+
+    aiohttp reads an open file in chunks in its executor as it sends, so a file is never held in
+    memory; the files opened for earlier attempts are closed when the next is built, the last by `close`.
+    """
+
+    def __init__(self, path: Path, filename: str, ext: str, fields: Sequence[tuple[str, str]]) -> None:
+        self.path = path
+        self.filename = filename
+        self.content_type = audiofiles.CONTENT_TYPES.get(ext, "application/octet-stream")
+        self.fields = fields
+        self._open: list[IO[bytes]] = []
+
+    def __call__(self) -> aiohttp.FormData:
+        self.close()
+        f = self.path.open("rb")
+        self._open.append(f)
+        form = aiohttp.FormData()
+        for name, value in self.fields:
+            form.add_field(name, value)
+        form.add_field("file", f, filename=self.filename, content_type=self.content_type)
+        return form
+
+    def close(self) -> None:
+        while self._open:
+            self._open.pop().close()
+
+
+def _safe_filename(path: Path, ext: str) -> str:
+    """An ASCII file name with the real extension: servers only need the extension, and some choke on
+    non-ASCII names in multipart headers."""
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", path.stem).strip("._") or "audio"
+    return f"{stem[:80]}.{ext}"
+
+
+def _form_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, dict | list):
+        return json.dumps(v, ensure_ascii=False, separators=(",", ":"))
+    return str(v)
+
+
+class TranscribeRuntime(StepRuntime):
+    def __init__(self, spec: TranscribeStep, cache_ns: str, input_dir: Path) -> None:
+        super().__init__(spec.name, spec.output_column, spec.provider, cache_ns)
+        self.spec = spec
+        self.input_dir = input_dir
+        where = f"step `{spec.name}`"
+        self._audio = compile_template(spec.audio, f"{where}, audio")
+        self._language = compile_template(spec.language, f"{where}, language") if spec.language else None
+        self._prompt = compile_template(spec.prompt, f"{where}, prompt") if spec.prompt else None
+        self._format = spec.response_format
+        self._max_bytes = int(spec.max_upload_mb * 1_000_000)
+        verbose = self._format == "verbose_json"
+        grains = spec.timestamp_granularities or []
+        self._segments = verbose and (not grains or "segment" in grains)
+        self._words = verbose and "word" in grains
+        self._audio_s = 0.0
+        self._audio_rows = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._probe_slots: asyncio.Semaphore
+        self._split_slots: asyncio.Semaphore
+
+    # ----------------------------------------------------------------- the StepRuntime surface
+    def templates(self) -> list[Template]:
+        return [t for t in (self._audio, self._language, self._prompt) if t is not None]
+
+    def output_fields(self) -> list[pa.Field]:
+        fields = [pa.field(self.output_column, pa.string())]
+        if self._format == "verbose_json":
+            fields += [pa.field(f"{self.name}__language", pa.string()),
+                       pa.field(f"{self.name}__duration", pa.float64())]
+        if self._segments:
+            fields.append(pa.field(f"{self.name}__segments", pa.list_(SEGMENT)))
+        if self._words:
+            fields.append(pa.field(f"{self.name}__words", pa.list_(WORD)))
+        return fields
+
+    def audio_seconds(self) -> tuple[float, int] | None:
+        return self._audio_s, self._audio_rows
+
+    def prepare(self, row: Mapping[str, Any]) -> Prepared:
+        """The row's form fields and resolved audio path (`file`); the file itself is read by `run`."""
+        raw = self._audio.render(row).strip()
+        if not raw:
+            raise RenderError(f"step `{self.name}`, audio: the path is empty")
+        path = Path(raw).expanduser()
+        if not path.is_absolute():
+            path = self.input_dir / path
+        body: dict[str, Any] = {"file": str(path), "model": self.spec.model, "response_format": self._format}
+        if self._language is not None:
+            lang = self._language.render(row).strip()
+            if lang:
+                body["language"] = lang
+        if self._prompt is not None:
+            body["prompt"] = self._prompt.render(row)
+        if self.spec.temperature is not None:
+            body["temperature"] = self.spec.temperature
+        if self.spec.timestamp_granularities:
+            body["timestamp_granularities[]"] = list(self.spec.timestamp_granularities)
+        body.update(self.spec.params)
+        # Nothing is reserved against tokens/min: providers bill transcription by audio length.
+        return Prepared(HttpRequest(ENDPOINT, json_body=body), tokens=0, cache_key=None)
+
+    def parse(self, body: bytes) -> Parsed:
+        return Parsed(self._values(parse_answer(body, self._format)), None)
+
+    def _parse_answer(self, body: bytes) -> Parsed:
+        answer = parse_answer(body, self._format)
+        return Parsed({"answer": answer}, answer.usage)
+
+    def _values(self, a: Answer) -> dict[str, Any]:
+        v: dict[str, Any] = {self.output_column: a.text}
+        if self._format == "verbose_json":
+            v[f"{self.name}__language"] = a.language
+            v[f"{self.name}__duration"] = a.duration
+        if self._segments:
+            segs = a.segments
+            v[f"{self.name}__segments"] = (
+                None if segs is None else [{k: s[k] for k in ("start", "end", "text")} for s in segs]
+            )
+        if self._words:
+            v[f"{self.name}__words"] = (
+                None if a.words is None else [{k: w[k] for k in ("start", "end", "word")} for w in a.words]
+            )
+        return v
+
+    # ----------------------------------------------------------------- running a row
+    def _bind_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        if self._loop is not loop:  # semaphores belong to one loop; a runtime may be reused in tests
+            self._loop = loop
+            cpus = os.cpu_count() or 2
+            self._probe_slots = asyncio.Semaphore(2 * cpus)
+            self._split_slots = asyncio.Semaphore(cpus)  # each split keeps an ffmpeg busy on one core
+
+    async def run(self, row: Mapping[str, Any], prepared: Prepared | None = None) -> StepResult:
+        """Check and hash the file, answer from the cache, or upload it (split first when too big)."""
+        prep = prepared if prepared is not None else self._prepare_or_result(row)
+        if isinstance(prep, StepResult):
+            return prep
+        self._bind_loop()
+        body = dict(prep.request.json_body or {})
+        path = Path(body.pop("file"))
+        try:
+            return await self._transcribe(path, body)
+        except AudioFileError as exc:
+            return StepResult("error", error=f"audio: {exc}")
+        except CallError as exc:
+            return StepResult("error", error=exc.error.short(), attempts=exc.attempts)
+        except _PieceFailed as exc:
+            return StepResult("error", error=exc.message, attempts=exc.attempts)
+
+    def _timeout(self, seconds: float | None, size: int) -> float:
+        if self.spec.timeout_s is not None:
+            return self.spec.timeout_s
+        if seconds is None:
+            seconds = size / _ASSUMED_BYTES_PER_S
+        return TIMEOUT_BASE_S + TIMEOUT_PER_AUDIO_MIN_S * seconds / 60 + TIMEOUT_PER_MB_S * size / 1e6
+
+    def _request(self, path: Path, ext: str, name: str, fields: dict[str, Any], seconds: float | None,
+                 size: int) -> tuple[HttpRequest, _Upload]:
+        form_fields = []
+        for k, v in fields.items():
+            for item in v if isinstance(v, list) and k.endswith("[]") else [v]:
+                form_fields.append((k, _form_value(item)))
+        upload = _Upload(path, name, ext, form_fields)
+        # Longest audio first: the run ends when its last request does, so that one should be short.
+        priority = seconds if seconds is not None else size / _ASSUMED_BYTES_PER_S
+        timeout = self._timeout(seconds, size)
+        return HttpRequest(ENDPOINT, form=upload, timeout_s=timeout, priority=priority), upload
+
+    async def _transcribe(self, path: Path, fields: dict[str, Any]) -> StepResult:
+        info = await asyncio.to_thread(audiofiles.inspect_file, path)
+        blob = canonical_json(fields)
+        # The content hash, not the path, keys the answer: a renamed or copied file is not paid twice.
+        key = request_key(self.cache_ns, ENDPOINT, blob, extra=f"audio-sha256:{info.sha256}")
+        hit = self.client.cached(key, self._parse_answer)
+        if hit is not None:
+            answer: Answer = hit.values["answer"]
+            return self._ok(answer, answer.duration, attempts=0, cached=True)
+        async with self._probe_slots:
+            seconds = await audiofiles.probe_duration(path, info.ext)
+        await self.client.verify_key()
+        max_s = self.spec.max_duration_s
+        too_long = max_s is not None and seconds is not None and seconds > max_s
+        if info.size <= self._max_bytes and not too_long:
+            name = _safe_filename(path, info.ext)
+            req, upload = self._request(path, info.ext, name, fields, seconds, info.size)
+            try:
+                reply = await self.client.call(req, tokens=0, cache_key=key, parse=self._parse_answer,
+                                               check_cache=False)
+            finally:
+                upload.close()
+            answer = reply.parsed.values["answer"]
+            return self._ok(answer, seconds, attempts=reply.attempts, cached=reply.cached)
+        return await self._transcribe_split(info, fields, blob, key, seconds)
+
+    async def _transcribe_split(self, info: AudioFile, fields: dict[str, Any], blob: bytes, key: str,
+                                seconds: float | None) -> StepResult:
+        if audiofiles.ffmpeg_exe() is None:
+            raise AudioFileError(f"{info.path} is over max_upload_mb ({info.size:,} bytes) and splitting it "
+                                 "needs ffmpeg: install the imageio-ffmpeg package")
+        tmp = Path(tempfile.mkdtemp(prefix="pipeline-split-"))
+        try:
+            async with self._split_slots:
+                pieces = await audiofiles.split(info.path, tmp, max_bytes=self._max_bytes,
+                                                max_duration_s=self.spec.max_duration_s)
+            replies = await self._send_pieces(info, pieces, fields, blob)
+        finally:
+            await asyncio.to_thread(shutil.rmtree, tmp, True)
+        answers = [r.parsed.values["answer"] for r in replies]
+        answer = join_answers([(p.offset_s, a) for p, a in zip(pieces, answers, strict=True)], self._format)
+        # The joined answer is this file's answer: a later run (or a renamed copy) needs no ffmpeg at all.
+        await self.client.cache.store(key, answer_body(answer, self._format))
+        total = seconds if seconds is not None else pieces[-1].offset_s + pieces[-1].duration_s
+        return self._ok(answer, total, attempts=sum(r.attempts for r in replies),
+                        cached=all(r.cached for r in replies))
+
+    async def _send_pieces(self, info: AudioFile, pieces: list[Piece], fields: dict[str, Any],
+                           blob: bytes) -> list[Reply[Parsed]]:
+        """Upload every piece at once (each waits for its own slot); answers in piece order.
+
+        Each piece is its own task. When the run stops (this task is cancelled), pieces already on the
+        wire are let finish, so their answers land in the cache; the others are dropped.
+        """
+        n = len(pieces)
+        stem = re.sub(r"[^A-Za-z0-9._-]+", "_", info.path.stem).strip("._")[:60] or "audio"
+
+        async def one(i: int, piece: Piece) -> Reply[Parsed]:
+            extra = f"audio-sha256:{info.sha256}|piece:{piece.offset_s:.3f}+{piece.duration_s:.3f}"
+            name = f"{stem}.part{i + 1:03d}of{n:03d}.{audiofiles.PIECE_EXT}"
+            req, upload = self._request(piece.path, audiofiles.PIECE_EXT, name, fields, piece.duration_s,
+                                        piece.size)
+            piece_key = request_key(self.cache_ns, ENDPOINT, blob, extra=extra)
+            try:
+                return await self.client.call(req, tokens=0, cache_key=piece_key, parse=self._parse_answer)
+            finally:
+                upload.close()
+
+        tasks = [asyncio.create_task(one(i, p)) for i, p in enumerate(pieces)]
+        try:
+            await asyncio.wait(tasks)
+        except asyncio.CancelledError:
+            for t in tasks:
+                if t not in self.client.inflight:
+                    t.cancel()
+            try:
+                await asyncio.wait(tasks)
+            finally:
+                for t in tasks:
+                    t.cancel()
+                _retrieve(tasks)
+            raise
+        _retrieve(tasks)
+        errors = [t.exception() for t in tasks if not t.cancelled() and t.exception() is not None]
+        for kind in (FatalError, Stopped):
+            for e in errors:
+                if isinstance(e, kind):
+                    raise e
+        for i, t in enumerate(tasks):
+            exc = t.exception()
+            if isinstance(exc, CallError):
+                p = pieces[i]
+                raise _PieceFailed(f"piece {i + 1}/{n} ({p.offset_s:.1f}-{p.offset_s + p.duration_s:.1f} s) "
+                                   f"of {info.path.name}: {exc.error.short()}", exc.attempts)
+            if exc is not None:
+                raise exc
+        return [t.result() for t in tasks]
+
+    def _ok(self, answer: Answer, seconds: float | None, *, attempts: int, cached: bool) -> StepResult:
+        if seconds is not None:
+            self._audio_s += seconds
+            self._audio_rows += 1
+        u = answer.usage
+        return StepResult("ok", self._values(answer), attempts=attempts,
+                          prompt_tokens=u.prompt_tokens if u else None,
+                          completion_tokens=u.completion_tokens if u else None, cached=cached)
+
+
+class _PieceFailed(Exception):
+    """A piece of a split file failed for good: the row fails, naming the piece."""
+
+    def __init__(self, message: str, attempts: int) -> None:
+        super().__init__(message)
+        self.message = message
+        self.attempts = attempts
+
+
+def _retrieve(tasks: Sequence[asyncio.Task[Any]]) -> None:
+    """Mark every finished task's exception as seen (asyncio logs unseen ones)."""
+    for t in tasks:
+        if t.done() and not t.cancelled():
+            with contextlib.suppress(BaseException):
+                t.exception()
