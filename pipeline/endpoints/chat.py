@@ -218,14 +218,10 @@ class ChatRuntime(StepRuntime):
                 raw_lp = ch.get("logprobs")
                 lps.append(self._logprob_rows(raw_lp))
                 content = message.get("content")
-                ok_label = (
-                    v.ok and v.label is not None and isinstance(content, str) and isinstance(raw_lp, dict)
-                )
-                confs.append(
-                    label_probability(raw_lp.get("content") or [], content, v.label)  # type: ignore[union-attr,arg-type]
-                    if ok_label
-                    else None
-                )
+                conf = None
+                if v.ok and v.label is not None and isinstance(content, str) and isinstance(raw_lp, dict):
+                    conf = label_probability(raw_lp.get("content") or [], content, v.label)
+                confs.append(conf)
         usage = obj.get("usage")
         if isinstance(usage, dict) and isinstance(usage.get("prompt_tokens"), int):
             u = Usage(int(usage["prompt_tokens"]), int(usage.get("completion_tokens") or 0))
