@@ -29,6 +29,7 @@ class RunStats:
     rate_limited: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    repairs: int = 0  # re-asks of invalid answers in the rows finished (chat steps with a schema)
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,6 +13,7 @@ from typing import Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
@@ -141,6 +142,8 @@ def run(
         if not quiet:
             err.print(f"[bold]{plan.job.spec.name}[/]: {plan.total_rows:,} rows, {len(plan.steps)} step(s) "
                       f"-> {plan.output}  (against {where})", highlight=False)
+            for note in plan.notes:
+                err.print(f"[yellow]note[/]: {escape(note)}", highlight=False)
         with _ProgressView(plan.total_rows, quiet) as view:
             summary = _run_async(execute(plan, RunOptions(fresh=fresh, retry_failed=retry_failed), view))
     except JobError as exc:
@@ -157,7 +160,8 @@ def run(
         s = summary.stats
         err.print(
             f"requests {s.requests:,}  cache hits {s.cache_hits:,}  retries {s.retries:,}  429s {s.rate_limited:,}  "
-            f"tokens {s.prompt_tokens + s.completion_tokens:,}  resumed rows {summary.rows_resumed:,}  "
+            f"tokens {s.prompt_tokens + s.completion_tokens:,}  re-asks {s.repairs:,}  "
+            f"resumed rows {summary.rows_resumed:,}  "
             f"time {summary.elapsed_s:,.1f}s", highlight=False,
         )
     resume_cmd = f"pipeline run {job}" + (" --sim" if sim else "")
@@ -173,6 +177,26 @@ def run(
         err.print(f"{summary.failed_rows:,} row(s) failed: see `pipeline inspect {summary.output}`; "
                   f"redo them with `{resume_cmd} --retry-failed`", highlight=False)
         raise typer.Exit(EXIT_FAILED_ROWS)
+
+
+def _compact(body: dict[str, Any]) -> dict[str, Any]:
+    """A request body for display: JSON Schemas (answer, tool parameters) shown by their size only."""
+    def summary(schema: Any) -> str:
+        props = schema.get("properties") if isinstance(schema, dict) else None
+        return f"<JSON Schema: {len(props) if isinstance(props, dict) else 0} top-level properties>"
+
+    out = dict(body)
+    rf = out.get("response_format")
+    if isinstance(rf, dict) and isinstance(rf.get("json_schema"), dict):
+        js = rf["json_schema"]
+        out["response_format"] = {**rf, "json_schema": {**js, "schema": summary(js.get("schema"))}}
+    if isinstance(out.get("tools"), list):
+        out["tools"] = [
+            {**t, "function": {**t["function"], "parameters": summary(t["function"].get("parameters"))}}
+            if isinstance(t, dict) and isinstance(t.get("function"), dict) else t
+            for t in out["tools"]
+        ]
+    return out
 
 
 @app.command()
@@ -191,6 +215,9 @@ def validate(
     missing = [f"{n}: {p.api_key_env}" for n, p in plan.providers.items()
                if plan.api_keys.get(n) is None and not p.key_optional]
     out.print(f"[green]ok[/]: {job} - {plan.total_rows:,} rows, {len(plan.steps)} step(s), output {plan.output}")
+    for step in plan.steps:
+        cols = ", ".join(f"{f.name} ({f.type})" for f in step.output_fields())
+        out.print(f"  step {step.name} writes: {escape(cols)}", highlight=False)
     for df in plan.source.batches(rows):
         for row in df.head(rows).iter_rows(named=True):
             row.pop(ROW, None)
@@ -200,11 +227,14 @@ def validate(
                 except Exception as exc:  # show what a row would fail with
                     out.print(f"  row {row.get(plan.id_column, '?')!r}, step {step.name}: {exc}")
                     continue
-                body = prep.request.json_body or {}
+                body = _compact(prep.request.json_body or {})
                 out.print(f"  row {row.get(plan.id_column, '?')!r}, step {step.name}: ~{prep.tokens} tokens reserved")
                 out.print(json.dumps(body, ensure_ascii=False, indent=2)[:1500], highlight=False, markup=False)
-                row[step.output_column] = f"<{step.output_column} of step {step.name}>"
+                for f in step.output_fields():
+                    row[f.name] = f"<{f.name} of step {step.name}>"
         break
+    for note in plan.notes:
+        out.print(f"note: {note}", highlight=False, markup=False)
     if missing:
         err.print(f"[yellow]note[/]: API key variable(s) not set: {', '.join(missing)} (needed by `run`)")
 
@@ -390,12 +420,19 @@ def inspect(
     out.print(table)
     id_col = next((c for c in cols if not c.startswith("__")), cols[0])
     for step in steps:
+        answer: pl.Expr = pl.lit(None, pl.String)
+        if f"{step}__raw" in cols:  # structured answers keep the answer that was invalid
+            answer = pl.col(f"{step}__raw")
+            if isinstance(lf.collect_schema()[f"{step}__raw"], pl.List):
+                answer = answer.list.drop_nulls().list.join(" | ")
         bad = (lf.filter(pl.col(f"{step}__status").is_in(["error", "invalid"]))
-               .select(id_col, f"{step}__status", f"{step}__error").head(failed).collect())
+               .select(id_col, f"{step}__status", f"{step}__error", answer).head(failed).collect())
         if bad.height:
             out.print(f"[bold]{step}[/]: failed rows (first {bad.height})")
-            for rid, status, error in bad.iter_rows():
+            for rid, status, error, answer in bad.iter_rows():
                 out.print(f"  {rid!r}: {status}: {error}", highlight=False, markup=False)
+                if answer:
+                    out.print(f"    answer: {answer[:300]}", highlight=False, markup=False)
 
 
 def version_callback(value: bool) -> None:

@@ -188,7 +188,8 @@ class Executor:
     def _skip_reason(self, results: list[StepResult]) -> str | None:
         for step, r in zip(self.plan.steps, results, strict=False):
             if r.status != "ok":
-                return f"step `{step.name}` did not succeed ({r.status})"
+                why = f": {r.error[:300]}" if r.error else ""
+                return f"step `{step.name}` did not succeed ({r.status}{why})"
         return None
 
     def _advance_cached(self, ctx: dict[str, Any], results: list[StepResult]) -> Prepared | None:

@@ -113,7 +113,9 @@ def build_plan(
     input_cols = list(schema.names())
 
     steps: list[StepRuntime] = []
-    available = list(input_cols)
+    notes: list[str] = []
+    available = list(input_cols)  # what templates may read: input columns and earlier steps' values
+    taken = set(input_cols)  # what a step may not write: those and every earlier step's columns
     types: dict[str, pa.DataType] = {c: _arrow_type(schema[c]) for c in input_cols}
     for step in spec.steps:
         ns = f"{step.provider}@sim" if sim_url is not None else step.provider
@@ -128,12 +130,17 @@ def build_plan(
         )
         if resolved is not None:
             problems += rt.plan_problems(types, resolved.limits)
-        if step.output_column in available:
-            problems.append(f"step `{step.name}` writes column `{step.output_column}`, which already exists; "
+        written = [f.name for f in step_fields(rt.name, rt.output_fields())]
+        clash = sorted({c for c in written if c in taken or written.count(c) > 1})
+        if clash:
+            shown = ", ".join(f"`{c}`" for c in clash)
+            problems.append(f"step `{step.name}` writes column(s) {shown}, which already exist; "
                             "set `output:` to another name")
+        taken.update(written)
         steps.append(rt)
         available += [f.name for f in rt.output_fields()]
         types.update((f.name, f.type) for f in rt.output_fields())
+        notes += rt.notes()
 
     keep = spec.output.keep if spec.output.keep is not None else input_cols
     missing_keep = [c for c in keep if c not in input_cols]
@@ -164,8 +171,10 @@ def build_plan(
     fp.update(json.dumps(spec.model_dump(mode="json", exclude={"run", "cache", "retry", "providers"}),
                          sort_keys=True).encode())
     fp.update(b"sim" if sim_url is not None else b"real")
+    for rt in steps:
+        fp.update(rt.identity().encode())
     return Plan(
         job=job, source=source, total_rows=total, providers=providers, api_keys=api_keys, steps=steps,
         id_column=id_column, keep=list(keep), output=Path(spec.output.path), part_schema=part_schema,
-        fingerprint=fp.hexdigest()[:20], simulated=sim_url is not None,
+        fingerprint=fp.hexdigest()[:20], simulated=sim_url is not None, notes=notes,
     )

@@ -9,7 +9,7 @@ import urllib.parse
 import urllib.request
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import aiohttp
 
@@ -18,6 +18,14 @@ from .job.profiles import ResolvedProvider
 
 # After falling over to a backup URL, try the primary again after this long.
 PRIMARY_RETRY_S = 60.0
+
+
+class StreamAssembler(Protocol):
+    """Turns the events of a server-sent-events answer into the body a non-streamed request gets."""
+
+    def feed(self, data: bytes) -> None: ...
+
+    def finish(self) -> bytes: ...
 
 
 @dataclass(frozen=True)
@@ -30,6 +38,9 @@ class HttpRequest:
     form: Callable[[], aiohttp.FormData] | None = None
     timeout_s: float | None = None  # overrides the provider's timeout (long audio)
     priority: float = 0.0  # a free concurrency slot goes to the highest first (longest audio first)
+    # A streamed request (SSE): a new assembler per attempt. The timeout then limits the silence
+    # between events, not the whole answer: long generations are what streaming is for.
+    stream: Callable[[], StreamAssembler] | None = None
 
 
 @dataclass(frozen=True)
@@ -80,9 +91,13 @@ class Transport:
         """One attempt. Returns any HTTP answer; raises ConnectError / TransientError without one."""
         index, base = self._pick_url()
         url = base + req.endpoint
-        timeout = aiohttp.ClientTimeout(
-            total=req.timeout_s or self.provider.timeout_s, sock_connect=self.provider.connect_timeout_s
-        )
+        limit = req.timeout_s or self.provider.timeout_s
+        if req.stream is not None:
+            timeout = aiohttp.ClientTimeout(
+                total=None, sock_read=limit, sock_connect=self.provider.connect_timeout_s
+            )
+        else:
+            timeout = aiohttp.ClientTimeout(total=limit, sock_connect=self.provider.connect_timeout_s)
         try:
             if req.form is not None:
                 data: Any = req.form()
@@ -96,7 +111,11 @@ class Transport:
                 headers = self._json_headers
             async with self._session.post(url, data=data, headers=headers, timeout=timeout,
                                           proxy=self._proxies.get(base)) as resp:
-                body = await resp.read()
+                sse = resp.content_type == "text/event-stream"
+                if req.stream is not None and 200 <= resp.status < 300 and sse:
+                    body = await _read_events(resp, req.stream())
+                else:
+                    body = await resp.read()
                 if resp.status >= 500:
                     self.mark_failing(index)
                 return HttpResponse(resp.status, body, resp.headers, url)
@@ -104,7 +123,7 @@ class Transport:
             self.mark_failing(index)
             raise ConnectError(f"cannot connect to {base}: {exc.os_error or exc}") from exc
         except TimeoutError as exc:
-            raise TransientError(f"no answer from {base} within {timeout.total:g}s (timeout)") from exc
+            raise TransientError(f"no answer from {base} within {limit:g}s (timeout)") from exc
         except aiohttp.ServerDisconnectedError as exc:
             raise TransientError(f"{base} closed the connection without an answer") from exc
         except (aiohttp.ClientPayloadError, aiohttp.ClientResponseError) as exc:
@@ -126,6 +145,37 @@ class Transport:
             raise ConnectError(f"cannot connect to {base}: {exc.os_error or exc}") from exc
         except (TimeoutError, aiohttp.ClientError) as exc:
             raise TransientError(f"GET {base + endpoint} failed: {type(exc).__name__}: {exc}") from exc
+
+
+async def _read_events(resp: aiohttp.ClientResponse, assembler: StreamAssembler) -> bytes:
+    """Read an SSE body (`data:` lines, events ended by a blank line, `[DONE]` last) into one body."""
+    pending = bytearray()
+    data: list[bytes] = []
+
+    def line(raw: bytes) -> bool:
+        raw = raw.rstrip(b"\r")
+        if not raw:  # end of an event
+            if data:
+                payload = b"\n".join(data)
+                data.clear()
+                if payload.strip() == b"[DONE]":
+                    return True
+                assembler.feed(payload)
+        elif raw.startswith(b"data:"):
+            data.append(raw[6:] if raw[5:6] == b" " else raw[5:])
+        return False  # comments (":"), event:, id:, retry: lines carry nothing we need
+
+    async for chunk in resp.content.iter_any():
+        pending += chunk
+        while (i := pending.find(b"\n")) >= 0:
+            raw = bytes(pending[:i])
+            del pending[: i + 1]
+            if line(raw):
+                return assembler.finish()
+    for raw in (bytes(pending), b""):  # a last event without its blank line
+        if line(raw):
+            break
+    return assembler.finish()
 
 
 def _env_proxy(url: str) -> str | None:

@@ -592,3 +592,102 @@ async def test_serve_until_cancelled(http: aiohttp.ClientSession) -> None:
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
+
+
+# ----- structured answers: label variants, servers without structured outputs, strict schemas
+
+LABEL_RF = {
+    "type": "json_schema",
+    "json_schema": {
+        "name": "label",
+        "strict": True,
+        "schema": {
+            "type": "object",
+            "properties": {"label": {"type": "string", "enum": ["positive", "negative", "neutral"]}},
+            "required": ["label"],
+            "additionalProperties": False,
+        },
+    },
+}
+LOVE = [{"role": "user", "content": "Label the sentiment: I love it, great value"}]
+
+
+async def test_label_variants_and_plain_servers(make_sim: Factory, http: aiohttp.ClientSession) -> None:
+    sim, url = await make_sim(faults=[FaultRule("label_variant")])
+    seen = set()
+    for i in range(6):
+        msgs = [{"role": "user", "content": f"Label the sentiment: I love it, great value (#{i})"}]
+        _, data, _ = await post(
+            http, url + "/chat/completions", chat_body(messages=msgs, response_format=LABEL_RF)
+        )
+        label = json.loads(data["choices"][0]["message"]["content"])["label"]
+        assert label != "positive" and label.strip().rstrip(".").lower() == "positive"
+        seen.add(label)
+    assert len(seen) > 1 and all(r.fault == "label_variant" for r in sim.records)
+    _, data, _ = await post(http, url + "/chat/completions", chat_body(messages=LOVE))
+    assert data["choices"][0]["message"]["content"] != "positive"  # plain text answers vary too
+    _, plain = await make_sim(structured_outputs=False)
+    _, data, _ = await post(
+        http, plain + "/chat/completions", chat_body(messages=LOVE, response_format=LABEL_RF)
+    )
+    assert data["choices"][0]["message"]["content"] == "positive"  # the schema was ignored
+
+
+async def test_strict_schemas_are_checked(make_sim: Factory, http: aiohttp.ClientSession) -> None:
+    _, url = await make_sim()
+    loose = {
+        "type": "object",
+        "properties": {"a": {"type": "string"}, "b": {"type": "integer"}},
+        "required": ["a"],
+    }
+    rf = {"type": "json_schema", "json_schema": {"name": "x", "strict": True, "schema": loose}}
+    status, data, _ = await post(http, url + "/chat/completions", chat_body(response_format=rf))
+    assert status == 400 and data["error"]["param"] == "response_format"
+    assert "'additionalProperties' is required to be supplied and to be false" in data["error"]["message"]
+    closed = {**loose, "additionalProperties": False}
+    rf["json_schema"]["schema"] = closed
+    status, data, _ = await post(http, url + "/chat/completions", chat_body(response_format=rf))
+    assert status == 400 and "Missing 'b'" in data["error"]["message"]
+    rf["json_schema"]["strict"] = False
+    status, data, _ = await post(http, url + "/chat/completions", chat_body(response_format=rf))
+    assert status == 200 and "a" in json.loads(data["choices"][0]["message"]["content"])
+    tool = {"type": "function", "function": {"name": "f", "strict": True, "parameters": loose}}
+    status, data, _ = await post(
+        http, url + "/chat/completions", chat_body(tools=[tool], tool_choice="required")
+    )
+    assert status == 400 and data["error"]["param"] == "tools[0].function.parameters"
+    nameless = {"type": "json_schema", "json_schema": {"schema": closed}}
+    status, _, _ = await post(http, url + "/chat/completions", chat_body(response_format=nameless))
+    assert status == 400
+
+
+async def test_reask_answers_follow_the_task(make_sim: Factory, http: aiohttp.ClientSession) -> None:
+    _, url = await make_sim()
+    msgs = [
+        {"role": "user", "content": "Label the sentiment: terrible, it broke in a day"},
+        {"role": "assistant", "content": '{"label": "bad"}'},
+        {"role": "user", "content": "'bad' is not one of the allowed labels (positive, negative, neutral)."},
+    ]
+    _, data, _ = await post(
+        http, url + "/chat/completions", chat_body(messages=msgs, response_format=LABEL_RF)
+    )
+    assert json.loads(data["choices"][0]["message"]["content"]) == {"label": "negative"}
+    _, data, _ = await post(http, url + "/chat/completions", chat_body(messages=msgs))
+    assert data["choices"][0]["message"]["content"] == "negative"
+
+
+async def test_content_faults_on_tool_calls(make_sim: Factory, http: aiohttp.ClientSession) -> None:
+    _, url = await make_sim(
+        faults=[FaultRule("schema_violation", first=1), FaultRule("invalid_json_answer", first=1)]
+    )
+    tool = {"type": "function", "function": {"name": "save", "parameters": SCHEMA}}
+    body = chat_body(tools=[tool], tool_choice={"type": "function", "function": {"name": "save"}})
+    args = []
+    for _ in range(3):
+        _, data, _ = await post(http, url + "/chat/completions", body)
+        args.append(data["choices"][0]["message"]["tool_calls"][0]["function"]["arguments"])
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(json.loads(args[0]), SCHEMA)
+    with pytest.raises(ValueError):
+        json.loads(args[1])
+    jsonschema.validate(json.loads(args[2]), SCHEMA)

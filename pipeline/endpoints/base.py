@@ -66,6 +66,14 @@ class StepRuntime(ABC):
     def output_fields(self) -> list[pa.Field]:
         """The step's own value columns (status/error/... columns are added by the sink)."""
 
+    def notes(self) -> list[str]:
+        """Things worth telling before a run that are not errors (e.g. a schema sent without strict mode)."""
+        return []
+
+    def identity(self) -> str:
+        """What decides the output but is not in the job file itself (e.g. a schema file's content)."""
+        return ""
+
     @abstractmethod
     def prepare(self, row: Mapping[str, Any]) -> Prepared:
         """Render the row into a request (raises NullValue / RenderError)."""

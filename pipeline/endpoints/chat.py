@@ -1,24 +1,104 @@
-"""The `chat` step: one chat completion per row, the answer's text in the output column."""
+"""The `chat` step: one chat completion per row, re-asked while its answer is invalid; the answer's text,
+or its checked fields, in the output columns."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import json
+import math
+from collections.abc import Generator, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
 
 from ..cache import canonical_json, request_key
-from ..errors import RowError, TransientError
+from ..calls import CallError, Reply
+from ..errors import TransientError
 from ..job.model import ChatStep
-from ..records import Parsed, Usage
+from ..records import Parsed, StepResult, Usage
 from ..templating import Template, compile_template
 from ..tokens import Counter, chat_prompt_tokens
 from ..transport import HttpRequest
 from .base import Prepared, StepRuntime, load_json
+from .chat_shape import Verdict, build_shape
+from .sse import ChatStream
 
 ENDPOINT = "/chat/completions"
 # Reserved for the completion when the job sets no max_tokens; usage corrects it afterwards.
 DEFAULT_COMPLETION_RESERVE = 1024
+
+_TOKEN = pa.struct([pa.field("token", pa.string()), pa.field("logprob", pa.float64())])
+
+
+def logprobs_type(top: int) -> pa.DataType:
+    """One choice's token log-probabilities: list<struct<token, logprob[, top_logprobs]>>."""
+    if top:
+        return pa.list_(pa.struct([*_TOKEN, pa.field("top_logprobs", pa.list_(_TOKEN))]))
+    return pa.list_(_TOKEN)
+
+
+@dataclass(frozen=True, slots=True)
+class ChatAnswer(Parsed):
+    """A chat completion judged choice by choice."""
+
+    verdicts: tuple[Verdict, ...] = ()
+    logprobs: tuple[list[dict[str, Any]] | None, ...] = ()
+    confidence: tuple[float | None, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class _Resume(Prepared):
+    """A row's dialogue as far as the cache could take it, and the requests it needs next."""
+
+    dialogue: Any = None
+    batch: tuple[Prepared, ...] = ()
+    known: tuple[Reply[ChatAnswer] | None, ...] = ()  # per request of the batch: cached reply, or None
+
+
+Outcome = Reply[ChatAnswer] | CallError
+Dialogue = Generator[list[Prepared], list[Outcome], tuple[StepResult, list[str]]]
+
+
+class _Book:
+    """Attempts and tokens over every request of a row's dialogue."""
+
+    def __init__(self) -> None:
+        self.attempts = 0
+        self.prompt = 0
+        self.completion = 0
+        self.cached = True
+        self.estimated = False
+
+    def add(self, ask: Prepared, reply: Reply[ChatAnswer]) -> None:
+        self.attempts += reply.attempts
+        self.cached = self.cached and reply.cached
+        u = reply.parsed.usage
+        if u is not None:
+            self.prompt += ask.prompt_estimate if u.estimated else u.prompt_tokens
+            self.completion += u.completion_tokens
+            self.estimated = self.estimated or u.estimated
+
+
+def label_probability(entries: list[dict[str, Any]], content: str, label: str) -> float | None:
+    """exp(sum of the logprobs of the tokens that spell `label` in `content`), or None if not found."""
+    data = content.encode()
+    quoted = json.dumps(label, ensure_ascii=False).encode()
+    start = data.find(quoted)
+    if start >= 0:
+        start, end = start + 1, start + len(quoted) - 1
+    else:
+        start = data.find(label.encode())
+        end = start + len(label.encode())
+    if start < 0:
+        return None
+    pos, total, hit = 0, 0.0, False
+    for e in entries:
+        raw = bytes(e["bytes"]) if isinstance(e.get("bytes"), list) else str(e.get("token", "")).encode()
+        lo, pos = pos, pos + len(raw)
+        if pos > start and lo < end:
+            total += float(e.get("logprob") or 0.0)
+            hit = True
+    return math.exp(total) if hit and pos == len(data) else None
 
 
 class ChatRuntime(StepRuntime):
@@ -30,56 +110,331 @@ class ChatRuntime(StepRuntime):
             (m.role, compile_template(m.content, f"step `{spec.name}`, messages[{i}].content"))
             for i, m in enumerate(spec.messages)
         ]
+        self.shape = build_shape(spec)
         params = dict(spec.params)
+        self._stream = bool(params.pop("stream", False))
         self._params = params
         max_tokens = params.get("max_tokens", params.get("max_completion_tokens"))
         self._completion_charge: int | None = int(max_tokens) if isinstance(max_tokens, int) else None
         self._reserve = self._completion_charge or DEFAULT_COMPLETION_RESERVE
         self._n = int(params.get("n", 1) or 1)
+        self._logprobs = bool(params.get("logprobs"))
+        self._top = int(params.get("top_logprobs") or 0)
+        self._extra = self.shape.request_fields()
+        # schemas and tools count as prompt tokens too
+        self._extra_tokens = count(canonical_json(self._extra).decode()) if self._extra else 0
+        self.col_finish = f"{self.name}__finish_reason"
+        self.col_raw = f"{self.name}__raw"
+        self.col_repairs = f"{self.name}__repairs"
+        self.col_logprobs = f"{self.name}__logprobs"
+        self.col_confidence = f"{self.name}__confidence"
+        self._labels = spec.labels is not None
+        self._value_columns = [name for name, _ in self.shape.columns()]
 
+    # ----------------------------------------------------------------- plan
     def templates(self) -> list[Template]:
         return [t for _, t in self._messages]
 
     def output_fields(self) -> list[pa.Field]:
-        return [
-            pa.field(self.output_column, pa.string()),
-            pa.field(f"{self.name}__finish_reason", pa.string()),
-        ]
+        def per_choice(t: pa.DataType) -> pa.DataType:
+            return pa.list_(t) if self._n > 1 else t
 
-    def prepare(self, row: Mapping[str, Any]) -> Prepared:
-        messages = [{"role": role, "content": tpl.render(row)} for role, tpl in self._messages]
-        body = {"model": self.spec.model, "messages": messages, **self._params}
-        prompt = chat_prompt_tokens(messages, self._count)
+        fields = [pa.field(name, per_choice(t)) for name, t in self.shape.columns()]
+        fields.append(pa.field(self.col_finish, per_choice(pa.string())))
+        if self.shape.structured:
+            fields.append(pa.field(self.col_raw, per_choice(pa.string())))
+            fields.append(pa.field(self.col_repairs, pa.int32()))
+        if self._logprobs:
+            fields.append(pa.field(self.col_logprobs, per_choice(logprobs_type(self._top))))
+            if self._labels:
+                fields.append(pa.field(self.col_confidence, per_choice(pa.float64())))
+        return fields
+
+    def notes(self) -> list[str]:
+        return self.shape.notes()
+
+    def identity(self) -> str:
+        return self.shape.identity()
+
+    # ----------------------------------------------------------------- requests
+    def _ask(self, messages: list[dict[str, Any]], n: int) -> Prepared:
+        body: dict[str, Any] = {"model": self.spec.model, "messages": messages, **self._params, **self._extra}
+        if n != self._n:
+            body["n"] = n
+        if self._stream:
+            body["stream"] = True
+            body["stream_options"] = {"include_usage": True}
+        prompt = chat_prompt_tokens(messages, self._count) + self._extra_tokens
         blob = canonical_json(body)
         return Prepared(
-            HttpRequest(ENDPOINT, json_body=body, data=blob),
-            tokens=prompt + self._reserve * self._n,
+            HttpRequest(ENDPOINT, json_body=body, data=blob, stream=ChatStream if self._stream else None),
+            tokens=prompt + self._reserve * n,
             cache_key=request_key(self.cache_ns, ENDPOINT, blob),
-            completion_charge=None if self._completion_charge is None else self._completion_charge * self._n,
+            completion_charge=None if self._completion_charge is None else self._completion_charge * n,
             prompt_estimate=prompt,
         )
 
-    def parse(self, body: bytes) -> Parsed:
+    def prepare(self, row: Mapping[str, Any]) -> Prepared:
+        return self._ask(
+            [{"role": role, "content": tpl.render(row)} for role, tpl in self._messages], self._n
+        )
+
+    # ----------------------------------------------------------------- answers
+    def _logprob_rows(self, lp: Any) -> list[dict[str, Any]] | None:
+        if not isinstance(lp, dict) or not isinstance(lp.get("content"), list):
+            return None
+
+        def entry(e: dict[str, Any]) -> dict[str, Any]:
+            return {"token": str(e.get("token", "")), "logprob": float(e.get("logprob") or 0.0)}
+
+        rows = []
+        for e in lp["content"]:
+            if isinstance(e, dict):
+                row = entry(e)
+                if self._top:
+                    row["top_logprobs"] = [
+                        entry(t) for t in e.get("top_logprobs") or [] if isinstance(t, dict)
+                    ]
+                rows.append(row)
+        return rows
+
+    def parse(self, body: bytes) -> ChatAnswer:
         obj = load_json(body)
         choices = obj.get("choices")
-        if not isinstance(choices, list) or not choices:
+        if isinstance(choices, list) and len(choices) > 1:
+            choices = sorted(
+                (c for c in choices if isinstance(c, dict)), key=lambda c: int(c.get("index") or 0)
+            )
+        if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
             raise TransientError(f"answer has no choices: {body[:200]!r}")
-        first = choices[0] if isinstance(choices[0], dict) else {}
-        message = first.get("message") or {}
-        content = message.get("content")
-        finish = first.get("finish_reason")
-        if content is None:
-            refusal = message.get("refusal")
-            if refusal:
-                raise RowError(f"the model refused: {refusal}", code="refusal")
-            if message.get("tool_calls"):
-                raise RowError("the model answered with a tool call, not text", code="tool_calls")
-            if finish == "content_filter":
-                raise RowError("the answer was withheld by the provider's content filter", code="content_filter")
-            raise TransientError(f"answer has no content (finish_reason={finish!r})")
+        verdicts: list[Verdict] = []
+        lps: list[list[dict[str, Any]] | None] = []
+        confs: list[float | None] = []
+        for ch in choices:
+            message: dict[str, Any] = ch["message"] if isinstance(ch.get("message"), dict) else {}
+            v = self.shape.judge(message, ch.get("finish_reason"))
+            verdicts.append(v)
+            if self._logprobs:
+                raw_lp = ch.get("logprobs")
+                lps.append(self._logprob_rows(raw_lp))
+                content = message.get("content")
+                conf = None
+                if v.ok and v.label is not None and isinstance(content, str) and isinstance(raw_lp, dict):
+                    conf = label_probability(raw_lp.get("content") or [], content, v.label)
+                confs.append(conf)
         usage = obj.get("usage")
         if isinstance(usage, dict) and isinstance(usage.get("prompt_tokens"), int):
             u = Usage(int(usage["prompt_tokens"]), int(usage.get("completion_tokens") or 0))
         else:
-            u = Usage(0, self._count(str(content)), estimated=True)
-        return Parsed({self.output_column: str(content), f"{self.name}__finish_reason": finish}, u)
+            u = Usage(0, sum(self._count(v.raw or "") for v in verdicts), estimated=True)
+        return ChatAnswer({}, u, tuple(verdicts), tuple(lps), tuple(confs))
+
+    # ----------------------------------------------------------------- the dialogue of one row
+    def _dialogue(self, first: Prepared) -> Dialogue:
+        """The requests of one row: the first, then re-asks of invalid choices with what was wrong.
+
+        A generator, so one logic serves both the cache-only pass (`try_cached`) and the sending one
+        (`run`): it yields the requests it needs and receives their replies (or CallErrors).
+        """
+        (r,) = yield [first]
+        if isinstance(r, CallError):
+            return self._failed(r, _Book(), 0, []), []
+        settled = self._settled(first, r)
+        if settled is not None:
+            return settled, []
+        book = _Book()
+        book.add(first, r)
+        asks = [first]
+        verdicts = list(r.parsed.verdicts)
+        lps = list(r.parsed.logprobs) or [None] * len(verdicts)
+        confs = list(r.parsed.confidence) or [None] * len(verdicts)
+        repairs = 0
+        assert first.request.json_body is not None
+        conversations = [list(first.request.json_body["messages"]) for _ in verdicts]
+        tries = [0] * len(verdicts)
+        while True:
+            todo = [
+                i
+                for i, v in enumerate(verdicts)
+                if not v.ok and v.followup and tries[i] < self.spec.repair_attempts
+            ]
+            if not todo:
+                break
+            batch = []
+            for i in todo:
+                conversations[i] = conversations[i] + list(verdicts[i].followup)
+                tries[i] += 1
+                batch.append(self._ask(conversations[i], 1))
+            repairs += len(batch)
+            replies = yield batch
+            for i, ask, reply in zip(todo, batch, replies, strict=True):
+                asks.append(ask)
+                if isinstance(reply, CallError):
+                    return self._failed(reply, book, repairs, verdicts), []
+                book.add(ask, reply)
+                verdicts[i] = reply.parsed.verdicts[0]
+                lps[i] = reply.parsed.logprobs[0] if reply.parsed.logprobs else None
+                confs[i] = reply.parsed.confidence[0] if reply.parsed.confidence else None
+        result = self._finish(verdicts, lps, confs, repairs, book)
+        # An answer that stays invalid is not kept for replay: `--retry-failed` asks afresh.
+        drop = [a.cache_key for a in asks if a.cache_key] if result.status == "invalid" else []
+        return result, drop
+
+    def _settled(self, first: Prepared, reply: Reply[ChatAnswer]) -> StepResult | None:
+        """The result when the first answer needs no re-ask (the common case, kept cheap: cache
+        replays of whole jobs go through here), else None."""
+        answer = reply.parsed
+        if not all(v.ok for v in answer.verdicts):
+            return None
+        book = _Book()
+        book.add(first, reply)
+        n = len(answer.verdicts)
+        return self._finish(
+            list(answer.verdicts),
+            list(answer.logprobs) or [None] * n,
+            list(answer.confidence) or [None] * n,
+            0,
+            book,
+        )
+
+    def _failed(self, err: CallError, book: _Book, repairs: int, verdicts: list[Verdict]) -> StepResult:
+        """A request of the dialogue failed (e.g. a re-ask beyond the context length): the row's error,
+        with the invalid answers that led there."""
+        values: dict[str, Any] = {}
+        if self.shape.structured:
+            values[self.col_repairs] = repairs
+            if verdicts:
+                raws = [None if v.ok else v.raw for v in verdicts]
+                values[self.col_raw] = raws if self._n > 1 else raws[0]
+        prefix = f"re-ask {repairs}: " if repairs else ""
+        return StepResult(
+            "error",
+            values,
+            error=prefix + err.error.short(),
+            attempts=book.attempts + err.attempts,
+            prompt_tokens=book.prompt or None,
+            completion_tokens=book.completion or None,
+        )
+
+    def _finish(
+        self, verdicts: list[Verdict], lps: list[Any], confs: list[Any], repairs: int, book: _Book
+    ) -> StepResult:
+        many = self._n > 1
+
+        def per_choice(values: list[Any]) -> Any:
+            return values if many else values[0]
+
+        out: dict[str, Any] = {}
+        for name in self._value_columns:
+            out[name] = per_choice([v.values.get(name) if v.values is not None else None for v in verdicts])
+        out[self.col_finish] = per_choice([v.finish_reason for v in verdicts])
+        if self.shape.structured:
+            keep = self.spec.keep_raw
+            out[self.col_raw] = per_choice([v.raw if keep or not v.ok else None for v in verdicts])
+            out[self.col_repairs] = repairs
+        if self._logprobs:
+            out[self.col_logprobs] = per_choice(lps)
+            if self._labels:
+                out[self.col_confidence] = per_choice(confs)
+        bad = [(i, v) for i, v in enumerate(verdicts) if not v.ok]
+        error = None
+        if bad:
+            error = "; ".join(f"choice {i}: {v.reason}" if many else str(v.reason) for i, v in bad)
+            if repairs:
+                error += f" (after {repairs} re-ask{'s' if repairs > 1 else ''})"
+        return StepResult(
+            "invalid" if bad else "ok",
+            out,
+            error=error,
+            attempts=book.attempts,
+            prompt_tokens=book.prompt,
+            completion_tokens=book.completion,
+            cached=book.cached,
+            tokens_estimated=book.estimated,
+        )
+
+    def _close(self, end: tuple[StepResult, list[str]]) -> StepResult:
+        result, drop = end
+        for key in drop:
+            self.client.cache.delete(key)
+        if self.shape.structured:
+            self.client.stats.repairs += int(result.values.get(self.col_repairs) or 0)
+        return result
+
+    # ----------------------------------------------------------------- drivers
+    def _cached(self, ask: Prepared) -> Reply[ChatAnswer] | None:
+        if ask.cache_key is None:
+            return None
+        parsed = self.client.cached(ask.cache_key, self.parse)
+        return None if parsed is None else Reply(parsed, 0, True)
+
+    def try_cached(self, row: Mapping[str, Any]) -> StepResult | Prepared:
+        prep = self._prepare_or_result(row)
+        if isinstance(prep, StepResult):
+            return prep
+        hit = self._cached(prep)
+        if hit is not None:
+            settled = self._settled(prep, hit)
+            if settled is not None:
+                return self._close((settled, []))
+        dialogue = self._dialogue(prep)
+        batch = next(dialogue)
+        first = True
+        while True:
+            known = [hit] if first else [self._cached(ask) for ask in batch]
+            first = False
+            if any(k is None for k in known):
+                return _Resume(
+                    prep.request,
+                    prep.tokens,
+                    prep.cache_key,
+                    prep.completion_charge,
+                    prep.prompt_estimate,
+                    dialogue=dialogue,
+                    batch=tuple(batch),
+                    known=tuple(known),
+                )
+            try:
+                batch = dialogue.send(list(known))  # type: ignore[arg-type]
+            except StopIteration as stop:
+                return self._close(stop.value)
+
+    async def _send(self, ask: Prepared, check_cache: bool) -> Outcome:
+        try:
+            return await self.client.call(
+                ask.request,
+                tokens=ask.tokens,
+                cache_key=ask.cache_key,
+                check_cache=check_cache,
+                parse=self.parse,
+                completion_charge=ask.completion_charge,
+            )
+        except CallError as exc:
+            return exc
+
+    async def run(self, row: Mapping[str, Any], prepared: Prepared | None = None) -> StepResult:
+        """The row's result. From a `try_cached` that stopped, the dialogue goes on where it stopped."""
+        if isinstance(prepared, _Resume):
+            dialogue, batch, known, looked = (
+                prepared.dialogue,
+                list(prepared.batch),
+                list(prepared.known),
+                True,
+            )
+        else:
+            prep = prepared if prepared is not None else self._prepare_or_result(row)
+            if isinstance(prep, StepResult):
+                return prep
+            dialogue = self._dialogue(prep)
+            batch = next(dialogue)
+            known, looked = [None] * len(batch), prepared is not None
+        while True:
+            # sequential on purpose: a request on the wire belongs to this row's task (graceful stop)
+            replies: list[Outcome] = []
+            for ask, hit in zip(batch, known, strict=True):
+                replies.append(hit if hit is not None else await self._send(ask, check_cache=not looked))
+            try:
+                batch = dialogue.send(replies)
+            except StopIteration as stop:
+                return self._close(stop.value)
+            known, looked = [None] * len(batch), False

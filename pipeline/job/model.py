@@ -84,13 +84,72 @@ class _StepBase(_Strict):
 
 
 _RESERVED_PARAMS = {"model", "messages", "stream_options"}
+# Set on the step itself (they change what the step stores), not in params.
+_STEP_KEYS = {
+    "tools": "tools", "tool_choice": "tool_choice", "functions": "tools", "function_call": "tool_choice",
+}
+_TOOL_NAME = re.compile(r"^[A-Za-z0-9_\-]{1,64}$")
+
+
+class ToolFunction(_Strict):
+    name: str = Field(description="the function name (letters, digits, '_' or '-', up to 64)")
+    description: str | None = None
+    parameters: str | dict[str, Any] = Field(
+        description="JSON Schema of the arguments: a .json file (relative to the working directory) or inline"
+    )
+    strict: bool | None = Field(None, description="default: true when the schema allows strict mode")
+
+    @field_validator("name")
+    @classmethod
+    def _fname(cls, v: str) -> str:
+        if not _TOOL_NAME.match(v):
+            raise ValueError(f"function name {v!r} must be 1-64 letters, digits, '_' or '-'")
+        return v
+
+
+class Tool(_Strict):
+    """A function the model is asked to call; its arguments become the step's columns."""
+
+    type: Literal["function"] = "function"
+    function: ToolFunction
+
+
+class ToolChoiceFunction(_Strict):
+    name: str
+
+
+class ToolChoice(_Strict):
+    type: Literal["function"] = "function"
+    function: ToolChoiceFunction
 
 
 class ChatStep(_StepBase):
-    """One chat completion per row; the answer's text lands in the output column."""
+    """One chat completion per row: the answer's text, or its structured fields, in the output column(s)."""
 
     kind: Literal["chat"]
     messages: list[Message] = Field(min_length=1)
+    response_schema: str | dict[str, Any] | None = Field(
+        None,
+        description="JSON Schema of the answer (a .json file relative to the working directory, or inline): "
+        "sent as response_format json_schema, checked on our side, stored as typed columns",
+    )
+    labels: list[str] | None = Field(
+        None, min_length=2, description="shorthand for a schema whose answer is one of these labels"
+    )
+    tools: list[Tool] | None = Field(
+        None, min_length=1, description="functions to call; the chosen call's arguments become the columns"
+    )
+    tool_choice: Literal["auto", "required"] | ToolChoice | None = Field(
+        None, description="default: the tool when there is one, else `required`"
+    )
+    strict: bool | None = Field(None, description="send strict: true (default: when the schema allows it)")
+    output_layout: Literal["columns", "struct"] = Field(
+        "columns", description="one column per top-level field (`<output>_<field>`), or one struct column"
+    )
+    repair_attempts: int = Field(2, ge=0, le=10, description="re-asks of an invalid answer, with the reason")
+    keep_raw: bool = Field(
+        False, description="keep every raw answer in `<step>__raw` (it is always kept for invalid rows)"
+    )
 
     @field_validator("params")
     @classmethod
@@ -98,9 +157,76 @@ class ChatStep(_StepBase):
         bad = sorted(_RESERVED_PARAMS & v.keys())
         if bad:
             raise ValueError(f"params may not set {', '.join(bad)}: the step builds them")
-        if v.get("stream"):
-            raise ValueError("params.stream is not supported yet: chat steps send non-streamed requests")
+        moved = sorted(k for k in v if k in _STEP_KEYS)
+        if moved:
+            raise ValueError(f"params may not set {', '.join(moved)}: set "
+                             f"{', '.join(sorted({_STEP_KEYS[k] for k in moved}))} on the step")
+        if "stream" in v and not isinstance(v["stream"], bool):
+            raise ValueError(f"params.stream must be true or false, got {v['stream']!r}")
+        n = v.get("n")
+        if n is not None and (not isinstance(n, int) or isinstance(n, bool) or n < 1):
+            raise ValueError(f"params.n must be an integer >= 1, got {n!r}")
+        if v.get("top_logprobs") and not v.get("logprobs"):
+            raise ValueError("params.top_logprobs needs params.logprobs: true")
         return v
+
+    @field_validator("labels", mode="before")
+    @classmethod
+    def _label_text(cls, v: Any) -> Any:
+        for label in v if isinstance(v, list) else []:
+            if isinstance(label, bool | int | float) or label is None:
+                raise ValueError(f"label {label!r} is not text: YAML reads yes/no/on/off/true/false/null and "
+                                 "numbers as such; quote it, e.g. 'yes'")
+        return v
+
+    @field_validator("labels")
+    @classmethod
+    def _labels(cls, v: list[str] | None) -> list[str] | None:
+        if v is None:
+            return v
+        seen: dict[str, str] = {}
+        for label in v:
+            # the same folding as answers get (structured.answer.norm_label)
+            key = " ".join(label.strip().strip("\"'`").rstrip(".!").strip().split()).casefold()
+            if not key:
+                raise ValueError("labels may not be empty")
+            if key in seen:
+                raise ValueError(f"labels {seen[key]!r} and {label!r} are the same once case and spaces are "
+                                 "ignored; answers could not tell them apart")
+            seen[key] = label
+        return v
+
+    @model_validator(mode="after")
+    def _structured(self) -> ChatStep:
+        given = [k for k in ("response_schema", "labels", "tools") if getattr(self, k) is not None]
+        if len(given) > 1:
+            raise ValueError(f"step `{self.name}` sets {' and '.join(given)}: choose one")
+        if given and "response_format" in self.params:
+            raise ValueError(f"step `{self.name}` sets {given[0]} and params.response_format: "
+                             f"{given[0]} builds response_format")
+        loose = sorted(self.model_fields_set & {"strict", "output_layout", "repair_attempts", "keep_raw"})
+        if loose and not given:
+            raise ValueError(f"step `{self.name}` sets {', '.join(loose)}, which only apply to structured "
+                             "answers: set response_schema, labels or tools")
+        if self.tool_choice is not None and self.tools is None:
+            raise ValueError(f"step `{self.name}` sets tool_choice without tools")
+        if self.tools is not None:
+            names = [t.function.name for t in self.tools]
+            dup = sorted({n for n in names if names.count(n) > 1})
+            if dup:
+                raise ValueError(f"step `{self.name}`: tools named {', '.join(dup)} more than once")
+            if isinstance(self.tool_choice, ToolChoice) and self.tool_choice.function.name not in names:
+                raise ValueError(f"step `{self.name}`: tool_choice names {self.tool_choice.function.name!r}, "
+                                 f"which is not one of the tools ({', '.join(names)})")
+        if self.output_layout == "struct" and self.labels is not None:
+            raise ValueError(f"step `{self.name}`: output_layout struct does not apply to labels "
+                             "(the label is one column)")
+        return self
+
+    @property
+    def structured(self) -> bool:
+        """True when the answer is JSON checked against a schema (response_schema, labels or tools)."""
+        return self.response_schema is not None or self.labels is not None or self.tools is not None
 
 
 _TRANSCRIBE_RESERVED = {

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .faults import SimError
-from .schema import schema_instance, violate
+from .schema import is_label_name, schema_instance, violate
 from .tokens import content_text, count_tokens, decode, encode, token_bytes
 
 _VOCAB = (  # noqa: SIM905
@@ -60,6 +60,34 @@ def _last_user_text(messages: list[Any]) -> str:
     return content_text(messages[-1].get("content")) if messages and isinstance(messages[-1], dict) else ""
 
 
+def _task_text(messages: list[Any]) -> str:
+    """The user message that set the task: the last one before the first assistant or tool message.
+
+    In a re-ask (the task, the model's answer, then what was wrong with it) the labels still follow the
+    task, not the complaint."""
+    for i, m in enumerate(messages):
+        if isinstance(m, dict) and m.get("role") in ("assistant", "tool"):
+            return _last_user_text(messages[:i]) if i else _last_user_text(messages)
+    return _last_user_text(messages)
+
+
+_VARIANTS = (str.upper, lambda s: f" {s.title()}\n", lambda s: f"  {s}  ", lambda s: s.title() + ".")
+
+
+def label_variant(label: str, seed: str) -> str:
+    """`label` spelled as models sometimes do: other case, spaces, newline, a full stop."""
+    return _VARIANTS[int(seed[:4], 16) % len(_VARIANTS)](label)
+
+
+def _vary_labels(instance: Any, seed: str) -> Any:
+    if isinstance(instance, dict):
+        return {
+            k: label_variant(v, seed) if isinstance(v, str) and is_label_name(k) else v
+            for k, v in instance.items()
+        }
+    return instance
+
+
 def _digest(messages: list[Any], choice: int = 0) -> str:
     raw = json.dumps(messages, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
     if choice:
@@ -69,7 +97,7 @@ def _digest(messages: list[Any], choice: int = 0) -> str:
 
 def sim_chat_text(messages: list[Any], *, choice: int = 0) -> str:
     """The simulator's answer to `messages`: a sentiment label if one is asked for, else a stable sentence."""
-    last = _last_user_text(messages)
+    last = _task_text(messages)
     system = " ".join(
         content_text(m.get("content")) for m in messages if isinstance(m, dict) and m.get("role") == "system"
     )
@@ -144,31 +172,47 @@ def _forced_tool(body: dict[str, Any]) -> dict[str, Any] | None:
     return None
 
 
-def _json_schema(body: dict[str, Any]) -> dict[str, Any] | None:
+def _json_schema(body: dict[str, Any], structured: bool = True) -> dict[str, Any] | None:
     rf = body.get("response_format")
+    if not structured:
+        return None
     if isinstance(rf, dict) and rf.get("type") == "json_schema":
         schema = (rf.get("json_schema") or {}).get("schema")
         return schema if isinstance(schema, dict) else {}
     return None
 
 
-def plan_chat(body: dict[str, Any], prompt_tokens: int, fault: str | None = None) -> Plan:
-    """The answer to a chat request (optionally altered by a content fault)."""
+def plan_chat(
+    body: dict[str, Any], prompt_tokens: int, fault: str | None = None, *, structured: bool = True
+) -> Plan:
+    """The answer to a chat request (optionally altered by a content fault).
+
+    `structured=False` plays a server without structured outputs: response_format json_schema is
+    ignored and the answer is plain text (tools still work).
+    """
     messages = body["messages"]
     n = body.get("n") or 1
     max_tokens = max_tokens_of(body)
     tool = _forced_tool(body)
-    schema = _json_schema(body)
+    schema = _json_schema(body, structured)
     rf = body.get("response_format")
-    label = sentiment_label(_last_user_text(messages))
+    label = sentiment_label(_task_text(messages))
     choices = []
     for i in range(n):
         d = _digest(messages, i)
         if fault == "refusal":
             choices.append(Choice(refusal=REFUSAL, completion_tokens=count_tokens(REFUSAL)))
             continue
-        if tool is not None and fault is None:
-            args = json.dumps(schema_instance(tool.get("parameters") or {}, d, label), ensure_ascii=False)
+        if tool is not None:
+            params = tool.get("parameters") or {}
+            value = schema_instance(params, d, label)
+            if fault == "schema_violation":
+                value = violate(params, value)
+            elif fault == "label_variant":
+                value = _vary_labels(value, d)
+            args = json.dumps(value, ensure_ascii=False)
+            if fault == "invalid_json_answer":
+                args = args[: max(1, len(args) // 2)]
             call = {
                 "id": f"call_sim{d[:16]}",
                 "type": "function",
@@ -182,6 +226,8 @@ def plan_chat(body: dict[str, Any], prompt_tokens: int, fault: str | None = None
             instance = schema_instance(schema, d, label)
             if fault == "schema_violation":
                 instance = violate(schema, instance)
+            elif fault == "label_variant":
+                instance = _vary_labels(instance, d)
             text = json.dumps(instance, ensure_ascii=False)
         elif isinstance(rf, dict) and rf.get("type") == "json_object":
             text = json.dumps({"answer": sim_chat_text(messages, choice=i)}, ensure_ascii=False)
@@ -189,6 +235,8 @@ def plan_chat(body: dict[str, Any], prompt_tokens: int, fault: str | None = None
             text = json.dumps({"unexpected": True})
         else:
             text = sim_chat_text(messages, choice=i)
+            if fault == "label_variant":
+                text = label_variant(text, d)
         if fault == "invalid_json_answer":
             text = 'Sure! Here is the JSON you asked for: {"answer": "' + text.replace('"', "'")
         choices.append(_text_choice(text, max_tokens))

@@ -19,12 +19,15 @@ FAULT_KINDS = frozenset(
         "invalid_json_answer",
         "schema_violation",
         "refusal",
+        "label_variant",
     }
 )
 # Faults that replace the answer with a transport or HTTP-level failure (any endpoint).
 ERROR_FAULTS = frozenset({"status", "rate_limit", "empty_429", "reset", "malformed_json", "error_in_200"})
 # Faults that alter the content of a chat answer (chat completions only).
-CONTENT_FAULTS = frozenset({"truncated_stream", "invalid_json_answer", "schema_violation", "refusal"})
+CONTENT_FAULTS = frozenset(
+    {"truncated_stream", "invalid_json_answer", "schema_violation", "refusal", "label_variant"}
+)
 
 DEFAULT_MODELS = [
     "gpt-4o-mini",
@@ -123,6 +126,8 @@ class SimConfig:
     max_upload_bytes: int = 25 * 1024 * 1024
     models: list[str] = field(default_factory=lambda: list(DEFAULT_MODELS))
     strict_models: bool = False
+    # False plays a server without structured outputs (response_format json_schema ignored)
+    structured_outputs: bool = True
 
     def __post_init__(self) -> None:
         # Configs read as YAML may hold "3e-05" as text (YAML 1.1 floats need a dot): take the number.

@@ -15,6 +15,7 @@ from aiohttp import BodyPartReader, web
 from . import answers, audio, embeddings
 from .calls import Call, Job
 from .faults import SimError
+from .schema import strict_error as schema_strict_error
 from .tokens import chat_prompt_tokens, count_tokens
 
 if TYPE_CHECKING:
@@ -46,6 +47,38 @@ def _int_param(body: dict[str, Any], name: str, default: int, lo: int, hi: int) 
     if not isinstance(v, int) or isinstance(v, bool) or not lo <= v <= hi:
         raise SimError(400, f"Invalid '{name}': expected an integer in [{lo}, {hi}].", param=name)
     return v
+
+
+def _check_strict(body: dict[str, Any]) -> None:
+    """400 for a strict schema that OpenAI's structured outputs would not take."""
+    rf = body.get("response_format")
+    if isinstance(rf, dict) and rf.get("type") == "json_schema":
+        js = rf.get("json_schema") or {}
+        if not isinstance(js, dict) or not js.get("name"):
+            raise SimError(
+                400,
+                "Missing required parameter: 'response_format.json_schema.name'.",
+                param="response_format.json_schema.name",
+            )
+        err = schema_strict_error(js.get("schema")) if js.get("strict") else None
+        if err:
+            raise SimError(
+                400,
+                f"Invalid schema for response_format '{js['name']}': {err}",
+                param="response_format",
+                code="invalid_json_schema",
+            )
+    for i, tool in enumerate(body.get("tools") or []):
+        fn = tool.get("function") if isinstance(tool, dict) else None
+        if isinstance(fn, dict) and fn.get("strict"):
+            err = schema_strict_error(fn.get("parameters"))
+            if err:
+                raise SimError(
+                    400,
+                    f"Invalid schema for function '{fn.get('name')}': {err}",
+                    param=f"tools[{i}].function.parameters",
+                    code="invalid_function_parameters",
+                )
 
 
 def _model(body: dict[str, Any], call: Call) -> str:
@@ -98,8 +131,10 @@ class Endpoints:
             raise SimError(400, "'messages' must be a non-empty array of message objects.", param="messages")
         _int_param(body, "n", 1, 1, 128)
         _int_param(body, "top_logprobs", 0, 0, 20)
+        _check_strict(body)
+        structured = self.sim.config.structured_outputs
         prompt = chat_prompt_tokens(messages)
-        plan = answers.plan_chat(body, prompt)
+        plan = answers.plan_chat(body, prompt, structured=structured)
         max_tokens = answers.max_tokens_of(body)
         call.prompt_tokens = prompt
         call.completion_tokens = plan.completion_tokens
@@ -107,7 +142,7 @@ class Endpoints:
         stream = bool(body.get("stream"))
 
         async def respond(request: web.Request, call: Call, fault: str | None) -> web.StreamResponse:
-            p = plan if fault is None else answers.plan_chat(body, prompt, fault)
+            p = plan if fault is None else answers.plan_chat(body, prompt, fault, structured=structured)
             call.completion_tokens = p.completion_tokens
             meta = self._meta(call, "chatcmpl", model)
             if stream:

@@ -68,7 +68,7 @@ class _Gen:
         return getattr(self, f"gen_{t}", self.gen_string)(s, path, name)
 
     def enum_value(self, options: list[Any], path: str, name: str) -> Any:
-        if self.label is not None and _is_label_name(name):
+        if self.label is not None and is_label_name(name):
             for exact in (True, False):
                 for opt in options:
                     low = opt.lower() if isinstance(opt, str) else None
@@ -108,7 +108,7 @@ class _Gen:
         return out
 
     def gen_string(self, s: dict[str, Any], path: str, name: str) -> str:
-        if self.label is not None and _is_label_name(name):
+        if self.label is not None and is_label_name(name):
             text = self.label
         else:
             fmt = s.get("format")
@@ -174,7 +174,7 @@ class _Gen:
         return None
 
 
-def _is_label_name(name: str) -> bool:
+def is_label_name(name: str) -> bool:
     n = name.lower()
     return any(x in n for x in _LABEL_NAMES)
 
@@ -202,3 +202,51 @@ def violate(schema: dict[str, Any], instance: Any) -> Any:
     if isinstance(instance, str):
         return 12345
     return "__not_the_requested_schema__"
+
+
+_UNSUPPORTED_STRICT = ("allOf", "not", "dependentRequired", "dependentSchemas", "if", "then", "else")
+
+
+def strict_error(schema: Any) -> str | None:
+    """Why OpenAI would reject `schema` with strict: true (its documented rules), or None."""
+    if not isinstance(schema, dict) or schema.get("type") != "object" or "anyOf" in schema:
+        return "In context=(), the root of a strict schema must be an object and not use 'anyOf'."
+    return _strict_walk(schema, ())
+
+
+def _strict_walk(node: Any, ctx: tuple[str, ...]) -> str | None:
+    if not isinstance(node, dict):
+        return None
+    where = f"In context={ctx!r}"
+    for key in _UNSUPPORTED_STRICT:
+        if key in node:
+            return f"{where}, '{key}' is not permitted."
+    props = node.get("properties")
+    t = node.get("type")
+    if t == "object" or (isinstance(t, list) and "object" in t) or isinstance(props, dict):
+        if node.get("additionalProperties") is not False:
+            return f"{where}, 'additionalProperties' is required to be supplied and to be false."
+        props = props or {}
+        missing = [k for k in props if k not in (node.get("required") or [])]
+        if missing:
+            return (
+                f"{where}, 'required' is required to be supplied and to be an array including every key in "
+                f"properties. Missing '{missing[0]}'."
+            )
+        for k, sub in props.items():
+            err = _strict_walk(sub, (*ctx, "properties", k))
+            if err:
+                return err
+    subs: list[tuple[tuple[str, ...], Any]] = []
+    if isinstance(node.get("items"), dict):
+        subs.append(((*ctx, "items"), node["items"]))
+    for i, o in enumerate(node.get("anyOf") or []):
+        subs.append(((*ctx, "anyOf", str(i)), o))
+    for defs in ("$defs", "definitions"):
+        for name, sub in (node.get(defs) or {}).items():
+            subs.append(((*ctx, defs, name), sub))
+    for c, sub in subs:
+        err = _strict_walk(sub, c)
+        if err:
+            return err
+    return None
