@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import random
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
@@ -41,6 +42,10 @@ class Reply(Generic[T]):
 
 class Stopped(Exception):
     """The run is stopping: no new attempt starts (the row stays to do)."""
+
+
+# what one attempt ended with, and the admission ticket it used (a 429 tells the gate which one)
+_Outcome = tuple[Reply[T] | RequestError, Ticket]
 
 
 class CallError(Exception):
@@ -148,7 +153,9 @@ class ProviderClient:
                 raise Stopped()
             if self._fatal is not None:
                 raise self._fatal
-            result, ticket = await self._send(req, tokens, cache_key, parse, completion_charge, attempt)
+            result, ticket = await self._probed(
+                functools.partial(self._attempt, req, tokens, cache_key, parse, completion_charge, attempt)
+            )
             if isinstance(result, Reply):
                 return result
             err = result
@@ -168,25 +175,17 @@ class ProviderClient:
                 wait = max(wait, err.retry_after)  # a 429's Retry-After is enforced by the gate's pause
             await asyncio.sleep(wait)
 
-    async def _send(
-        self,
-        req: HttpRequest,
-        tokens: int | Callable[[], int],
-        cache_key: str | None,
-        parse: Callable[[bytes], T],
-        completion_charge: int | None,
-        attempt: int,
-    ) -> tuple[Reply[T] | RequestError, Ticket]:
-        """One attempt; the very first one of a provider goes alone, so a bad key costs one request."""
+    async def _probed(self, attempt: Callable[[], Awaitable[_Outcome[T]]]) -> _Outcome[T]:
+        """Run one attempt; the very first one of a provider goes alone, so a bad key costs one request."""
         if not self._verified:
             async with self._probe_lock:
                 if self._fatal is not None:
                     raise self._fatal
                 if not self._verified:
-                    result, ticket = await self._attempt(req, tokens, cache_key, parse, completion_charge, attempt)
+                    result, ticket = await attempt()
                     self._verified = not isinstance(result, FatalError)
                     return result, ticket
-        return await self._attempt(req, tokens, cache_key, parse, completion_charge, attempt)
+        return await attempt()
 
     async def _attempt(
         self,
@@ -196,7 +195,7 @@ class ProviderClient:
         parse: Callable[[bytes], T],
         completion_charge: int | None,
         attempt: int,
-    ) -> tuple[Reply[T] | RequestError, Ticket]:
+    ) -> _Outcome[T]:
         ticket = await self.gate.admit(tokens, req.priority)
         actual: int | None = None
         task = asyncio.current_task()
