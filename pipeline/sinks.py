@@ -25,7 +25,8 @@ from .sources import ROW
 PART = "__part"
 FINGERPRINT_KEY = "pipeline.fingerprint"
 FAILED = ("error", "invalid")
-FINISH_ROWS = 50_000  # input positions per slice of the final write
+FINISH_ROWS = 50_000  # input positions per slice of the final write, at most
+FINISH_BYTES = 8 * 2**20  # and about this much data per slice (vectors make rows big)
 
 
 def step_fields(step: str, values: Sequence[pa.Field]) -> list[pa.Field]:
@@ -207,6 +208,17 @@ class WorkDir:
 
             yield min(lows, default=0), max(highs, default=-1) + 1, read_part
 
+    def _slice_rows(self) -> int:
+        """Input positions per slice of the final write: FINISH_ROWS, fewer when rows are big."""
+        size = rows = 0
+        for part in self.parts()[:20]:
+            meta = pq.ParquetFile(part).metadata
+            for g in range(meta.num_row_groups):
+                size += meta.row_group(g).total_byte_size
+                rows += meta.row_group(g).num_rows
+        per_row = size / rows if rows else 0
+        return max(1, min(FINISH_ROWS, int(FINISH_BYTES / per_row) if per_row else FINISH_ROWS))
+
     def finish(self, schema: pa.Schema, total_rows: int, fresh: bool) -> Path:
         """Write the final file in input order, atomically; then drop the work folder.
 
@@ -221,8 +233,9 @@ class WorkDir:
         pl_schema = empty.schema
         writer: pq.ParquetWriter | None = None
         try:
-            for lo in range(0, max(total_rows, 1), FINISH_ROWS):
-                hi = lo + FINISH_ROWS
+            step = self._slice_rows()
+            for lo in range(0, max(total_rows, 1), step):
+                hi = lo + step
                 frames = [read(lo, hi) for first, last, read in sources if first < hi and last > lo]
                 if frames:
                     chunk = (
