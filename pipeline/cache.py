@@ -35,11 +35,6 @@ def request_key(provider: str, endpoint: str, blob: bytes, extra: str = "") -> s
     return h.hexdigest()
 
 
-def canonical_key(provider: str, endpoint: str, body: dict[str, Any], extra: str = "") -> str:
-    """`request_key` of a body given as a dict."""
-    return request_key(provider, endpoint, canonical_json(body), extra)
-
-
 @dataclass(frozen=True)
 class CacheStats:
     directory: str
@@ -74,29 +69,19 @@ class ResponseCache:
         value = self._dc.get(key)
         return value if isinstance(value, bytes) else None
 
-    def put(self, key: str, body: bytes) -> None:
-        self._dc.set(key, body)
-
     async def store(self, key: str, body: bytes) -> None:
-        """Store an answer that just arrived; returns once it is committed.
-
-        Answers arriving in the same turn of the event loop are committed in one transaction (group
-        commit): a commit per answer costs more than the rest of a request on a fast server, and
-        no caller goes on (parses, writes its row) before its answer is on disk.
-        """
-        loop = asyncio.get_running_loop()
-        fut: asyncio.Future[None] = loop.create_future()
-        self._pending.append((key, body, fut))
-        if not self._flush_scheduled:
-            self._flush_scheduled = True
-            loop.call_soon(self._flush)
-        await fut
+        """Store an answer that just arrived; returns once it is committed (see `store_many`)."""
+        await self.store_many(((key, body),))
 
     async def store_many(self, items: Iterable[tuple[str, bytes]]) -> None:
-        """`store` for many answers at once (the answers of a packed request, one entry per row).
+        """Store answers that just arrived (e.g. one entry per row of a packed request); returns once
+        they are committed.
 
-        Every entry is queued before the first wait: a caller cancelled while waiting for the commit
-        (a stopping run) still gets all of them committed."""
+        Answers arriving in the same turn of the event loop are committed in one transaction (group
+        commit): a commit per answer costs more than the rest of a request on a fast server, and no
+        caller goes on (parses, writes its row) before its answer is on disk. Every entry is queued
+        before the first wait: a caller cancelled while waiting (a stopping run) still gets them all
+        committed."""
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[None] = loop.create_future()
         self._pending.extend((key, body, fut) for key, body in items)
@@ -141,9 +126,6 @@ class NoCache:
     """Stands in when `cache.enabled: false`."""
 
     def get(self, key: str) -> bytes | None:
-        return None
-
-    def put(self, key: str, body: bytes) -> None:
         return None
 
     async def store(self, key: str, body: bytes) -> None:

@@ -90,14 +90,6 @@ class Executor:
         self._resumed = 0
         self._processed = 0
         self._value_names = {s.name: [f.name for f in s.output_fields()] for s in plan.steps}
-        self._input_cols = [c for c in plan.part_schema.names if c not in self._step_columns()]
-
-    def _step_columns(self) -> set[str]:
-        cols: set[str] = set()
-        for s in self.plan.steps:
-            cols.update(f.name for f in self.plan.part_schema if f.name.startswith(f"{s.name}__"))
-            cols.update(self._value_names[s.name])
-        return cols
 
     # ----------------------------------------------------------------- setup
     def _clients(self, session: Any) -> dict[str, ProviderClient]:
@@ -133,8 +125,8 @@ class Executor:
         return max(64, 4 * max(conc), *hints)
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
-        """A step's background task, tracked like a row task: a stop cancels it unless its request is on
-        the wire, and the run (and the cache) stays open until it is done."""
+        """A row task, or a step's background task: a stop cancels it unless its request is on the wire,
+        and the run (and the cache) stays open until it is done."""
         task = asyncio.create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -153,7 +145,7 @@ class Executor:
 
     # ----------------------------------------------------------------- rows
     def _record(self, row_index: int, row: dict[str, Any], results: list[StepResult]) -> dict[str, Any]:
-        out: dict[str, Any] = {c: row.get(c) for c in self._input_cols}
+        out: dict[str, Any] = {c: row.get(c) for c in self.plan.carried_columns}
         out[ROW] = row_index
         if self.plan.id_column == DEFAULT_ID and DEFAULT_ID not in row:
             out[DEFAULT_ID] = row_index
@@ -358,9 +350,7 @@ class Executor:
                 if self._stopping or self._abort is not None:
                     window.release()
                     return
-                task = asyncio.create_task(self._row_task(idx, row, results, prep, writer, window))
-                self._tasks.add(task)
-                task.add_done_callback(self._tasks.discard)
+                self._spawn(self._row_task(idx, row, results, prep, writer, window))
             await asyncio.sleep(0)  # let replies in between batches of cache hits
 
 

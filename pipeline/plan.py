@@ -34,6 +34,7 @@ class Plan:
     steps: list[StepRuntime]
     id_column: str
     keep: list[str]
+    carried_columns: list[str]  # `__row`, the id and the kept input columns: what every part row starts with
     output: Path
     part_schema: pa.Schema
     fingerprint: str
@@ -162,6 +163,7 @@ def build_plan(
         fields.append(pa.field(id_column, _arrow_type(schema[id_column])))
     for c in keep:
         fields.append(pa.field(c, _arrow_type(schema[c])))
+    carried = [f.name for f in fields]
     for rt in steps:
         fields += step_fields(rt.name, rt.output_fields())
     part_schema = pa.schema(fields)
@@ -175,6 +177,7 @@ def build_plan(
         fp.update(rt.identity().encode())
     return Plan(
         job=job, source=source, total_rows=total, providers=providers, api_keys=api_keys, steps=steps,
-        id_column=id_column, keep=list(keep), output=Path(spec.output.path), part_schema=part_schema,
+        id_column=id_column, keep=list(keep), carried_columns=carried, output=Path(spec.output.path),
+        part_schema=part_schema,
         fingerprint=fp.hexdigest()[:20], simulated=sim_url is not None, notes=notes,
     )

@@ -21,6 +21,10 @@ from ..templating import NullValue, RenderError, Template
 from ..transport import HttpRequest
 
 
+class BadInput(ValueError):
+    """This row's input cannot be sent (not text, too long, ...): the row fails, nothing is sent."""
+
+
 def load_json(body: bytes) -> dict[str, Any]:
     """Parse a 2xx body; a broken body is transient, an `error` inside a 200 is classified as such."""
     try:
@@ -118,6 +122,8 @@ class StepRuntime(ABC):
             return StepResult.skipped(str(exc))
         except RenderError as exc:
             return StepResult("error", error=f"template: {exc}")
+        except BadInput as exc:
+            return StepResult("error", error=str(exc))
 
     def _result(self, prep: Prepared, parsed: Parsed, attempts: int, cached: bool) -> StepResult:
         u = parsed.usage

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import orjson
 import polars as pl
 import pyarrow as pa
 
@@ -25,7 +25,7 @@ from ..sources import ROW
 from ..templating import NullValue, RenderError, Template, compile_template
 from ..tokens import bpe, counter, exact_tokenizer_for, tokenizer_for
 from ..transport import HttpRequest
-from .base import Prepared, StepRuntime, load_json
+from .base import BadInput, Prepared, StepRuntime, load_json
 
 ENDPOINT = "/embeddings"
 # Vector sizes of known models (without `dimensions`): the final column's size when no row succeeded.
@@ -41,10 +41,6 @@ BATCHES_IN_FLIGHT = 16
 
 # `{{ row.col }}` or `{{ row["col"] }}` alone: the input is that column's value, which must be text.
 _BARE = re.compile(r"""^\{\{\s*row(?:\.([A-Za-z_][A-Za-z0-9_]*)|\[\s*(['"])(.+?)\2\s*\])\s*\}\}$""")
-
-
-class BadInput(ValueError):
-    """This row's input cannot be sent (not text, too long): the row fails, nothing is sent."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,16 +204,6 @@ class EmbedRuntime(StepRuntime):
             truncated=truncated,
         )
 
-    def _prepare_or_result(self, row: Mapping[str, Any]) -> Prepared | StepResult:
-        try:
-            return self.prepare(row)
-        except NullValue as exc:
-            return StepResult.skipped(str(exc))
-        except RenderError as exc:
-            return StepResult("error", error=f"template: {exc}")
-        except BadInput as exc:
-            return StepResult("error", error=str(exc))
-
     def _ok(self, prep: EmbedPrepared, vector: np.ndarray, usage: Usage | None, attempts: int,
             cached: bool, tokens: int | None = None) -> StepResult:
         estimated = usage is None or usage.estimated
@@ -320,7 +306,7 @@ class EmbedRuntime(StepRuntime):
         n = len(slots)
         estimate = sum(s.tokens for s in slots)
         body = {"model": self.spec.model, "input": [s.payload.text for s in slots], **self._wire_params}
-        data = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+        data = canonical_json(body)
         tpm = self.client.gate.tpm
 
         def reserve() -> int:
@@ -370,5 +356,5 @@ def _row_entry(model: str, vector: np.ndarray, b64: str | None, tokens: int | No
     }
     if tokens is not None:
         answer["usage"] = {"prompt_tokens": tokens, "total_tokens": tokens}
-    return json.dumps(answer, separators=(",", ":")).encode()
+    return orjson.dumps(answer)
 
