@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=scripts/venv.sh
-. scripts/venv.sh
+. scripts/venv.sh ""  # an explicit argument: a sourced script would see this one's "$@"
 if [ -n "${APIYI_API_KEY:-}" ]; then
   pipeline run jobs/label_reviews.yaml "$@"
 else
