@@ -394,3 +394,34 @@ def test_disk_full_while_writing_the_cache_exits_3(tmp_path: Path, sim: Any, mon
     assert f"cannot write {tmp_path / 'cache'}: database or disk is full" in flat(res.output)
     assert cli("run", str(job), "--quiet").exit_code == 0
     assert output(tmp_path).height == 5
+
+
+# ----- README
+
+
+def test_readme_example_is_the_quickstart_job_and_every_command_and_flag_is_listed() -> None:
+    import re
+
+    import typer.main
+    import yaml
+
+    root = Path(__file__).resolve().parent.parent
+    readme = (root / "README.md").read_text()
+    example = readme.split("The quickstart's job, `jobs/label_reviews.yaml`:", 1)[1].split("```yaml", 1)[1]
+    assert yaml.safe_load(example.split("```", 1)[0]) == yaml.safe_load((root / "jobs/label_reviews.yaml").read_text())
+    assert "jobs/label_reviews.yaml" in (root / "scripts/quickstart.sh").read_text()
+    commands = readme.split("## Commands", 1)[1].split("## Output", 1)[0]
+    def walk(cmd: Any, prefix: str) -> list[tuple[str, Any]]:
+        if hasattr(cmd, "commands"):  # a group
+            return [x for name, sub in cmd.commands.items() for x in walk(sub, f"{prefix} {name}")]
+        return [(prefix, cmd)]
+
+    found = walk(typer.main.get_command(app), "pipeline")
+    assert len(found) >= 8
+    for name, cmd in found:
+        assert f"`{name}" in commands, name
+        row = next(line for line in commands.splitlines() if f"`{name}" in line)
+        for param in cmd.params:
+            for flag in getattr(param, "opts", []):
+                if flag.startswith("--") and flag != "--help":
+                    assert re.search(re.escape(flag) + r"\b", row), (name, flag)
