@@ -180,18 +180,20 @@ def run(
         err.print(f"[bold red]run aborted:[/] {escape(summary.aborted)}", highlight=False)
         # rows that failed before the stop are done for a plain resume: say how to send them again
         again = f"{resume_cmd} --retry-failed" if summary.failed_rows else resume_cmd
-        err.print(f"finished rows are kept; fix the cause and resume with: {again}", highlight=False)
+        err.print(f"finished rows are kept; fix the cause and resume with: {again}", highlight=False,
+                  soft_wrap=True)
         if summary.failed_rows:
             err.print(f"({summary.failed_rows:,} row(s) were marked failed; --retry-failed sends them again)",
                       highlight=False)
         raise typer.Exit(EXIT_ABORTED)
     if summary.interrupted:
-        err.print(f"[yellow]interrupted[/]: finished rows are kept. Resume with: {resume_cmd}", highlight=False)
+        err.print(f"[yellow]interrupted[/]: finished rows are kept. Resume with: {resume_cmd}", highlight=False,
+                  soft_wrap=True)
         raise typer.Exit(EXIT_INTERRUPTED)
     err.print(f"wrote {summary.output}", highlight=False)
     if summary.failed_rows:
         err.print(f"{summary.failed_rows:,} row(s) failed: see `pipeline inspect {summary.output}`; "
-                  f"redo them with `{resume_cmd} --retry-failed`", highlight=False)
+                  f"redo them with `{resume_cmd} --retry-failed`", highlight=False, soft_wrap=True)
         raise typer.Exit(EXIT_FAILED_ROWS)
 
 

@@ -169,7 +169,10 @@ def build_plan(
     if problems:
         raise JobError(_named(job.path, problems))
 
-    total = source.check() if check_ids else 0
+    try:
+        total = source.check() if check_ids else 0
+    except InputError as exc:
+        raise JobError(_named(job.path, [str(exc)])) from exc
     id_column = input_id or DEFAULT_ID
     fields: list[pa.Field] = [pa.field(ROW, pa.uint32())]
     if input_id is None:

@@ -115,8 +115,8 @@ def check_params(kind: str, params: Mapping[str, Any], step: str, provider: str,
             if extra == "warn":
                 notes.append(f"{text}; sent as is (provider `{provider}` has extra_params: warn)")
             else:
-                listed = "" if hint else f" (known: {', '.join(sorted(known)) or 'none'})"
-                problems.append(f"{text}{listed}. For a server with parameters of its own, set "
+                listed = "" if hint else f" (known: {', '.join(sorted(known)) or 'none'})."
+                problems.append(f"{text}{listed} For a server with parameters of its own, set "
                                 f"extra_params: warn on provider `{provider}`")
             continue
         shown = f"{value!r} ({_kind_of(value)})"
