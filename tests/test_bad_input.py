@@ -310,6 +310,16 @@ def test_the_simulator_rejects_what_the_api_rejects(sim: Any) -> None:
     status, body = post(sim, "/chat/completions", {"model": "gpt-4o-mini",
                                                    "messages": [{"role": "user", "content": "x " * 600_000}]})
     assert status == 400 and body["error"]["code"] == "context_length_exceeded", body
+    form = b"".join(
+        b'--B\r\nContent-Disposition: form-data; name="%s"%s\r\n\r\n%s\r\n' % (k, extra, v)
+        for k, extra, v in [(b"model", b"", b"whisper-1"), (b"temprature", b"", b"0"),
+                            (b"file", b'; filename="a.wav"', b"RIFF")]
+    ) + b"--B--\r\n"
+    req = urllib.request.Request(sim.url + "/audio/transcriptions", data=form, method="POST", headers={
+        "Authorization": "Bearer any-key", "Content-Type": "multipart/form-data; boundary=B"})
+    with pytest.raises(urllib.error.HTTPError) as caught:
+        urllib.request.urlopen(req, timeout=30)
+    assert caught.value.code == 400 and json.loads(caught.value.read())["error"]["param"] == "temprature"
 
 
 # ----- 13: small messages

@@ -247,6 +247,7 @@ class Endpoints:
             raise SimError(
                 400, "'file' is a required property; upload the audio as a 'file' form field.", param="file"
             )
+        params.check_form(fields)
         model = _model(fields, call)
         response_format = fields.get("response_format") or "json"
         audio.check_format(model, response_format)
@@ -254,6 +255,9 @@ class Endpoints:
             temperature = float(fields.get("temperature") or 0.0)
         except ValueError:
             raise SimError(400, "Invalid 'temperature': expected a number.", param="temperature") from None
+        if not 0 <= temperature <= 1:
+            raise SimError(400, f"Invalid 'temperature': decimal out of range. Expected a value between 0 and 1, "
+                           f"but got {temperature} instead.", param="temperature", code="decimal_above_max_value")
         duration = await audio.audio_duration(data, ext)
         fields["duration_s"] = round(duration, 3)
         call.n_inputs = 1

@@ -27,6 +27,11 @@ EMBEDDINGS: dict[str, tuple[str, float | None, float | None]] = {
     "model": (_STR, None, None), "input": (_ANY, None, None), "dimensions": (_INT, 1, None),
     "encoding_format": (_STR, None, None), "user": (_STR, None, None),
 }
+# multipart fields of /audio/transcriptions (file_* and duration_s are the simulator's own record)
+TRANSCRIPTION_FIELDS = {
+    "model", "language", "prompt", "temperature", "response_format", "timestamp_granularities[]", "stream",
+    "chunking_strategy", "include[]", "include", "file_name", "file_size", "file_sha256",
+}
 CONTEXT_TOKENS = 128_000  # chat models' context window in the simulator
 
 
@@ -74,6 +79,14 @@ def check(body: dict[str, Any], fields: dict[str, tuple[str, float | None, float
             if hi is not None and value > hi:
                 raise SimError(400, f"Invalid '{name}': {kind} above maximum value. Expected a value <= {hi:g}, "
                                f"but got {value} instead.", param=name, code=f"{kind}_above_max_value")
+
+
+def check_form(fields: dict[str, Any]) -> None:
+    """400 for a multipart field /audio/transcriptions does not know."""
+    for name in fields:
+        if name not in TRANSCRIPTION_FIELDS:
+            raise SimError(400, f"Unrecognized request argument supplied: {name}", param=name,
+                           code="unknown_parameter")
 
 
 def check_context(prompt_tokens: int, max_tokens: int | None, window: int = CONTEXT_TOKENS) -> None:
