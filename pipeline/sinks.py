@@ -6,6 +6,7 @@ import contextlib
 import fcntl
 import json
 import os
+import re
 import shutil
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -33,6 +34,11 @@ FINISH_BYTES = 8 * 2**20  # and about this much data per slice (vectors make row
 def work_path(output: Path) -> Path:
     """`<output>.work/`: where a run keeps its parts until the final file is written."""
     return output.with_name(output.name + ".work")
+
+
+def lock_path(output: Path) -> Path:
+    """`<output>.lock`: held by the run writing `output` (its content is the pid)."""
+    return output.with_name(output.name + ".lock")
 
 
 def _written_by(path: Path) -> str | None:
@@ -77,6 +83,12 @@ def output_problems(output: Path, inputs: Sequence[Path], job_name: str) -> list
         elif owner and owner != job_name:
             problems.append(f"output.path {output} is the output of another job (`{owner}`), not of "
                             f"`{job_name}`; it is never replaced: {fix}")
+    lock = lock_path(output)
+    with contextlib.suppress(OSError, UnicodeDecodeError):
+        # ours holds a pid, or nothing when a run died between creating and writing it
+        if lock.exists() and not (lock.is_file() and re.fullmatch(r"\d*", lock.read_text().strip())):
+            problems.append(f"{lock} exists and is not a lock file of pipeline (a run holds it while it writes "
+                            f"{output.name}): {fix}")
     work = work_path(output)
     if work.exists() and not (work.is_dir() and (work / "state.json").is_file()):
         problems.append(f"{work} exists and is not a work folder of pipeline (the run keeps its progress "
@@ -147,12 +159,12 @@ class WorkDir:
     @contextlib.contextmanager
     def locked(self) -> Iterator[None]:
         """Hold `<output>.lock` for the run: two runs of one job would write the same parts."""
-        lock_path = self.output.with_name(self.output.name + ".lock")
+        lock = lock_path(self.output)
         try:
-            lock_path.parent.mkdir(parents=True, exist_ok=True)
-            fh = open(lock_path, "a+")  # noqa: SIM115 - held open for the whole run
+            lock.parent.mkdir(parents=True, exist_ok=True)
+            fh = open(lock, "a+")  # noqa: SIM115 - held open for the whole run
         except OSError as exc:
-            raise DiskError(lock_path, exc) from exc
+            raise DiskError(lock, exc) from exc
         try:
             try:
                 fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -171,7 +183,7 @@ class WorkDir:
         finally:
             fh.close()  # closing releases the lock, also when the process dies
             with contextlib.suppress(OSError):
-                lock_path.unlink()
+                lock.unlink()
 
     @property
     def state_file(self) -> Path:

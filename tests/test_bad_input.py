@@ -100,6 +100,20 @@ def test_an_existing_file_that_is_not_this_jobs_output_is_never_replaced(tmp_pat
     assert pq.ParquetFile(out).metadata.metadata[b"pipeline.job"] == b"test-job"
 
 
+def test_files_beside_the_output_that_are_not_ours_are_never_replaced(tmp_path: Path, sim: Any) -> None:
+    job = write_job(tmp_path, sim.url, rows=3)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "labeled.parquet.lock").write_text("my lock notes")
+    (out / "labeled.parquet.work").mkdir()
+    (out / "labeled.parquet.work" / "mine.txt").write_text("keep me")
+    msg = refused(job, sim)
+    assert "labeled.parquet.lock exists and is not a lock file of pipeline" in msg
+    assert "labeled.parquet.work exists and is not a work folder of pipeline" in msg
+    assert (out / "labeled.parquet.lock").read_text() == "my lock notes"
+    assert (out / "labeled.parquet.work" / "mine.txt").read_text() == "keep me"
+
+
 def test_output_under_a_file_is_refused(tmp_path: Path, sim: Any) -> None:
     job = write_job(tmp_path, sim.url, rows=5)
     edit(job, f"path: {tmp_path / 'out' / 'labeled.parquet'}", f"path: {tmp_path / 'reviews.csv' / 'o.parquet'}")
