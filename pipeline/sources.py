@@ -155,7 +155,7 @@ class Source:
                     f"(input.schema); {n:,} value(s) like it. Fix the data or declare `{name}: string`"
                 )
         if self.format == "jsonl":
-            head = pl.scan_ndjson(self.path, infer_schema_length=10_000).collect_schema()
+            head = pl.scan_ndjson(self.path, infer_schema_length=100).collect_schema()  # "the first lines"
             declared = dict(self.dtypes)
             for name, full in raw_schema.items():
                 first = head.get(name)
