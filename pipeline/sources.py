@@ -91,6 +91,8 @@ class Source:
         """input.schema as expressions: a value that does not convert becomes null (`check` reports it)."""
         exprs: dict[str, pl.Expr] = {}
         for name, type_name in self.dtypes:
+            if name not in raw:
+                continue  # reported by `schema` with the file's columns
             want = DTYPES[type_name]
             col = pl.col(name)
             if raw.get(name) != pl.String():

@@ -145,6 +145,26 @@ def test_csv_values_stay_text_unless_the_schema_says_otherwise(tmp_path: Path, s
     assert "Review: a from 01234, 5 stars" in prompts
 
 
+def test_declared_types_convert_csv_text_and_name_what_does_not_fit(tmp_path: Path) -> None:
+    from pipeline.errors import InputError
+    from pipeline.sources import Source
+
+    csv = tmp_path / "t.csv"
+    csv.write_text("id,flag,day,price,n\n001,yes,2024-01-31,1.5, 7\n002,False,2024-02-01,2,\n")
+    types = {"flag": "bool", "day": "date", "price": "float64", "n": "int32"}
+    src = Source.open(csv, format=None, id_column="id", limit=None, dtypes=types)
+    assert src.check() == 2
+    df = next(src.batches(10))
+    assert df["id"].to_list() == ["001", "002"] and df["flag"].to_list() == [True, False]
+    assert str(df["day"][0]) == "2024-01-31" and df["price"].to_list() == [1.5, 2.0] and df["n"].to_list() == [7, None]
+    csv.write_text("id,day\n1,2024-01-31\n2,31/01/2024\n")
+    with pytest.raises(InputError, match=r"row 2 \(1-based, header excluded\): column `day` holds '31/01/2024', "
+                                         r"which is not date"):
+        Source.open(csv, format=None, id_column="id", limit=None, dtypes={"day": "date"}).check()
+    with pytest.raises(InputError, match="input.schema names column\\(s\\) dya, which .* does not have"):
+        Source.open(csv, format=None, id_column="id", limit=None, dtypes={"dya": "date"})
+
+
 def test_a_value_that_breaks_the_declared_type_late_in_the_file_is_found_before_any_request(
     tmp_path: Path, sim: Any
 ) -> None:
