@@ -13,7 +13,7 @@ from typing import Any
 import diskcache
 import orjson
 
-from .errors import JobError
+from .errors import DiskError, JobError
 
 
 def canonical_json(body: dict[str, Any]) -> bytes:
@@ -60,6 +60,8 @@ class ResponseCache:
                 sqlite_mmap_size=0,
                 sqlite_cache_size=2048,
             )
+        except OSError as exc:
+            raise DiskError(self.directory, exc) from exc
         except Exception as exc:
             raise JobError(f"cannot open the cache folder {self.directory}: {exc}") from exc
         self._pending: list[tuple[str, bytes, asyncio.Future[None]]] = []
@@ -98,7 +100,8 @@ class ResponseCache:
                 for key, body, _ in pending:
                     self._dc.set(key, body)
         except Exception as exc:
-            error = JobError(f"cannot write to the cache folder {self.directory}: {exc}")
+            # sqlite reports a full disk or an I/O error as OperationalError, the file system as OSError
+            error = DiskError(self.directory, exc)
             for *_, fut in pending:
                 if not fut.done():
                     fut.set_exception(error)

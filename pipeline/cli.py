@@ -18,7 +18,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from . import __version__
-from .errors import JobError, PipelineError, RunAborted
+from .errors import DiskError, JobError, PipelineError, RunAborted
 from .records import Progress as RunProgress
 
 EXIT_OK, EXIT_FAILED_ROWS, EXIT_BAD_JOB, EXIT_ABORTED, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
@@ -111,13 +111,22 @@ class _ProgressView:
             err.print(f"rows {p.rows_done:,}/{p.total_rows:,}  {info}", highlight=False)
 
 
+_STATUSES = ("ok", "error", "invalid", "skipped")
+
+
 def _summary_table(summary: Any) -> Table:
-    t = Table(title="run summary", show_header=True, header_style="bold")
+    """The whole output's rows by status (earlier runs' rows included), and what this run did."""
+    t = Table(title=f"output: {summary.output}", show_header=True, header_style="bold")
     t.add_column("step")
-    for s in ("ok", "error", "invalid", "skipped"):
+    for s in _STATUSES:
         t.add_column(s, justify="right")
+    t.add_column("not done", justify="right")
+    t.add_column("this run", justify="left")
     for step, counts in summary.status_counts.items():
-        t.add_row(step, *(f"{counts.get(s, 0):,}" for s in ("ok", "error", "invalid", "skipped")))
+        whole = summary.output_counts.get(step) or {}
+        not_done = summary.total_rows - sum(whole.values())
+        this_run = ", ".join(f"{n:,} {s}" for s in _STATUSES if (n := counts.get(s, 0))) or "nothing to do"
+        t.add_row(step, *(f"{whole.get(s, 0):,}" for s in _STATUSES), f"{max(0, not_done):,}", this_run)
     return t
 
 
@@ -150,6 +159,8 @@ def run(
         raise _fail(str(exc)) from None
     except RunAborted as exc:
         raise _fail(f"run aborted: {exc}", EXIT_ABORTED) from None
+    except DiskError as exc:
+        raise _fail(f"disk error: {exc}: pipeline run {job}" + (" --sim" if sim else ""), EXIT_ABORTED) from None
     except PipelineError as exc:
         raise _fail(str(exc), EXIT_ABORTED) from None
     finally:
@@ -166,16 +177,23 @@ def run(
         )
     resume_cmd = f"pipeline run {job}" + (" --sim" if sim else "")
     if summary.aborted:
-        err.print(f"[bold red]run aborted:[/] {summary.aborted}", highlight=False)
-        err.print(f"finished rows are kept; fix the cause and resume with: {resume_cmd}", highlight=False)
+        err.print(f"[bold red]run aborted:[/] {escape(summary.aborted)}", highlight=False)
+        # rows that failed before the stop are done for a plain resume: say how to send them again
+        again = f"{resume_cmd} --retry-failed" if summary.failed_rows else resume_cmd
+        err.print(f"finished rows are kept; fix the cause and resume with: {again}", highlight=False,
+                  soft_wrap=True)
+        if summary.failed_rows:
+            err.print(f"({summary.failed_rows:,} row(s) were marked failed; --retry-failed sends them again)",
+                      highlight=False)
         raise typer.Exit(EXIT_ABORTED)
     if summary.interrupted:
-        err.print(f"[yellow]interrupted[/]: finished rows are kept. Resume with: {resume_cmd}", highlight=False)
+        err.print(f"[yellow]interrupted[/]: finished rows are kept. Resume with: {resume_cmd}", highlight=False,
+                  soft_wrap=True)
         raise typer.Exit(EXIT_INTERRUPTED)
     err.print(f"wrote {summary.output}", highlight=False)
     if summary.failed_rows:
         err.print(f"{summary.failed_rows:,} row(s) failed: see `pipeline inspect {summary.output}`; "
-                  f"redo them with `{resume_cmd} --retry-failed`", highlight=False)
+                  f"redo them with `{resume_cmd} --retry-failed`", highlight=False, soft_wrap=True)
         raise typer.Exit(EXIT_FAILED_ROWS)
 
 
@@ -207,6 +225,7 @@ def validate(
     """Check a job without sending anything: schema, input, ids, columns, templates on sample rows."""
     from .plan import build_plan
     from .sources import ROW
+    from .templating import NullValue
 
     try:
         plan = build_plan(job, require_keys=False)
@@ -214,18 +233,23 @@ def validate(
         raise _fail(str(exc)) from None
     missing = [f"{n}: {p.api_key_env}" for n, p in plan.providers.items()
                if plan.api_keys.get(n) is None and not p.key_optional]
-    out.print(f"[green]ok[/]: {job} - {plan.total_rows:,} rows, {len(plan.steps)} step(s), output {plan.output}")
+    out.print(f"{job}: {plan.total_rows:,} rows, {len(plan.steps)} step(s), output {plan.output}", highlight=False)
     for step in plan.steps:
         cols = ", ".join(f"{f.name} ({f.type})" for f in step.output_fields())
         out.print(f"  step {step.name} writes: {escape(cols)}", highlight=False)
+    failures: list[str] = []
     for df in plan.source.batches(rows):
         for row in df.head(rows).iter_rows(named=True):
             row.pop(ROW, None)
             for step in plan.steps:
                 try:
                     prep = step.prepare(row)
-                except Exception as exc:  # show what a row would fail with
-                    out.print(f"  row {row.get(plan.id_column, '?')!r}, step {step.name}: {exc}")
+                except NullValue as exc:  # data, not a mistake: the row is `skipped` in this step
+                    out.print(f"  row {row.get(plan.id_column, '?')!r}, step {step.name}: skipped ({exc})",
+                              highlight=False, markup=False)
+                    continue
+                except Exception as exc:  # the template, the sandbox or the tokenizer refused this row
+                    failures.append(f"row {row.get(plan.id_column, '?')!r}, step {step.name}: {exc}")
                     continue
                 body = _compact(prep.request.json_body or {})
                 out.print(f"  row {row.get(plan.id_column, '?')!r}, step {step.name}: ~{prep.tokens} tokens reserved")
@@ -237,6 +261,11 @@ def validate(
         out.print(f"note: {note}", highlight=False, markup=False)
     if missing:
         err.print(f"[yellow]note[/]: API key variable(s) not set: {', '.join(missing)} (needed by `run`)")
+    if failures:
+        shown = "\n  ".join(failures)
+        raise _fail(f"{len(failures)} sample request(s) could not be built; `run` would fail these rows:\n  "
+                    f"{escape(shown)}")
+    out.print(f"[green]ok[/]: {job} (nothing was sent)")
 
 
 @app.command()

@@ -4,6 +4,7 @@
     ├── JobError                    bad job file or usage (exit 2), raised before any request
     │   └── InputError              unreadable input, unknown column, duplicate ids ...
     ├── RunAborted                  the run cannot go on (exit 3)
+    ├── DiskError                   writing the cache, a part or the output failed (exit 3); resumable
     └── RequestError                one request attempt failed; carries status, code, message
         ├── RetryableError          retry with backoff, then fail the row
         │   ├── RateLimited         429: slow the whole provider, honour Retry-After
@@ -18,6 +19,8 @@ A row's failure is data (its status and error columns), not an exception that ki
 """
 
 from __future__ import annotations
+
+import re
 
 
 class PipelineError(Exception):
@@ -34,6 +37,47 @@ class InputError(JobError):
 
 class RunAborted(PipelineError):
     """The run stopped before finishing (auth, quota, a streak of identical failures)."""
+
+
+class DiskError(PipelineError):
+    """A write to disk failed (no space, permissions, I/O error); what was written before is intact.
+
+    `path` is the file or folder that could not be written."""
+
+    def __init__(self, path: object, exc: BaseException) -> None:
+        self.path = str(path)
+        detail = f"{exc.strerror}" if isinstance(exc, OSError) and exc.strerror else str(exc)
+        super().__init__(
+            f"cannot write {self.path}: {detail}. Finished rows and cached answers are kept; free space "
+            "(or fix the permissions) and run the same command again to resume"
+        )
+
+
+_KEYLIKE = re.compile(
+    r"\b(sk-[A-Za-z0-9_\-]{6,}"  # OpenAI-style keys
+    r"|(?:Bearer|Basic)\s+[A-Za-z0-9._~+/=\-]{6,}"  # Authorization values
+    r"|(?=[\w\-]*[a-z])(?=[\w\-]*\d)[A-Za-z0-9_\-]{32,})"  # long mixed tokens (not UPPER_SNAKE names)
+)
+
+
+def mask_secret(value: str) -> str:
+    """A key as `sk-...abcd`: enough to recognise it, never enough to use it."""
+    v = value.strip()
+    head = v.split("-", 1)[0] + "-" if v.startswith("sk-") else ""
+    if v.lower().startswith(("bearer ", "basic ")):
+        scheme, _, rest = v.partition(" ")
+        return f"{scheme} {mask_secret(rest)}"
+    return f"{head}...{v[-4:]}" if len(v) > 8 else "..."
+
+
+def looks_like_key(value: str) -> bool:
+    """True for text shaped like an API key or an Authorization value (sk-..., Bearer ..., long tokens)."""
+    return bool(_KEYLIKE.search(value))
+
+
+def mask_secrets(text: str) -> str:
+    """`text` with everything shaped like a key masked (for messages that quote the user's input)."""
+    return _KEYLIKE.sub(lambda m: mask_secret(m.group(0)), text)
 
 
 class RequestError(PipelineError):

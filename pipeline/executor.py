@@ -22,7 +22,7 @@ from .errors import FatalError, RunAborted
 from .limits import AdmissionGate
 from .plan import DEFAULT_ID, Plan
 from .records import Progress, StepResult
-from .sinks import PartWriter, WorkDir, flatten_result
+from .sinks import PartWriter, WorkDir, flatten_result, status_counts
 from .sources import ROW
 from .transport import Transport, new_session
 
@@ -51,6 +51,8 @@ class RunSummary:
     aborted: str | None = None
     failed_rows: int = 0
     notes: list[str] = field(default_factory=list)
+    # rows by status per step in the whole output (this run's rows and earlier runs'), latest write wins
+    output_counts: dict[str, dict[str, int]] = field(default_factory=dict)
 
 
 @dataclass
@@ -274,7 +276,7 @@ class Executor:
         self._halt()
 
     async def run(self) -> RunSummary:
-        work = WorkDir(self.plan.output, self.plan.fingerprint)
+        work = WorkDir(self.plan.output, self.plan.fingerprint, self.plan.job.spec.name)
         with work.locked():
             return await self._run(work)
 
@@ -320,12 +322,14 @@ class Executor:
             raise self._abort
         if complete:
             work.finish(self._final_schema(work, opts.fresh), plan.total_rows, opts.fresh)
+        whole = status_counts(work.sources(opts.fresh and not complete), plan.status_columns)
         failed = self._c.failed + int((prior.failed & ~todo).sum())
         return RunSummary(
             output=str(plan.output), total_rows=plan.total_rows, rows_resumed=self._resumed,
             rows_processed=self._processed, status_counts=self.counts, stats=self.stats,
             elapsed_s=time.monotonic() - t0, interrupted=self._interrupted,
             aborted=str(self._abort) if self._abort is not None else None, failed_rows=failed,
+            output_counts=whole,
         )
 
     async def _feed(self, todo: Any, writer: PartWriter, window: asyncio.Semaphore) -> None:

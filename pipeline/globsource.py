@@ -18,6 +18,7 @@ from .errors import InputError
 from .sources import Source
 
 COLUMNS = ("path", "size_bytes", "modified_at")
+_TABLES = {".csv", ".tsv", ".jsonl", ".ndjson", ".parquet", ".pq", ".json"}
 _MAGIC = re.compile(r"[*?\[]")
 
 
@@ -112,6 +113,19 @@ class GlobSource(Source):
             what = (f"no audio files ({', '.join(AUDIO_EXTENSIONS)}) in the folder {pattern}" if folder
                     else f"no files match the input glob {pattern}")
             raise InputError(f"{what} (relative paths are read from {Path.cwd()})")
+        # A glob is a list of files, one row per file: tables matched by it would be read as files, not
+        # as rows. Several tables are not concatenated: row positions (resume) and the fingerprint are
+        # those of one file, and their columns and types could differ.
+        tables = [p for p in src.listing["path"].to_list() if Path(p).suffix.lower() in _TABLES]
+        if tables:
+            shown = ", ".join(tables[:3]) + (f" and {len(tables) - 3} more" if len(tables) > 3 else "")
+            raise InputError(
+                f"input.path {pattern} is a glob, and a glob means one row per FILE (columns path, size_bytes, "
+                f"modified_at: for audio archives); it matched table file(s) {shown}, whose rows would not be "
+                "read. To process the rows of several tables, join them into one file (e.g. with polars: "
+                "pl.concat([pl.read_csv(f) for f in files]).write_parquet('all.parquet')) and point input.path "
+                "at it; to list audio files, make the glob match only them (e.g. *.{mp3,wav})"
+            )
         return src
 
     @property

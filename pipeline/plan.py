@@ -12,14 +12,16 @@ import polars as pl
 import pyarrow as pa
 
 from .endpoints import StepRuntime, build_runtime
-from .errors import InputError, JobError
+from .errors import InputError, JobError, looks_like_key, mask_secret
 from .job.load import LoadedJob, load_job
+from .job.params import check_params
 from .job.profiles import ResolvedProvider, resolve_provider
-from .sinks import step_fields
+from .sinks import output_problems, step_fields
 from .sources import ROW, Source
 from .templating import check_columns
 
 DEFAULT_ID = "row_id"
+_SECRET_HEADERS = {"authorization", "api-key", "x-api-key", "proxy-authorization"}
 
 
 @dataclass
@@ -88,7 +90,7 @@ def build_plan(
             p = ResolvedProvider(
                 name=p.name, base_urls=(sim_url,), api_key_env=None, limits=p.limits,
                 timeout_s=p.timeout_s, connect_timeout_s=p.connect_timeout_s, headers=p.headers,
-                tokenizer=p.tokenizer, key_optional=True,
+                tokenizer=p.tokenizer, key_optional=True, extra_params=p.extra_params,
             )
         providers[step.provider] = p
 
@@ -105,16 +107,24 @@ def build_plan(
             )
         api_keys[name] = key
 
+    notes: list[str] = []
+    for name, p in providers.items():
+        for header, value in p.headers:
+            if looks_like_key(value) or header.lower() in _SECRET_HEADERS:
+                notes.append(f"provider `{name}` sets header {header}: {mask_secret(value)} in the job file; keys "
+                             "belong in an environment variable (api_key_env), not in a file others may read")
+
     try:
         source = Source.open(spec.input.path, format=spec.input.format, id_column=spec.input.id,
-                             limit=spec.input.limit)
+                             limit=spec.input.limit, dtypes=spec.input.dtypes)
     except InputError as exc:
         raise JobError(_named(job.path, [*problems, str(exc)])) from exc
+    output = Path(spec.output.path)
+    problems += output_problems(output, [source.path] if source.format != "glob" else [], spec.name)
     schema = source.schema()
     input_cols = list(schema.names())
 
     steps: list[StepRuntime] = []
-    notes: list[str] = []
     available = list(input_cols)  # what templates may read: input columns and earlier steps' values
     taken = set(input_cols)  # what a step may not write: those and every earlier step's columns
     types: dict[str, pa.DataType] = {c: _arrow_type(schema[c]) for c in input_cols}
@@ -129,6 +139,11 @@ def build_plan(
         problems += check_columns(
             [(t, "columns available here are") for t in rt.templates()], available
         )
+        param_problems, param_notes = check_params(
+            step.kind, step.params, step.name, step.provider, resolved.extra_params if resolved else "error"
+        )
+        problems += param_problems
+        notes += param_notes
         if resolved is not None:
             problems += rt.plan_problems(types, resolved.limits)
         written = [f.name for f in step_fields(rt.name, rt.output_fields())]
@@ -154,7 +169,10 @@ def build_plan(
     if problems:
         raise JobError(_named(job.path, problems))
 
-    total = source.check() if check_ids else 0
+    try:
+        total = source.check() if check_ids else 0
+    except InputError as exc:
+        raise JobError(_named(job.path, [str(exc)])) from exc
     id_column = input_id or DEFAULT_ID
     fields: list[pa.Field] = [pa.field(ROW, pa.uint32())]
     if input_id is None:
@@ -177,7 +195,7 @@ def build_plan(
         fp.update(rt.identity().encode())
     return Plan(
         job=job, source=source, total_rows=total, providers=providers, api_keys=api_keys, steps=steps,
-        id_column=id_column, keep=list(keep), carried_columns=carried, output=Path(spec.output.path),
+        id_column=id_column, keep=list(keep), carried_columns=carried, output=output,
         part_schema=part_schema,
         fingerprint=fp.hexdigest()[:20], simulated=sim_url is not None, notes=notes,
     )

@@ -6,6 +6,7 @@ import contextlib
 import fcntl
 import json
 import os
+import re
 import shutil
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -18,15 +19,93 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .errors import JobError
+from .errors import DiskError, JobError
 from .records import StepResult
 from .sources import ROW
 
 PART = "__part"
 FINGERPRINT_KEY = "pipeline.fingerprint"
+JOB_KEY = "pipeline.job"  # the job name: a rerun of a changed job may replace its own earlier output
 FAILED = ("error", "invalid")
 FINISH_ROWS = 50_000  # input positions per slice of the final write, at most
 FINISH_BYTES = 8 * 2**20  # and about this much data per slice (vectors make rows big)
+
+
+def work_path(output: Path) -> Path:
+    """`<output>.work/`: where a run keeps its parts until the final file is written."""
+    return output.with_name(output.name + ".work")
+
+
+def lock_path(output: Path) -> Path:
+    """`<output>.lock`: held by the run writing `output` (its content is the pid)."""
+    return output.with_name(output.name + ".lock")
+
+
+def _written_by(path: Path) -> str | None:
+    """The job name stored in a Parquet file this package wrote ("" for files of older versions), or
+    None when `path` is not such a file."""
+    try:
+        meta = pq.ParquetFile(path).metadata.metadata or {}
+    except Exception:
+        return None
+    if FINGERPRINT_KEY.encode() not in meta:
+        return None
+    return str(meta.get(JOB_KEY.encode(), b"").decode("utf-8", "replace"))
+
+
+def output_problems(output: Path, inputs: Sequence[Path], job_name: str) -> list[str]:
+    """Why a run may not write `output`: it is an input, a folder, under a file, or an existing file that
+    is not this job's own output (SPEC.md: no file other than the job's own output is ever replaced).
+    Checked before any request is sent."""
+    fix = "choose another output.path, or delete it yourself if it is not needed"
+    try:
+        target = output.resolve()
+    except OSError as exc:
+        return [f"output.path {output} cannot be used: {exc}"]
+    for src in inputs:
+        with contextlib.suppress(OSError):
+            if target == src.resolve() or (output.exists() and src.exists() and os.path.samefile(output, src)):
+                return [f"output.path {output} is the input file: writing it would destroy the input; "
+                        "choose another output.path"]
+    for parent in target.parents:
+        if parent.exists() and not parent.is_dir():
+            return [f"output.path {output} is under {parent}, which is a file, not a folder; "
+                    "choose another output.path"]
+    if output.is_dir():
+        return [f"output.path {output} is an existing folder; the output is one Parquet file: "
+                f"name a file, e.g. {output / 'out.parquet'}"]
+    problems = []
+    if output.exists():
+        owner = _written_by(output)
+        if owner is None:
+            problems.append(f"output.path {output} exists and was not written by pipeline; it is never "
+                            f"replaced: {fix}")
+        elif owner and owner != job_name:
+            problems.append(f"output.path {output} is the output of another job (`{owner}`), not of "
+                            f"`{job_name}`; it is never replaced: {fix}")
+    lock = lock_path(output)
+    with contextlib.suppress(OSError, UnicodeDecodeError):
+        # ours holds a pid, or nothing when a run died between creating and writing it
+        if lock.exists() and not (lock.is_file() and re.fullmatch(r"\d*", lock.read_text().strip())):
+            problems.append(f"{lock} exists and is not a lock file of pipeline (a run holds it while it writes "
+                            f"{output.name}): {fix}")
+    work = work_path(output)
+    if work.exists() and not (work.is_dir() and (work / "state.json").is_file()):
+        problems.append(f"{work} exists and is not a work folder of pipeline (the run keeps its progress "
+                        f"there): {fix}")
+    return problems
+
+
+def status_counts(sources: Sequence[pl.LazyFrame], status_columns: Sequence[str]) -> dict[str, dict[str, int]]:
+    """Rows by status per step over every write of the output (latest write of a row wins)."""
+    if not sources:
+        return {c[: -len("__status")]: {} for c in status_columns}
+    if len(sources) == 1:  # the final file alone (or one part): one write per row, nothing to pick
+        latest = sources[0].select(*status_columns).collect()
+    else:
+        lf = pl.concat([f.select(ROW, PART, *status_columns) for f in sources], how="vertical_relaxed")
+        latest = lf.sort([ROW, PART]).unique(subset=[ROW], keep="last").select(*status_columns).collect()
+    return {c[: -len("__status")]: dict(latest.group_by(c).len().iter_rows()) for c in status_columns}
 
 
 def step_fields(step: str, values: Sequence[pa.Field]) -> list[pa.Field]:
@@ -71,20 +150,21 @@ class Prior:
 class WorkDir:
     """`<output>.work/`: the fingerprint of the job and the Parquet parts written so far."""
 
-    def __init__(self, output: Path, fingerprint: str) -> None:
+    def __init__(self, output: Path, fingerprint: str, job_name: str = "") -> None:
         self.output = output
-        self.path = output.with_name(output.name + ".work")
+        self.path = work_path(output)
         self.fingerprint = fingerprint
+        self.job_name = job_name
 
     @contextlib.contextmanager
     def locked(self) -> Iterator[None]:
         """Hold `<output>.lock` for the run: two runs of one job would write the same parts."""
-        lock_path = self.output.with_name(self.output.name + ".lock")
+        lock = lock_path(self.output)
         try:
-            lock_path.parent.mkdir(parents=True, exist_ok=True)
-            fh = open(lock_path, "a+")  # noqa: SIM115 - held open for the whole run
+            lock.parent.mkdir(parents=True, exist_ok=True)
+            fh = open(lock, "a+")  # noqa: SIM115 - held open for the whole run
         except OSError as exc:
-            raise JobError(f"cannot create {lock_path}: {exc}") from exc
+            raise DiskError(lock, exc) from exc
         try:
             try:
                 fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -103,7 +183,7 @@ class WorkDir:
         finally:
             fh.close()  # closing releases the lock, also when the process dies
             with contextlib.suppress(OSError):
-                lock_path.unlink()
+                lock.unlink()
 
     @property
     def state_file(self) -> Path:
@@ -129,7 +209,7 @@ class WorkDir:
             self.state_file.write_text(json.dumps({"fingerprint": self.fingerprint, "created": time.time()}))
             return False
         except OSError as exc:
-            raise JobError(f"cannot prepare the work folder {self.path}: {exc}") from exc
+            raise DiskError(self.path, exc) from exc
 
     def _final_matches(self) -> bool:
         if not self.output.exists():
@@ -249,7 +329,8 @@ class WorkDir:
                     chunk = empty
                 table = chunk.to_arrow()
                 if writer is None:
-                    meta = {**(table.schema.metadata or {}), FINGERPRINT_KEY.encode(): self.fingerprint.encode()}
+                    meta = {**(table.schema.metadata or {}), FINGERPRINT_KEY.encode(): self.fingerprint.encode(),
+                            JOB_KEY.encode(): self.job_name.encode()}
                     writer = pq.ParquetWriter(tmp, table.schema.with_metadata(meta), compression="zstd")
                 writer.write_table(table.cast(writer.schema))
             assert writer is not None
@@ -264,6 +345,8 @@ class WorkDir:
                     writer.close()
             with contextlib.suppress(OSError):
                 tmp.unlink()
+            if isinstance(exc, OSError):
+                raise DiskError(self.output, exc) from exc
             raise JobError(f"cannot write the output {self.output}: {exc}") from exc
         shutil.rmtree(self.path, ignore_errors=True)
         return self.output
@@ -312,7 +395,9 @@ class PartWriter:
             pq.write_table(table, tmp, compression="zstd")
             os.replace(tmp, final)
         except OSError as exc:
-            raise JobError(f"cannot write results to {final}: {exc}") from exc
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            raise DiskError(final, exc) from exc
         self._next += 1
         self.rows_written += len(self._rows)
         self._rows = []

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import polars as pl
@@ -13,6 +14,13 @@ import polars as pl
 from .errors import InputError
 
 ROW = "__row"  # 0-based input position; the output is sorted by it
+# `input.schema` type names and the polars types they read as
+DTYPES: dict[str, pl.DataType] = {
+    "string": pl.String(), "int64": pl.Int64(), "int32": pl.Int32(), "float64": pl.Float64(),
+    "float32": pl.Float32(), "bool": pl.Boolean(), "date": pl.Date(), "datetime": pl.Datetime("us"),
+}
+_TRUE = ["true", "t", "yes", "y", "1"]
+_FALSE = ["false", "f", "no", "n", "0"]
 FORMATS = {".csv": "csv", ".tsv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet", ".pq": "parquet"}
 
 
@@ -24,23 +32,33 @@ class Source:
     format: str
     id_column: str | None
     limit: int | None
+    # `input.schema`: columns read as these types (names of DTYPES); CSV columns are text otherwise
+    dtypes: tuple[tuple[str, str], ...] = field(default=(), kw_only=True)
 
     @classmethod
-    def open(cls, path: str | Path, *, format: str | None, id_column: str | None, limit: int | None) -> Source:
+    def open(cls, path: str | Path, *, format: str | None, id_column: str | None, limit: int | None,
+             dtypes: Mapping[str, str] | None = None) -> Source:
         from .globsource import GlobSource, is_glob
 
         p = Path(path)
         if p.is_dir() or (is_glob(str(path)) and not p.is_file()):
+            if dtypes:
+                raise InputError(f"input.schema does not apply to {path}, a glob or folder of files "
+                                 "(its columns are path, size_bytes, modified_at); drop input.schema")
             return GlobSource.open_glob(str(path), id_column=id_column, limit=limit, format=format)
         if not p.exists():
             raise InputError(f"input file not found: {p} (relative paths are read from {Path.cwd()})")
+        if not p.is_file():
+            raise InputError(f"input {p} is not a regular file")
+        if p.stat().st_size == 0:
+            raise InputError(f"input file {p} is empty (0 bytes): there are no rows to process")
         fmt = format or FORMATS.get(p.suffix.lower())
         if fmt is None:
             raise InputError(
                 f"cannot tell the format of {p} from its extension {p.suffix!r}; "
                 "use .csv, .jsonl or .parquet, or set input.format"
             )
-        src = cls(p, fmt, id_column, limit)
+        src = cls(p, fmt, id_column, limit, dtypes=tuple((dtypes or {}).items()))
         src.schema()  # fail now, naming the file, if it cannot be parsed
         return src
 
@@ -49,24 +67,117 @@ class Source:
         """Where relative file paths in the rows are read from: the input file's folder."""
         return self.path.resolve().parent
 
-    def _scan(self) -> pl.LazyFrame:
+    def _raw(self) -> pl.LazyFrame:
+        """The rows as stored: CSV all text; JSONL with types inferred from every line; Parquet as is."""
         sep = "\t" if self.path.suffix.lower() == ".tsv" else ","
         if self.format == "csv":
-            lf = pl.scan_csv(self.path, separator=sep, infer_schema_length=10_000, raise_if_empty=False)
+            # text unless input.schema says otherwise: inference would turn `007` into 7 (SPEC.md, Job file)
+            lf = pl.scan_csv(self.path, separator=sep, infer_schema=False, raise_if_empty=False)
         elif self.format == "jsonl":
-            lf = pl.scan_ndjson(self.path, infer_schema_length=10_000)
+            lf = pl.scan_ndjson(self.path, schema=self._jsonl_schema)
         else:
             lf = pl.scan_parquet(self.path)
         if self.limit is not None:
             lf = lf.head(self.limit)
         return lf
 
+    @cached_property
+    def _jsonl_schema(self) -> pl.Schema:
+        # Inferred from every line, so a value that breaks the type of the first lines is found here,
+        # before any request (`check`), not in the middle of a run.
+        return pl.scan_ndjson(self.path, infer_schema_length=None).collect_schema()
+
+    def _converted(self, raw: pl.Schema) -> dict[str, pl.Expr]:
+        """input.schema as expressions: a value that does not convert becomes null (`check` reports it)."""
+        exprs: dict[str, pl.Expr] = {}
+        for name, type_name in self.dtypes:
+            if name not in raw:
+                continue  # reported by `schema` with the file's columns
+            want = DTYPES[type_name]
+            col = pl.col(name)
+            if raw.get(name) != pl.String():
+                exprs[name] = col.cast(want, strict=False)
+            elif type_name == "string":
+                continue
+            elif type_name == "bool":
+                low = col.str.strip_chars().str.to_lowercase()
+                exprs[name] = pl.when(low.is_in(_TRUE)).then(True).when(low.is_in(_FALSE)).then(False).otherwise(None)
+            elif type_name == "date":
+                exprs[name] = col.str.strip_chars().str.to_date(strict=False)
+            elif type_name == "datetime":
+                exprs[name] = col.str.strip_chars().str.to_datetime(time_unit="us", strict=False)
+            else:
+                exprs[name] = col.str.strip_chars().cast(want, strict=False)
+        return exprs
+
+    def _scan(self) -> pl.LazyFrame:
+        lf = self._raw()
+        if self.dtypes:
+            exprs = self._converted(lf.collect_schema())
+            if exprs:
+                lf = lf.with_columns(e.alias(n) for n, e in exprs.items())
+        return lf
+
     def schema(self) -> pl.Schema:
         """Column names and types (reads only what the format needs to know them)."""
         try:
-            return self._scan().collect_schema()
+            schema = self._scan().collect_schema()
         except Exception as exc:
             raise InputError(f"cannot read {self.format} input {self.path}: {_first_line(exc)}") from exc
+        unknown = [n for n, _ in self.dtypes if n not in schema]
+        if unknown:
+            raise InputError(f"input.schema names column(s) {', '.join(unknown)}, which {self.path} does not "
+                             f"have; columns are: {', '.join(schema.names())}")
+        return schema
+
+    def _where(self, index: int) -> str:
+        return f"line {index + 1}" if self.format == "jsonl" else f"row {index + 1} (1-based, header excluded)"
+
+    def check_types(self) -> None:
+        """Every value converts to its column's type, in the whole file (a full scan, before any request).
+
+        Reports the first offending row of each column: its position, the value and the expected type."""
+        if not self.dtypes and self.format != "jsonl":
+            return  # CSV is text and Parquet typed: nothing to convert, nothing can clash
+        problems = []
+        raw = self._raw()
+        raw_schema = raw.collect_schema()
+        exprs = self._converted(raw_schema)
+        for name, type_name in self.dtypes:
+            if name not in exprs:
+                continue
+            bad = (raw.with_row_index(ROW).filter(pl.col(name).is_not_null() & exprs[name].is_null())
+                   .select(ROW, pl.col(name).cast(pl.String)))
+            found = bad.head(1).collect()
+            if found.height:
+                n = bad.select(pl.len()).collect().item()
+                idx, value = found.row(0)
+                problems.append(
+                    f"{self.path}, {self._where(idx)}: column `{name}` holds {value!r}, which is not {type_name} "
+                    f"(input.schema); {n:,} value(s) like it. Fix the data or declare `{name}: string`"
+                )
+        if self.format == "jsonl":
+            head = pl.scan_ndjson(self.path, infer_schema_length=100).collect_schema()  # "the first lines"
+            declared = dict(self.dtypes)
+            for name, full in raw_schema.items():
+                first = head.get(name)
+                if name in declared or first is None or first == full or first == pl.Null():
+                    continue
+                if first.is_numeric() and full.is_numeric():
+                    continue  # ints widened to floats: no value changes
+                as_text = pl.scan_ndjson(self.path, schema_overrides={name: pl.String()}, infer_schema_length=None)
+                clash = (as_text.with_row_index(ROW)
+                         .filter(pl.col(name).is_not_null() & pl.col(name).cast(first, strict=False).is_null())
+                         .select(ROW, name).head(1).collect())
+                where, value = ((self._where(clash.row(0)[0]), clash.row(0)[1]) if clash.height
+                                else ("a later line", "?"))
+                problems.append(
+                    f"{self.path}, {where}: field `{name}` holds {value!r}, but the lines before hold {first} "
+                    f"values (mixed types); declare its type in input.schema (e.g. `{name}: string`) or fix "
+                    "the data"
+                )
+        if problems:
+            raise InputError("\n".join(problems))
 
     @property
     def columns(self) -> list[str]:
@@ -79,6 +190,7 @@ class Source:
             raise InputError(f"{self.path}: column name {ROW!r} is reserved")
         lf = self._scan()
         try:
+            self.check_types()
             if self.id_column is None:
                 return int(lf.select(pl.len()).collect().item())
             if self.id_column not in cols:

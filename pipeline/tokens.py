@@ -39,6 +39,25 @@ def bpe(name: str) -> Any:
     return _bpe(name)
 
 
+# bpe-openai refuses a text of 1,000,000 characters ("Input too long to encode safely") or one that
+# makes more tokens than its chunk limit (TokenLimitError): long texts are encoded piece by piece.
+CHUNK_CHARS = 100_000
+
+
+def encode_safely(enc: Any, text: str, stop_after: int | None = None) -> list[int]:
+    """Token ids of `text`, encoded in pieces the vocabulary accepts; stops once `stop_after` ids are
+    known. Pieces are cut every CHUNK_CHARS characters, which may count a token or two more than a
+    single pass would: close enough to pace requests and to decide whether a text is too long."""
+    if len(text) <= CHUNK_CHARS:
+        return list(enc.encode_ordinary(text))
+    ids: list[int] = []
+    for i in range(0, len(text), CHUNK_CHARS):
+        ids.extend(enc.encode_ordinary(text[i : i + CHUNK_CHARS]))
+        if stop_after is not None and len(ids) >= stop_after:
+            break
+    return ids
+
+
 def _heuristic(text: str) -> int:
     # Measured never to under-count cl100k on CJK news text (API_FACTS.md): 1.3/CJK char, 0.3/other.
     cjk = len(_CJK.findall(text))
@@ -76,7 +95,12 @@ def counter(name: str) -> Counter:
     enc = _bpe(name)
 
     def count(text: str) -> int:
-        return len(enc.encode_ordinary(text)) if text else 0
+        if not text:
+            return 0
+        try:
+            return len(encode_safely(enc, text))
+        except Exception:  # a text the vocabulary refuses still gets an estimate: it only paces
+            return _heuristic(text)
 
     return count
 

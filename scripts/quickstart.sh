@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# Install the package and run the sample labeling job: against API易 when APIYI_API_KEY is set,
-# otherwise against the built-in simulator.
+# Install the package (into the active virtualenv, or a `.venv` it creates in the repository root) and
+# run the sample labeling job of the README: against API易 when APIYI_API_KEY is set, otherwise against
+# the built-in simulator.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-python -m pip install -q -e .
+# shellcheck source=scripts/venv.sh
+. scripts/venv.sh ""  # an explicit argument: a sourced script would see this one's "$@"
 if [ -n "${APIYI_API_KEY:-}" ]; then
   pipeline run jobs/label_reviews.yaml "$@"
 else

@@ -13,7 +13,7 @@ import polars as pl
 import pyarrow as pa
 
 from ..calls import CallError, ProviderClient
-from ..errors import TransientError
+from ..errors import JobError, PipelineError, TransientError
 from ..job.model import Limits
 from ..records import Parsed, StepResult
 from ..retry import classify
@@ -124,6 +124,10 @@ class StepRuntime(ABC):
             return StepResult("error", error=f"template: {exc}")
         except BadInput as exc:
             return StepResult("error", error=str(exc))
+        except Exception as exc:  # anything else one row's values trip fails that row, not the run
+            if isinstance(exc, PipelineError) and not isinstance(exc, JobError):
+                raise
+            return StepResult("error", error=f"cannot build the request: {type(exc).__name__}: {exc}")
 
     def _result(self, prep: Prepared, parsed: Parsed, attempts: int, cached: bool) -> StepResult:
         u = parsed.usage

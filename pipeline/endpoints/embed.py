@@ -23,7 +23,7 @@ from ..records import Parsed, StepResult, Usage
 from ..sinks import PART, keep_latest
 from ..sources import ROW
 from ..templating import NullValue, RenderError, Template, compile_template
-from ..tokens import bpe, counter, exact_tokenizer_for, tokenizer_for
+from ..tokens import CHUNK_CHARS, bpe, counter, encode_safely, exact_tokenizer_for, tokenizer_for
 from ..transport import HttpRequest
 from .base import BadInput, Prepared, StepRuntime, load_json
 
@@ -181,13 +181,19 @@ class EmbedRuntime(StepRuntime):
         # (and its 100+ MB vocabulary) is needed only for texts that might be too long.
         if len(text) * 4 > limit and len(text.encode()) > limit:
             enc = bpe(self._exact)
-            ids = enc.encode_ordinary(text)
+            try:
+                # stops counting once over the limit: a 2 MB text is cut, not encoded whole
+                ids = encode_safely(enc, text, stop_after=limit + 1)
+            except Exception as exc:  # the vocabulary refused it: this row fails, not the run
+                raise BadInput(f"cannot count the tokens of this input ({len(text):,} characters): "
+                               f"{type(exc).__name__}: {exc}") from exc
             exact = len(ids)
             if exact > limit:
                 if self.spec.on_too_long == "error":
+                    counted = f"{exact:,}" if len(text) <= CHUNK_CHARS else f"more than {limit:,}"  # counting stopped
                     raise BadInput(
-                        f"input has {exact:,} tokens ({self._exact}), over max_input_tokens {limit:,}; "
-                        "set on_too_long: truncate to embed its first tokens"
+                        f"input has {counted} tokens ({self._exact}; {len(text):,} characters), over "
+                        f"max_input_tokens {limit:,}; set on_too_long: truncate to embed its first tokens"
                     )
                 text = enc.decode_bytes(ids[:limit]).decode("utf-8", errors="ignore")
                 exact = limit

@@ -10,7 +10,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from ..errors import JobError
+from ..errors import JobError, mask_secrets
 from .model import JobFile, job_json_schema
 
 
@@ -114,9 +114,11 @@ def _format_errors(exc: ValidationError, path: Path, lines: dict[tuple[Any, ...]
         else:
             value = err.get("input")
             shown = repr(value) if not isinstance(value, dict | list) else type(value).__name__
-            text = f"{_where(file_loc)}: {err['msg']} (got {shown[:80]})"
+            msg = err["msg"].removeprefix("Value error, ")
+            # our own validators quote the offending value themselves; pydantic's do not
+            text = f"{_where(file_loc)}: {msg}" if ", got " in msg else f"{_where(file_loc)}: {msg} (got {shown[:80]})"
         msgs.append(f"{where}: {text}")
-    return "\n".join(msgs)
+    return mask_secrets("\n".join(msgs))
 
 
 def load_job(path: str | Path) -> LoadedJob:
@@ -141,7 +143,7 @@ def load_job(path: str | Path) -> LoadedJob:
             src = text.splitlines()
             if 0 <= mark.line < len(src):
                 snippet = f"\n    {src[mark.line]}\n    {' ' * mark.column}^"
-        raise JobError(f"{p}{line}: YAML syntax error: {exc.problem or exc}{snippet}") from exc
+        raise JobError(mask_secrets(f"{p}{line}: YAML syntax error: {exc.problem or exc}{snippet}")) from exc
     except yaml.YAMLError as exc:
         raise JobError(f"{p}: YAML error: {exc}") from exc
     if not isinstance(raw, dict):
@@ -151,6 +153,8 @@ def load_job(path: str | Path) -> LoadedJob:
         raise JobError(f"{p}: job file version {raw.get('version')!r} is not supported; this pipeline reads version 1")
     lines: dict[tuple[Any, ...], int] = {}
     _line_index(node, (), lines)
+    if "name" not in raw:
+        raw = {**raw, "name": p.stem}  # the job file's name, as most jobs omit it
     try:
         spec = JobFile.model_validate(raw)
     except ValidationError as exc:

@@ -7,8 +7,11 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from ..errors import looks_like_key, mask_secret
+
 JOB_VERSION = 1
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]*$")
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 class _Strict(BaseModel):
@@ -37,6 +40,24 @@ class Provider(_Strict):
     tokenizer: Literal["o200k_base", "cl100k_base", "heuristic"] | None = Field(
         None, description="vocabulary for token estimates (default: by model)"
     )
+    extra_params: Literal["error", "warn", "allow"] | None = Field(
+        None, description="step params this pipeline does not know for the endpoint: refused before the run "
+        "(error, the default), sent with a note (warn), or sent silently (allow); for servers with their own "
+        "parameters (vLLM's top_k, ...)"
+    )
+
+    @field_validator("api_key_env")
+    @classmethod
+    def _key_env(cls, v: str | None) -> str | None:
+        if v is not None and (looks_like_key(v) or not _ENV_NAME.match(v)):
+            shown = mask_secret(v) if looks_like_key(v) else repr(v)
+            what = "looks like an API key itself" if looks_like_key(v) else "is not a variable name"
+            raise ValueError(
+                f"api_key_env is the NAME of the environment variable that holds the key, and {shown} {what}. "
+                "Keys never go in job files: export MY_KEY=... and write api_key_env: MY_KEY"
+                + (" (and since it was pasted here, consider revoking that key)" if looks_like_key(v) else "")
+            )
+        return v
 
     @field_validator("base_url")
     @classmethod
@@ -57,6 +78,11 @@ class Input(_Strict):
     format: Literal["csv", "jsonl", "parquet"] | None = Field(None, description="default: from the extension")
     id: str | None = Field(None, description="unique key column; default: the row number (`path` for a glob)")
     limit: int | None = Field(None, gt=0, description="only the first N rows (a trial run)")
+    dtypes: dict[str, Literal["string", "int64", "int32", "float64", "float32", "bool", "date", "datetime"]] | None = (
+        Field(None, alias="schema", description="column types, e.g. {stars: int64}: CSV columns are read as "
+              "text unless named here (so `007` stays `007`); JSONL and Parquet keep their own types unless "
+              "named here. Every value is checked before the run")
+    )
 
 
 class Message(_Strict):
@@ -369,7 +395,7 @@ class JobFile(_Strict):
     """A pipeline job: rows in, one or more API steps, Parquet out."""
 
     version: Literal[1] = Field(description="job file format version")
-    name: str
+    name: str = Field("job", description="the job's name (default: the job file's name without its extension)")
     description: str | None = None
     providers: dict[str, Provider] = Field(default_factory=dict)
     input: Input

@@ -50,6 +50,7 @@ class ResolvedProvider:
     headers: tuple[tuple[str, str], ...]
     tokenizer: str | None
     key_optional: bool
+    extra_params: str = "error"  # params unknown to the endpoint: error | warn | allow
 
 
 def _merge(base: Provider, over: Provider) -> Provider:
@@ -89,4 +90,5 @@ def resolve_provider(name: str, overrides: dict[str, Provider]) -> ResolvedProvi
         headers=tuple(sorted((p.headers or {}).items())),
         tokenizer=p.tokenizer,
         key_optional=name in KEY_OPTIONAL,
+        extra_params=p.extra_params or "error",
     )

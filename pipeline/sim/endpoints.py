@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import BodyPartReader, web
 
-from . import answers, audio, embeddings
+from . import answers, audio, embeddings, params
 from .calls import Call, Job
 from .faults import SimError
 from .schema import strict_error as schema_strict_error
@@ -129,13 +129,15 @@ class Endpoints:
         messages = body.get("messages")
         if not isinstance(messages, list) or not messages or not all(isinstance(m, dict) for m in messages):
             raise SimError(400, "'messages' must be a non-empty array of message objects.", param="messages")
+        params.check(body, params.CHAT)
         _int_param(body, "n", 1, 1, 128)
         _int_param(body, "top_logprobs", 0, 0, 20)
         _check_strict(body)
         structured = self.sim.config.structured_outputs
         prompt = chat_prompt_tokens(messages)
-        plan = answers.plan_chat(body, prompt, structured=structured)
         max_tokens = answers.max_tokens_of(body)
+        params.check_context(prompt, max_tokens)
+        plan = answers.plan_chat(body, prompt, structured=structured)
         call.prompt_tokens = prompt
         call.completion_tokens = plan.completion_tokens
         call.n_inputs = 1
@@ -184,6 +186,7 @@ class Endpoints:
     async def embeddings(self, request: web.Request, call: Call) -> Job:
         raw, body = await self._json(request, call)
         call.model = body.get("model") if isinstance(body.get("model"), str) else None
+        params.check(body, params.EMBEDDINGS)
         model, inputs, tokens, dims, fmt = embeddings.parse_request(body)
         total = sum(tokens)
         call.prompt_tokens = total
@@ -244,6 +247,7 @@ class Endpoints:
             raise SimError(
                 400, "'file' is a required property; upload the audio as a 'file' form field.", param="file"
             )
+        params.check_form(fields)
         model = _model(fields, call)
         response_format = fields.get("response_format") or "json"
         audio.check_format(model, response_format)
@@ -251,6 +255,9 @@ class Endpoints:
             temperature = float(fields.get("temperature") or 0.0)
         except ValueError:
             raise SimError(400, "Invalid 'temperature': expected a number.", param="temperature") from None
+        if not 0 <= temperature <= 1:
+            raise SimError(400, f"Invalid 'temperature': decimal out of range. Expected a value between 0 and 1, "
+                           f"but got {temperature} instead.", param="temperature", code="decimal_above_max_value")
         duration = await audio.audio_duration(data, ext)
         fields["duration_s"] = round(duration, 3)
         call.n_inputs = 1

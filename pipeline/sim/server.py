@@ -245,6 +245,12 @@ class Simulator:
             if request.transport is not None:
                 request.transport.abort()
             return web.Response(status=500)
+        except (asyncio.CancelledError, ConnectionError):
+            raise
+        except Exception as e:  # a bug of the simulator: an OpenAI-shaped 500, no traceback in the terminal
+            call.status = 500
+            err = SimError(500, f"The simulator failed on this request: {type(e).__name__}: {e}", "server_error")
+            return web.json_response(err.body(call.seq), status=500)
         finally:
             t_end = time.monotonic()
             if limiter is not None:

@@ -17,9 +17,20 @@ def _encoding() -> Any:
         return bpe_openai.get_encoding("o200k_base")
 
 
+# bpe-openai refuses texts of 1M characters or more: long texts are encoded in pieces (a token or two
+# more at each cut; exact for everything shorter)
+_CHUNK = 100_000
+
+
 def encode(text: str) -> list[int]:
     """Token ids of `text` (no special tokens)."""
-    return list(_encoding().encode_ordinary(text))
+    enc = _encoding()
+    if len(text) <= _CHUNK:
+        return list(enc.encode_ordinary(text))
+    ids: list[int] = []
+    for i in range(0, len(text), _CHUNK):
+        ids.extend(enc.encode_ordinary(text[i : i + _CHUNK]))
+    return ids
 
 
 def decode(tokens: list[int]) -> str:
@@ -34,7 +45,7 @@ def count_tokens(text: str) -> int:
     """Number of o200k_base tokens of `text`."""
     if not text:
         return 0
-    return len(_encoding().encode_ordinary(text))
+    return len(encode(text))
 
 
 def content_text(content: Any) -> str:
