@@ -333,7 +333,9 @@ def models(
 
         prov = replace(p, base_urls=(url_override,)) if url_override else p
         async with new_session(4) as session:
-            resp = await Transport(prov, key or "sim", session).get("/models")
+            resp = await Transport(prov, "sim" if sim else key, session).get("/models")
+        if resp.status in (404, 405, 501):
+            return resp  # the server has no model list (small transcription servers, some proxies)
         if resp.status != 200:
             raise classify(resp.status, resp.body, resp.headers)
         return json.loads(resp.body)
@@ -351,6 +353,10 @@ def models(
         raise _fail(f"cannot list models of `{provider}`: {exc}", EXIT_ABORTED) from None
     finally:
         stack.close()
+    if not isinstance(data, dict):
+        err.print(f"`{provider}` ({data.url}) does not list its models: GET /models answered HTTP {data.status}. "
+                  "Jobs can still name any model the server serves.", highlight=False, soft_wrap=True)
+        return
     ids = sorted(m.get("id", "?") for m in data.get("data", []))
     for i in ids:
         out.print(i, highlight=False)

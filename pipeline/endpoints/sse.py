@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from ..errors import TransientError
+from ..errors import StreamCut, TransientError
 from ..retry import classify
 
 
@@ -26,7 +26,8 @@ class ChatStream:
 
     The body is what gets cached, so a re-run is answered from the cache as if nothing was streamed.
     A stream that ends before every choice has a `finish_reason` was cut (gateways close idle streams
-    and may still send `[DONE]`): `finish()` raises TransientError and the request is retried.
+    and may still send `[DONE]`; llama.cpp ends a stream so when another request arrives): `finish()`
+    raises StreamCut and the request is retried; it is never taken as a complete answer.
     """
 
     def __init__(self) -> None:
@@ -81,11 +82,11 @@ class ChatStream:
     def finish(self) -> bytes:
         """The assembled `chat.completion` body; TransientError when the stream was cut."""
         if not self._choices:
-            raise TransientError(f"the answer stream ended without any answer ({self._events} events)")
+            raise StreamCut(f"the answer stream ended without any answer ({self._events} events)")
         cut = [i for i, st in self._choices.items() if st.finish is None]
         if cut:
             got = sum(len("".join(self._choices[i].content)) for i in cut)
-            raise TransientError(
+            raise StreamCut(
                 f"the answer stream was cut before its finish_reason (truncated after {got} characters)"
             )
         choices = []
