@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import sys
 import time
 from collections.abc import Iterator
@@ -76,6 +77,25 @@ def _simulator(plan_job: Path, latency_s: float) -> Iterator[str]:
         sim.stop()
 
 
+class _ConsoleWarnings(logging.Handler):
+    """Warnings the run logs (a server refusing a structured-output form, streams turned off) shown once
+    each on stderr, above the progress bar."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        err.print(f"[yellow]warning[/]: {escape(record.getMessage())}", highlight=False, soft_wrap=True)
+
+
+@contextlib.contextmanager
+def _warnings_shown() -> Iterator[None]:
+    logger = logging.getLogger("pipeline")
+    handler = _ConsoleWarnings(logging.WARNING)
+    logger.addHandler(handler)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+
+
 class _ProgressView:
     """Rich progress bar on a terminal; a line every 10 s otherwise (logs, CI)."""
 
@@ -144,7 +164,7 @@ def run(
                       f"-> {plan.output}  (against {where})", highlight=False)
             for note in plan.notes:
                 err.print(f"[yellow]note[/]: {escape(note)}", highlight=False)
-        with _ProgressView(plan.total_rows, quiet) as view:
+        with _warnings_shown(), _ProgressView(plan.total_rows, quiet) as view:
             summary = _run_async(execute(plan, RunOptions(fresh=fresh, retry_failed=retry_failed), view))
     except JobError as exc:
         raise _fail(str(exc)) from None

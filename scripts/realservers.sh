@@ -44,9 +44,12 @@ install() {
   command -v espeak-ng >/dev/null || { apt-get update -qq && apt-get install -y -qq espeak-ng >/dev/null; }
 }
 
+# the driver runs the project's own `pipeline` (its venv when there is one)
+RUNPY=${PIPELINE_PYTHON:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo "$PY" )}
+
 case "${1:-all}" in
   install) install ;;
-  run) exec "$PY" scripts/realservers.py "${@:2}" ;;
-  all) install; exec "$PY" scripts/realservers.py "${@:2}" ;;
+  run) exec "$RUNPY" scripts/realservers.py "${@:2}" ;;
+  all) install; exec "$RUNPY" scripts/realservers.py "${@:2}" ;;
   *) echo "usage: $0 [install|run|all]" >&2; exit 2 ;;
 esac

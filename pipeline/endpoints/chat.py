@@ -459,12 +459,13 @@ class ChatRuntime(StepRuntime):
             return self._ask(ask.messages, ask.n)
         return ask
 
-    def _takes_over(self, ask: _Ask, err: RequestError) -> bool:
+    def _takes_over(self, ask: _Ask, err: RequestError, cuts: int) -> bool:
         """Whether a failed attempt of `ask` is handled here rather than retried as it is: a refused
-        structured-output form, or a stream cut once the provider's streams are off."""
+        structured-output form, or a cut stream once the provider's streams are off (`cuts`: this
+        request's cut streams so far)."""
         if isinstance(err, StreamCut) and ask.streamed:
             q = self._quirks()
-            return q is not None and q.streams.cut(err)
+            return q is not None and q.streams.cut(err, cuts)
         return ask.form is not None and refuses_form(err, ask.form)
 
     def _instead(self, ask: _Ask, err: RequestError) -> _Ask | RequestError:
@@ -483,10 +484,12 @@ class ChatRuntime(StepRuntime):
     async def _call(self, ask: _Ask, check_cache: bool) -> tuple[Outcome, bool]:
         """The outcome of `ask`, and whether its failure was handed back to be handled here."""
         handed = False
+        cuts = 0
 
         def hand_back(err: RequestError) -> bool:
-            nonlocal handed
-            handed = self._takes_over(ask, err)
+            nonlocal handed, cuts
+            cuts += isinstance(err, StreamCut)
+            handed = self._takes_over(ask, err, cuts)
             return handed
 
         try:

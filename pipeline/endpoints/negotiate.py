@@ -20,7 +20,10 @@ from ..job.model import STRUCTURED_FORMS, StructuredVia
 log = logging.getLogger("pipeline")
 
 FORMS_FILE = "structured_forms.json"  # in the cache folder: {"<base_url>|<model>": "<form>"}
-STREAM_CUTS_TO_STOP = 3  # cut streams in a row before a provider's requests stop streaming
+# A provider's requests stop streaming once one request had its stream cut this many times in a row, or
+# its streams were cut PROVIDER_CUTS_TO_STOP times in a row (an occasional cut is only retried).
+STREAM_CUTS_TO_STOP = 3
+PROVIDER_CUTS_TO_STOP = 6
 
 # What a refusal of the form names (a refusal of our schema itself is not a refusal of the form).
 _FORM_WORDS = {
@@ -133,27 +136,29 @@ def _described(form: StructuredVia) -> str:
 
 
 class StreamWatch:
-    """Cut streams of one provider: after STREAM_CUTS_TO_STOP in a row, its requests stop streaming."""
+    """Cut streams of one provider; when it keeps cutting them, its requests stop streaming."""
 
     def __init__(self, provider: str) -> None:
         self.provider = provider
-        self.cuts = 0
+        self.cuts = 0  # in a row, over all requests
         self.off = False
 
     def ok(self) -> None:
         self.cuts = 0
 
-    def cut(self, err: StreamCut) -> bool:
-        """Count a cut stream; True once streaming is off for the provider."""
+    def cut(self, err: StreamCut, in_a_row: int) -> bool:
+        """Count a cut stream (`in_a_row`: cuts of this request so far, this one included); True once
+        streaming is off for the provider."""
         if self.off:
             return True
         self.cuts += 1
-        if self.cuts >= STREAM_CUTS_TO_STOP:
+        if in_a_row >= STREAM_CUTS_TO_STOP or self.cuts >= PROVIDER_CUTS_TO_STOP:
             self.off = True
+            what = f"one request {in_a_row} times" if in_a_row >= STREAM_CUTS_TO_STOP else f"{self.cuts} in a row"
             log.warning(
-                "provider `%s` cut %d answer streams in a row (%s): its requests are sent without streaming "
-                "for the rest of the run (llama.cpp's server interrupts a stream whenever another request "
-                "arrives).", self.provider, self.cuts, err.message[:200],
+                "provider `%s` keeps cutting answer streams (%s: %s): its requests are sent without streaming "
+                "for the rest of the run (llama.cpp's server ends a stream whenever another request arrives).",
+                self.provider, what, err.message[:200],
                 extra={"event": "streaming_off", "provider": self.provider},
             )
         return self.off
