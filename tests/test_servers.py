@@ -253,6 +253,11 @@ def test_an_unknown_model_stops_the_run_after_one_request(tmp_path: Path, sim_fa
     assert summary.aborted is not None
     assert "model `no-such-model` of step `review` is not served by provider `local`" in summary.aborted
     assert sim.url in summary.aborted and "pipeline models --provider local" in summary.aborted
+    if style == "litellm":  # the CLI: exit 3, the model and the provider named
+        res = cli("run", str(job), "--quiet", env={SIM_KEY_ENV: "test-key"})
+        said = " ".join(res.stderr.split())  # rich wraps long lines
+        assert res.returncode == 3 and "model `no-such-model`" in said and "provider `local`" in said
+        assert len(chat(sim)) == 2
 
 
 def test_litellm_error_bodies_do_not_repeat_the_status(tmp_path: Path, sim_factory: Any) -> None:
@@ -278,9 +283,10 @@ def keyless_job(tmp_path: Path, url: str) -> Path:
     return job
 
 
-def cli(*args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if k != SIM_KEY_ENV}
-    return subprocess.run([sys.executable, "-m", "pipeline.cli", *args], env=env, capture_output=True,
+def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """The CLI in a subprocess, without the test key variable unless `env` gives it."""
+    full = {**{k: v for k, v in os.environ.items() if k != SIM_KEY_ENV}, **(env or {})}
+    return subprocess.run([sys.executable, "-m", "pipeline.cli", *args], env=full, capture_output=True,
                           text=True, timeout=120)
 
 
