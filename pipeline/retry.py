@@ -134,6 +134,8 @@ def classify(status: int, body: bytes, headers: Mapping[str, str]) -> RequestErr
     if message is None:
         message = text[:500] if text else "(empty body)"
     retry_after = parse_retry_after(headers)
+    if status == 200 and code is not None and code.isdigit() and 400 <= int(code) < 600:
+        status = int(code)  # an error inside a 200 (or a stream) carrying its HTTP status (LiteLLM)
 
     if code in _FATAL_CODES:
         return FatalError(message, status=status, code=code)

@@ -225,7 +225,7 @@ def cases(s: Servers, work: Path) -> Iterator[tuple[str, str, Path | list[str]]]
         yield via, "chat stream at concurrency 2", job(work, f"stream-{via}", prov, {
             "kind": "chat", "model": model, "params": {"max_tokens": 48, "temperature": 0, "stream": True},
             "messages": [{"role": "user", "content": "Reply to this review: {{ row.text }}"}]})
-        yield via, "unknown model (expect exit 3)", job(work, f"nomodel-{via}", prov, {
+        yield via, "unknown model (exit 3 if names checked)", job(work, f"nomodel-{via}", prov, {
             "kind": "chat", "model": "no-such-model", "params": {"max_tokens": 4},
             "messages": [{"role": "user", "content": "{{ row.text }}"}]})
     for via, url in (("infinity", direct["infinity"]), ("litellm", gateway)):

@@ -18,7 +18,8 @@ import pytest
 import yaml
 
 from pipeline.endpoints.negotiate import FORMS_FILE, refuses_form
-from pipeline.errors import RowError, TransientError
+from pipeline.endpoints.sse import ChatStream
+from pipeline.errors import RowError, StreamCut, TransientError
 from pipeline.job.model import Provider
 from pipeline.job.profiles import BUILTIN, resolve_provider
 from pipeline.plan import build_plan
@@ -239,6 +240,20 @@ def test_a_llamacpp_like_server_interrupting_streams_loses_no_row(tmp_path: Path
     run_job(job)
     df = output(tmp_path)
     assert set(df["review__status"]) == {"ok"}, df["review__error"].to_list()
+
+
+def test_a_gateway_error_event_mid_stream_is_a_cut_stream() -> None:
+    # LiteLLM losing llama.cpp mid-answer sends an error event with the status in `code`
+    stream = ChatStream()
+    stream.feed(b'{"choices": [{"index": 0, "delta": {"role": "assistant", "content": "Hel"}}]}')
+    event = b'{"error": {"message": "litellm.APIConnectionError: Connection error.", "code": "500"}}'
+    with pytest.raises(StreamCut, match="error event: litellm.APIConnectionError") as cut:
+        stream.feed(event)
+    assert cut.value.status == 500 and cut.value.short().startswith("HTTP 500: the answer stream")
+    # other errors inside a stream or a 200 keep their class, with the status they carry
+    with pytest.raises(RowError):
+        ChatStream().feed(b'{"error": {"message": "bad request", "code": "400"}}')
+    assert classify(200, b'{"error": {"message": "m", "code": "503"}}', {}).short() == "HTTP 503: m"
 
 
 # ----- 3. unknown models, whatever the server's words

@@ -45,7 +45,11 @@ class ChatStream:
         if not isinstance(obj, dict):
             raise TransientError(f"unexpected event in the answer stream: {data[:120]!r}")
         if obj.get("error"):
-            raise classify(200, data, {})
+            err = classify(200, data, {})
+            if type(err) is TransientError:  # e.g. a gateway losing its upstream mid-answer: a cut stream
+                raise StreamCut(f"the answer stream ended with an error event: {err.message}", status=err.status,
+                                code=err.code)
+            raise err
         self._events += 1
         for key in ("id", "created", "model", "system_fingerprint"):
             if key not in self._meta and obj.get(key) is not None:
