@@ -91,6 +91,16 @@ def test_llamacpp_refusing_json_schema_with_a_500_falls_back_to_json_object_once
     assert not fallbacks(caplog, "structured_form_fallback")
 
 
+def test_only_the_refused_attempt_goes_uncounted(tmp_path: Path, sim_factory: Any) -> None:
+    sim = sim_factory(**LLAMA_CPP, faults=[{"kind": "status", "status": 503, "first": 1}])
+    run_job(job_file(tmp_path, sim.url, [schema_step()], rows=1))
+    df = output(tmp_path)
+    # refused (not counted), then the json_object request: a 503 (counted) and its retry
+    assert [r.status for r in chat(sim)] == [500, 503, 200]
+    assert forms(sim) == ["json_schema", "json_object+schema", "json_object+schema"]
+    assert df["review__status"].to_list() == ["ok"] and df["review__attempts"].to_list() == [2]
+
+
 def test_the_ladder_goes_down_to_tools_then_the_prompt(tmp_path: Path, sim_factory: Any) -> None:
     sim = sim_factory(response_formats=["text"])  # no response_format at all: 400 naming it
     job = job_file(tmp_path, sim.url, [schema_step()], rows=6)

@@ -512,7 +512,7 @@ class ChatRuntime(StepRuntime):
 
         While the form is not yet known to work, first requests go one at a time, so rows sent at once
         do not each find the same refusal. A refused attempt does not count against the row."""
-        carried = 0  # attempts of cut streams before streaming was turned off: real failures
+        carried = 0  # failed attempts before the request was re-sent otherwise (counted for the row)
         while True:
             ask = self._current(ask)
             choice = self._choice() if ask.form is not None else None
@@ -540,8 +540,8 @@ class ChatRuntime(StepRuntime):
             nxt = self._instead(ask, outcome.error)
             if isinstance(nxt, RequestError):
                 return ask, CallError(nxt, outcome.attempts + carried)
-            if isinstance(outcome.error, StreamCut):
-                carried += outcome.attempts
+            # cut streams were real failures; the refused attempt itself is not (earlier ones were)
+            carried += outcome.attempts if isinstance(outcome.error, StreamCut) else outcome.attempts - 1
             ask, check_cache = nxt, True
 
     async def run(self, row: Mapping[str, Any], prepared: Prepared | None = None) -> StepResult:
