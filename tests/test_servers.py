@@ -264,6 +264,12 @@ def test_a_gateway_error_event_mid_stream_is_a_cut_stream() -> None:
     with pytest.raises(RowError):
         ChatStream().feed(b'{"error": {"message": "bad request", "code": "400"}}')
     assert classify(200, b'{"error": {"message": "m", "code": "503"}}', {}).short() == "HTTP 503: m"
+    # LiteLLM closing a cut stream with a made-up finish_reason "stop" and nothing before it
+    stream = ChatStream()
+    stream.feed(b'{"choices": [{"index": 0, "delta": {"role": "assistant"}}]}')
+    stream.feed(b'{"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}')
+    with pytest.raises(StreamCut, match="no answer before it"):
+        stream.finish()
 
 
 # ----- 3. unknown models, whatever the server's words

@@ -93,6 +93,13 @@ class ChatStream:
             raise StreamCut(
                 f"the answer stream was cut before its finish_reason (truncated after {got} characters)"
             )
+        empty = [i for i, st in self._choices.items()
+                 if st.finish == "stop" and not "".join(st.content) and not st.tool_calls and not st.refusal]
+        if empty:
+            # LiteLLM relaying a stream its upstream cut (llama.cpp interrupted) closes it with a made-up
+            # finish_reason "stop" and nothing before it
+            raise StreamCut("the answer stream ended with finish_reason 'stop' and no answer before it "
+                            "(a gateway closing a stream its server cut)")
         choices = []
         for i in sorted(self._choices):
             st = self._choices[i]
