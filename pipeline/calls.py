@@ -129,6 +129,7 @@ class ProviderClient:
         parse: Callable[[bytes], T],
         completion_charge: int | None = None,
         check_cache: bool = True,
+        hand_back: Callable[[RequestError], bool] | None = None,
     ) -> Reply[T]:
         """Send until an answer parses, the row's request is shown bad, or attempts run out.
 
@@ -136,6 +137,8 @@ class ProviderClient:
         provider counts for the completion at admission (max_tokens when set): the reservation is
         corrected to prompt tokens from `usage` plus that, or plus the real completion when None.
         `tokens` may be a function, asked when the request reaches the head of the admission queue.
+        `hand_back(error)` True: the caller handles that failure itself (e.g. re-sends the row in another
+        form): CallError at once, no retry.
         """
         if cache_key is not None and check_cache:
             hit = self.cached(cache_key, parse)
@@ -162,6 +165,8 @@ class ProviderClient:
             if isinstance(err, FatalError):
                 self._fatal = err
                 raise err
+            if hand_back is not None and hand_back(err):
+                raise CallError(err, attempt)
             if isinstance(err, RowError) or not isinstance(err, RetryableError):
                 raise CallError(err, attempt)
             if isinstance(err, RateLimited):

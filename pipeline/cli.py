@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import sys
 import time
 from collections.abc import Iterator
@@ -74,6 +75,25 @@ def _simulator(plan_job: Path, latency_s: float) -> Iterator[str]:
         yield url
     finally:
         sim.stop()
+
+
+class _ConsoleWarnings(logging.Handler):
+    """Warnings the run logs (a server refusing a structured-output form, streams turned off) shown once
+    each on stderr, above the progress bar."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        err.print(f"[yellow]warning[/]: {escape(record.getMessage())}", highlight=False, soft_wrap=True)
+
+
+@contextlib.contextmanager
+def _warnings_shown() -> Iterator[None]:
+    logger = logging.getLogger("pipeline")
+    handler = _ConsoleWarnings(logging.WARNING)
+    logger.addHandler(handler)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
 
 
 class _ProgressView:
@@ -153,7 +173,7 @@ def run(
                       f"-> {plan.output}  (against {where})", highlight=False)
             for note in plan.notes:
                 err.print(f"[yellow]note[/]: {escape(note)}", highlight=False)
-        with _ProgressView(plan.total_rows, quiet) as view:
+        with _warnings_shown(), _ProgressView(plan.total_rows, quiet) as view:
             summary = _run_async(execute(plan, RunOptions(fresh=fresh, retry_failed=retry_failed), view))
     except JobError as exc:
         raise _fail(str(exc)) from None
@@ -208,6 +228,8 @@ def _compact(body: dict[str, Any]) -> dict[str, Any]:
     if isinstance(rf, dict) and isinstance(rf.get("json_schema"), dict):
         js = rf["json_schema"]
         out["response_format"] = {**rf, "json_schema": {**js, "schema": summary(js.get("schema"))}}
+    elif isinstance(rf, dict) and isinstance(rf.get("schema"), dict):  # json_object with the schema
+        out["response_format"] = {**rf, "schema": summary(rf["schema"])}
     if isinstance(out.get("tools"), list):
         out["tools"] = [
             {**t, "function": {**t["function"], "parameters": summary(t["function"].get("parameters"))}}
@@ -362,7 +384,9 @@ def models(
 
         prov = replace(p, base_urls=(url_override,)) if url_override else p
         async with new_session(4) as session:
-            resp = await Transport(prov, key or "sim", session).get("/models")
+            resp = await Transport(prov, "sim" if sim else key, session).get("/models")
+        if resp.status in (404, 405, 501):
+            return resp  # the server has no model list (small transcription servers, some proxies)
         if resp.status != 200:
             raise classify(resp.status, resp.body, resp.headers)
         return json.loads(resp.body)
@@ -380,6 +404,10 @@ def models(
         raise _fail(f"cannot list models of `{provider}`: {exc}", EXIT_ABORTED) from None
     finally:
         stack.close()
+    if not isinstance(data, dict):
+        err.print(f"`{provider}` ({data.url}) does not list its models: GET /models answered HTTP {data.status}. "
+                  "Jobs can still name any model the server serves.", highlight=False, soft_wrap=True)
+        return
     ids = sorted(m.get("id", "?") for m in data.get("data", []))
     for i in ids:
         out.print(i, highlight=False)

@@ -9,7 +9,8 @@
         ├── RetryableError          retry with backoff, then fail the row
         │   ├── RateLimited         429: slow the whole provider, honour Retry-After
         │   └── TransientError      5xx, 408/409, timeouts, resets, malformed responses
-        │       └── ConnectError    could not reach the server: try the provider's backup URL
+        │       ├── ConnectError    could not reach the server: try the provider's backup URL
+        │       └── StreamCut       a streamed answer ended before its finish_reason
         ├── RowError                this request is bad (400, 413, 422...): fail the row, no retry
         │   └── TooLargeError       bigger than the provider's token budget: never admitted
         └── FatalError              auth, quota, unknown model: stop the run at once
@@ -109,7 +110,7 @@ class RequestError(PipelineError):
     def short(self) -> str:
         """The text for a row's error column: HTTP status, code, message."""
         head = f"HTTP {self.status}" if self.status else type(self).__name__
-        if self.code:
+        if self.code and self.code != str(self.status):  # gateways put the status in `code` too
             head += f" {self.code}"
         return f"{head}: {self.message}"[:2000]
 
@@ -130,6 +131,10 @@ class TransientError(RetryableError):
 
 class ConnectError(TransientError):
     """No connection to this URL; the provider's next URL may answer."""
+
+
+class StreamCut(TransientError):
+    """A streamed answer ended (often with `[DONE]`) before every choice had its finish_reason."""
 
 
 class RowError(RequestError):

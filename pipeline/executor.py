@@ -71,6 +71,17 @@ def _failure_signature(error: str | None) -> str:
     return text[:200]
 
 
+def _fatal_message(plan: Plan, step: Any, exc: FatalError) -> str:
+    """Why the run stops, naming the step, its provider (and URL) and, for an unknown model, the model."""
+    p = plan.providers.get(step.provider)
+    where = f"provider `{step.provider}`" + (f" ({p.base_urls[0]})" if p is not None else "")
+    model = getattr(getattr(step, "spec", None), "model", None)
+    if exc.code == "model_not_found" and model:
+        return (f"model `{model}` of step `{step.name}` is not served by {where}: {exc.short()}. "
+                f"`pipeline models --provider {step.provider} --job {plan.job.path}` lists the models it serves")
+    return f"{where} refused step `{step.name}`: {exc.short()}"
+
+
 class Executor:
     def __init__(self, plan: Plan, options: RunOptions, observer: Callable[[Progress], None] | None = None) -> None:
         self.plan = plan
@@ -221,7 +232,7 @@ class Executor:
         except (Stopped, asyncio.CancelledError):
             pass  # not written: the row stays to do for the next run
         except FatalError as exc:
-            self._set_abort(RunAborted(f"provider refused the run: {exc.short()}"))
+            self._set_abort(RunAborted(_fatal_message(self.plan, self.plan.steps[len(results)], exc)))
         except BaseException as exc:  # a bug or a disk error: stop the run, keep what is done
             self._set_abort(exc)
         finally:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -87,11 +88,7 @@ def build_plan(
             problems.append(f"step `{step.name}`: {exc}")
             continue
         if sim_url is not None:
-            p = ResolvedProvider(
-                name=p.name, base_urls=(sim_url,), api_key_env=None, limits=p.limits,
-                timeout_s=p.timeout_s, connect_timeout_s=p.connect_timeout_s, headers=p.headers,
-                tokenizer=p.tokenizer, key_optional=True, extra_params=p.extra_params,
-            )
+            p = dataclasses.replace(p, base_urls=(sim_url,), api_key_env=None, key_optional=True)
         providers[step.provider] = p
 
     api_keys: dict[str, str | None] = {}
@@ -132,7 +129,8 @@ def build_plan(
         ns = f"{step.provider}@sim" if sim_url is not None else step.provider
         resolved = providers.get(step.provider)
         try:
-            rt = build_runtime(step, ns, resolved.tokenizer if resolved else None, input_dir=source.base_dir)
+            rt = build_runtime(step, ns, resolved.tokenizer if resolved else None, input_dir=source.base_dir,
+                               structured_via=resolved.structured_via if resolved else None)
         except JobError as exc:
             problems.append(str(exc))
             continue

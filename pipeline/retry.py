@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 from collections.abc import Mapping
 from datetime import UTC
 from email.utils import parsedate_to_datetime
@@ -31,6 +32,13 @@ _FATAL_CODES = frozenset(
     }
 )
 _RATE_CODES = frozenset({"rate_limit_exceeded", "new_api_error", "one_api_error", "requests", "tokens"})
+# Unknown-model answers that carry no `model_not_found` code: LiteLLM ("Invalid model name passed in
+# model=x", code "400"), vLLM ("The model `x` does not exist."), Ollama ('model "x" not found').
+_MODEL_NOT_FOUND = re.compile(
+    r"invalid model name passed in model\s*=|the model [`'\"]?[^`'\"]*[`'\"]? does not exist"
+    r"|\bmodel [`'\"][^`'\"]+[`'\"] not found|\bmodel_not_found\b",
+    re.IGNORECASE,
+)
 _TRANSIENT_STATUS = frozenset({408, 409, 425, 500, 502, 503, 504, 520, 521, 522, 523, 524, 529})
 _ROW_STATUS = frozenset({400, 404, 405, 413, 415, 422})
 
@@ -126,9 +134,13 @@ def classify(status: int, body: bytes, headers: Mapping[str, str]) -> RequestErr
     if message is None:
         message = text[:500] if text else "(empty body)"
     retry_after = parse_retry_after(headers)
+    if status == 200 and code is not None and code.isdigit() and 400 <= int(code) < 600:
+        status = int(code)  # an error inside a 200 (or a stream) carrying its HTTP status (LiteLLM)
 
     if code in _FATAL_CODES:
         return FatalError(message, status=status, code=code)
+    if 400 <= status < 500 and status != 429 and _MODEL_NOT_FOUND.search(message):
+        return FatalError(message, status=status, code="model_not_found")
     if status in (401, 403):
         return FatalError(message, status=status, code=code)
     if status == 429:

@@ -117,7 +117,8 @@ def test_profile_override_merges_limits(tmp_path: Path) -> None:
 
 
 def test_unknown_provider() -> None:
-    with pytest.raises(JobError, match="unknown provider 'nope'; known providers: apiyi, openai, sim"):
+    with pytest.raises(JobError, match="unknown provider 'nope'; known providers: apiyi, infinity, litellm, "
+                                       "llamacpp, ollama, openai, sim, vllm"):
         resolve_provider("nope", {})
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..job.model import ChatStep, EmbedStep, TranscribeStep
+from ..job.model import ChatStep, EmbedStep, StructuredVia, TranscribeStep
 from ..tokens import counter, tokenizer_for
 from .base import Prepared, StepRuntime
 from .chat import ChatRuntime
@@ -15,10 +15,11 @@ __all__ = ["Prepared", "StepRuntime", "build_runtime"]
 
 
 def build_runtime(spec: ChatStep | EmbedStep | TranscribeStep, cache_ns: str, tokenizer: str | None, *,
-                  input_dir: Path | None = None) -> StepRuntime:
+                  input_dir: Path | None = None, structured_via: StructuredVia | None = None) -> StepRuntime:
     """The runtime of a step spec (templates compiled; raises JobError on template errors).
 
-    `input_dir` is where relative file paths in rows are read from (the input file's folder).
+    `input_dir` is where relative file paths in rows are read from (the input file's folder);
+    `structured_via` the provider's first structured-output form for chat steps.
     """
     if isinstance(spec, TranscribeStep):
         return TranscribeRuntime(spec, cache_ns, input_dir or Path.cwd())
@@ -26,5 +27,5 @@ def build_runtime(spec: ChatStep | EmbedStep | TranscribeStep, cache_ns: str, to
         return EmbedRuntime(spec, cache_ns, tokenizer)
     count = counter(tokenizer_for(spec.model, tokenizer))
     if isinstance(spec, ChatStep):
-        return ChatRuntime(spec, cache_ns, count)
+        return ChatRuntime(spec, cache_ns, count, structured_via)
     raise AssertionError(f"unhandled step kind {type(spec).__name__}")

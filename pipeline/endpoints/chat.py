@@ -6,21 +6,22 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Generator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import pyarrow as pa
 
 from ..cache import canonical_json, request_key
 from ..calls import CallError, Reply
-from ..errors import TransientError
-from ..job.model import ChatStep
+from ..errors import RequestError, RowError, StreamCut, TransientError
+from ..job.model import ChatStep, StructuredVia
 from ..records import Parsed, StepResult, Usage
 from ..templating import Template, compile_template
 from ..tokens import Counter, chat_prompt_tokens
 from ..transport import HttpRequest
 from .base import Prepared, StepRuntime, load_json
 from .chat_shape import Verdict, build_shape
+from .negotiate import FormChoice, ProviderQuirks, quirks_for, refuses_form
 from .sse import ChatStream
 
 ENDPOINT = "/chat/completions"
@@ -47,16 +48,28 @@ class ChatAnswer(Parsed):
 
 
 @dataclass(frozen=True, slots=True)
+class _Ask(Prepared):
+    """One chat request: the conversation as the dialogue knows it, and how it was put on the wire (the
+    structured-output form and streaming), so it can be re-sent otherwise when the server refuses."""
+
+    messages: tuple[dict[str, Any], ...] = ()  # without what the form adds
+    n: int = 1
+    form: StructuredVia | None = None  # None: the step asks for no schema-shaped answer
+    streamed: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class _Resume(Prepared):
     """A row's dialogue as far as the cache could take it, and the requests it needs next."""
 
     dialogue: Any = None
-    batch: tuple[Prepared, ...] = ()
+    batch: tuple[_Ask, ...] = ()
     known: tuple[Reply[ChatAnswer] | None, ...] = ()  # per request of the batch: cached reply, or None
 
 
 Outcome = Reply[ChatAnswer] | CallError
-Dialogue = Generator[list[Prepared], list[Outcome], tuple[StepResult, list[str]]]
+# the dialogue yields requests and receives, per request, the one actually sent and what came of it
+Dialogue = Generator[list[_Ask], list[tuple[_Ask, Outcome]], tuple[StepResult, list[str]]]
 
 
 class _Book:
@@ -102,7 +115,8 @@ def label_probability(entries: list[dict[str, Any]], content: str, label: str) -
 
 
 class ChatRuntime(StepRuntime):
-    def __init__(self, spec: ChatStep, cache_ns: str, count: Counter) -> None:
+    def __init__(self, spec: ChatStep, cache_ns: str, count: Counter,
+                 structured_via: StructuredVia | None = None) -> None:
         super().__init__(spec.name, spec.output_column, spec.provider, cache_ns)
         self.spec = spec
         self._count = count
@@ -120,9 +134,12 @@ class ChatRuntime(StepRuntime):
         self._n = int(params.get("n", 1) or 1)
         self._logprobs = bool(params.get("logprobs"))
         self._top = int(params.get("top_logprobs") or 0)
-        self._extra = self.shape.request_fields()
-        # schemas and tools count as prompt tokens too
-        self._extra_tokens = count(canonical_json(self._extra).decode()) if self._extra else 0
+        # the structured-output form: pinned by the step, else the provider's first choice, then negotiated
+        self._pinned = spec.structured_via if self.shape.forms else None
+        self._start: StructuredVia | None = (
+            (spec.structured_via or structured_via or "json_schema") if self.shape.forms else None
+        )
+        self._extras: dict[StructuredVia | None, tuple[dict[str, Any], int]] = {}
         self.col_finish = f"{self.name}__finish_reason"
         self.col_raw = f"{self.name}__raw"
         self.col_repairs = f"{self.name}__repairs"
@@ -156,25 +173,61 @@ class ChatRuntime(StepRuntime):
     def identity(self) -> str:
         return self.shape.identity()
 
+    # ----------------------------------------------------------------- what was learned about the server
+    def _quirks(self) -> ProviderQuirks | None:
+        client = getattr(self, "client", None)  # bound by the executor; absent in `validate`
+        return quirks_for(client, self.provider) if client is not None else None
+
+    def _choice(self) -> FormChoice | None:
+        q = self._quirks()
+        if q is None or self._start is None:
+            return None
+        return q.form(self.spec.model, self._start, self._pinned)
+
+    def _form(self) -> StructuredVia | None:
+        choice = self._choice()
+        return choice.form if choice is not None else self._start
+
+    def _streaming(self) -> bool:
+        q = self._quirks()
+        return self._stream and not (q is not None and q.streams.off)
+
+    def _extra(self, form: StructuredVia | None) -> tuple[dict[str, Any], int]:
+        if form not in self._extras:
+            fields = self.shape.request_fields(form) if form is not None else self.shape.request_fields()
+            # schemas and tools count as prompt tokens too
+            self._extras[form] = (fields, self._count(canonical_json(fields).decode()) if fields else 0)
+        return self._extras[form]
+
     # ----------------------------------------------------------------- requests
-    def _ask(self, messages: list[dict[str, Any]], n: int) -> Prepared:
-        body: dict[str, Any] = {"model": self.spec.model, "messages": messages, **self._params, **self._extra}
+    def _ask(self, messages: list[dict[str, Any]] | tuple[dict[str, Any], ...], n: int) -> _Ask:
+        """The request for `messages` as the server takes it now (form, streaming)."""
+        form = self._form()
+        stream = self._streaming()
+        extra, extra_tokens = self._extra(form)
+        sent = self.shape.form_messages(list(messages), form) if form is not None else list(messages)
+        body: dict[str, Any] = {"model": self.spec.model, "messages": sent, **self._params, **extra}
         if n != self._n:
             body["n"] = n
-        if self._stream:
+        # the cache key leaves streaming out: a streamed answer is stored as the body it assembles to
+        key = request_key(self.cache_ns, ENDPOINT, canonical_json(body))
+        if stream:
             body["stream"] = True
             body["stream_options"] = {"include_usage": True}
-        prompt = chat_prompt_tokens(messages, self._count) + self._extra_tokens
-        blob = canonical_json(body)
-        return Prepared(
-            HttpRequest(ENDPOINT, json_body=body, data=blob, stream=ChatStream if self._stream else None),
+        prompt = chat_prompt_tokens(sent, self._count) + extra_tokens
+        return _Ask(
+            HttpRequest(ENDPOINT, json_body=body, data=canonical_json(body), stream=ChatStream if stream else None),
             tokens=prompt + self._reserve * n,
-            cache_key=request_key(self.cache_ns, ENDPOINT, blob),
+            cache_key=key,
             completion_charge=None if self._completion_charge is None else self._completion_charge * n,
             prompt_estimate=prompt,
+            messages=tuple(messages),
+            n=n,
+            form=form,
+            streamed=stream,
         )
 
-    def prepare(self, row: Mapping[str, Any]) -> Prepared:
+    def prepare(self, row: Mapping[str, Any]) -> _Ask:
         return self._ask(
             [{"role": role, "content": tpl.render(row)} for role, tpl in self._messages], self._n
         )
@@ -230,13 +283,14 @@ class ChatRuntime(StepRuntime):
         return ChatAnswer({}, u, tuple(verdicts), tuple(lps), tuple(confs))
 
     # ----------------------------------------------------------------- the dialogue of one row
-    def _dialogue(self, first: Prepared) -> Dialogue:
+    def _dialogue(self, first: _Ask) -> Dialogue:
         """The requests of one row: the first, then re-asks of invalid choices with what was wrong.
 
         A generator, so one logic serves both the cache-only pass (`try_cached`) and the sending one
-        (`run`): it yields the requests it needs and receives their replies (or CallErrors).
+        (`run`): it yields the requests it needs and receives their replies (or CallErrors), each with the
+        request actually sent (another structured-output form when the server refused the first).
         """
-        (r,) = yield [first]
+        ((first, r),) = yield [first]
         if isinstance(r, CallError):
             return self._failed(r, _Book(), 0, []), []
         settled = self._settled(first, r)
@@ -249,8 +303,7 @@ class ChatRuntime(StepRuntime):
         lps = list(r.parsed.logprobs) or [None] * len(verdicts)
         confs = list(r.parsed.confidence) or [None] * len(verdicts)
         repairs = 0
-        assert first.request.json_body is not None
-        conversations = [list(first.request.json_body["messages"]) for _ in verdicts]
+        conversations = [list(first.messages) for _ in verdicts]
         tries = [0] * len(verdicts)
         while True:
             todo = [
@@ -267,7 +320,7 @@ class ChatRuntime(StepRuntime):
                 batch.append(self._ask(conversations[i], 1))
             repairs += len(batch)
             replies = yield batch
-            for i, ask, reply in zip(todo, batch, replies, strict=True):
+            for i, (ask, reply) in zip(todo, replies, strict=True):
                 asks.append(ask)
                 if isinstance(reply, CallError):
                     return self._failed(reply, book, repairs, verdicts), []
@@ -372,6 +425,7 @@ class ChatRuntime(StepRuntime):
         prep = self._prepare_or_result(row)
         if isinstance(prep, StepResult):
             return prep
+        assert isinstance(prep, _Ask)
         hit = self._cached(prep)
         if hit is not None:
             settled = self._settled(prep, hit)
@@ -395,22 +449,100 @@ class ChatRuntime(StepRuntime):
                     known=tuple(known),
                 )
             try:
-                batch = dialogue.send(list(known))  # type: ignore[arg-type]
+                batch = dialogue.send(list(zip(batch, known, strict=True)))  # type: ignore[arg-type]
             except StopIteration as stop:
                 return self._close(stop.value)
 
-    async def _send(self, ask: Prepared, check_cache: bool) -> Outcome:
+    def _current(self, ask: _Ask) -> _Ask:
+        """`ask` as the server takes it now: rebuilt when the form or streaming changed since."""
+        if ask.form != self._form() or (ask.streamed and not self._streaming()):
+            return self._ask(ask.messages, ask.n)
+        return ask
+
+    def _takes_over(self, ask: _Ask, err: RequestError, cuts: int) -> bool:
+        """Whether a failed attempt of `ask` is handled here rather than retried as it is: a refused
+        structured-output form, or a cut stream once the provider's streams are off (`cuts`: this
+        request's cut streams so far)."""
+        if isinstance(err, StreamCut) and ask.streamed:
+            q = self._quirks()
+            return q is not None and q.streams.cut(err, cuts)
+        return ask.form is not None and refuses_form(err, ask.form)
+
+    def _instead(self, ask: _Ask, err: RequestError) -> _Ask | RequestError:
+        """What to send after `ask` was handed back with `err`; or the error that fails the row."""
+        if isinstance(err, StreamCut):
+            return self._ask(ask.messages, ask.n)  # streaming is off for the provider now
+        choice = self._choice()
+        assert ask.form is not None and choice is not None
+        if choice.refused(ask.form, err) is None:
+            return RowError(
+                f"the server refuses structured output as {ask.form} (pinned by structured_via; other forms: "
+                f"json_schema, json_object, tools, prompt): {err.short()}", status=err.status, code=err.code,
+            )
+        return self._ask(ask.messages, ask.n)
+
+    async def _call(self, ask: _Ask, check_cache: bool) -> tuple[Outcome, bool]:
+        """The outcome of `ask`, and whether its failure was handed back to be handled here."""
+        handed = False
+        cuts = 0
+
+        def hand_back(err: RequestError) -> bool:
+            nonlocal handed, cuts
+            cuts += isinstance(err, StreamCut)
+            handed = self._takes_over(ask, err, cuts)
+            return handed
+
         try:
-            return await self.client.call(
+            reply = await self.client.call(
                 ask.request,
                 tokens=ask.tokens,
                 cache_key=ask.cache_key,
                 check_cache=check_cache,
                 parse=self.parse,
                 completion_charge=ask.completion_charge,
+                hand_back=hand_back,
             )
         except CallError as exc:
-            return exc
+            return exc, handed
+        return reply, False
+
+    async def _send(self, ask: _Ask, check_cache: bool) -> tuple[_Ask, Outcome]:
+        """Send `ask` (re-sent in the next structured-output form when the server refuses one, unstreamed
+        when the provider keeps cutting streams); the request actually answered, and its outcome.
+
+        While the form is not yet known to work, first requests go one at a time, so rows sent at once
+        do not each find the same refusal. A refused attempt does not count against the row."""
+        carried = 0  # failed attempts before the request was re-sent otherwise (counted for the row)
+        while True:
+            ask = self._current(ask)
+            choice = self._choice() if ask.form is not None else None
+            done: tuple[Outcome, bool] | None = None
+            if choice is not None and not choice.settled:
+                async with choice.lock:
+                    if not choice.settled:
+                        ask = self._current(ask)
+                        done = await self._call(ask, check_cache)
+                        if isinstance(done[0], Reply):
+                            choice.confirm(ask.form or choice.form)
+            if done is None:
+                ask = self._current(ask)
+                done = await self._call(ask, check_cache)
+            outcome, handed = done
+            if isinstance(outcome, Reply):
+                q = self._quirks()
+                if ask.streamed and q is not None:
+                    q.streams.ok()
+                if choice is not None and ask.form is not None:
+                    choice.confirm(ask.form)
+                return ask, replace(outcome, attempts=outcome.attempts + carried) if carried else outcome
+            if not handed:
+                return ask, CallError(outcome.error, outcome.attempts + carried)
+            nxt = self._instead(ask, outcome.error)
+            if isinstance(nxt, RequestError):
+                return ask, CallError(nxt, outcome.attempts + carried)
+            # cut streams were real failures; the refused attempt itself is not (earlier ones were)
+            carried += outcome.attempts if isinstance(outcome.error, StreamCut) else outcome.attempts - 1
+            ask, check_cache = nxt, True
 
     async def run(self, row: Mapping[str, Any], prepared: Prepared | None = None) -> StepResult:
         """The row's result. From a `try_cached` that stopped, the dialogue goes on where it stopped."""
@@ -425,14 +557,15 @@ class ChatRuntime(StepRuntime):
             prep = prepared if prepared is not None else self._prepare_or_result(row)
             if isinstance(prep, StepResult):
                 return prep
+            assert isinstance(prep, _Ask)
             dialogue = self._dialogue(prep)
             batch = next(dialogue)
             known, looked = [None] * len(batch), prepared is not None
         while True:
             # sequential on purpose: a request on the wire belongs to this row's task (graceful stop)
-            replies: list[Outcome] = []
+            replies: list[tuple[_Ask, Outcome]] = []
             for ask, hit in zip(batch, known, strict=True):
-                replies.append(hit if hit is not None else await self._send(ask, check_cache=not looked))
+                replies.append((ask, hit) if hit is not None else await self._send(ask, check_cache=not looked))
             try:
                 batch = dialogue.send(replies)
             except StopIteration as stop:

@@ -13,7 +13,7 @@ import pyarrow as pa
 
 from ..cache import canonical_json
 from ..errors import JobError, TransientError
-from ..job.model import ChatStep, ToolChoice
+from ..job.model import STRUCTURED_FORMS, ChatStep, StructuredVia, ToolChoice
 from ..structured import Checker, StrictIssue, label_schema, load_schema, strict_issues
 from ..structured.arrow import Col, field_types
 
@@ -57,9 +57,16 @@ class Shape(ABC):
     def columns(self) -> list[tuple[str, pa.DataType]]:
         """The columns one choice fills (the step adds lists for n > 1 and its accounting columns)."""
 
-    def request_fields(self) -> dict[str, Any]:
+    # the forms this shape can be sent in (response_schema and labels: all of them)
+    forms: tuple[StructuredVia, ...] = ()
+
+    def request_fields(self, form: StructuredVia = "json_schema") -> dict[str, Any]:
         """What the step adds to every request body (response_format, tools, tool_choice)."""
         return {}
+
+    def form_messages(self, messages: list[Message], form: StructuredVia) -> list[Message]:
+        """The messages as sent in `form` (unchanged unless the form carries the schema in the prompt)."""
+        return messages
 
     @abstractmethod
     def judge(self, message: Message, finish: str | None) -> Verdict:
@@ -144,9 +151,11 @@ def _strict_note(where: str, issues: list[StrictIssue]) -> str:
 
 
 class SchemaShape(Shape):
-    """`response_schema` or `labels`: JSON answers (response_format json_schema), checked and typed."""
+    """`response_schema` or `labels`: JSON answers, checked and typed. Asked for as response_format
+    json_schema, or in another form when the server refuses it (`request_fields`, `form_messages`)."""
 
     structured = True
+    forms = STRUCTURED_FORMS
 
     def __init__(self, spec: ChatStep) -> None:
         where = f"step `{spec.name}`, response_schema"
@@ -178,13 +187,38 @@ class SchemaShape(Shape):
     def columns(self) -> list[tuple[str, pa.DataType]]:
         return self.place.columns()
 
-    def request_fields(self) -> dict[str, Any]:
-        return {
-            "response_format": {
-                "type": "json_schema",
-                "json_schema": {"name": self._name, "schema": self.schema, "strict": self.strict},
+    def request_fields(self, form: StructuredVia = "json_schema") -> dict[str, Any]:
+        """What a request in `form` adds to the body (the prompt form adds nothing: see `form_messages`)."""
+        if form == "json_schema":
+            return {
+                "response_format": {
+                    "type": "json_schema",
+                    "json_schema": {"name": self._name, "schema": self.schema, "strict": self.strict},
+                }
             }
-        }
+        if form == "json_object":  # llama.cpp and others constrain the answer with `schema`
+            return {"response_format": {"type": "json_object", "schema": self.schema}}
+        if form == "tools":
+            fn = {"name": self._name, "description": "Give the answer.", "parameters": self.schema}
+            return {
+                "tools": [{"type": "function", "function": fn}],
+                "tool_choice": {"type": "function", "function": {"name": self._name}},
+            }
+        return {}
+
+    def form_messages(self, messages: list[Message], form: StructuredVia) -> list[Message]:
+        """The messages as sent in `form`: json_object and prompt forms tell the schema in a system
+        message (json_object needs the word JSON in the messages on OpenAI-like servers)."""
+        if form not in ("json_object", "prompt"):
+            return messages
+        if self.labels is not None:
+            text = self.instruction
+        else:
+            text = ("Reply with only a JSON object, with no other text, that matches this JSON Schema:\n"
+                    + canonical_json(self.schema).decode())
+        if messages and messages[0].get("role") == "system" and isinstance(messages[0].get("content"), str):
+            return [{**messages[0], "content": f"{messages[0]['content']}\n\n{text}"}, *messages[1:]]
+        return [{"role": "system", "content": text}, *messages]
 
     def notes(self) -> list[str]:
         return [_strict_note(self._where, self.issues)] if self.issues and not self.strict else []
@@ -194,11 +228,9 @@ class SchemaShape(Shape):
 
     def judge(self, message: Message, finish: str | None) -> Verdict:
         content = message.get("content")
+        if message.get("tool_calls") and not (isinstance(content, str) and content.strip()):
+            return self._judge_call(message, finish)
         if not isinstance(content, str):
-            if message.get("tool_calls"):
-                return Verdict(
-                    None, None, "the model answered with a tool call, not JSON", finish_reason=finish
-                )
             v = _no_content(message, finish)
             if v.reason and message.get("refusal"):
                 ask = "Please answer the request above. " + self.instruction.replace("corrected ", "")
@@ -225,6 +257,58 @@ class SchemaShape(Shape):
             {"role": "user", "content": f"{feedback}\n{self.instruction}"},
         )
         return Verdict(None, content, reason, follow, finish)
+
+
+    def _judge_call(self, message: Message, finish: str | None) -> Verdict:
+        """An answer given as a function call (the `tools` form): its arguments are the answer."""
+        call = _Call(message)
+        if call.name != self._name:
+            return Verdict(
+                None,
+                call.raw,
+                f"the model called an unknown function {call.name!r}",
+                (call.echo, call.reply(f"Error: there is no function {call.name!r}. Call `{self._name}`.")),
+                finish,
+            )
+        j = self.checker.judge_text(call.raw) if call.text else self.checker.judge_value(call.args)
+        if j.ok:
+            return Verdict(self.place.place(j.values or {}), call.raw, finish_reason=finish, label=j.label)
+        reason, feedback = j.reason, j.feedback
+        if finish == "length":
+            reason = f"cut off at the token limit (finish_reason: length): {reason}"
+            feedback = "The arguments were cut off at the token limit. Make them shorter."
+        return Verdict(
+            None,
+            call.raw,
+            reason,
+            (call.echo, call.reply(f"Error: {feedback}\nCall `{self._name}` again with corrected arguments.")),
+            finish,
+        )
+
+
+class _Call:
+    """The first function call of a message: its name, arguments, the echo of it for a re-ask, and the
+    tool message answering it."""
+
+    def __init__(self, message: Message) -> None:
+        calls = message.get("tool_calls") or [{}]
+        call = calls[0] if isinstance(calls[0], dict) else {}
+        fn = call.get("function") or {}
+        self.id = call.get("id") or "call_0"
+        self.name = fn.get("name")
+        self.args = fn.get("arguments")
+        self.text = isinstance(self.args, str)
+        self.raw = self.args if isinstance(self.args, str) else json.dumps(self.args, ensure_ascii=False)
+        self.echo: Message = {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {"id": self.id, "type": "function", "function": {"name": self.name, "arguments": self.raw}}
+            ],
+        }
+
+    def reply(self, text: str) -> Message:
+        return {"role": "tool", "tool_call_id": self.id, "content": text}
 
 
 class ToolShape(Shape):
@@ -290,7 +374,7 @@ class ToolShape(Shape):
             cols.append((self.tool_column, pa.string()))
         return cols
 
-    def request_fields(self) -> dict[str, Any]:
+    def request_fields(self, form: StructuredVia = "json_schema") -> dict[str, Any]:
         return {"tools": self.tools, "tool_choice": self.choice}
 
     def notes(self) -> list[str]:
@@ -327,26 +411,8 @@ class ToolShape(Shape):
                     finish,
                 )
             return v
-        call = calls[0] if isinstance(calls[0], dict) else {}
-        fn = call.get("function") or {}
-        name = fn.get("name")
-        args = fn.get("arguments")
-        raw = args if isinstance(args, str) else json.dumps(args, ensure_ascii=False)
-        echo = {
-            "role": "assistant",
-            "content": None,
-            "tool_calls": [
-                {
-                    "id": call.get("id") or "call_0",
-                    "type": "function",
-                    "function": {"name": name, "arguments": raw},
-                }
-            ],
-        }
-
-        def reply(text: str) -> Message:
-            return {"role": "tool", "tool_call_id": call.get("id") or "call_0", "content": text}
-
+        call = _Call(message)
+        name, args, raw, echo, reply = call.name, call.args, call.raw, call.echo, call.reply
         checker = self.checkers.get(str(name))
         if checker is None:
             return Verdict(

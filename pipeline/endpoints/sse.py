@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from ..errors import TransientError
+from ..errors import StreamCut, TransientError
 from ..retry import classify
 
 
@@ -26,7 +26,8 @@ class ChatStream:
 
     The body is what gets cached, so a re-run is answered from the cache as if nothing was streamed.
     A stream that ends before every choice has a `finish_reason` was cut (gateways close idle streams
-    and may still send `[DONE]`): `finish()` raises TransientError and the request is retried.
+    and may still send `[DONE]`; llama.cpp ends a stream so when another request arrives): `finish()`
+    raises StreamCut and the request is retried; it is never taken as a complete answer.
     """
 
     def __init__(self) -> None:
@@ -44,7 +45,11 @@ class ChatStream:
         if not isinstance(obj, dict):
             raise TransientError(f"unexpected event in the answer stream: {data[:120]!r}")
         if obj.get("error"):
-            raise classify(200, data, {})
+            err = classify(200, data, {})
+            if type(err) is TransientError:  # e.g. a gateway losing its upstream mid-answer: a cut stream
+                raise StreamCut(f"the answer stream ended with an error event: {err.message}", status=err.status,
+                                code=err.code)
+            raise err
         self._events += 1
         for key in ("id", "created", "model", "system_fingerprint"):
             if key not in self._meta and obj.get(key) is not None:
@@ -81,13 +86,20 @@ class ChatStream:
     def finish(self) -> bytes:
         """The assembled `chat.completion` body; TransientError when the stream was cut."""
         if not self._choices:
-            raise TransientError(f"the answer stream ended without any answer ({self._events} events)")
+            raise StreamCut(f"the answer stream ended without any answer ({self._events} events)")
         cut = [i for i, st in self._choices.items() if st.finish is None]
         if cut:
             got = sum(len("".join(self._choices[i].content)) for i in cut)
-            raise TransientError(
+            raise StreamCut(
                 f"the answer stream was cut before its finish_reason (truncated after {got} characters)"
             )
+        empty = [i for i, st in self._choices.items()
+                 if st.finish == "stop" and not "".join(st.content) and not st.tool_calls and not st.refusal]
+        if empty:
+            # LiteLLM relaying a stream its upstream cut (llama.cpp interrupted) closes it with a made-up
+            # finish_reason "stop" and nothing before it
+            raise StreamCut("the answer stream ended with finish_reason 'stop' and no answer before it "
+                            "(a gateway closing a stream its server cut)")
         choices = []
         for i in sorted(self._choices):
             st = self._choices[i]

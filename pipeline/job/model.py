@@ -18,6 +18,13 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+# How a chat step asks for structured answers, best first: response_format json_schema, response_format
+# json_object with the schema, a forced call of a function whose parameters are the schema, or the schema
+# in the prompt. Whatever the form, the answer is checked on our side.
+StructuredVia = Literal["json_schema", "json_object", "tools", "prompt"]
+STRUCTURED_FORMS: tuple[StructuredVia, ...] = ("json_schema", "json_object", "tools", "prompt")
+
+
 class Limits(_Strict):
     """Client-side limits of one provider key. Omitted = unlimited."""
 
@@ -39,6 +46,10 @@ class Provider(_Strict):
     headers: dict[str, str] | None = None
     tokenizer: Literal["o200k_base", "cl100k_base", "heuristic"] | None = Field(
         None, description="vocabulary for token estimates (default: by model)"
+    )
+    structured_via: StructuredVia | None = Field(
+        None, description="structured-output form chat steps start from on this server (default: json_schema, "
+        "then the next form each time the server refuses one)"
     )
     extra_params: Literal["error", "warn", "allow"] | None = Field(
         None, description="step params this pipeline does not know for the endpoint: refused before the run "
@@ -169,6 +180,10 @@ class ChatStep(_StepBase):
         None, description="default: the tool when there is one, else `required`"
     )
     strict: bool | None = Field(None, description="send strict: true (default: when the schema allows it)")
+    structured_via: StructuredVia | None = Field(
+        None, description="pin the structured-output form of response_schema/labels (default: the provider's, "
+        "stepping down json_schema -> json_object -> tools -> prompt when the server refuses one)"
+    )
     output_layout: Literal["columns", "struct"] = Field(
         "columns", description="one column per top-level field (`<output>_<field>`), or one struct column"
     )
@@ -230,10 +245,14 @@ class ChatStep(_StepBase):
         if given and "response_format" in self.params:
             raise ValueError(f"step `{self.name}` sets {given[0]} and params.response_format: "
                              f"{given[0]} builds response_format")
-        loose = sorted(self.model_fields_set & {"strict", "output_layout", "repair_attempts", "keep_raw"})
+        loose = sorted(self.model_fields_set & {"strict", "output_layout", "repair_attempts", "keep_raw",
+                                                "structured_via"})
         if loose and not given:
             raise ValueError(f"step `{self.name}` sets {', '.join(loose)}, which only apply to structured "
                              "answers: set response_schema, labels or tools")
+        if self.structured_via is not None and self.tools is not None:
+            raise ValueError(f"step `{self.name}` sets structured_via with tools: tools are always sent as "
+                             "tools (structured_via applies to response_schema and labels)")
         if self.tool_choice is not None and self.tools is None:
             raise ValueError(f"step `{self.name}` sets tool_choice without tools")
         if self.tools is not None:

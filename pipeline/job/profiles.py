@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..errors import JobError
-from .model import Limits, Provider
+from .model import Limits, Provider, StructuredVia
 
 BUILTIN: dict[str, Provider] = {
     # API易: an OpenAI-compatible aggregator; limits are per key (its published defaults).
@@ -32,9 +32,38 @@ BUILTIN: dict[str, Provider] = {
         limits=Limits(rpm=3000, tpm=1_000_000, concurrency=100),
         timeout_s=120,
     ),
+    # Local servers: no key (no Authorization header), generous timeouts (CPU models are slow), and the
+    # concurrency the server handles by default; raise it to match how the server was started.
+    # llama.cpp's server (and llama-cpp-python's): one slot unless started with --parallel N; it refuses
+    # response_format json_schema on many builds but takes {"type": "json_object", "schema": ...}.
+    "llamacpp": Provider(
+        base_url="http://127.0.0.1:8080/v1",
+        limits=Limits(concurrency=1),
+        timeout_s=900,
+        structured_via="json_object",
+        extra_params="warn",
+    ),
+    # vLLM batches requests continuously: many in flight are fine.
+    "vllm": Provider(base_url="http://127.0.0.1:8000/v1", limits=Limits(concurrency=32), timeout_s=900,
+                     extra_params="warn"),
+    # infinity (embeddings) serves the OpenAI routes at the root (`--url-prefix` adds one, e.g. /v1).
+    "infinity": Provider(base_url="http://127.0.0.1:7997", limits=Limits(concurrency=8), timeout_s=600,
+                         extra_params="warn"),
+    # A LiteLLM proxy: a key only when the proxy has a master key or virtual keys (LITELLM_API_KEY).
+    "litellm": Provider(
+        base_url="http://127.0.0.1:4000/v1",
+        api_key_env="LITELLM_API_KEY",
+        limits=Limits(concurrency=16),
+        timeout_s=900,
+        extra_params="warn",
+    ),
+    # Ollama: OLLAMA_NUM_PARALLEL requests at once per model (it queues the rest).
+    "ollama": Provider(base_url="http://127.0.0.1:11434/v1", limits=Limits(concurrency=4), timeout_s=900,
+                       extra_params="warn"),
 }
 
-KEY_OPTIONAL = frozenset({"sim"})
+# Profiles whose key variable may be unset (then no Authorization header is sent).
+KEY_OPTIONAL = frozenset({"sim", "litellm"})
 
 
 @dataclass(frozen=True)
@@ -49,7 +78,8 @@ class ResolvedProvider:
     connect_timeout_s: float
     headers: tuple[tuple[str, str], ...]
     tokenizer: str | None
-    key_optional: bool
+    key_optional: bool  # no key needed: no `api_key_env`, or a profile whose key is optional
+    structured_via: StructuredVia | None = None  # the structured-output form to start from (chat steps)
     extra_params: str = "error"  # params unknown to the endpoint: error | warn | allow
 
 
@@ -89,6 +119,7 @@ def resolve_provider(name: str, overrides: dict[str, Provider]) -> ResolvedProvi
         connect_timeout_s=p.connect_timeout_s or 10.0,
         headers=tuple(sorted((p.headers or {}).items())),
         tokenizer=p.tokenizer,
-        key_optional=name in KEY_OPTIONAL,
+        key_optional=name in KEY_OPTIONAL or not p.api_key_env,
+        structured_via=p.structured_via,
         extra_params=p.extra_params or "error",
     )

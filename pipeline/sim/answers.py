@@ -172,6 +172,23 @@ def _forced_tool(body: dict[str, Any]) -> dict[str, Any] | None:
     return None
 
 
+_SCHEMA_IN_PROMPT = "JSON Schema:\n"
+
+
+def _prompt_schema(messages: list[Any]) -> dict[str, Any] | None:
+    """A JSON Schema the system message asks the answer to match (the client's `prompt` form)."""
+    for m in messages:
+        text = content_text(m.get("content")) if isinstance(m, dict) and m.get("role") == "system" else ""
+        at = text.find(_SCHEMA_IN_PROMPT)
+        if at >= 0:
+            try:
+                schema, _ = json.JSONDecoder().raw_decode(text[at + len(_SCHEMA_IN_PROMPT):])
+            except ValueError:
+                return None
+            return schema if isinstance(schema, dict) else None
+    return None
+
+
 def _json_schema(body: dict[str, Any], structured: bool = True) -> dict[str, Any] | None:
     rf = body.get("response_format")
     if not structured:
@@ -179,6 +196,10 @@ def _json_schema(body: dict[str, Any], structured: bool = True) -> dict[str, Any
     if isinstance(rf, dict) and rf.get("type") == "json_schema":
         schema = (rf.get("json_schema") or {}).get("schema")
         return schema if isinstance(schema, dict) else {}
+    if isinstance(rf, dict) and rf.get("type") == "json_object" and isinstance(rf.get("schema"), dict):
+        return dict(rf["schema"])  # llama.cpp's form: the schema constrains the JSON object
+    if rf is None and isinstance(body.get("messages"), list):
+        return _prompt_schema(body["messages"])  # a model that follows the schema it is told
     return None
 
 

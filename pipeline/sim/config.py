@@ -29,6 +29,8 @@ CONTENT_FAULTS = frozenset(
     {"truncated_stream", "invalid_json_answer", "schema_violation", "refusal", "label_variant"}
 )
 
+ERROR_STYLES = frozenset({"openai", "litellm", "vllm", "ollama"})
+
 DEFAULT_MODELS = [
     "gpt-4o-mini",
     "gpt-4o",
@@ -128,6 +130,21 @@ class SimConfig:
     strict_models: bool = False
     # False plays a server without structured outputs (response_format json_schema ignored)
     structured_outputs: bool = True
+    # The response_format types the server takes; any other is refused with `refuse_status` and a message
+    # naming response_format. llama-cpp-python: ["text", "json_object"] and 500 ("Input should be 'text'
+    # or 'json_object'"); it takes {"type": "json_object", "schema": {...}} and follows the schema.
+    response_formats: list[str] = field(default_factory=lambda: ["text", "json_object", "json_schema"])
+    refuse_status: int = 400
+    tools: bool = True  # False: requests with `tools` are refused (400 naming tools)
+    # llama.cpp's `interrupt_requests`: a running stream ends (`[DONE]`, no finish_reason) as soon as
+    # another request arrives.
+    interrupt_streams: bool = False
+    # How errors look: "openai"; "litellm" (the status in `code` as text, "Invalid model name passed in
+    # model=..." for an unknown model with strict_models); "vllm" (404 "The model `x` does not exist.");
+    # "ollama" (404 'model "x" not found, try pulling it first').
+    error_style: str = "openai"
+    models_list: bool = True  # False: GET /v1/models answers 404 (small servers list no models)
+    require_key: bool = True  # False: a local server without keys (requests without Authorization pass)
 
     def __post_init__(self) -> None:
         # Configs read as YAML may hold "3e-05" as text (YAML 1.1 floats need a dot): take the number.
@@ -137,6 +154,8 @@ class SimConfig:
                 setattr(self, f.name, float(value))
         if self.window_s <= 0:
             raise ValueError("SimConfig.window_s must be > 0")
+        if self.error_style not in ERROR_STYLES:
+            raise ValueError(f"SimConfig.error_style must be one of {sorted(ERROR_STYLES)}, got {self.error_style!r}")
         if self.keys is not None:
             self.keys = {str(k): _limits(v) for k, v in self.keys.items()}
         self.default_limits = _limits(self.default_limits)

@@ -81,6 +81,24 @@ def _check_strict(body: dict[str, Any]) -> None:
                 )
 
 
+def _check_forms(body: dict[str, Any], formats: list[str], tools: bool, status: int) -> None:
+    """Refuse what a server without some structured-output forms refuses (llama-cpp-python: a 500 whose
+    message names response_format.type)."""
+    rf = body.get("response_format")
+    kind = rf.get("type") if isinstance(rf, dict) else None
+    if kind is not None and kind not in formats:
+        allowed = " or ".join(f"'{f}'" for f in formats)
+        raise SimError(
+            status,
+            f"[{{'type': 'literal_error', 'loc': ('body', 'response_format', 'type'), 'msg': "
+            f"\"Input should be {allowed}\", 'input': '{kind}'}}]",
+            "internal_server_error" if status >= 500 else "invalid_request_error",
+            param="response_format.type",
+        )
+    if body.get("tools") and not tools:
+        raise SimError(status, "'tools' is not supported by this server", param="tools")
+
+
 def _model(body: dict[str, Any], call: Call) -> str:
     model = body.get("model")
     if not isinstance(model, str) or not model:
@@ -132,6 +150,8 @@ class Endpoints:
         params.check(body, params.CHAT)
         _int_param(body, "n", 1, 1, 128)
         _int_param(body, "top_logprobs", 0, 0, 20)
+        cfg = self.sim.config
+        _check_forms(body, cfg.response_formats, cfg.tools, cfg.refuse_status)
         _check_strict(body)
         structured = self.sim.config.structured_outputs
         prompt = chat_prompt_tokens(messages)
@@ -320,6 +340,9 @@ class Endpoints:
         return {"id": model, "object": "model", "created": 1700000000, "owned_by": owner}
 
     async def models(self, request: web.Request, call: Call) -> Job:
+        if not self.sim.config.models_list:
+            raise SimError(404, "Not Found")
+
         async def respond(request: web.Request, call: Call, fault: str | None) -> web.StreamResponse:
             return self._ok(call, {"object": "list", "data": [self._model_obj(m) for m in self.sim.models]})
 

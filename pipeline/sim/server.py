@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import random
 import time
@@ -43,6 +44,7 @@ class Simulator:
         self._seq = 0
         self._runner: web.AppRunner | None = None
         self._stopping: asyncio.Event | None = None
+        self._arrival = asyncio.Event()  # set when the next request arrives (interrupt_streams)
 
     # ----- lifecycle and control
 
@@ -122,11 +124,30 @@ class Simulator:
 
     def check_model(self, model: str | None) -> None:
         if self.config.strict_models and model is not None and model not in self._models:
+            style = self.config.error_style
+            if style == "litellm":
+                raise SimError(
+                    400,
+                    f"litellm.BadRequestError: Invalid model name passed in model={model}. Call `/v1/models` "
+                    "to view available models for your key.",
+                    "None",
+                    param="model",
+                )
+            if style == "vllm":
+                raise SimError(404, f"The model `{model}` does not exist.", "NotFoundError")
+            if style == "ollama":
+                raise SimError(404, f'model "{model}" not found, try pulling it first', "api_error")
             raise SimError(
                 404,
                 f"The model `{model}` does not exist or you do not have access to it.",
                 code="model_not_found",
             )
+
+    def _error_body(self, e: SimError, seq: int) -> dict[str, Any]:
+        body = e.body(seq)
+        if self.config.error_style == "litellm":  # LiteLLM puts the HTTP status in `code`, as text
+            body["error"]["code"] = str(e.status)
+        return body
 
     @property
     def models(self) -> list[str]:
@@ -147,10 +168,18 @@ class Simulator:
         per_token = self.config.latency_per_token_s * call.factor
         await resp.prepare(request)
         call.status = 200
+        interrupt = self._arrival if self.config.interrupt_streams else None  # set by the next request
         try:
             for chunk, ntok in chunks:
                 if per_token and ntok:
-                    await asyncio.sleep(per_token * ntok)
+                    if interrupt is None:
+                        await asyncio.sleep(per_token * ntok)
+                    else:
+                        with contextlib.suppress(TimeoutError):
+                            await asyncio.wait_for(interrupt.wait(), per_token * ntok)
+                if interrupt is not None and interrupt.is_set():
+                    call.fault = "interrupted"  # llama.cpp: [DONE] without a finish_reason
+                    break
                 await resp.write(b"data: " + json.dumps(chunk, ensure_ascii=False).encode() + b"\n\n")
             await resp.write(b"data: [DONE]\n\n")
             await resp.write_eof()
@@ -171,6 +200,8 @@ class Simulator:
     def _auth(self, request: web.Request) -> str:
         header = request.headers.get("Authorization", "")
         key = header[7:].strip() if header[:7].lower() == "bearer " else ""
+        if not key and not self.config.require_key:
+            return ""  # a keyless server: every request counts against one anonymous key
         if not key:
             raise SimError(
                 401,
@@ -202,6 +233,9 @@ class Simulator:
         self, request: web.Request, prepare: Callable[[web.Request, Call], Awaitable[Job]], limited: bool
     ) -> web.StreamResponse:
         self._seq += 1
+        if limited:  # an API request (not GET /models): it interrupts running streams (interrupt_streams)
+            self._arrival.set()
+            self._arrival = asyncio.Event()
         call = Call(self._seq, request, self.factor())
         limiter = None
         try:
@@ -239,7 +273,7 @@ class Simulator:
             return resp
         except SimError as e:
             call.status = e.status
-            return web.json_response(e.body(call.seq), status=e.status, headers=e.headers)
+            return web.json_response(self._error_body(e, call.seq), status=e.status, headers=e.headers)
         except _Reset:
             call.status = 0
             if request.transport is not None:
@@ -270,7 +304,8 @@ class Simulator:
         headers = {"x-request-id": f"sim-{call.seq}"}
         kind = rule.kind
         if kind == "status":
-            body = error_body(f"Simulated error {rule.status} {rid}", rule.error_type, rule.error_code)
+            code = str(rule.status) if self.config.error_style == "litellm" else rule.error_code
+            body = error_body(f"Simulated error {rule.status} {rid}", rule.error_type, code)
             return web.json_response(body, status=rule.status, headers=headers)
         if kind == "rate_limit":
             if rule.retry_after is not None:
