@@ -242,35 +242,45 @@ def validate(
 @app.command()
 def estimate(
     job: Path = typer.Argument(..., help="the job file (YAML)"),
-    prices: Path | None = typer.Option(None, help="YAML/JSON {model: {input: USD/1M tokens, output: USD/1M tokens}}"),
+    prices: Path | None = typer.Option(
+        None, help="YAML/JSON {model: {input, output, cached_input: USD/1M tokens, audio_minute, image}} "
+        "over the shipped prices and the job's `prices:`"),
+    as_json: bool = typer.Option(False, "--json", help="print JSON for scripts"),
 ) -> None:
     """Forecast a job without sending anything: requests, tokens, time under the limits, cost."""
     from .estimate import estimate as run_estimate
-    from .estimate import load_prices
     from .plan import build_plan
 
     try:
-        plan = build_plan(job, require_keys=False)
-        table = load_prices(prices) if prices else None
-        est = run_estimate(plan, table)
+        plan = build_plan(job, require_keys=False, prices_file=prices)
+        est = run_estimate(plan, plan.prices)
     except JobError as exc:
         raise _fail(str(exc)) from None
+    if as_json:
+        print(json.dumps(est.as_json(), indent=2))
+        return
     t = Table(title=f"estimate: {plan.job.spec.name} ({plan.total_rows:,} rows)", header_style="bold")
-    for col in ("step", "model", "requests", "cached", "skipped", "prompt tokens", "completion (max)", "cost USD"):
+    for col in ("step", "model", "requests", "cached", "skipped", "prompt tokens", "completion", "cost USD"):
         t.add_column(col, justify="left" if col in ("step", "model") else "right")
     for s in est.steps:
         cost = "-" if s.cost is None else f"{s.cost:,.4f}"
+        completion = f"{s.completion_tokens:,}" if s.kind != "transcribe" else f"{s.audio_minutes or 0:,.1f} audio min"
         t.add_row(s.name, s.model, f"{s.requests:,}", f"{s.cached:,}", f"{s.skipped:,}", f"{s.prompt_tokens:,}",
-                  f"{s.completion_tokens:,}", cost)
+                  completion, cost)
     out.print(t)
+    for s in est.steps:
+        if s.completion_basis:
+            out.print(f"{s.name}: completion tokens from {s.completion_basis}", highlight=False)
     for name, minutes in est.minutes_by_provider.items():
-        out.print(f"{name}: at least {minutes:,.1f} min under its limits (binding: {est.binding_limit[name]})",
+        out.print(f"{name}: at least {minutes:,.1f} min ({minutes * 60:,.0f} s) under its limits "
+                  f"(binding: {est.binding_limit[name]})", highlight=False)
+    total = est.cost
+    missing = sorted({s.model for s in est.steps if s.cost is None})
+    if missing:
+        out.print(f"no price for: {', '.join(missing)} (add them under `prices:` in the job or --prices)",
                   highlight=False)
-    if prices is None:
-        out.print("no --prices given: cost not computed", highlight=False)
-    elif any(s.cost is None for s in est.steps):
-        missing = sorted({s.model for s in est.steps if s.cost is None})
-        out.print(f"no price for: {', '.join(missing)}", highlight=False)
+    elif total is not None:
+        out.print(f"cost: ${total:,.4f} (prices as of {est.prices_as_of}, overridable)", highlight=False)
 
 
 @app.command()
