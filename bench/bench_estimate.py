@@ -35,7 +35,7 @@ def _cli(work: Path, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 def _estimate(work: Path, job: str) -> dict[str, Any]:
-    res = _cli(work, "estimate", job, "--json")
+    res = _cli(work, "estimate", job, "--json", "--sim")
     if res.returncode != 0:
         raise RuntimeError(f"estimate {job}: {res.stderr or res.stdout}")
     return dict(json.loads(res.stdout))

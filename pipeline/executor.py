@@ -15,6 +15,8 @@ from typing import Any
 
 import pyarrow as pa
 
+from .budget import MARK as BUDGET_MARK
+from .budget import Spend, check_budget, earlier_spend, step_charges
 from .cache import NoCache, ResponseCache
 from .calls import ProviderClient, RunStats, Stopped
 from .endpoints import Prepared
@@ -34,6 +36,7 @@ class RunOptions:
     fresh: bool = False
     retry_failed: bool = False
     progress_interval_s: float = 0.5
+    max_cost_usd: float | None = None  # over the job's `budget:`
 
 
 @dataclass
@@ -51,6 +54,10 @@ class RunSummary:
     aborted: str | None = None
     failed_rows: int = 0
     notes: list[str] = field(default_factory=list)
+    cost_usd: float | None = None  # this run's requests (None: some model has no price)
+    cost_total_usd: float | None = None  # and earlier runs' finished rows
+    budget_usd: float | None = None
+    budget_unsent_rows: int = 0  # rows not sent because the budget would have been crossed
 
 
 @dataclass
@@ -59,6 +66,7 @@ class _Counters:
     ok: int = 0
     failed: int = 0
     skipped: int = 0
+    unsent: int = 0  # failed for the budget: not sent
     streak_sig: str | None = None
     streak: int = 0
 
@@ -90,6 +98,10 @@ class Executor:
         self._resumed = 0
         self._processed = 0
         self._value_names = {s.name: [f.name for f in s.output_fields()] for s in plan.steps}
+        self.budget = options.max_cost_usd or (spec.budget.max_cost_usd if spec.budget else None)
+        check_budget(plan, self.budget)
+        self._charges = step_charges(plan)
+        self._kinds = {s.name: s.kind for s in spec.steps}
 
     # ----------------------------------------------------------------- setup
     def _clients(self, session: Any) -> dict[str, ProviderClient]:
@@ -152,11 +164,15 @@ class Executor:
         failed = False
         for step, r in zip(self.plan.steps, results, strict=True):
             flatten_result(step.name, r, self._value_names[step.name], out)
+            out[f"{step.name}__cost"] = self._row_cost(step.name, r)
             self.counts[step.name][r.status] += 1
             failed = failed or r.status in ("error", "invalid")
         c = self._c
         c.done += 1
-        if failed:
+        if failed and any(r.error and BUDGET_MARK in r.error for r in results):
+            c.unsent += 1  # not a failure of the row: a later run with more budget sends it
+            c.failed += 1
+        elif failed:
             c.failed += 1
             bad = next(r for r in results if r.status in ("error", "invalid"))
             sig = _failure_signature(bad.error)
@@ -176,6 +192,18 @@ class Executor:
             else:
                 c.ok += 1
         return out
+
+    def _row_cost(self, step: str, r: StepResult) -> float | None:
+        """What the row's answer cost (also when it came from the cache: it was paid once)."""
+        charge = self._charges[step]
+        if charge is None:
+            return None
+        if self._kinds[step] == "transcribe":
+            seconds = r.values.get(f"{step}__duration")
+            return charge.price.audio(seconds) if isinstance(seconds, int | float) else None
+        if r.prompt_tokens is None and r.completion_tokens is None:
+            return None if r.status == "ok" else 0.0
+        return charge.price.tokens(r.prompt_tokens, r.completion_tokens)
 
     def _skip_reason(self, results: list[StepResult]) -> str | None:
         for step, r in zip(self.plan.steps, results, strict=False):
@@ -244,6 +272,7 @@ class Executor:
             requests=s.requests, cache_hits=s.cache_hits, retries=s.retries, rate_limited=s.rate_limited,
             tokens=tokens, elapsed_s=el, req_per_min=s.requests / el * 60, tok_per_min=tokens / el * 60,
             audio_s_done=audio_done, audio_s_left=audio_left,
+            cost_usd=s.spend.spent if all(self._charges.values()) else None, budget_usd=self.budget,
         )
 
     async def _report(self) -> None:
@@ -288,6 +317,9 @@ class Executor:
         todo = ~prior.done
         if opts.retry_failed:
             todo |= prior.failed
+        spent_before, unsent = earlier_spend(work.written(opts.fresh), [s.name for s in plan.steps], plan.total_rows)
+        todo |= unsent  # rows an earlier run did not send for its budget
+        self.stats.spend = Spend(self.budget, spent_before)
         self._resumed = int((~todo).sum())
         writer = PartWriter(work, plan.part_schema, plan.job.spec.run.flush_rows, plan.job.spec.run.flush_interval_s)
         window_size = self._window()
@@ -303,6 +335,7 @@ class Executor:
                 for step in plan.steps:
                     step.client = clients[step.provider]
                     step.spawner = self._spawn
+                    step.charge = self._charges[step.name]
                 await self._feed(todo, writer, window)
                 while self._tasks:
                     await asyncio.wait(set(self._tasks))
@@ -326,6 +359,9 @@ class Executor:
             rows_processed=self._processed, status_counts=self.counts, stats=self.stats,
             elapsed_s=time.monotonic() - t0, interrupted=self._interrupted,
             aborted=str(self._abort) if self._abort is not None else None, failed_rows=failed,
+            cost_usd=self.stats.spend.spent if all(self._charges.values()) else None,
+            cost_total_usd=self.stats.spend.total if all(self._charges.values()) else None,
+            budget_usd=self.budget, budget_unsent_rows=self._c.unsent,
         )
 
     async def _feed(self, todo: Any, writer: PartWriter, window: asyncio.Semaphore) -> None:

@@ -40,6 +40,7 @@ def step_fields(step: str, values: Sequence[pa.Field]) -> list[pa.Field]:
         pa.field(f"{step}__completion_tokens", pa.int64()),
         pa.field(f"{step}__cached", pa.bool_()),
         pa.field(f"{step}__tokens_estimated", pa.bool_()),
+        pa.field(f"{step}__cost", pa.float64()),  # USD; null when the model's price is unknown
     ]
 
 
@@ -54,6 +55,7 @@ def flatten_result(step: str, r: StepResult, value_names: Sequence[str], out: di
     out[f"{step}__completion_tokens"] = r.completion_tokens
     out[f"{step}__cached"] = r.cached
     out[f"{step}__tokens_estimated"] = r.tokens_estimated
+    out[f"{step}__cost"] = None  # priced by the executor, which knows the step's model
 
 
 @dataclass

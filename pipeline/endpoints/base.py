@@ -12,6 +12,7 @@ import orjson
 import polars as pl
 import pyarrow as pa
 
+from ..budget import Charge
 from ..calls import CallError, ProviderClient
 from ..errors import TransientError
 from ..job.model import Limits
@@ -55,6 +56,8 @@ class StepRuntime(ABC):
     client: ProviderClient  # bound by the executor when the run starts
     # Set by the executor: starts a task it tracks like a row task (see `spawn`).
     spawner: Callable[[Coroutine[Any, Any, None]], asyncio.Task[None]] | None = None
+    # Set by the executor: how the step's requests are priced (None: no price known for its model).
+    charge: Charge | None = None
 
     def __init__(self, name: str, output_column: str, provider: str, cache_ns: str) -> None:
         self.name = name
@@ -161,6 +164,7 @@ class StepRuntime(ABC):
                 check_cache=prepared is None,
                 parse=self.parse,
                 completion_charge=prep.completion_charge,
+                charge=self.charge,
             )
         except CallError as exc:
             return StepResult("error", error=exc.error.short(), attempts=exc.attempts)

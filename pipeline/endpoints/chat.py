@@ -408,6 +408,7 @@ class ChatRuntime(StepRuntime):
                 check_cache=check_cache,
                 parse=self.parse,
                 completion_charge=ask.completion_charge,
+                charge=self.charge,
             )
         except CallError as exc:
             return exc

@@ -323,7 +323,7 @@ class EmbedRuntime(StepRuntime):
 
         reply = await self.client.call(
             HttpRequest(ENDPOINT, data=data), tokens=reserve, cache_key=None,
-            parse=lambda b: self._packed(b, n, estimate), completion_charge=0,
+            parse=lambda b: self._packed(b, n, estimate), completion_charge=0, charge=self.charge,
         )
         vectors, b64s, usage = reply.parsed.values["answer"]
         for s in slots:
