@@ -13,6 +13,7 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
+import polars as pl
 import pyarrow as pa
 
 from .budget import MARK as BUDGET_MARK
@@ -366,16 +367,16 @@ class Executor:
 
     async def _feed(self, todo: Any, writer: PartWriter, window: asyncio.Semaphore) -> None:
         """Read the input in batches; finish cached rows at once, start tasks for the rest."""
+        first = self.plan.steps[0]
         for df in self.plan.source.batches(BATCH_ROWS):
             rows = df[ROW].to_numpy()
             if not todo[rows].any():
                 continue
-            for row in df.iter_rows(named=True):
+            batch = [(row.pop(ROW), row) for row in df.filter(pl.Series(todo[rows])).iter_rows(named=True)]
+            first.prefetch([row for _, row in batch])  # one cache query for the batch, not one per row
+            for idx, row in batch:
                 if self._stopping or self._abort is not None:
                     return
-                idx = row.pop(ROW)
-                if not todo[idx]:
-                    continue
                 results: list[StepResult] = []
                 prep = self._advance_cached(row, results)
                 if prep is None:
