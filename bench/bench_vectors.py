@@ -101,7 +101,7 @@ def bench_run(rows: int) -> None:
     sys.path.insert(0, str(Path(__file__).parent))
     from bench_core import SimProcess, make_rows
 
-    sim = SimProcess(latency_s=0.0, record=False)
+    sim = SimProcess(latency_s=0.0)
     work = Path(tempfile.mkdtemp(prefix="bench-vrun-"))
     try:
         make_rows(work / "rows.parquet", rows)

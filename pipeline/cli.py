@@ -86,6 +86,7 @@ class _ProgressView:
         self.bar = Progress(
             TextColumn("[bold]rows"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
             TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), console=err, transient=False,
+            refresh_per_second=2,  # a redraw costs CPU: twice a second is enough for a long batch job
         )
         self.task = self.bar.add_task("rows", total=total, info="")
 

@@ -36,7 +36,7 @@ BATCH_ROWS = 2000
 class RunOptions:
     fresh: bool = False
     retry_failed: bool = False
-    progress_interval_s: float = 0.5
+    progress_interval_s: float = 1.0
     max_cost_usd: float | None = None  # over the job's `budget:`
 
 

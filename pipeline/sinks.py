@@ -26,8 +26,8 @@ PART = "__part"
 FINGERPRINT_KEY = "pipeline.fingerprint"
 FAILED = ("error", "invalid")
 FINISH_ROWS = 50_000  # input positions per slice of the final write, at most
-FINISH_BYTES = 32 * 2**20  # and about this much data per slice (vectors make rows big): a row group
-FINISH_CACHE_BYTES = 96 * 2**20  # parts kept decoded while consecutive slices draw from them
+FINISH_BYTES = 16 * 2**20  # and about this much data per slice (vectors make rows big): a row group
+FINISH_CACHE_BYTES = 80 * 2**20  # parts kept decoded while consecutive slices draw from them
 
 
 def write_options(schema: pa.Schema) -> dict[str, Any]:
