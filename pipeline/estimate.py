@@ -249,10 +249,12 @@ def _count(rt: Any, est: StepEstimate, prep: Prepared, cache: Any, pack: _Packs 
             size = path.stat().st_size
         except OSError:
             size = 0
-        max_bytes = rt.spec.max_upload_mb * 1e6
-        pieces = max(1, math.ceil(size / max_bytes)) if size > max_bytes else 1
-        if rt.spec.max_duration_s:
-            pieces = max(pieces, math.ceil(seconds / rt.spec.max_duration_s))
+        max_bytes = int(rt.spec.max_upload_mb * 1e6)
+        max_s = rt.spec.max_duration_s
+        pieces = 1
+        if size > max_bytes or (max_s is not None and seconds > max_s):
+            # split as the run splits: re-encoded pieces of at most this long (cut at silences)
+            pieces = max(1, math.ceil(seconds / audiofiles.max_piece_seconds(max_bytes, max_s)))
         est.requests += pieces
         return
     prompt = prep.prompt_estimate or prep.tokens

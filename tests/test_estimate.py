@@ -6,6 +6,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+import polars as pl
+import pytest
 from typer.testing import CliRunner
 
 from pipeline.cli import app
@@ -90,3 +92,24 @@ def test_price_table_defaults_overrides_and_dated_names(tmp_path: Path) -> None:
     assert p.worst_case(1100, 100) == (1000 + 400) / 1e6
     assert Price(input=1.0).tokens(10, 5) is None  # completion tokens with no output price: unknown
     assert PriceTable({"m": p}).over({"m": Price(input=2.0)}).get("m") == Price(input=2.0)
+
+
+def test_transcribe_estimate_counts_audio_minutes_and_pieces(tmp_path: Path, sim: Any) -> None:
+    from .test_transcribe import LONG_LAYOUT, run, write_wav
+    from .test_transcribe import write_job as write_transcribe_job
+
+    d = tmp_path / "in"
+    write_wav(d / "a.wav", [(30.0, 300.0)], seed=1)
+    write_wav(d / "b.wav", [(90.0, 400.0)], seed=2)
+    write_wav(d / "long.wav", LONG_LAYOUT, seed=3)  # 153 s, 2.4 MB: over a 1 MB upload limit
+    job = write_transcribe_job(tmp_path, sim.url, str(d / "*.wav"), step="max_upload_mb: 1")
+    plan = build_plan(job)
+    s = estimate(plan, plan.prices).steps[0]
+    assert s.audio_minutes == round((30 + 90 + 153) / 60, 3)
+    assert s.requests > 3  # files over 1 MB go in pieces
+    assert s.cost == pytest.approx((30 + 90 + 153) / 60 * default_prices().models["whisper-1"].audio_minute)  # type: ignore[operator]
+    run(job)
+    sent = [r for r in sim.records if r.path.endswith("/audio/transcriptions") and r.status == 200]
+    assert abs(len(sent) - s.requests) <= 1, (len(sent), s.requests)  # pieces are cut at silences
+    df = pl.read_parquet(tmp_path / "out" / "transcripts.parquet")
+    assert df["tr__cost"].sum() == pytest.approx(s.cost, rel=1e-3)  # the answers' durations
