@@ -31,8 +31,12 @@ DIM = 1536
 
 def make_work(out: Path, rows: int, part_rows: int = 2000) -> tuple[Path, pa.Schema]:
     """A work folder like an embed run's: parts of `part_rows` rows, written in a shuffled order."""
-    from pipeline.sinks import WorkDir, step_fields, write_options
+    from pipeline import sinks
+    from pipeline.sinks import WorkDir, step_fields
     from pipeline.sources import ROW
+
+    # (older versions, for a before/after run: parts as they wrote them)
+    write_options = getattr(sinks, "write_options", lambda schema: {"compression": "zstd"})
 
     work = WorkDir(out, "bench")
     work.prepare(fresh=True)
@@ -54,7 +58,7 @@ def make_work(out: Path, rows: int, part_rows: int = 2000) -> tuple[Path, pa.Sch
             "emb__completion_tokens": pa.array([0] * n, pa.int64()), "emb__cached": pa.array([False] * n),
             "emb__tokens_estimated": pa.array([False] * n), "emb__cost": pa.array([2e-7] * n),
         }
-        table = pa.table(cols, schema=schema)
+        table = pa.table({k: v for k, v in cols.items() if k in schema.names}, schema=schema)
         pq.write_table(table, work.path / f"part-{i + 1:06d}.parquet", **write_options(schema))  # as PartWriter
     final = schema.remove(0).set(schema.get_field_index("emb") - 1, pa.field("emb", pa.list_(pa.float32(), DIM)))
     return work.path, final

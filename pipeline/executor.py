@@ -30,6 +30,14 @@ from .sources import ROW
 from .transport import Transport, new_session
 
 BATCH_ROWS = 2000
+# Input data of the rows in flight, at most (with the window's row count): long documents would
+# otherwise fill memory before the window's count does.
+MAX_BYTES_IN_FLIGHT = 64 * 2**20
+
+
+def _row_bytes(row: dict[str, Any]) -> int:
+    """About what a row's input holds in memory: its text and bytes, 8 per other value."""
+    return sum(len(v) if isinstance(v, str | bytes) else 8 for v in row.values())
 
 
 @dataclass(frozen=True)
@@ -103,6 +111,8 @@ class Executor:
         check_budget(plan, self.budget)
         self._charges = step_charges(plan)
         self._kinds = {s.name: s.kind for s in spec.steps}
+        self._bytes_in_flight = 0
+        self._bytes_freed: asyncio.Event | None = None
 
     # ----------------------------------------------------------------- setup
     def _clients(self, session: Any) -> dict[str, ProviderClient]:
@@ -233,7 +243,7 @@ class Executor:
         return None
 
     async def _row_task(self, row_index: int, ctx: dict[str, Any], results: list[StepResult],
-                        prepared: Prepared, writer: PartWriter, window: asyncio.Semaphore) -> None:
+                        prepared: Prepared, writer: PartWriter, window: asyncio.Semaphore, size: int) -> None:
         try:
             steps = self.plan.steps
             next_prep: Prepared | None = prepared
@@ -253,6 +263,9 @@ class Executor:
             self._set_abort(exc)
         finally:
             window.release()
+            self._bytes_in_flight -= size
+            if self._bytes_freed is not None:
+                self._bytes_freed.set()
 
     # ----------------------------------------------------------------- run
     def _progress(self) -> Progress:
@@ -384,10 +397,16 @@ class Executor:
                     writer.add(self._record(idx, row, results))
                     continue
                 await window.acquire()
+                size = _row_bytes(row)
+                while self._bytes_in_flight and self._bytes_in_flight + size > MAX_BYTES_IN_FLIGHT:
+                    self._bytes_freed = self._bytes_freed or asyncio.Event()
+                    self._bytes_freed.clear()
+                    await self._bytes_freed.wait()
                 if self._stopping or self._abort is not None:
                     window.release()
                     return
-                self._spawn(self._row_task(idx, row, results, prep, writer, window))
+                self._bytes_in_flight += size
+                self._spawn(self._row_task(idx, row, results, prep, writer, window, size))
             await asyncio.sleep(0)  # let replies in between batches of cache hits
 
 

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -61,3 +63,23 @@ def test_streamed_final_write_keeps_order_latest_write_and_vectors(tmp_path: Pat
     first = [v[0] for v in t["e"].to_pylist()]
     assert first == [r + (0.5 if r in (3, 250, 499) else 0.0) for r in range(n)]
     assert pq.ParquetFile(tmp_path / "out.parquet").metadata.num_row_groups > 5  # written in slices
+
+
+def test_rows_in_flight_are_bounded_by_bytes(tmp_path: Path, sim_factory: Any,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    from pipeline import executor
+
+    from .conftest import output, reviews, run_job, write_job
+
+    sim = sim_factory(latency_s=0.05)
+    monkeypatch.setattr(executor, "MAX_BYTES_IN_FLIGHT", 10_000)
+    data = reviews(40).with_columns(pl.col("text") + " " + "long text " * 200)  # ~2 kB per row
+    job = write_job(tmp_path, sim.url, data=data, limits="{rpm: 100000, tpm: 100000000, concurrency: 50}")
+    run_job(job)
+    assert set(output(tmp_path)["label__status"]) == {"ok"}
+    events = sorted([(r.t_start, 1) for r in sim.records] + [(r.t_end, -1) for r in sim.records])
+    level = peak = 0
+    for _, step in events:
+        level += step
+        peak = max(peak, level)
+    assert 1 < peak <= 5  # 10 kB of ~2 kB rows, where the window alone would allow 50
