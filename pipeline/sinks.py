@@ -27,7 +27,7 @@ FINGERPRINT_KEY = "pipeline.fingerprint"
 FAILED = ("error", "invalid")
 FINISH_ROWS = 50_000  # input positions per slice of the final write, at most
 FINISH_BYTES = 16 * 2**20  # and about this much data per slice (vectors make rows big): a row group
-FINISH_CACHE_BYTES = 80 * 2**20  # parts kept decoded while consecutive slices draw from them
+FINISH_CACHE_BYTES = 64 * 2**20  # parts kept decoded while consecutive slices draw from them
 
 
 def write_options(schema: pa.Schema) -> dict[str, Any]:
@@ -244,6 +244,8 @@ class WorkDir:
                     perm[np.concatenate(order)] = np.arange(len(s_ids))
                     chunk = chunk.combine_chunks().take(pa.array(perm))
                 writer.write_table(chunk.replace_schema_metadata(meta), row_group_size=len(s_ids))
+                del chunk, pieces
+                pa.default_memory_pool().release_unused()  # hand freed slices back: RSS stays flat
             writer.close()
             writer = None
             with open(tmp, "rb") as fh:
