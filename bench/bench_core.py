@@ -177,13 +177,14 @@ def bench_throughput(rows: int) -> None:
     work = Path(tempfile.mkdtemp(prefix="bench-tp-"))
     try:
         job = write_job(work, sim.url, rows, "{}", cache=True)
+        load = os.getloadavg()[0]
         wall, rss, err = run_client(job)
         n = sum(1 for r in sim.records() if r["path"].endswith("/chat/completions"))
     finally:
         sim.stop()
         shutil.rmtree(work, ignore_errors=True)
     print(f"throughput: {n:,} requests in {wall:.1f}s wall (process start, input, cache writes and Parquet "
-          f"included) = {n / wall:,.0f} requests/s; peak RSS {rss} MB")
+          f"included) = {n / wall:,.0f} requests/s; peak RSS {rss} MB  [load average {load:.2f}]")
 
 
 def bench_memory(rows: int) -> None:
@@ -208,6 +209,7 @@ def bench_cached(rows: int) -> None:
         job = write_job(work, sim.url, rows, "{}", cache=True)
         run_client(job)
         before = len(sim.records())
+        load = os.getloadavg()[0]
         wall, rss, _ = run_client(job, "--fresh")
         after = len(sim.records())
         t0 = time.monotonic()
@@ -217,7 +219,8 @@ def bench_cached(rows: int) -> None:
         sim.stop()
         shutil.rmtree(work, ignore_errors=True)
     print(f"cached: re-run of {rows:,} rows from the cache (--fresh) in {wall:.2f}s = {rows / wall:,.0f} rows/s, "
-          f"{after - before} requests sent, peak RSS {rss} MB; re-run of the finished job: {resume_wall:.2f}s")
+          f"{after - before} requests sent, peak RSS {rss} MB; re-run of the finished job: {resume_wall:.2f}s  "
+          f"[load average {load:.2f}]")
 
 
 def main() -> None:

@@ -26,6 +26,8 @@ from .records import StepResult
 __all__ = ["Batcher", "Slot", "TokenCalibration", "apportion", "blamed_input", "splittable"]
 
 P = TypeVar("P")
+# While earlier batches queue for admission, an idle open batch is looked at every this many lingers.
+BUSY_RECHECK_LINGERS = 4
 
 # Where servers name the offending input of a list: OpenAI `'$.input[3]'` / `input[3]`, FastAPI
 # `"loc": ["body", "input", 3]`, pydantic-style `input.3`.
@@ -195,9 +197,13 @@ class Batcher(Generic[P]):
             return
         loop = asyncio.get_running_loop()
         idle = loop.time() - self._last_add
-        if idle < self.linger_s or self._busy():
-            # Rows are still coming, or this batch would only queue behind others: let it grow.
+        if idle < self.linger_s:  # rows are still coming: let it grow
             self._timer = loop.call_later(max(self.linger_s - idle, self.linger_s / 2), self._linger_over)
+            return
+        if self._busy():
+            # This batch would only queue behind others: let it grow, and look again later (the
+            # provider is the bottleneck meanwhile; a look every few ms would only cost CPU).
+            self._timer = loop.call_later(self.linger_s * BUSY_RECHECK_LINGERS, self._linger_over)
             return
         self.flush()
 

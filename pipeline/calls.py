@@ -6,9 +6,10 @@ import asyncio
 import functools
 import random
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
+from .budget import BudgetReached, Charge, Spend
 from .cache import NoCache, ResponseCache
 from .errors import FatalError, RateLimited, RequestError, RetryableError, RowError, TooLargeError
 from .job.model import Retry
@@ -31,6 +32,7 @@ class RunStats:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     repairs: int = 0  # re-asks of invalid answers in the rows finished (chat steps with a schema)
+    spend: Spend = field(default_factory=Spend)  # cost so far, and the budget when there is one
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,6 +132,7 @@ class ProviderClient:
         completion_charge: int | None = None,
         check_cache: bool = True,
         hand_back: Callable[[RequestError], bool] | None = None,
+        charge: Charge | None = None,
     ) -> Reply[T]:
         """Send until an answer parses, the row's request is shown bad, or attempts run out.
 
@@ -139,6 +142,8 @@ class ProviderClient:
         `tokens` may be a function, asked when the request reaches the head of the admission queue.
         `hand_back(error)` True: the caller handles that failure itself (e.g. re-sends the row in another
         form): CallError at once, no retry.
+        `charge` prices the request: its worst case is held against the run's budget before it is sent
+        (CallError with BudgetReached when it does not fit), its cost from `usage` counted after.
         """
         if cache_key is not None and check_cache:
             hit = self.cached(cache_key, parse)
@@ -156,9 +161,13 @@ class ProviderClient:
                 raise Stopped()
             if self._fatal is not None:
                 raise self._fatal
-            result, ticket = await self._probed(
-                functools.partial(self._attempt, req, tokens, cache_key, parse, completion_charge, attempt)
-            )
+            try:
+                result, ticket = await self._probed(
+                    functools.partial(self._attempt, req, tokens, cache_key, parse, completion_charge, attempt,
+                                      charge)
+                )
+            except BudgetReached as exc:
+                raise CallError(exc, attempt - 1) from None
             if isinstance(result, Reply):
                 return result
             err = result
@@ -200,7 +209,14 @@ class ProviderClient:
         parse: Callable[[bytes], T],
         completion_charge: int | None,
         attempt: int,
+        charge: Charge | None = None,
     ) -> _Outcome[T]:
+        spend = self.stats.spend
+        hold = None
+        if spend.limit is not None:  # held before the gate: a refused request takes no admission slot
+            worst = charge.worst(tokens if isinstance(tokens, int) else tokens(), completion_charge) if charge else None
+            hold = spend.hold(worst)
+        cost: float | None = None  # unknown: the hold counts (a request lost on the way may be billed)
         ticket = await self.gate.admit(tokens, req.priority)
         actual: int | None = None
         task = asyncio.current_task()
@@ -216,6 +232,7 @@ class ProviderClient:
                 if task is not None:
                     self.inflight.discard(task)
             if not 200 <= resp.status < 300:
+                cost = 0.0  # refused answers are not billed
                 return classify(resp.status, resp.body, resp.headers), ticket
             if cache_key is not None:
                 await self.cache.store(cache_key, resp.body)  # before parsing: nothing paid for is lost
@@ -226,6 +243,8 @@ class ProviderClient:
                     self.cache.delete(cache_key)
                 return exc, ticket
             usage = parsed.usage
+            if charge is not None and (usage is not None or charge.audio_s is not None):
+                cost = charge.actual(usage.prompt_tokens if usage else 0, usage.completion_tokens if usage else 0)
             if usage is not None:
                 self.stats.prompt_tokens += usage.prompt_tokens
                 self.stats.completion_tokens += usage.completion_tokens
@@ -235,3 +254,4 @@ class ProviderClient:
             return Reply(parsed, attempt, False), ticket
         finally:
             self.gate.release(ticket, actual)
+            spend.settle(hold, cost)

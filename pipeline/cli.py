@@ -22,7 +22,7 @@ from . import __version__
 from .errors import DiskError, JobError, PipelineError, RunAborted
 from .records import Progress as RunProgress
 
-EXIT_OK, EXIT_FAILED_ROWS, EXIT_BAD_JOB, EXIT_ABORTED, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+EXIT_OK, EXIT_FAILED_ROWS, EXIT_BAD_JOB, EXIT_ABORTED, EXIT_BUDGET, EXIT_INTERRUPTED = 0, 1, 2, 3, 4, 130
 
 app = typer.Typer(
     help="Batch jobs against OpenAI-compatible APIs: YAML in, rate-limited requests, Parquet out.",
@@ -106,6 +106,7 @@ class _ProgressView:
         self.bar = Progress(
             TextColumn("[bold]rows"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
             TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), console=err, transient=False,
+            refresh_per_second=2,  # a redraw costs CPU: twice a second is enough for a long batch job
         )
         self.task = self.bar.add_task("rows", total=total, info="")
 
@@ -124,6 +125,8 @@ class _ProgressView:
         if p.audio_s_done is not None:
             left = "" if p.audio_s_left is None else f", ~{p.audio_s_left / 60:,.0f} left"
             info += f"  audio {p.audio_s_done / 60:,.1f} min done{left}"
+        if p.cost_usd is not None:
+            info += f"  ${p.cost_usd:,.4f}" + (f" of ${p.budget_usd:,.2f}" if p.budget_usd is not None else "")
         if self.live:
             self.bar.update(self.task, completed=p.rows_done, info=info)
         elif not self.quiet and time.monotonic() - self._last_line >= 10:
@@ -158,6 +161,10 @@ def run(
     fresh: bool = typer.Option(False, "--fresh", help="ignore earlier progress of this job and start over"),
     retry_failed: bool = typer.Option(False, "--retry-failed", help="redo rows that failed in earlier runs"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress display"),
+    max_cost: float | None = typer.Option(
+        None, "--max-cost", min=0.0, help="USD: send nothing that could take the job's cost over this "
+        "(over the job's `budget:`); a later run with a higher budget continues"),
+    prices: Path | None = typer.Option(None, help="a YAML/JSON price table over the shipped one and the job's"),
 ) -> None:
     """Run a job: every row through every step; results to the output Parquet file."""
     from .executor import RunOptions, execute
@@ -166,7 +173,7 @@ def run(
     stack = contextlib.ExitStack()
     try:
         sim_url = stack.enter_context(_simulator(job, sim_latency)) if sim else None
-        plan = build_plan(job, sim_url=sim_url)
+        plan = build_plan(job, sim_url=sim_url, prices_file=prices)
         where = "the simulator" if sim else ", ".join(p.base_urls[0] for p in plan.providers.values())
         if not quiet:
             err.print(f"[bold]{plan.job.spec.name}[/]: {plan.total_rows:,} rows, {len(plan.steps)} step(s) "
@@ -174,7 +181,8 @@ def run(
             for note in plan.notes:
                 err.print(f"[yellow]note[/]: {escape(note)}", highlight=False)
         with _warnings_shown(), _ProgressView(plan.total_rows, quiet) as view:
-            summary = _run_async(execute(plan, RunOptions(fresh=fresh, retry_failed=retry_failed), view))
+            opts = RunOptions(fresh=fresh, retry_failed=retry_failed, max_cost_usd=max_cost)
+            summary = _run_async(execute(plan, opts, view))
     except JobError as exc:
         raise _fail(str(exc)) from None
     except RunAborted as exc:
@@ -195,6 +203,10 @@ def run(
             f"resumed rows {summary.rows_resumed:,}  "
             f"time {summary.elapsed_s:,.1f}s", highlight=False,
         )
+        if summary.cost_usd is not None:
+            err.print(f"cost ${summary.cost_usd:,.4f} this run, ${summary.cost_total_usd or 0:,.4f} for the job so far"
+                      + (f" (budget ${summary.budget_usd:,.2f})" if summary.budget_usd is not None else ""),
+                      highlight=False)
     resume_cmd = f"pipeline run {job}" + (" --sim" if sim else "")
     if summary.aborted:
         err.print(f"[bold red]run aborted:[/] {escape(summary.aborted)}", highlight=False)
@@ -211,6 +223,11 @@ def run(
                   soft_wrap=True)
         raise typer.Exit(EXIT_INTERRUPTED)
     err.print(f"wrote {summary.output}", highlight=False)
+    if summary.budget_unsent_rows:
+        err.print(f"[bold yellow]budget reached[/]: ${summary.cost_total_usd or 0:,.4f} of ${summary.budget_usd:,.2f} "
+                  f"spent; {summary.budget_unsent_rows:,} row(s) not sent (their error says BudgetReached). "
+                  f"Continue with: {resume_cmd} --max-cost <more USD>", highlight=False)
+        raise typer.Exit(EXIT_BUDGET)
     if summary.failed_rows:
         err.print(f"{summary.failed_rows:,} row(s) failed: see `pipeline inspect {summary.output}`; "
                   f"redo them with `{resume_cmd} --retry-failed`", highlight=False, soft_wrap=True)
@@ -293,35 +310,47 @@ def validate(
 @app.command()
 def estimate(
     job: Path = typer.Argument(..., help="the job file (YAML)"),
-    prices: Path | None = typer.Option(None, help="YAML/JSON {model: {input: USD/1M tokens, output: USD/1M tokens}}"),
+    prices: Path | None = typer.Option(
+        None, help="YAML/JSON {model: {input, output, cached_input: USD/1M tokens, audio_minute, image}} "
+        "over the shipped prices and the job's `prices:`"),
+    as_json: bool = typer.Option(False, "--json", help="print JSON for scripts"),
+    sim: bool = typer.Option(False, "--sim", help="for `run --sim`: its cache entries and earlier results"),
 ) -> None:
     """Forecast a job without sending anything: requests, tokens, time under the limits, cost."""
     from .estimate import estimate as run_estimate
-    from .estimate import load_prices
     from .plan import build_plan
 
     try:
-        plan = build_plan(job, require_keys=False)
-        table = load_prices(prices) if prices else None
-        est = run_estimate(plan, table)
+        # nothing is sent: the address only selects the simulator's cache entries and results
+        plan = build_plan(job, require_keys=False, prices_file=prices, sim_url="http://127.0.0.1:9/v1" if sim else None)
+        est = run_estimate(plan, plan.prices)
     except JobError as exc:
         raise _fail(str(exc)) from None
+    if as_json:
+        print(json.dumps(est.as_json(), indent=2))
+        return
     t = Table(title=f"estimate: {plan.job.spec.name} ({plan.total_rows:,} rows)", header_style="bold")
-    for col in ("step", "model", "requests", "cached", "skipped", "prompt tokens", "completion (max)", "cost USD"):
+    for col in ("step", "model", "requests", "cached", "skipped", "prompt tokens", "completion", "cost USD"):
         t.add_column(col, justify="left" if col in ("step", "model") else "right")
     for s in est.steps:
         cost = "-" if s.cost is None else f"{s.cost:,.4f}"
+        completion = f"{s.completion_tokens:,}" if s.kind != "transcribe" else f"{s.audio_minutes or 0:,.1f} audio min"
         t.add_row(s.name, s.model, f"{s.requests:,}", f"{s.cached:,}", f"{s.skipped:,}", f"{s.prompt_tokens:,}",
-                  f"{s.completion_tokens:,}", cost)
+                  completion, cost)
     out.print(t)
+    for s in est.steps:
+        if s.completion_basis:
+            out.print(f"{s.name}: completion tokens from {s.completion_basis}", highlight=False)
     for name, minutes in est.minutes_by_provider.items():
-        out.print(f"{name}: at least {minutes:,.1f} min under its limits (binding: {est.binding_limit[name]})",
+        out.print(f"{name}: at least {minutes:,.1f} min ({minutes * 60:,.0f} s) under its limits "
+                  f"(binding: {est.binding_limit[name]})", highlight=False)
+    total = est.cost
+    missing = sorted({s.model for s in est.steps if s.cost is None})
+    if missing:
+        out.print(f"no price for: {', '.join(missing)} (add them under `prices:` in the job or --prices)",
                   highlight=False)
-    if prices is None:
-        out.print("no --prices given: cost not computed", highlight=False)
-    elif any(s.cost is None for s in est.steps):
-        missing = sorted({s.model for s in est.steps if s.cost is None})
-        out.print(f"no price for: {', '.join(missing)}", highlight=False)
+    elif total is not None:
+        out.print(f"cost: ${total:,.4f} (prices as of {est.prices_as_of}, overridable)", highlight=False)
 
 
 @app.command()

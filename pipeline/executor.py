@@ -13,8 +13,11 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
+import polars as pl
 import pyarrow as pa
 
+from .budget import MARK as BUDGET_MARK
+from .budget import Spend, check_budget, earlier_spend, step_charges
 from .cache import NoCache, ResponseCache
 from .calls import ProviderClient, RunStats, Stopped
 from .endpoints import Prepared
@@ -27,13 +30,22 @@ from .sources import ROW
 from .transport import Transport, new_session
 
 BATCH_ROWS = 2000
+# Input data of the rows in flight, at most (with the window's row count): long documents would
+# otherwise fill memory before the window's count does.
+MAX_BYTES_IN_FLIGHT = 64 * 2**20
+
+
+def _row_bytes(row: dict[str, Any]) -> int:
+    """About what a row's input holds in memory: its text and bytes, 8 per other value."""
+    return sum(len(v) if isinstance(v, str | bytes) else 8 for v in row.values())
 
 
 @dataclass(frozen=True)
 class RunOptions:
     fresh: bool = False
     retry_failed: bool = False
-    progress_interval_s: float = 0.5
+    progress_interval_s: float = 1.0
+    max_cost_usd: float | None = None  # over the job's `budget:`
 
 
 @dataclass
@@ -53,6 +65,10 @@ class RunSummary:
     notes: list[str] = field(default_factory=list)
     # rows by status per step in the whole output (this run's rows and earlier runs'), latest write wins
     output_counts: dict[str, dict[str, int]] = field(default_factory=dict)
+    cost_usd: float | None = None  # this run's requests (None: some model has no price)
+    cost_total_usd: float | None = None  # and earlier runs' finished rows
+    budget_usd: float | None = None
+    budget_unsent_rows: int = 0  # rows not sent because the budget would have been crossed
 
 
 @dataclass
@@ -61,6 +77,7 @@ class _Counters:
     ok: int = 0
     failed: int = 0
     skipped: int = 0
+    unsent: int = 0  # failed for the budget: not sent
     streak_sig: str | None = None
     streak: int = 0
 
@@ -103,6 +120,12 @@ class Executor:
         self._resumed = 0
         self._processed = 0
         self._value_names = {s.name: [f.name for f in s.output_fields()] for s in plan.steps}
+        self.budget = options.max_cost_usd or (spec.budget.max_cost_usd if spec.budget else None)
+        check_budget(plan, self.budget)
+        self._charges = step_charges(plan)
+        self._kinds = {s.name: s.kind for s in spec.steps}
+        self._bytes_in_flight = 0
+        self._bytes_freed: asyncio.Event | None = None
 
     # ----------------------------------------------------------------- setup
     def _clients(self, session: Any) -> dict[str, ProviderClient]:
@@ -165,11 +188,15 @@ class Executor:
         failed = False
         for step, r in zip(self.plan.steps, results, strict=True):
             flatten_result(step.name, r, self._value_names[step.name], out)
+            out[f"{step.name}__cost"] = self._row_cost(step.name, r)
             self.counts[step.name][r.status] += 1
             failed = failed or r.status in ("error", "invalid")
         c = self._c
         c.done += 1
-        if failed:
+        if failed and any(r.error and BUDGET_MARK in r.error for r in results):
+            c.unsent += 1  # not a failure of the row: a later run with more budget sends it
+            c.failed += 1
+        elif failed:
             c.failed += 1
             bad = next(r for r in results if r.status in ("error", "invalid"))
             sig = _failure_signature(bad.error)
@@ -189,6 +216,18 @@ class Executor:
             else:
                 c.ok += 1
         return out
+
+    def _row_cost(self, step: str, r: StepResult) -> float | None:
+        """What the row's answer cost (also when it came from the cache: it was paid once)."""
+        charge = self._charges[step]
+        if charge is None:
+            return None
+        if self._kinds[step] == "transcribe":
+            seconds = r.values.get(f"{step}__duration")
+            return charge.price.audio(seconds) if isinstance(seconds, int | float) else None
+        if r.prompt_tokens is None and r.completion_tokens is None:
+            return None if r.status == "ok" else 0.0
+        return charge.price.tokens(r.prompt_tokens, r.completion_tokens)
 
     def _skip_reason(self, results: list[StepResult]) -> str | None:
         for step, r in zip(self.plan.steps, results, strict=False):
@@ -217,7 +256,7 @@ class Executor:
         return None
 
     async def _row_task(self, row_index: int, ctx: dict[str, Any], results: list[StepResult],
-                        prepared: Prepared, writer: PartWriter, window: asyncio.Semaphore) -> None:
+                        prepared: Prepared, writer: PartWriter, window: asyncio.Semaphore, size: int) -> None:
         try:
             steps = self.plan.steps
             next_prep: Prepared | None = prepared
@@ -237,6 +276,9 @@ class Executor:
             self._set_abort(exc)
         finally:
             window.release()
+            self._bytes_in_flight -= size
+            if self._bytes_freed is not None:
+                self._bytes_freed.set()
 
     # ----------------------------------------------------------------- run
     def _progress(self) -> Progress:
@@ -257,6 +299,7 @@ class Executor:
             requests=s.requests, cache_hits=s.cache_hits, retries=s.retries, rate_limited=s.rate_limited,
             tokens=tokens, elapsed_s=el, req_per_min=s.requests / el * 60, tok_per_min=tokens / el * 60,
             audio_s_done=audio_done, audio_s_left=audio_left,
+            cost_usd=s.spend.spent if all(self._charges.values()) else None, budget_usd=self.budget,
         )
 
     async def _report(self) -> None:
@@ -301,6 +344,9 @@ class Executor:
         todo = ~prior.done
         if opts.retry_failed:
             todo |= prior.failed
+        spent_before, unsent = earlier_spend(work.written(opts.fresh), [s.name for s in plan.steps], plan.total_rows)
+        todo |= unsent  # rows an earlier run did not send for its budget
+        self.stats.spend = Spend(self.budget, spent_before)
         self._resumed = int((~todo).sum())
         writer = PartWriter(work, plan.part_schema, plan.job.spec.run.flush_rows, plan.job.spec.run.flush_interval_s)
         window_size = self._window()
@@ -316,6 +362,7 @@ class Executor:
                 for step in plan.steps:
                     step.client = clients[step.provider]
                     step.spawner = self._spawn
+                    step.charge = self._charges[step.name]
                 await self._feed(todo, writer, window)
                 while self._tasks:
                     await asyncio.wait(set(self._tasks))
@@ -341,20 +388,23 @@ class Executor:
             elapsed_s=time.monotonic() - t0, interrupted=self._interrupted,
             aborted=str(self._abort) if self._abort is not None else None, failed_rows=failed,
             output_counts=whole,
+            cost_usd=self.stats.spend.spent if all(self._charges.values()) else None,
+            cost_total_usd=self.stats.spend.total if all(self._charges.values()) else None,
+            budget_usd=self.budget, budget_unsent_rows=self._c.unsent,
         )
 
     async def _feed(self, todo: Any, writer: PartWriter, window: asyncio.Semaphore) -> None:
         """Read the input in batches; finish cached rows at once, start tasks for the rest."""
+        first = self.plan.steps[0]
         for df in self.plan.source.batches(BATCH_ROWS):
             rows = df[ROW].to_numpy()
             if not todo[rows].any():
                 continue
-            for row in df.iter_rows(named=True):
+            batch = [(row.pop(ROW), row) for row in df.filter(pl.Series(todo[rows])).iter_rows(named=True)]
+            first.prefetch([row for _, row in batch])  # one cache query for the batch, not one per row
+            for idx, row in batch:
                 if self._stopping or self._abort is not None:
                     return
-                idx = row.pop(ROW)
-                if not todo[idx]:
-                    continue
                 results: list[StepResult] = []
                 prep = self._advance_cached(row, results)
                 if prep is None:
@@ -362,10 +412,16 @@ class Executor:
                     writer.add(self._record(idx, row, results))
                     continue
                 await window.acquire()
+                size = _row_bytes(row)
+                while self._bytes_in_flight and self._bytes_in_flight + size > MAX_BYTES_IN_FLIGHT:
+                    self._bytes_freed = self._bytes_freed or asyncio.Event()
+                    self._bytes_freed.clear()
+                    await self._bytes_freed.wait()
                 if self._stopping or self._abort is not None:
                     window.release()
                     return
-                self._spawn(self._row_task(idx, row, results, prep, writer, window))
+                self._bytes_in_flight += size
+                self._spawn(self._row_task(idx, row, results, prep, writer, window, size))
             await asyncio.sleep(0)  # let replies in between batches of cache hits
 
 

@@ -17,6 +17,7 @@ from .errors import InputError, JobError, looks_like_key, mask_secret
 from .job.load import LoadedJob, load_job
 from .job.params import check_params
 from .job.profiles import ResolvedProvider, resolve_provider
+from .pricing import PriceTable, job_prices
 from .sinks import output_problems, step_fields
 from .sources import ROW, Source
 from .templating import check_columns
@@ -41,6 +42,7 @@ class Plan:
     output: Path
     part_schema: pa.Schema
     fingerprint: str
+    prices: PriceTable
     simulated: bool = False
     notes: list[str] = field(default_factory=list)
 
@@ -68,15 +70,21 @@ def build_plan(
     sim_url: str | None = None,
     require_keys: bool = True,
     check_ids: bool = True,
+    prices_file: Path | None = None,
 ) -> Plan:
     """Load, validate and resolve a job. Raises JobError naming every problem found.
 
     `sim_url` points every provider at a simulator (`run --sim`): keys are then not needed and the
-    cache keeps simulated answers apart from real ones.
+    cache keeps simulated answers apart from real ones. `prices_file` overrides the job's prices.
     """
     job = load_job(job_path)
     spec = job.spec
     problems: list[str] = []
+    try:
+        prices = job_prices(spec.prices, job.path.parent, prices_file)
+    except JobError as exc:
+        problems.append(str(exc))
+        prices = PriceTable({})
 
     providers: dict[str, ResolvedProvider] = {}
     for step in spec.steps:
@@ -186,7 +194,8 @@ def build_plan(
 
     fp = hashlib.sha256()
     fp.update(source.fingerprint().encode())
-    fp.update(json.dumps(spec.model_dump(mode="json", exclude={"run", "cache", "retry", "providers"}),
+    volatile = {"run", "cache", "retry", "providers", "prices", "budget"}  # not part of what the rows hold
+    fp.update(json.dumps(spec.model_dump(mode="json", exclude=volatile),
                          sort_keys=True).encode())
     fp.update(b"sim" if sim_url is not None else b"real")
     for rt in steps:
@@ -194,6 +203,6 @@ def build_plan(
     return Plan(
         job=job, source=source, total_rows=total, providers=providers, api_keys=api_keys, steps=steps,
         id_column=id_column, keep=list(keep), carried_columns=carried, output=output,
-        part_schema=part_schema,
+        part_schema=part_schema, prices=prices,
         fingerprint=fp.hexdigest()[:20], simulated=sim_url is not None, notes=notes,
     )

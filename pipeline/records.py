@@ -64,3 +64,5 @@ class Progress:
     tok_per_min: float
     audio_s_done: float | None = None  # audio transcribed so far (None: the job has no transcribe step)
     audio_s_left: float | None = None  # estimate for the rows still to do, from the mean so far
+    cost_usd: float | None = None  # spent by this run's requests (None: some model has no price)
+    budget_usd: float | None = None

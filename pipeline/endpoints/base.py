@@ -12,6 +12,7 @@ import orjson
 import polars as pl
 import pyarrow as pa
 
+from ..budget import Charge
 from ..calls import CallError, ProviderClient
 from ..errors import JobError, PipelineError, TransientError
 from ..job.model import Limits
@@ -55,6 +56,9 @@ class StepRuntime(ABC):
     client: ProviderClient  # bound by the executor when the run starts
     # Set by the executor: starts a task it tracks like a row task (see `spawn`).
     spawner: Callable[[Coroutine[Any, Any, None]], asyncio.Task[None]] | None = None
+    # Set by the executor: how the step's requests are priced (None: no price known for its model).
+    charge: Charge | None = None
+    _ahead: dict[int, Prepared | StepResult] | None = None  # rows prepared by `prefetch`, by id
 
     def __init__(self, name: str, output_column: str, provider: str, cache_ns: str) -> None:
         self.name = name
@@ -115,7 +119,18 @@ class StepRuntime(ABC):
             return self.spawner(coro)
         return asyncio.ensure_future(coro)
 
+    def prefetch(self, rows: list[dict[str, Any]]) -> None:
+        """Prepare `rows` ahead and read their cached answers in one go: the next `try_cached` of each
+        row (the same dict, unchanged) uses them. For the first step of a batch of input rows."""
+        self._ahead = {id(r): self._prepare_or_result(r) for r in rows}
+        self.client.cache.prefetch(p.cache_key for p in self._ahead.values()
+                                   if isinstance(p, Prepared) and p.cache_key is not None)
+
     def _prepare_or_result(self, row: Mapping[str, Any]) -> Prepared | StepResult:
+        if self._ahead:
+            ahead = self._ahead.pop(id(row), None)
+            if ahead is not None:
+                return ahead
         try:
             return self.prepare(row)
         except NullValue as exc:
@@ -165,6 +180,7 @@ class StepRuntime(ABC):
                 check_cache=prepared is None,
                 parse=self.parse,
                 completion_charge=prep.completion_charge,
+                charge=self.charge,
             )
         except CallError as exc:
             return StepResult("error", error=exc.error.short(), attempts=exc.attempts)

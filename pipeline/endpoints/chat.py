@@ -501,6 +501,7 @@ class ChatRuntime(StepRuntime):
                 parse=self.parse,
                 completion_charge=ask.completion_charge,
                 hand_back=hand_back,
+                charge=self.charge,
             )
         except CallError as exc:
             return exc, handed

@@ -291,18 +291,24 @@ class EmbedRuntime(StepRuntime):
         return None
 
     # ------------------------------------------------------------------ packing
+    def batch_limits(self, tpm: int | None, period_s: float, burst_s: float = 1.0) -> tuple[int, int]:
+        """(inputs, estimated tokens) at most per request, under a gate of `tpm` per `period_s` whose
+        pacer holds `burst_s` worth (the run packs with these; `pipeline estimate` counts with them)."""
+        mbt = self.spec.max_batch_tokens
+        if mbt is None:
+            # About one burst of the gate's token pacer: bigger requests would be admitted by the hard
+            # window alone, in lumps, instead of at an even pace.
+            mbt = DEFAULT_MAX_BATCH_TOKENS
+            if tpm is not None:
+                mbt = max(1, min(mbt, int(tpm * burst_s / period_s)))
+        return self.spec.batch_size, mbt
+
     def _packer(self) -> Batcher[EmbedPrepared]:
         if self._batcher is None:
             gate = self.client.gate
-            mbt = self.spec.max_batch_tokens
-            if mbt is None:
-                # About one burst of the gate's token pacer: bigger requests would be admitted by the hard
-                # window alone, in lumps, instead of at an even pace.
-                mbt = DEFAULT_MAX_BATCH_TOKENS
-                if gate.tpm is not None:
-                    mbt = max(1, min(mbt, int(gate.tpm * gate.burst_s / gate.period_s)))
+            items, mbt = self.batch_limits(gate.tpm, gate.period_s, gate.burst_s)
             self._batcher = Batcher(
-                self._send, max_items=self.spec.batch_size, max_tokens=mbt, linger_s=LINGER_S,
+                self._send, max_items=items, max_tokens=mbt, linger_s=LINGER_S,
                 spawn=self.spawn, busy=lambda: gate.stats().waiting > 0,
             )
         return self._batcher
@@ -323,7 +329,7 @@ class EmbedRuntime(StepRuntime):
 
         reply = await self.client.call(
             HttpRequest(ENDPOINT, data=data), tokens=reserve, cache_key=None,
-            parse=lambda b: self._packed(b, n, estimate), completion_charge=0,
+            parse=lambda b: self._packed(b, n, estimate), completion_charge=0, charge=self.charge,
         )
         vectors, b64s, usage = reply.parsed.values["answer"]
         for s in slots:

@@ -10,6 +10,7 @@ import re
 import shutil
 import tempfile
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import IO, Any
 
@@ -18,6 +19,7 @@ import pyarrow as pa
 
 from .. import audiofiles
 from ..audiofiles import AudioFile, AudioFileError, Piece
+from ..budget import Charge
 from ..cache import canonical_json, request_key
 from ..calls import CallError, Reply, Stopped
 from ..errors import FatalError
@@ -196,6 +198,12 @@ class TranscribeRuntime(StepRuntime):
         except _PieceFailed as exc:
             return StepResult("error", error=exc.message, attempts=exc.attempts)
 
+    def _charge(self, seconds: float | None, size: int) -> Charge | None:
+        """Transcription is billed by the minute: the file's length, or (unknown) the longest it can be."""
+        if self.charge is None:
+            return None
+        return replace(self.charge, audio_s=seconds if seconds is not None else size / _ASSUMED_BYTES_PER_S)
+
     def _timeout(self, seconds: float | None, size: int) -> float:
         if self.spec.timeout_s is not None:
             return self.spec.timeout_s
@@ -234,7 +242,7 @@ class TranscribeRuntime(StepRuntime):
             req, upload = self._request(path, info.ext, name, fields, seconds, info.size)
             try:
                 reply = await self.client.call(req, tokens=0, cache_key=key, parse=self._parse_answer,
-                                               check_cache=False)
+                                               check_cache=False, charge=self._charge(seconds, info.size))
             finally:
                 upload.close()
             answer = reply.parsed.values["answer"]
@@ -279,7 +287,8 @@ class TranscribeRuntime(StepRuntime):
                                         piece.size)
             piece_key = request_key(self.cache_ns, ENDPOINT, blob, extra=extra)
             try:
-                return await self.client.call(req, tokens=0, cache_key=piece_key, parse=self._parse_answer)
+                return await self.client.call(req, tokens=0, cache_key=piece_key, parse=self._parse_answer,
+                                              charge=self._charge(piece.duration_s, piece.size))
             finally:
                 upload.close()
 

@@ -410,6 +410,22 @@ class RunOptions(_Strict):
     flush_interval_s: float = Field(2.0, gt=0)
 
 
+class ModelPrice(_Strict):
+    """What one model costs, in USD; omitted parts are unknown (the cost is then null, not zero)."""
+
+    input: float | None = Field(None, ge=0, description="per 1M input (prompt) tokens")
+    output: float | None = Field(None, ge=0, description="per 1M output (completion) tokens")
+    cached_input: float | None = Field(None, ge=0, description="per 1M input tokens served from the provider's cache")
+    audio_minute: float | None = Field(None, ge=0, description="per minute of audio transcribed")
+    image: float | None = Field(None, ge=0, description="per image generated")
+
+
+class Budget(_Strict):
+    """Spending limit of the job, over all its runs (`run --max-cost` overrides it)."""
+
+    max_cost_usd: float = Field(gt=0, description="stop sending before the job's cost would cross this")
+
+
 class JobFile(_Strict):
     """A pipeline job: rows in, one or more API steps, Parquet out."""
 
@@ -423,6 +439,11 @@ class JobFile(_Strict):
     cache: Cache = Field(default_factory=Cache)
     retry: Retry = Field(default_factory=Retry)
     run: RunOptions = Field(default_factory=RunOptions)
+    prices: dict[str, ModelPrice] | str | None = Field(
+        None, description="prices per model (over the shipped defaults), or a YAML/JSON file of them "
+        "(relative to the job file)"
+    )
+    budget: Budget | None = None
 
     @model_validator(mode="after")
     def _unique_steps(self) -> JobFile:

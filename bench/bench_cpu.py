@@ -1,0 +1,149 @@
+"""Client CPU per 1,000 requests at a steady 50 requests/s, and start-up time, for chat and embed.
+
+    python bench/bench_cpu.py                      # chat and embed, 60 s each
+    python bench/bench_cpu.py --seconds 30 --kind chat
+
+The simulator runs in its own process (`pipeline sim`, 50 ms latency); the client is `pipeline run JOB
+--quiet` in another, limited to 3000 requests/min (50/s). Figures, with the load average beside them:
+- CPU s per 1,000 requests: user + system time of the client process (os.wait4), over the requests the
+  simulator answered; also without start-up (the CPU spent before the first request).
+- start-up: from launching `pipeline run` to the simulator receiving the first request (both read
+  CLOCK_MONOTONIC), and the CPU the client had used by then (a separate run stopped at that point).
+- `pipeline --help`: wall time of the bare command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from bench_core import SimProcess, make_rows
+
+RATE_RPM = 3000
+
+
+def write_job(work: Path, url: str, kind: str, rows: int) -> Path:
+    data = work / "rows.parquet"
+    make_rows(data, rows)
+    if kind == "chat":
+        step = """
+  - name: label
+    kind: chat
+    provider: bench
+    model: gpt-4o-mini
+    messages:
+      - {role: system, content: "Label the sentiment: positive, negative or neutral."}
+      - {role: user, content: "{{ row.text }}"}
+    params: {temperature: 0, max_tokens: 5}"""
+    else:
+        step = """
+  - name: emb
+    kind: embed
+    provider: bench
+    model: text-embedding-3-small
+    input: "{{ row.text }}"
+    batch_size: 4
+    params: {dimensions: 256}"""
+    job = work / "job.yaml"
+    job.write_text(f"""
+version: 1
+name: bench-cpu
+providers:
+  bench:
+    base_url: {url}
+    api_key_env: BENCH_KEY
+    limits: {{rpm: {RATE_RPM}, tpm: 100000000, concurrency: 100}}
+input: {{path: {data}, id: id}}
+steps:{step}
+output: {{path: {work / "out.parquet"}}}
+cache: {{dir: {work / "cache"}}}
+""")
+    return job
+
+
+def run_client(job: Path) -> tuple[float, float, float]:
+    """(wall s, user+sys CPU s, monotonic time at launch)."""
+    env = {**os.environ, "BENCH_KEY": "bench"}
+    t0 = time.monotonic()
+    proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "run", str(job), "--quiet"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.monotonic() - t0
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise RuntimeError(proc.stderr.read().decode()[-2000:] if proc.stderr else "run failed")
+    return wall, usage.ru_utime + usage.ru_stime, t0
+
+
+def startup_cpu(job: Path, sim: SimProcess) -> tuple[float, float]:
+    """(seconds from launch to the first request, CPU s used by then): a run stopped at its first request."""
+    env = {**os.environ, "BENCH_KEY": "bench"}
+    n0 = len(sim.records())
+    t0 = time.monotonic()
+    proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "run", str(job), "--quiet", "--fresh"],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    while len(recs := sim.records()) == n0 and proc.poll() is None:
+        time.sleep(0.02)
+    try:
+        with open(f"/proc/{proc.pid}/stat") as fh:
+            fields = fh.read().rsplit(")", 1)[1].split()
+        cpu = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except OSError:
+        cpu = float("nan")
+    proc.kill()
+    proc.wait()
+    first = min(r["t_start"] for r in recs[n0:]) if len(recs) > n0 else float("nan")
+    return first - t0, cpu
+
+
+def bench(kind: str, seconds: float) -> None:
+    per_request = 4 if kind == "embed" else 1
+    rows = int(RATE_RPM / 60 * seconds) * per_request
+    sim = SimProcess(default_limits={"rpm": RATE_RPM + 300, "concurrency": 200}, latency_s=0.05, jitter=0.3)
+    work = Path(tempfile.mkdtemp(prefix=f"bench-cpu-{kind}-"))
+    try:
+        job = write_job(work, sim.url, kind, rows)
+        load = os.getloadavg()[0]
+        wall, cpu, _ = run_client(job)
+        n = len(sim.records())
+        load_end = os.getloadavg()[0]
+        # a second job on an empty cache: its first request is a real one
+        job2 = work / "job2.yaml"
+        job2.write_text(job.read_text().replace("/cache", "/cache2").replace("out.parquet", "out2.parquet"))
+        start_s, start_cpu = startup_cpu(job2, sim)
+    finally:
+        sim.stop()
+        shutil.rmtree(work, ignore_errors=True)
+    print(f"{kind}: {n:,} requests ({rows:,} rows) in {wall:.1f}s wall = {n / wall:.1f} req/s; client CPU "
+          f"{cpu:.2f}s = {cpu / n * 1000:.2f} s per 1,000 requests ({(cpu - start_cpu) / n * 1000:.2f} without "
+          f"start-up); start-up to first request {start_s:.2f}s ({start_cpu:.2f} s CPU)  "
+          f"[load average {load:.2f} at start, {load_end:.2f} at end]")
+
+
+def bench_help() -> None:
+    load = os.getloadavg()[0]
+    times = []
+    for _ in range(3):
+        t0 = time.monotonic()
+        subprocess.run([sys.executable, "-m", "pipeline.cli", "--help"], capture_output=True, check=True)
+        times.append(time.monotonic() - t0)
+    print(f"pipeline --help: best of 3 {min(times):.2f}s wall  [load average {load:.2f}]")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--kind", choices=["chat", "embed", "both"], default="both")
+    ap.add_argument("--seconds", type=float, default=60.0)
+    a = ap.parse_args()
+    bench_help()
+    for kind in ("chat", "embed") if a.kind == "both" else (a.kind,):
+        bench(kind, a.seconds)
+
+
+if __name__ == "__main__":
+    main()

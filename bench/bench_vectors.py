@@ -1,0 +1,154 @@
+"""Vector jobs: the final write's throughput and the client's peak memory, for 1536-d embeddings.
+
+    python bench/bench_vectors.py write --rows 20000      # final file from parts: MB/s of vector data
+    python bench/bench_vectors.py run --rows 10000 100000  # a whole embed run: peak RSS, rows/s
+
+`write` builds a work folder as an embed run leaves it (Parquet parts of 2,000 rows, sorted by input
+position within a part, parts out of order as answers arrive) and times `WorkDir.finish` alone, in a
+child process whose peak RSS is reported. `run` runs `pipeline run` against a zero-latency simulator
+in its own process (no rate limits) and reports the client's peak RSS (ru_maxrss) and wall time.
+Each figure is printed with the load average beside it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+DIM = 1536
+
+
+def make_work(out: Path, rows: int, part_rows: int = 2000) -> tuple[Path, pa.Schema]:
+    """A work folder like an embed run's: parts of `part_rows` rows, written in a shuffled order."""
+    from pipeline import sinks
+    from pipeline.sinks import WorkDir, step_fields
+    from pipeline.sources import ROW
+
+    # (older versions, for a before/after run: parts as they wrote them)
+    write_options = getattr(sinks, "write_options", lambda schema: {"compression": "zstd"})
+
+    work = WorkDir(out, "bench")
+    work.prepare(fresh=True)
+    fields = [pa.field(ROW, pa.uint32()), pa.field("doc_id", pa.string()),
+              *step_fields("emb", [pa.field("emb", pa.list_(pa.float32())), pa.field("emb__truncated", pa.bool_())])]
+    schema = pa.schema(fields)
+    rng = np.random.default_rng(1)
+    # rows finish about in input order, give or take the rows in flight (an embed run holds ~9,000)
+    order = np.argsort(np.arange(rows) + rng.uniform(0, 9000, rows), kind="stable")
+    for i, lo in enumerate(range(0, rows, part_rows)):
+        idx = np.sort(order[lo:lo + part_rows]).astype(np.uint32)
+        n = len(idx)
+        vec = pa.FixedSizeListArray.from_arrays(pa.array(rng.standard_normal(n * DIM, dtype=np.float32)), DIM)
+        cols = {
+            ROW: pa.array(idx), "doc_id": pa.array([f"d{j:08d}" for j in idx]),
+            "emb": vec.cast(pa.list_(pa.float32())), "emb__truncated": pa.array([False] * n),
+            "emb__status": pa.array(["ok"] * n), "emb__error": pa.nulls(n, pa.string()),
+            "emb__attempts": pa.array([1] * n, pa.int32()), "emb__prompt_tokens": pa.array([10] * n, pa.int64()),
+            "emb__completion_tokens": pa.array([0] * n, pa.int64()), "emb__cached": pa.array([False] * n),
+            "emb__tokens_estimated": pa.array([False] * n), "emb__cost": pa.array([2e-7] * n),
+        }
+        table = pa.table({k: v for k, v in cols.items() if k in schema.names}, schema=schema)
+        pq.write_table(table, work.path / f"part-{i + 1:06d}.parquet", **write_options(schema))  # as PartWriter
+    final = schema.remove(0).set(schema.get_field_index("emb") - 1, pa.field("emb", pa.list_(pa.float32(), DIM)))
+    return work.path, final
+
+
+def child_write(out: str, rows: int) -> None:
+    """In a child process: finish the prepared work folder; print seconds and peak RSS."""
+    import pickle
+
+    from pipeline.sinks import WorkDir
+
+    schema = pickle.loads(Path(out + ".schema").read_bytes())
+    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    t0 = time.perf_counter()
+    WorkDir(Path(out), "bench").finish(schema, rows, fresh=False)
+    dt = time.perf_counter() - t0
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(f"{dt} {peak // 1024} {base // 1024}")
+
+
+def bench_write(rows: int) -> None:
+    import pickle
+
+    tmp = Path(tempfile.mkdtemp(prefix="bench-vec-"))
+    try:
+        out = tmp / "out.parquet"
+        _, schema = make_work(out, rows)
+        Path(str(out) + ".schema").write_bytes(pickle.dumps(schema))
+        load = os.getloadavg()[0]
+        res = subprocess.run([sys.executable, __file__, "_child", str(out), str(rows)], capture_output=True,
+                             text=True, check=True)
+        dt, peak, base = res.stdout.split()
+        mb = rows * DIM * 4 / 1e6
+        t = pq.read_table(out, columns=["doc_id"])
+        assert t.num_rows == rows and t["doc_id"][0].as_py() == "d00000000", "order lost"
+        print(f"final write: {rows:,} rows x {DIM}-d = {mb:,.0f} MB of vectors in {float(dt):.2f}s = "
+              f"{mb / float(dt):,.0f} MB/s; child peak RSS {peak} MB (after imports {base} MB)  "
+              f"[load average {load:.2f}]")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def bench_run(rows: int) -> None:
+    sys.path.insert(0, str(Path(__file__).parent))
+    from bench_core import SimProcess, make_rows
+
+    sim = SimProcess(latency_s=0.0)
+    work = Path(tempfile.mkdtemp(prefix="bench-vrun-"))
+    try:
+        make_rows(work / "rows.parquet", rows)
+        job = work / "job.yaml"
+        job.write_text(f"""
+version: 1
+name: bench-vectors
+providers:
+  bench: {{base_url: {sim.url}, api_key_env: BENCH_KEY, limits: {{concurrency: 16}}}}
+input: {{path: {work / "rows.parquet"}, id: id}}
+steps:
+  - {{name: emb, kind: embed, provider: bench, model: text-embedding-3-small, input: "{{{{ row.text }}}}",
+     batch_size: 256}}
+output: {{path: {work / "out.parquet"}}}
+cache: {{enabled: false}}
+""")
+        load = os.getloadavg()[0]
+        t0 = time.monotonic()
+        proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "run", str(job), "--quiet"],
+                                env={**os.environ, "BENCH_KEY": "b"}, stderr=subprocess.PIPE)
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.monotonic() - t0
+        if os.waitstatus_to_exitcode(status) != 0:
+            raise RuntimeError(proc.stderr.read().decode()[-2000:] if proc.stderr else "failed")
+        n = pq.ParquetFile(work / "out.parquet").metadata.num_rows
+        print(f"embed run: {n:,} rows x {DIM}-d, client peak RSS {usage.ru_maxrss // 1024} MB, {wall:.1f}s wall "
+              f"({n / wall:,.0f} rows/s), CPU {usage.ru_utime + usage.ru_stime:.1f}s  [load average {load:.2f}]")
+    finally:
+        sim.stop()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "_child":
+        child_write(sys.argv[2], int(sys.argv[3]))
+        return
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("which", choices=["write", "run"])
+    ap.add_argument("--rows", type=int, nargs="+", default=[20_000])
+    a = ap.parse_args()
+    for rows in a.rows:
+        bench_write(rows) if a.which == "write" else bench_run(rows)
+
+
+if __name__ == "__main__":
+    main()
