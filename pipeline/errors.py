@@ -7,6 +7,7 @@
     └── RequestError                one request attempt failed; carries status, code, message
         ├── RetryableError          retry with backoff, then fail the row
         │   ├── RateLimited         429: slow the whole provider, honour Retry-After
+        │   │   └── ConcurrencyLimited  429 naming parallel requests: lower the concurrency
         │   └── TransientError      5xx, 408/409, timeouts, resets, malformed responses
         │       └── ConnectError    could not reach the server: try the provider's backup URL
         ├── RowError                this request is bad (400, 413, 422...): fail the row, no retry
@@ -78,6 +79,10 @@ class RetryableError(RequestError):
 
 class RateLimited(RetryableError):
     """The provider says slow down; the whole provider slows, not just this request."""
+
+
+class ConcurrencyLimited(RateLimited):
+    """A 429 for too many requests in flight at once (LiteLLM's max_parallel_requests): fewer at a time."""
 
 
 class TransientError(RetryableError):
