@@ -108,7 +108,8 @@ class _ProgressView:
             self.bar.update(self.task, completed=p.rows_done, info=info)
         elif not self.quiet and time.monotonic() - self._last_line >= 10:
             self._last_line = time.monotonic()
-            err.print(f"rows {p.rows_done:,}/{p.total_rows:,}  {info}", highlight=False)
+            limits = f"  ({p.limits})" if p.limits else ""
+            err.print(f"rows {p.rows_done:,}/{p.total_rows:,}  {info}{limits}", highlight=False)
 
 
 def _summary_table(summary: Any) -> Table:
@@ -164,6 +165,8 @@ def run(
             f"resumed rows {summary.rows_resumed:,}  "
             f"time {summary.elapsed_s:,.1f}s", highlight=False,
         )
+        for name, gate in summary.limits.items():
+            err.print(f"limits of {name}: {gate.describe()}", highlight=False)
     resume_cmd = f"pipeline run {job}" + (" --sim" if sim else "")
     if summary.aborted:
         err.print(f"[bold red]run aborted:[/] {summary.aborted}", highlight=False)

@@ -19,7 +19,7 @@ from .cache import NoCache, ResponseCache
 from .calls import ProviderClient, RunStats, Stopped
 from .endpoints import Prepared
 from .errors import FatalError, RunAborted
-from .limits import AdmissionGate
+from .limits import AdmissionGate, GateStats
 from .plan import DEFAULT_ID, Plan
 from .records import Progress, StepResult
 from .sinks import PartWriter, WorkDir, flatten_result
@@ -51,6 +51,7 @@ class RunSummary:
     aborted: str | None = None
     failed_rows: int = 0
     notes: list[str] = field(default_factory=list)
+    limits: dict[str, GateStats] = field(default_factory=dict)  # per provider: binding limit, learned values
 
 
 @dataclass
@@ -107,7 +108,7 @@ class Executor:
                 # window absorbs that (about 1% of the rate at a 60 s period).
                 margin = min(1.0, 0.01 * lim.period_s + 0.05)
                 gates[ident] = AdmissionGate(rpm=lim.rpm, tpm=lim.tpm, concurrency=lim.concurrency,
-                                             period_s=lim.period_s + margin)
+                                             period_s=lim.period_s + margin, nominal_period_s=lim.period_s)
             clients[name] = ProviderClient(
                 Transport(p, key, session), gates[ident], self.cache, spec.retry, self.stats,
                 rng=random.Random(), stopping=lambda: self._stopping,
@@ -244,6 +245,7 @@ class Executor:
             requests=s.requests, cache_hits=s.cache_hits, retries=s.retries, rate_limited=s.rate_limited,
             tokens=tokens, elapsed_s=el, req_per_min=s.requests / el * 60, tok_per_min=tokens / el * 60,
             audio_s_done=audio_done, audio_s_left=audio_left,
+            limits="; ".join(sorted({c.gate.stats().describe() for c in self._client_list})) or None,
         )
 
     async def _report(self) -> None:
@@ -293,6 +295,7 @@ class Executor:
         window_size = self._window()
         window = asyncio.Semaphore(window_size)
         reporter = asyncio.create_task(self._report())
+        limits: dict[str, GateStats] = {}
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(signal.SIGINT, self.request_stop)
             loop.add_signal_handler(signal.SIGTERM, self.request_stop)
@@ -306,6 +309,7 @@ class Executor:
                 await self._feed(todo, writer, window)
                 while self._tasks:
                     await asyncio.wait(set(self._tasks))
+                limits = {name: c.gate.stats() for name, c in clients.items() if c.gate.stats().admitted}
             writer.flush()
         finally:
             reporter.cancel()
@@ -326,6 +330,7 @@ class Executor:
             rows_processed=self._processed, status_counts=self.counts, stats=self.stats,
             elapsed_s=time.monotonic() - t0, interrupted=self._interrupted,
             aborted=str(self._abort) if self._abort is not None else None, failed_rows=failed,
+            limits=limits,
         )
 
     async def _feed(self, todo: Any, writer: PartWriter, window: asyncio.Semaphore) -> None:

@@ -83,12 +83,13 @@ class GateStats:
 class Ticket:
     """One admitted request attempt; hand it back to `AdmissionGate.release`."""
 
-    __slots__ = ("_entries", "_gate", "_released", "reserved", "started_at")
+    __slots__ = ("_entries", "_gate", "_released", "peers", "reserved", "started_at")
 
     def __init__(self, gate: AdmissionGate, reserved: int, started_at: float,
-                 entries: tuple[list[float] | None, ...]) -> None:
+                 entries: tuple[list[float] | None, ...], peers: int = 1) -> None:
         self.reserved = reserved  # tokens reserved at admission
         self.started_at = started_at  # loop time of admission
+        self.peers = peers  # requests in flight once this one was admitted (itself included)
         self._gate = gate
         # this ticket's entries in the request and token windows (long, short), shrunk by refunds
         self._entries = entries
@@ -117,9 +118,6 @@ class _Window:
         log = self._log
         while log and log[0][0] <= now:
             self.total -= log.popleft()[1]
-
-    def count(self) -> int:
-        return len(self._log)
 
     def charge(self, now: float, amount: float) -> list[float]:
         entry = [now + self._period, amount]
@@ -182,8 +180,11 @@ class _Pace:
 
     def set_rate(self, now: float, rate: float, unit: float) -> None:
         self.fill(now)
+        full = self.level >= self.credit
         self.rate = rate
         self.credit = max(unit, rate * self.credit_s)
+        if full or self.level > self.credit:  # a full bucket stays full: no chase after a moving credit
+            self.level = self.credit
 
     def ready_at(self, now: float, amount: float) -> float:
         self.fill(now)
@@ -294,6 +295,7 @@ class AdmissionGate:
         self._admitted = 0
         self._waiting = 0
         self._waited = dict.fromkeys(REASONS, 0.0)
+        self._first_answer_at: float | None = None  # loop time of the first release
 
         # 429 state. The factor is `_factor_base` until `_recover_from`, then climbs (see _DECREASE).
         self._paused_until = float("-inf")
@@ -302,6 +304,7 @@ class AdmissionGate:
         self._ceiling: float | None = None
         self._streak = 0
         self._last_event_at = float("-inf")
+        self._last_pause = 0.0
         self._conc_timer: asyncio.TimerHandle | None = None
 
     # -- admission ---------------------------------------------------------------------------
@@ -367,6 +370,10 @@ class AdmissionGate:
         if self._slots is not None:
             self._slots.release()
         now = asyncio.get_running_loop().time()
+        if self._first_answer_at is None:
+            self._first_answer_at = now
+        if ticket.started_at < self._first_answer_at and not rejected:
+            self._restamp(ticket, now)
         req_long, req_short, tok_long, tok_short = ticket._entries
         refunded = False
         if rejected:
@@ -390,6 +397,23 @@ class AdmissionGate:
             if nudge is not None and not nudge.done():
                 nudge.set_result(None)
 
+    def _restamp(self, ticket: Ticket, now: float) -> None:
+        """Count a request sent before any answer came back as arriving at its answer.
+
+        The first requests of a run pay for connection setup (and a cold server), so when the server
+        counted them is the least known; counting them until `now + period` is the safe side.
+        """
+        entries = list(ticket._entries)
+        for i, (dim, k) in enumerate(((self._req, 0), (self._req, 1), (self._tok, 0), (self._tok, 1))):
+            entry = entries[i]
+            if dim is None or entry is None:
+                continue
+            window = dim.long if k == 0 else dim.short
+            amount = entry[1]
+            window.refund(entry, amount, now)  # if it still counts; charged anew either way
+            entries[i] = window.charge(now, amount)
+        ticket._entries = (entries[0], entries[1], entries[2], entries[3])
+
     @asynccontextmanager
     async def slot(self, tokens: int) -> AsyncIterator[Ticket]:
         """`admit` on entry, `release` on exit (without correction unless the body released first)."""
@@ -407,7 +431,7 @@ class AdmissionGate:
             tok_long, tok_short = self._tok.charge(now, tokens)
         self._admitted += 1
         self._in_flight += 1
-        return Ticket(self, tokens, now, (req_long, req_short, tok_long, tok_short))
+        return Ticket(self, tokens, now, (req_long, req_short, tok_long, tok_short), self._in_flight)
 
     async def _wait_for_rate(self, tokens: int) -> float:
         """Wait until a pause, the windows and the paces all let `tokens` through; return that time."""
@@ -477,15 +501,19 @@ class AdmissionGate:
         again, so a hundred requests failing together count as one event.
 
         `concurrency`: the 429 names the number of parallel requests (LiteLLM's
-        max_parallel_requests). It lowers the concurrency cap to the requests still in flight
-        (recovering one slot per 30 s) instead of the pace; only when the cap cannot go lower does
-        it pause for Retry-After.
+        max_parallel_requests). The server refused the request that made `ticket.peers` in flight,
+        so the concurrency cap comes down to one less (recovering one slot per 30 s); the pace is
+        untouched, and so is the (LiteLLM: fixed 60 s) Retry-After: the cap is the cure. Only a
+        request refused while alone pauses for Retry-After.
         """
         now = asyncio.get_running_loop().time()
         wait = retry_after if retry_after is not None and retry_after > 0 else None
         if concurrency:
-            if not self._lower_concurrency():
+            peers = ticket.peers if ticket is not None else self._in_flight + 1
+            if peers <= 1:  # refused while alone: another client holds the key's slots
                 self._extend_pause(now, now + (wait if wait is not None else self._scale))
+            else:
+                self._lower_concurrency(peers - 1)
             return
         echo = now < self._paused_until or (ticket is not None and ticket.started_at < self._last_event_at)
         if echo:
@@ -493,7 +521,8 @@ class AdmissionGate:
                 self._extend_pause(now, now + wait)
             return
         factor = self._factor_at(now)
-        self._streak = self._streak + 1 if now - self._last_event_at < _FORGET_S * self._scale else 1
+        # Consecutive: the previous pause ended no longer ago than it lasted (the overload goes on).
+        self._streak = self._streak + 1 if now - self._paused_until <= self._last_pause else 1
         if wait is None:
             wait = min(2.0 ** (self._streak - 1), _BACKOFF_CAP) * self._scale
         elif wait <= _SHORT_PAUSE * self._scale:
@@ -503,6 +532,7 @@ class AdmissionGate:
                 if dim is not None:
                     dim.short_on = True
         self._last_event_at = now
+        self._last_pause = wait
         self._ceiling = factor
         self._factor_base = max(_MIN_FACTOR, factor * _DECREASE)
         self._paused_until = max(self._paused_until, now + wait)
@@ -549,19 +579,15 @@ class AdmissionGate:
                 return 1.0
         return min(1.0, base + slow * since)
 
-    def _lower_concurrency(self) -> bool:
-        """Lower the concurrency cap to the requests in flight (at least 1); False if it was already there."""
+    def _lower_concurrency(self, cap: int) -> None:
+        """Lower the concurrency cap to `cap` (the server refused the request that made it cap + 1)."""
         slots = self._slots
-        if slots is None:
-            return False
-        cap = max(1, min(slots.limit, self._in_flight))
-        if cap >= slots.limit:
-            return False
+        if slots is None or cap >= slots.limit:
+            return  # already lower: an echo of a request admitted under the old cap
         slots.set_limit(cap)
         if self._conc_timer is None:
             self._conc_timer = asyncio.get_running_loop().call_later(
                 _CONC_RECOVER_S * self._scale, self._regain_slot)
-        return True
 
     def _regain_slot(self) -> None:
         self._conc_timer = None
@@ -598,7 +624,7 @@ class AdmissionGate:
             waiting=self._waiting,
             rate_factor=self._factor_at(now) if now is not None else self._factor_base,
             paused_until=self._paused_until if paused else None,
-            requests_in_window=self._req.long.count() if self._req is not None else 0,
+            requests_in_window=int(self._req.long.total) if self._req is not None else 0,
             rpm=self._req.limit if self._req is not None else None,
             tpm=self._tok.limit if self._tok is not None else None,
             concurrency=self._slots.limit if self._slots is not None else None,

@@ -64,3 +64,4 @@ class Progress:
     tok_per_min: float
     audio_s_done: float | None = None  # audio transcribed so far (None: the job has no transcribe step)
     audio_s_left: float | None = None  # estimate for the rows still to do, from the mean so far
+    limits: str | None = None  # which limit binds, the limits in force and what the server said

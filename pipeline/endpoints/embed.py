@@ -36,6 +36,8 @@ KNOWN_DIMENSIONS = {
 DEFAULT_MAX_BATCH_TOKENS = 100_000
 # How long an open batch waits for more rows once none arrive (loop time).
 LINGER_S = 0.005
+# Default batch size as a share of one second of the token budget (see _packer).
+BATCH_SHARE = 0.24
 # Requests of one step kept filled with rows at once, at most (bounds the rows held in memory).
 BATCHES_IN_FLIGHT = 16
 
@@ -290,11 +292,13 @@ class EmbedRuntime(StepRuntime):
             gate = self.client.gate
             mbt = self.spec.max_batch_tokens
             if mbt is None:
-                # About one burst of the gate's token pacer: bigger requests would be admitted by the hard
-                # window alone, in lumps, instead of at an even pace.
+                # About a quarter of a second's share of the token budget: a request never holds more
+                # than a per-second server allows, and four of them (reservations carry a 1% margin)
+                # fit one second evenly.
                 mbt = DEFAULT_MAX_BATCH_TOKENS
-                if gate.tpm is not None:
-                    mbt = max(1, min(mbt, int(gate.tpm * gate.burst_s / gate.period_s)))
+                share = gate.token_share(1.0)
+                if share is not None:
+                    mbt = max(1, min(mbt, int(BATCH_SHARE * share)))
             self._batcher = Batcher(
                 self._send, max_items=self.spec.batch_size, max_tokens=mbt, linger_s=LINGER_S,
                 spawn=self.spawn, busy=lambda: gate.stats().waiting > 0,
