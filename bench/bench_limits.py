@@ -121,6 +121,10 @@ def run(kind: str, scenario: str, seconds: float) -> None:
         sim.stop()
         shutil.rmtree(work, ignore_errors=True)
     load = os.getloadavg()
+    if not recs:
+        print(f"{kind} {scenario}: no request reached the server; client exit {proc.returncode}: "
+              f"{re.sub(chr(92) + 's+', ' ', proc.stderr[-1500:])}", flush=True)
+        return
     recs.sort(key=lambda r: r["t_start"])
     t0 = recs[0]["t_start"]
     ok = [r for r in recs if r["status"] == 200]
@@ -142,7 +146,7 @@ def run(kind: str, scenario: str, seconds: float) -> None:
     print(f"{kind:5} {scenario:8} {len(ok):6,} ok in {end:6.1f}s: {per_min:12,.0f}/min = {per_min / real:6.1%} of "
           f"the real {'RPM' if kind == 'chat' else 'TPM'} {real:,.0f}"
           f"{' (after the first minute)' if skip else ''}; 429s {n429} = {n429 / len(recs):.2%} of "
-          f"{len(recs):,} requests (first at {first_429 if first_429 is None else round(first_429, 2)}s); "
+          f"{len(recs):,} requests (first at {'-' if first_429 is None else f'{first_429:.2f}s'}); "
           f"longest stall {longest_gap([r['t_start'] for r in ok]):.2f}s; exit {proc.returncode}; "
           f"load {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}", flush=True)
     for line in summary:

@@ -66,7 +66,8 @@ def _simulator(plan_job: Path, latency_s: float) -> Iterator[str]:
             p = resolve_provider(step.provider, spec.providers)
         except JobError:
             continue  # reported by the plan with the other problems
-        keys[f"sim-{step.provider}"] = KeyLimits(rpm=p.limits.rpm, tpm=p.limits.tpm, concurrency=p.limits.concurrency)
+        keys[f"sim-{step.provider}"] = KeyLimits(rpm=p.limits.fixed("rpm"), tpm=p.limits.fixed("tpm"),
+                                                 concurrency=p.limits.concurrency)
         period = p.limits.period_s
     sim = SimulatorThread(SimConfig(keys=keys or None, window_s=period, latency_s=latency_s, jitter=0.3))
     url = sim.start()
@@ -166,7 +167,7 @@ def run(
             f"time {summary.elapsed_s:,.1f}s", highlight=False,
         )
         for name, gate in summary.limits.items():
-            err.print(f"limits of {name}: {gate.describe()}", highlight=False)
+            err.print(f"limits of {name}: {gate.describe()}", highlight=False, soft_wrap=True)
     resume_cmd = f"pipeline run {job}" + (" --sim" if sim else "")
     if summary.aborted:
         err.print(f"[bold red]run aborted:[/] {summary.aborted}", highlight=False)

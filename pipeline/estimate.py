@@ -98,8 +98,9 @@ def estimate(plan: Plan, prices: dict[str, tuple[float, float]] | None = None) -
         lim = plan.providers[name].limits
         reqs = sum(e.requests for e in ests)
         toks = sum(e.prompt_tokens + e.completion_tokens for e in ests)
-        bounds = {"requests/min": reqs / lim.rpm * lim.period_s / 60 if lim.rpm else 0.0,
-                  "tokens/min": toks / lim.tpm * lim.period_s / 60 if lim.tpm else 0.0}
+        rpm, tpm = lim.fixed("rpm"), lim.fixed("tpm")
+        bounds = {"requests/min": reqs / rpm * lim.period_s / 60 if rpm else 0.0,
+                  "tokens/min": toks / tpm * lim.period_s / 60 if tpm else 0.0}
         which = max(bounds, key=lambda k: bounds[k])
         result.minutes_by_provider[name] = bounds[which]
         result.binding_limit[name] = which if bounds[which] > 0 else "none (no rate limits set)"

@@ -107,8 +107,9 @@ class Executor:
                 # a period apart on our clock inside one period on the server's. A small margin on the
                 # window absorbs that (about 1% of the rate at a 60 s period).
                 margin = min(1.0, 0.01 * lim.period_s + 0.05)
-                gates[ident] = AdmissionGate(rpm=lim.rpm, tpm=lim.tpm, concurrency=lim.concurrency,
-                                             period_s=lim.period_s + margin, nominal_period_s=lim.period_s)
+                gates[ident] = AdmissionGate(rpm=lim.fixed("rpm"), tpm=lim.fixed("tpm"), concurrency=lim.concurrency,
+                                             period_s=lim.period_s + margin, nominal_period_s=lim.period_s,
+                                             auto=tuple(n for n in ("rpm", "tpm") if getattr(lim, n) == "auto"))
             clients[name] = ProviderClient(
                 Transport(p, key, session), gates[ident], self.cache, spec.retry, self.stats,
                 rng=random.Random(), stopping=lambda: self._stopping,

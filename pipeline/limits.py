@@ -35,6 +35,14 @@ _CREDIT_S = 0.05
 # Floor for any nap: guarantees the clock moves even when float rounding puts a deadline a hair away.
 _MIN_NAP = 1e-6
 
+# `auto` limits: start at this much per minute and grow x1.5 every 5 s (scaled) during which the
+# limit held admissions back, until the server answers with x-ratelimit headers or a 429.
+_AUTO_START = {"rpm": 60, "tpm": 40_000}
+_AUTO_GROW = 1.5
+_AUTO_GROW_S = 5.0
+# Batches of an `auto` token limit are sized for this budget per minute (the apiyi default).
+_AUTO_BATCH_TPM = 1_000_000
+
 REASONS = ("requests/min", "tokens/min", "concurrency", "429 pauses")
 
 
@@ -67,14 +75,16 @@ class GateStats:
     learned: dict[str, int] = field(default_factory=dict)  # what x-ratelimit headers said (per period)
     binding: str | None = None  # the limit admissions waited on longest (one of REASONS), None: none
     waited_s: dict[str, float] = field(default_factory=dict)  # admission wait by reason
+    auto: dict[str, str] = field(default_factory=dict)  # `auto` limits: how each was found
 
     def describe(self) -> str:
         """One line: which limit binds, the limits in force and what was learned."""
         parts = [f"binding: {self.binding or 'none (the server set the pace)'}"]
         for name, value in (("rpm", self.rpm), ("tpm", self.tpm), ("concurrency", self.concurrency)):
             if value is not None:
-                learned = self.learned.get(name)
-                parts.append(f"{name} {value:,}" + (f" (server says {learned:,})" if learned is not None else ""))
+                learned, how = self.learned.get(name), self.auto.get(name)
+                note = f" (auto: {how})" if how else (f" (server says {learned:,})" if learned is not None else "")
+                parts.append(f"{name} {value:,}{note}")
         if self.rate_factor < 1.0:
             parts.append(f"pace {self.rate_factor:.0%} after 429s")
         return ", ".join(parts)
@@ -204,12 +214,16 @@ class _Pace:
 class _Dim:
     """One rate limit (requests or tokens): its long window, its short window and its pace."""
 
-    __slots__ = ("configured", "learned", "long", "name", "pace", "short", "short_on", "short_ratio", "unit")
+    __slots__ = ("configured", "discovering", "found", "grow_at", "learned", "long", "name", "pace", "short",
+                 "short_on", "short_ratio", "unit")
 
     def __init__(self, name: str, limit: int, period_s: float, short_s: float, credit_s: float,
-                 unit: float) -> None:
+                 unit: float, auto: bool = False) -> None:
         self.name = name
         self.configured = limit
+        self.discovering = auto  # an `auto` limit still growing
+        self.found: str | None = "discovering" if auto else None  # how an `auto` limit was found
+        self.grow_at: float | None = None
         self.learned: int | None = None
         self.long = _Window(period_s)
         self.short = _Window(short_s)
@@ -225,6 +239,21 @@ class _Dim:
     @property
     def limit(self) -> int:
         return self.configured if self.learned is None else min(self.configured, self.learned)
+
+    def set_configured(self, value: int) -> None:
+        self.configured = max(1, value)
+        self.pace.max_debt = max(self.unit, self.limit * self.short_ratio)
+
+    def grow(self, now: float, every: float) -> bool:
+        """An `auto` limit held admissions back: grow it if `every` seconds have passed since the last time."""
+        if self.grow_at is None:
+            self.grow_at = now + every
+            return False
+        if now < self.grow_at:
+            return False
+        self.set_configured(math.ceil(self.configured * _AUTO_GROW))
+        self.grow_at = now + every
+        return True
 
     def ready_at(self, amount: float, factor: float, period_s: float, now: float) -> float:
         limit = self.limit
@@ -269,10 +298,14 @@ class AdmissionGate:
         period_s: float = 60.0,
         burst_s: float = _CREDIT_S,
         nominal_period_s: float | None = None,
+        auto: tuple[str, ...] = (),
     ) -> None:
         for name, value in (("rpm", rpm), ("tpm", tpm), ("concurrency", concurrency)):
             if value is not None and value < 1:
                 raise ValueError(f"{name} must be at least 1 or None for unlimited, got {value}")
+        for name in auto:
+            if name not in _AUTO_START or (rpm if name == "rpm" else tpm) is not None:
+                raise ValueError(f"auto limits are rpm and/or tpm left as None, got {auto} with rpm={rpm}, tpm={tpm}")
         if period_s <= 0 or burst_s <= 0:
             raise ValueError(f"period_s and burst_s must be positive, got {period_s} and {burst_s}")
         self.rpm = rpm
@@ -287,8 +320,13 @@ class AdmissionGate:
 
         self._slots = _Slots(concurrency) if concurrency is not None else None
         self._turn = asyncio.Lock()  # FIFO: the head of the queue alone computes its wait
-        self._req = _Dim("rpm", rpm, period_s, short_s, burst_s, 1.0) if rpm is not None else None
-        self._tok = _Dim("tpm", tpm, period_s, short_s, burst_s, 1.0) if tpm is not None else None
+        dims: dict[str, _Dim | None] = {}
+        for name, value in (("rpm", rpm), ("tpm", tpm)):
+            if name in auto:
+                value = max(1, int(_AUTO_START[name] * self._header_scale))
+            dims[name] = _Dim(name, value, period_s, short_s, burst_s, 1.0, name in auto) if value else None
+        self._req, self._tok = dims["rpm"], dims["tpm"]
+        self._grow_s = _AUTO_GROW_S * self._scale
         self._nudge: asyncio.Future[None] | None = None  # wakes the napping head early on a refund
 
         self._in_flight = 0
@@ -320,7 +358,8 @@ class AdmissionGate:
         """The token budget of `seconds` at the limits' pace (None: no token limit)."""
         if self._tok is None:
             return None
-        return max(1, int(self._tok.limit * seconds / (60.0 * self._header_scale)))
+        limit = self._tok.limit if self._tok.found is None else _AUTO_BATCH_TPM * self._header_scale
+        return max(1, int(limit * seconds / (60.0 * self._header_scale)))
 
     async def admit(self, tokens: int | Callable[[], int], priority: float = 0.0) -> Ticket:
         """Wait for a concurrency slot, then for the rate limits, and reserve `tokens`.
@@ -442,15 +481,18 @@ class AdmissionGate:
                 await self._nap(loop, self._paused_until, "429 pauses")
                 continue
             factor = self._factor_at(now)
-            go_at, why = now, ""
+            go_at, why, held = now, "", None
             for dim, amount, reason in ((self._req, 1, "requests/min"), (self._tok, tokens, "tokens/min")):
                 if dim is not None:
                     ready = dim.ready_at(amount, factor, self.period_s, now)
                     if ready > go_at:
-                        go_at, why = ready, reason
+                        go_at, why, held = ready, reason, dim
             if go_at <= now:
                 return now
-            await self._nap(loop, go_at, why)
+            if held is not None and held.discovering and held.grow(now, self._grow_s):
+                continue  # an `auto` limit holding demand back grows (until the server says where it is)
+            await self._nap(loop, go_at if held is None or not held.discovering else min(go_at, held.grow_at or go_at),
+                            why)
 
     async def _nap(self, loop: asyncio.AbstractEventLoop, until: float, why: str) -> None:
         """Sleep until `until` in loop time, or less if a refund makes room earlier."""
@@ -483,6 +525,10 @@ class AdmissionGate:
                 continue
             if limit is not None and limit > 0:
                 dim.learned = max(1, int(limit * self._header_scale))
+                if dim.found is not None:  # `auto`: the server's figure is the limit
+                    dim.discovering = False
+                    dim.found = "from x-ratelimit headers"
+                    dim.set_configured(dim.learned)
             if remaining == 0 and reset is not None and 0 < reset <= 60 * self._scale:
                 self._paused_until = max(self._paused_until, now + reset)
 
@@ -520,17 +566,22 @@ class AdmissionGate:
             if wait is not None:
                 self._extend_pause(now, now + wait)
             return
+        for dim in (self._req, self._tok):
+            if dim is not None and dim.discovering:
+                dim.discovering = False
+                dim.found = f"429s began at {dim.limit / self._header_scale:,.0f}/min"
         factor = self._factor_at(now)
         # Consecutive: the previous pause ended no longer ago than it lasted (the overload goes on).
         self._streak = self._streak + 1 if now - self._paused_until <= self._last_pause else 1
         if wait is None:
             wait = min(2.0 ** (self._streak - 1), _BACKOFF_CAP) * self._scale
-        elif wait <= _SHORT_PAUSE * self._scale:
-            # The server forgets within seconds: it counts over short periods. Hold every second
-            # to its share from now on.
-            for dim in (self._req, self._tok):
-                if dim is not None:
-                    dim.short_on = True
+        elif wait <= _SHORT_PAUSE * self._scale and self._tok is not None and not self._tok.short_on:
+            # The server forgets within seconds: it counts over short periods. Holding every second
+            # to its share from now on is the cure for this one; the pace stays.
+            self._tok.short_on = True
+            self._last_event_at = now
+            self._paused_until = max(self._paused_until, now + wait)
+            return
         self._last_event_at = now
         self._last_pause = wait
         self._ceiling = factor
@@ -617,6 +668,7 @@ class AdmissionGate:
             waited["concurrency"] = self._slots.blocked_s(now)
         top = max(waited, key=lambda k: waited[k])
         learned = {d.name: d.learned for d in (self._req, self._tok) if d is not None and d.learned is not None}
+        found = {d.name: d.found for d in (self._req, self._tok) if d is not None and d.found is not None}
         return GateStats(
             in_flight=self._in_flight,
             admitted=self._admitted,
@@ -631,6 +683,7 @@ class AdmissionGate:
             learned=learned,
             binding=top if waited[top] > 0 else None,
             waited_s=waited,
+            auto=found,
         )
 
 

@@ -376,3 +376,37 @@ def test_classify_parallel_request_429s_and_reset_as_retry_after() -> None:
     plain = classify(429, b"", {"x-ratelimit-remaining-tokens": "0", "x-ratelimit-reset-tokens": "1.5s",
                                 "x-ratelimit-remaining-requests": "10", "x-ratelimit-reset-requests": "9s"})
     assert type(plain) is RateLimited and plain.retry_after == 1.5
+
+
+# -- `auto` limits ---------------------------------------------------------------------------------
+
+
+def test_auto_rpm_starts_slow_and_grows_while_it_holds_demand_back() -> None:
+    gate = AdmissionGate(rpm=None, tpm=None, concurrency=None, period_s=60, auto=("rpm",))
+    times = saturate(gate, 31)
+    assert sum(1 for t in times if t < 5) <= 5 + 3  # 60/min: one a second at first
+    # x1.5 (rounded up) every 5 s of held-back demand: 60 -> 687/min after 30 s
+    assert 8 <= sum(1 for t in times if 30 <= t < 31) <= 12
+    assert max_in_window(times, 60) <= 687
+
+    async def snap() -> Any:
+        return gate.stats()
+
+    stats = run_virtual(snap())
+    assert stats.auto == {"rpm": "discovering"} and stats.rpm == 687  # 60, 90, 135, 203, 305, 458, 687
+
+
+def test_auto_rpm_stops_at_the_first_429_and_takes_header_figures() -> None:
+    async def main() -> tuple[Any, Any]:
+        gate = AdmissionGate(rpm=None, tpm=None, concurrency=None, period_s=60, auto=("rpm", "tpm"))
+        for _ in range(40):
+            gate.release(await gate.admit(10))
+        gate.slow_down(0.5)
+        at_429 = gate.stats()
+        gate.observe(RateHeaders(limit_tokens=2_000_000))
+        return at_429, gate.stats()
+
+    at_429, later = run_virtual(main())
+    assert at_429.auto["rpm"] == f"429s began at {at_429.rpm:,}/min"
+    assert later.auto["tpm"] == "from x-ratelimit headers" and later.tpm == 2_000_000
+    assert "rpm" in later.auto and "(auto: from x-ratelimit headers)" in later.describe()

@@ -36,8 +36,8 @@ KNOWN_DIMENSIONS = {
 DEFAULT_MAX_BATCH_TOKENS = 100_000
 # How long an open batch waits for more rows once none arrive (loop time).
 LINGER_S = 0.005
-# Default batch size as a share of one second of the token budget (see _packer).
-BATCH_SHARE = 0.24
+# Default batch size as a share of one second of the token budget (see _packer): ten fit a second.
+BATCH_SHARE = 0.1
 # Requests of one step kept filled with rows at once, at most (bounds the rows held in memory).
 BATCHES_IN_FLIGHT = 16
 
@@ -99,6 +99,7 @@ class EmbedRuntime(StepRuntime):
         self._seen_dim: int | None = None  # vector size of this run's first answer
         self.calibration = TokenCalibration()
         self._batcher: Batcher[EmbedPrepared] | None = None
+        self._batch_target: int | None = None  # default batch size in reserved tokens, if any
 
     # ------------------------------------------------------------------ plan
     def templates(self) -> list[Template]:
@@ -118,10 +119,11 @@ class EmbedRuntime(StepRuntime):
                 "text form"
             )
         mbt = self.spec.max_batch_tokens
-        if mbt is not None and limits.tpm is not None and mbt > limits.tpm:
+        tpm = limits.fixed("tpm")
+        if mbt is not None and tpm is not None and mbt > tpm:
             problems.append(
                 f"step `{self.name}`: max_batch_tokens {mbt:,} is over the token budget of provider "
-                f"`{self.provider}` (tpm {limits.tpm:,}): such a request could never be admitted"
+                f"`{self.provider}` (tpm {tpm:,}): such a request could never be admitted"
             )
         return problems
 
@@ -297,8 +299,9 @@ class EmbedRuntime(StepRuntime):
                 # fit one second evenly.
                 mbt = DEFAULT_MAX_BATCH_TOKENS
                 share = gate.token_share(1.0)
-                if share is not None:
-                    mbt = max(1, min(mbt, int(BATCH_SHARE * share)))
+                if share is not None and BATCH_SHARE * share < mbt:
+                    self._batch_target = int(BATCH_SHARE * share)  # in tokens reserved: see _send
+                    mbt = max(1, self._batch_target)
             self._batcher = Batcher(
                 self._send, max_items=self.spec.batch_size, max_tokens=mbt, linger_s=LINGER_S,
                 spawn=self.spawn, busy=lambda: gate.stats().waiting > 0,
@@ -331,6 +334,10 @@ class EmbedRuntime(StepRuntime):
             raise CallError(RowError(problem), 0)
         if not usage.estimated:
             self.calibration.observe(estimate, usage.prompt_tokens)
+            if self._batch_target is not None and self._batcher is not None:
+                # batches are packed by estimate but reserve the calibrated amount: size them so
+                # that what they reserve, not what they are estimated at, is the target
+                self._batcher.max_tokens = max(1, int(self._batch_target / self.calibration.factor))
             shares: list[int | None] = list(apportion(usage.prompt_tokens, [s.tokens for s in slots]))
         else:
             shares = [None] * n
