@@ -30,6 +30,12 @@ _BACKOFF_CAP = 30.0  # pause without Retry-After: 1, 2, 4 ... up to this, while 
 _CONC_RECOVER_S = 30.0  # a concurrency cap lowered by the server comes back one slot per this long
 # A Retry-After this short says the server counts over short periods (per second).
 _SHORT_PAUSE = 2.0
+# A request admitted with the second's share this full is "at the edge": a 429 for it says the
+# server's clock saw the second more crowded than ours did. Each such 429 widens the second by
+# _SKEW_STEP (up to _SKEW_MAX) instead of slowing the pace.
+_EDGE = 0.95
+_SKEW_STEP = 0.01
+_SKEW_MAX = 0.05
 # Credit of the pacer in seconds of pace: absorbs the loop's lateness without letting a burst out.
 _CREDIT_S = 0.05
 # Floor for any nap: guarantees the clock moves even when float rounding puts a deadline a hair away.
@@ -93,10 +99,11 @@ class GateStats:
 class Ticket:
     """One admitted request attempt; hand it back to `AdmissionGate.release`."""
 
-    __slots__ = ("_entries", "_gate", "_released", "peers", "reserved", "started_at")
+    __slots__ = ("_entries", "_gate", "_released", "edge", "peers", "reserved", "started_at")
 
     def __init__(self, gate: AdmissionGate, reserved: int, started_at: float,
-                 entries: tuple[list[float] | None, ...], peers: int = 1) -> None:
+                 entries: tuple[list[float] | None, ...], peers: int = 1, edge: bool = False) -> None:
+        self.edge = edge  # admitted with a second's share (nearly) full: a 429 for it is clock skew
         self.reserved = reserved  # tokens reserved at admission
         self.started_at = started_at  # loop time of admission
         self.peers = peers  # requests in flight once this one was admitted (itself included)
@@ -123,6 +130,10 @@ class _Window:
         self._period = period
         self._log: deque[list[float]] = deque()
         self.total = 0.0  # amounts are whole numbers, so the running sum stays exact
+
+    def set_period(self, period: float) -> None:
+        """Entries charged from now on count for `period` (those already in keep theirs)."""
+        self._period = period
 
     def expire(self, now: float) -> None:
         log = self._log
@@ -274,6 +285,13 @@ class _Dim:
         self.pace.pay(now, amount)
         return self.long.charge(now, amount), self.short.charge(now, amount)
 
+    def at_edge(self) -> bool:
+        """Whether the second's share is (nearly) used up, as far as the short window can tell."""
+        if not self.short_on:
+            return False
+        share = self.limit * self.short_ratio
+        return self.short.total >= _EDGE * (math.ceil(share - 1e-9) if self.name == "rpm" else share)
+
 
 class AdmissionGate:
     """Admit requests to one provider key under requests/min, tokens/min and a concurrency cap.
@@ -327,6 +345,8 @@ class AdmissionGate:
             dims[name] = _Dim(name, value, period_s, short_s, burst_s, 1.0, name in auto) if value else None
         self._req, self._tok = dims["rpm"], dims["tpm"]
         self._grow_s = _AUTO_GROW_S * self._scale
+        self._short_s = short_s
+        self._short_margin = 0.0  # widened by 429s that came with a second held to its share
         self._nudge: asyncio.Future[None] | None = None  # wakes the napping head early on a refund
 
         self._in_flight = 0
@@ -437,17 +457,18 @@ class AdmissionGate:
                 nudge.set_result(None)
 
     def _restamp(self, ticket: Ticket, now: float) -> None:
-        """Count a request sent before any answer came back as arriving at its answer.
+        """Count a request sent before any answer came back as arriving at its answer (in the period).
 
         The first requests of a run pay for connection setup (and a cold server), so when the server
         counted them is the least known; counting them until `now + period` is the safe side.
         """
         entries = list(ticket._entries)
-        for i, (dim, k) in enumerate(((self._req, 0), (self._req, 1), (self._tok, 0), (self._tok, 1))):
+        # Long windows only: a second-long window restamped would hold the next second's pace back.
+        for i, dim in ((0, self._req), (2, self._tok)):
             entry = entries[i]
             if dim is None or entry is None:
                 continue
-            window = dim.long if k == 0 else dim.short
+            window = dim.long
             amount = entry[1]
             window.refund(entry, amount, now)  # if it still counts; charged anew either way
             entries[i] = window.charge(now, amount)
@@ -464,13 +485,16 @@ class AdmissionGate:
 
     def _reserve(self, tokens: int, now: float) -> Ticket:
         req_long = req_short = tok_long = tok_short = None
+        edge = False
         if self._req is not None:
             req_long, req_short = self._req.charge(now, 1)
+            edge = self._req.at_edge()
         if self._tok is not None and tokens:
             tok_long, tok_short = self._tok.charge(now, tokens)
+            edge = edge or self._tok.at_edge()
         self._admitted += 1
         self._in_flight += 1
-        return Ticket(self, tokens, now, (req_long, req_short, tok_long, tok_short), self._in_flight)
+        return Ticket(self, tokens, now, (req_long, req_short, tok_long, tok_short), self._in_flight, edge)
 
     async def _wait_for_rate(self, tokens: int) -> float:
         """Wait until a pause, the windows and the paces all let `tokens` through; return that time."""
@@ -575,6 +599,18 @@ class AdmissionGate:
         self._streak = self._streak + 1 if now - self._paused_until <= self._last_pause else 1
         if wait is None:
             wait = min(2.0 ** (self._streak - 1), _BACKOFF_CAP) * self._scale
+        elif wait <= _SHORT_PAUSE * self._scale and ticket is not None and ticket.edge \
+                and self._short_margin < _SKEW_MAX:
+            # Refused with its second held to the share: the server's arrival clock and our
+            # admission clock differ by more than the second's margin. Widen the second; the pace
+            # was right and stays.
+            self._short_margin = min(_SKEW_MAX, self._short_margin + _SKEW_STEP)
+            for dim in (self._req, self._tok):
+                if dim is not None:
+                    dim.short.set_period(self._short_s * (1 + self._short_margin))
+            self._last_event_at = now
+            self._paused_until = max(self._paused_until, now + wait)
+            return
         elif wait <= _SHORT_PAUSE * self._scale and self._tok is not None and not self._tok.short_on:
             # The server forgets within seconds: it counts over short periods. Holding every second
             # to its share from now on is the cure for this one; the pace stays.

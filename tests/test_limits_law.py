@@ -410,3 +410,22 @@ def test_auto_rpm_stops_at_the_first_429_and_takes_header_figures() -> None:
     assert at_429.auto["rpm"] == f"429s began at {at_429.rpm:,}/min"
     assert later.auto["tpm"] == "from x-ratelimit headers" and later.tpm == 2_000_000
     assert "rpm" in later.auto and "(auto: from x-ratelimit headers)" in later.describe()
+
+
+def test_a_429_with_the_second_held_to_its_share_widens_the_second_not_the_pace() -> None:
+    async def main() -> tuple[list[float], list[float], Any]:
+        gate = AdmissionGate(rpm=3000, tpm=None, concurrency=None, period_s=60)
+        tickets = [await gate.admit(0) for _ in range(55)]  # a second's 50, then the next second's
+        edge = next(t for t in tickets if t.edge)
+        calm = tickets[0]
+        assert not calm.edge
+        gate.release(edge, rejected=True)
+        gate.slow_down(0.01, ticket=edge)
+        widened = gate.stats()
+        times = [(await gate.admit(0)).started_at for _ in range(200)]
+        gate.slow_down(0.01)  # no ticket to go by: the pace comes down as usual
+        return times, [widened.rate_factor, gate.stats().rate_factor], widened
+
+    times, factors, _ = run_virtual(main())
+    assert factors == [1.0, pytest.approx(0.8)]
+    assert max_in_window(times, 1.01) <= 50  # the second is now 1% longer
