@@ -184,19 +184,20 @@ class _Pace:
     small credit, never with a period's budget.
     """
 
-    __slots__ = ("at", "credit", "credit_s", "level", "max_debt", "rate")
+    __slots__ = ("at", "cap", "credit", "credit_s", "level", "max_debt", "rate")
 
     def __init__(self, rate: float, credit_s: float, unit: float, max_debt: float) -> None:
         self.rate = rate
         self.credit_s = credit_s
         self.credit = max(unit, rate * credit_s)
+        self.cap = self.credit  # while a request bigger than the credit waits: its size (lateness is kept)
         self.max_debt = max_debt
         self.level = self.credit
         self.at: float | None = None
 
     def fill(self, now: float) -> None:
         if self.at is not None and now > self.at:
-            self.level = min(self.credit, self.level + self.rate * (now - self.at))
+            self.level = min(self.cap, self.level + self.rate * (now - self.at))
         self.at = now if self.at is None else max(self.at, now)
 
     def set_rate(self, now: float, rate: float, unit: float) -> None:
@@ -204,10 +205,14 @@ class _Pace:
         full = self.level >= self.credit
         self.rate = rate
         self.credit = max(unit, rate * self.credit_s)
-        if full or self.level > self.credit:  # a full bucket stays full: no chase after a moving credit
+        self.cap = max(self.cap, self.credit)
+        if full and self.level < self.credit:  # a full bucket stays full: no chase after a moving credit
             self.level = self.credit
 
     def ready_at(self, now: float, amount: float) -> float:
+        # A waiting request bigger than the credit may bank up to its own size, so a late wake-up
+        # does not lose the time it was late by (the spacing then stays its size / rate).
+        self.cap = max(self.credit, min(amount, self.credit + self.max_debt))
         self.fill(now)
         missing = min(amount, self.credit) - self.level
         if missing <= 1e-9 * self.credit:
@@ -217,9 +222,10 @@ class _Pace:
     def pay(self, now: float, amount: float) -> None:
         self.fill(now)
         self.level = max(-self.max_debt, self.level - amount)
+        self.cap = self.credit
 
     def give_back(self, amount: float) -> None:
-        self.level = min(self.credit, self.level + amount)
+        self.level = min(self.cap, self.level + amount)
 
 
 class _Dim:
