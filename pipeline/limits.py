@@ -360,6 +360,7 @@ class AdmissionGate:
         self._waiting = 0
         self._waited = dict.fromkeys(REASONS, 0.0)
         self._first_answer_at: float | None = None  # loop time of the first release
+        self._sat_since: float | None = None  # since when every slot is on the wire and others wait
 
         # 429 state. The factor is `_factor_base` until `_recover_from`, then climbs (see _DECREASE).
         self._paused_until = float("-inf")
@@ -435,6 +436,7 @@ class AdmissionGate:
         if self._slots is not None:
             self._slots.release()
         now = asyncio.get_running_loop().time()
+        self._saturation(now)
         if self._first_answer_at is None:
             self._first_answer_at = now
         if ticket.started_at < self._first_answer_at and not rejected:
@@ -461,6 +463,16 @@ class AdmissionGate:
             nudge = self._nudge
             if nudge is not None and not nudge.done():
                 nudge.set_result(None)
+
+    def _saturation(self, now: float) -> None:
+        """Count the time concurrency binds: every slot held by a request on the wire, and callers waiting."""
+        slots = self._slots
+        saturated = slots is not None and self._in_flight >= slots.limit and slots.live > 0
+        if saturated and self._sat_since is None:
+            self._sat_since = now
+        elif not saturated and self._sat_since is not None:
+            self._waited["concurrency"] += now - self._sat_since
+            self._sat_since = None
 
     def _restamp(self, ticket: Ticket, now: float) -> None:
         """Count a request sent before any answer came back as arriving at its answer (in the period).
@@ -500,6 +512,7 @@ class AdmissionGate:
             edge = edge or self._tok.at_edge()
         self._admitted += 1
         self._in_flight += 1
+        self._saturation(now)
         return Ticket(self, tokens, now, (req_long, req_short, tok_long, tok_short), self._in_flight, edge)
 
     async def _wait_for_rate(self, tokens: int) -> float:
@@ -706,8 +719,8 @@ class AdmissionGate:
                     dim.long.expire(now)
         paused = now is not None and now < self._paused_until
         waited = dict(self._waited)
-        if self._slots is not None:
-            waited["concurrency"] = self._slots.blocked_s(now)
+        if self._sat_since is not None and now is not None:
+            waited["concurrency"] += now - self._sat_since
         top = max(waited, key=lambda k: waited[k])
         learned = {d.name: d.learned for d in (self._req, self._tok) if d is not None and d.learned is not None}
         found = {d.name: d.found for d in (self._req, self._tok) if d is not None and d.found is not None}
@@ -742,9 +755,7 @@ class _Slots:
         self._held = 0
         self._heap: list[tuple[float, int, asyncio.Future[None]]] = []
         self._seq = 0
-        self._live = 0  # waiters not yet handed a slot nor cancelled
-        self._blocked_since: float | None = None
-        self._blocked_total = 0.0
+        self.live = 0  # waiters not yet handed a slot nor cancelled
 
     async def acquire(self, priority: float = 0.0) -> None:
         if self._held < self.limit:  # then nobody waits: a slot is handed to a waiter before it is free
@@ -754,17 +765,14 @@ class _Slots:
         fut: asyncio.Future[None] = loop.create_future()
         self._seq += 1
         heapq.heappush(self._heap, (-priority, self._seq, fut))
-        self._live += 1
-        if self._blocked_since is None:
-            self._blocked_since = loop.time()
+        self.live += 1
         try:
             await fut
         except BaseException:
             if fut.done() and not fut.cancelled():
                 self.release()  # handed a slot, then cancelled: pass it on
             else:
-                self._live -= 1
-                self._unblock()
+                self.live -= 1
             raise
 
     def release(self) -> None:
@@ -780,19 +788,8 @@ class _Slots:
             fut = heapq.heappop(self._heap)[2]
             if not fut.done():
                 self._held += 1
-                self._live -= 1
+                self.live -= 1
                 fut.set_result(None)
-        self._unblock()
-
-    def _unblock(self) -> None:
-        if self._live <= 0 and self._blocked_since is not None:
-            self._blocked_total += asyncio.get_running_loop().time() - self._blocked_since
-            self._blocked_since = None
-
-    def blocked_s(self, now: float | None) -> float:
-        """Seconds during which someone waited for a slot."""
-        extra = now - self._blocked_since if now is not None and self._blocked_since is not None else 0.0
-        return self._blocked_total + extra
 
 
 def _wake(fut: asyncio.Future[None]) -> None:

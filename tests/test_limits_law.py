@@ -429,3 +429,15 @@ def test_a_429_with_the_second_held_to_its_share_widens_the_second_not_the_pace(
     times, factors, _ = run_virtual(main())
     assert factors == [1.0, pytest.approx(0.8)]
     assert max_in_window(times, 1.01) <= 50  # the second is now 1% longer
+
+
+def test_binding_is_concurrency_only_while_every_slot_is_on_the_wire() -> None:
+    seen: list[Any] = []
+    saturate(AdmissionGate(rpm=None, tpm=None, concurrency=5, period_s=60), 20,
+             {19.0: lambda g: seen.append(g.stats())})
+    saturate(AdmissionGate(rpm=6000, tpm=None, concurrency=20, period_s=60), 40,
+             {1.0: lambda g: g.slow_down(30), 39.0: lambda g: seen.append(g.stats())})
+    busy, paused = seen
+    assert busy.binding == "concurrency" and busy.waited_s["concurrency"] > 15
+    # a 30 s pause queues every caller behind full slots: that is the pause binding, not concurrency
+    assert paused.binding == "429 pauses"
