@@ -11,14 +11,26 @@ from typing import Generic, TypeVar
 
 from .budget import BudgetReached, Charge, Spend
 from .cache import NoCache, ResponseCache
-from .errors import FatalError, RateLimited, RequestError, RetryableError, RowError, TooLargeError
+from .errors import (
+    ConcurrencyLimited,
+    FatalError,
+    RateLimited,
+    RequestError,
+    RetryableError,
+    RowError,
+    TooLargeError,
+)
 from .job.model import Retry
 from .limits import AdmissionGate, RequestTooLarge, Ticket
 from .records import Parsed
-from .retry import backoff_delay, classify
+from .retry import backoff_delay, classify, parse_rate_headers
 from .transport import HttpRequest, Transport
 
 T = TypeVar("T", bound=Parsed)
+
+# A 429 costs a row time, not one of its attempts; past this many 429s for one call they count again,
+# so a server that refuses forever still fails rows (and its identical failures stop the run).
+MAX_FREE_429S = 20
 
 
 @dataclass
@@ -154,7 +166,7 @@ class ProviderClient:
         except RequestTooLarge as exc:
             raise CallError(TooLargeError(str(exc)), 0) from exc
 
-        attempt = 0
+        attempt = limited = 0
         while True:
             attempt += 1
             if self._stopping():
@@ -180,7 +192,13 @@ class ProviderClient:
                 raise CallError(err, attempt)
             if isinstance(err, RateLimited):
                 self.stats.rate_limited += 1
-                self.gate.slow_down(err.retry_after, ticket=ticket)
+                self.gate.slow_down(err.retry_after, ticket=ticket, concurrency=isinstance(err, ConcurrencyLimited))
+                limited += 1
+                if limited <= MAX_FREE_429S:
+                    # The gate's pause and pace do the waiting; the attempt was not spent.
+                    attempt -= 1
+                    self.stats.retries += 1
+                    continue
             if attempt >= self.retry.max_attempts:
                 raise CallError(err, attempt)
             self.stats.retries += 1
@@ -231,9 +249,15 @@ class ProviderClient:
             finally:
                 if task is not None:
                     self.inflight.discard(task)
+            rate = parse_rate_headers(resp.headers)
+            if rate is not None:
+                self.gate.observe(rate)
             if not 200 <= resp.status < 300:
                 cost = 0.0  # refused answers are not billed
-                return classify(resp.status, resp.body, resp.headers), ticket
+                err = classify(resp.status, resp.body, resp.headers)
+                if isinstance(err, RateLimited):
+                    self.gate.release(ticket, rejected=True)  # refused: the server counted nothing
+                return err, ticket
             if cache_key is not None:
                 await self.cache.store(cache_key, resp.body)  # before parsing: nothing paid for is lost
             try:

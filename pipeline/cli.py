@@ -67,7 +67,8 @@ def _simulator(plan_job: Path, latency_s: float) -> Iterator[str]:
             p = resolve_provider(step.provider, spec.providers)
         except JobError:
             continue  # reported by the plan with the other problems
-        keys[f"sim-{step.provider}"] = KeyLimits(rpm=p.limits.rpm, tpm=p.limits.tpm, concurrency=p.limits.concurrency)
+        keys[f"sim-{step.provider}"] = KeyLimits(rpm=p.limits.fixed("rpm"), tpm=p.limits.fixed("tpm"),
+                                                 concurrency=p.limits.concurrency)
         period = p.limits.period_s
     sim = SimulatorThread(SimConfig(keys=keys or None, window_s=period, latency_s=latency_s, jitter=0.3))
     url = sim.start()
@@ -131,7 +132,8 @@ class _ProgressView:
             self.bar.update(self.task, completed=p.rows_done, info=info)
         elif not self.quiet and time.monotonic() - self._last_line >= 10:
             self._last_line = time.monotonic()
-            err.print(f"rows {p.rows_done:,}/{p.total_rows:,}  {info}", highlight=False)
+            limits = f"  ({p.limits})" if p.limits else ""
+            err.print(f"rows {p.rows_done:,}/{p.total_rows:,}  {info}{limits}", highlight=False)
 
 
 _STATUSES = ("ok", "error", "invalid", "skipped")
@@ -207,6 +209,8 @@ def run(
             err.print(f"cost ${summary.cost_usd:,.4f} this run, ${summary.cost_total_usd or 0:,.4f} for the job so far"
                       + (f" (budget ${summary.budget_usd:,.2f})" if summary.budget_usd is not None else ""),
                       highlight=False)
+        for name, gate in summary.limits.items():
+            err.print(f"limits of {name}: {gate.describe()}", highlight=False, soft_wrap=True)
     resume_cmd = f"pipeline run {job}" + (" --sim" if sim else "")
     if summary.aborted:
         err.print(f"[bold red]run aborted:[/] {escape(summary.aborted)}", highlight=False)

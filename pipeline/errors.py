@@ -8,6 +8,7 @@
     └── RequestError                one request attempt failed; carries status, code, message
         ├── RetryableError          retry with backoff, then fail the row
         │   ├── RateLimited         429: slow the whole provider, honour Retry-After
+        │   │   └── ConcurrencyLimited  429 naming parallel requests: lower the concurrency
         │   └── TransientError      5xx, 408/409, timeouts, resets, malformed responses
         │       ├── ConnectError    could not reach the server: try the provider's backup URL
         │       └── StreamCut       a streamed answer ended before its finish_reason
@@ -123,6 +124,10 @@ class RetryableError(RequestError):
 
 class RateLimited(RetryableError):
     """The provider says slow down; the whole provider slows, not just this request."""
+
+
+class ConcurrencyLimited(RateLimited):
+    """A 429 for too many requests in flight at once (LiteLLM's max_parallel_requests): fewer at a time."""
 
 
 class TransientError(RetryableError):

@@ -178,7 +178,9 @@ def estimate(plan: Plan, prices: PriceTable | None = None) -> Estimate:
     for rt in plan.steps:
         if isinstance(rt, EmbedRuntime):
             lim = plan.providers[rt.provider].limits
-            packs[rt.name] = _Packs(*rt.batch_limits(lim.tpm, lim.period_s))
+            tpm = lim.fixed("tpm")
+            items, mbt, _ = rt.batch_limits(max(1, int(tpm / lim.period_s)) if tpm else None)
+            packs[rt.name] = _Packs(items, mbt)
     audio_s: dict[str, float] = defaultdict(float)
     stride = max(1, plan.total_rows // SAMPLE_REQUESTS)  # rows spread over the input, not its first ones
     try:
@@ -226,9 +228,9 @@ def estimate(plan: Plan, prices: PriceTable | None = None) -> Estimate:
         lim = plan.providers[name].limits
         reqs = sum(e.requests for e in ests)
         toks = sum(e.limit_tokens for e in ests)
-        per_min = lim.period_s / 60
-        bounds = {"requests/min": reqs / lim.rpm * per_min if lim.rpm else 0.0,
-                  "tokens/min": toks / lim.tpm * per_min if lim.tpm else 0.0}
+        rpm, tpm = lim.fixed("rpm"), lim.fixed("tpm")
+        bounds = {"requests/min": reqs / rpm * lim.period_s / 60 if rpm else 0.0,
+                  "tokens/min": toks / tpm * lim.period_s / 60 if tpm else 0.0}
         which = max(bounds, key=lambda k: bounds[k])
         result.minutes_by_provider[name] = bounds[which]
         result.binding_limit[name] = which if bounds[which] > 0 else "none (no rate limits set)"

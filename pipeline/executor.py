@@ -22,7 +22,7 @@ from .cache import NoCache, ResponseCache
 from .calls import ProviderClient, RunStats, Stopped
 from .endpoints import Prepared
 from .errors import FatalError, RunAborted
-from .limits import AdmissionGate
+from .limits import AdmissionGate, GateStats
 from .plan import DEFAULT_ID, Plan
 from .records import Progress, StepResult
 from .sinks import PartWriter, WorkDir, flatten_result, status_counts
@@ -69,6 +69,7 @@ class RunSummary:
     cost_total_usd: float | None = None  # and earlier runs' finished rows
     budget_usd: float | None = None
     budget_unsent_rows: int = 0  # rows not sent because the budget would have been crossed
+    limits: dict[str, GateStats] = field(default_factory=dict)  # per provider: binding limit, learned values
 
 
 @dataclass
@@ -142,8 +143,9 @@ class Executor:
                 # a period apart on our clock inside one period on the server's. A small margin on the
                 # window absorbs that (about 1% of the rate at a 60 s period).
                 margin = min(1.0, 0.01 * lim.period_s + 0.05)
-                gates[ident] = AdmissionGate(rpm=lim.rpm, tpm=lim.tpm, concurrency=lim.concurrency,
-                                             period_s=lim.period_s + margin)
+                gates[ident] = AdmissionGate(rpm=lim.fixed("rpm"), tpm=lim.fixed("tpm"), concurrency=lim.concurrency,
+                                             period_s=lim.period_s + margin, nominal_period_s=lim.period_s,
+                                             auto=tuple(n for n in ("rpm", "tpm") if getattr(lim, n) == "auto"))
             clients[name] = ProviderClient(
                 Transport(p, key, session), gates[ident], self.cache, spec.retry, self.stats,
                 rng=random.Random(), stopping=lambda: self._stopping,
@@ -300,6 +302,7 @@ class Executor:
             tokens=tokens, elapsed_s=el, req_per_min=s.requests / el * 60, tok_per_min=tokens / el * 60,
             audio_s_done=audio_done, audio_s_left=audio_left,
             cost_usd=s.spend.spent if all(self._charges.values()) else None, budget_usd=self.budget,
+            limits="; ".join(sorted({c.gate.stats().describe() for c in self._client_list})) or None,
         )
 
     async def _report(self) -> None:
@@ -352,6 +355,7 @@ class Executor:
         window_size = self._window()
         window = asyncio.Semaphore(window_size)
         reporter = asyncio.create_task(self._report())
+        limits: dict[str, GateStats] = {}
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(signal.SIGINT, self.request_stop)
             loop.add_signal_handler(signal.SIGTERM, self.request_stop)
@@ -366,6 +370,7 @@ class Executor:
                 await self._feed(todo, writer, window)
                 while self._tasks:
                     await asyncio.wait(set(self._tasks))
+                limits = {name: c.gate.stats() for name, c in clients.items() if c.gate.stats().admitted}
             writer.flush()
         finally:
             reporter.cancel()
@@ -391,6 +396,7 @@ class Executor:
             cost_usd=self.stats.spend.spent if all(self._charges.values()) else None,
             cost_total_usd=self.stats.spend.total if all(self._charges.values()) else None,
             budget_usd=self.budget, budget_unsent_rows=self._c.unsent,
+            limits=limits,
         )
 
     async def _feed(self, todo: Any, writer: PartWriter, window: asyncio.Semaphore) -> None:

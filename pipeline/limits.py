@@ -4,22 +4,52 @@ from __future__ import annotations
 
 import asyncio
 import heapq
+import math
 from collections import deque
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from aiolimiter import AsyncLimiter
+from .retry import RateHeaders
 
 __all__ = ["AdmissionGate", "GateStats", "RequestTooLarge", "Ticket"]
 
-_SLOWDOWN = 0.7  # rate factor multiplier per 429 event
+# The pace law after a 429 (all durations are for a 60 s period and scale with period_s / 60).
+# A 429 multiplies the pace by _DECREASE and remembers the pace that overloaded the server as the
+# ceiling. The pace then climbs back linearly: fast (the whole range in _CLIMB_S) up to _MARGIN below
+# the ceiling, then slowly (_MARGIN in _PROBE_S) past it, so a server that enforces a limit lower
+# than the job's is probed about once per _PROBE_S instead of hit every few seconds. A ceiling no
+# 429 has confirmed for _FORGET_S is forgotten and the climb to full pace is fast again.
+_DECREASE = 0.8
 _MIN_FACTOR = 0.1
-_RECOVERY_STEP = 0.05  # of full rate regained ...
-_RECOVERY_PERIODS = 12  # ... per period_s / 12 seconds without a 429
-_BACKOFF_CAP = 30.0  # seconds at a 60 s period; backoffs scale with period_s / 60
+_CLIMB_S = 20.0
+_MARGIN = 0.04
+_PROBE_S = 40.0
+_FORGET_S = 60.0
+_BACKOFF_CAP = 30.0  # pause without Retry-After: 1, 2, 4 ... up to this, while 429s keep coming
+_CONC_RECOVER_S = 30.0  # a concurrency cap lowered by the server comes back one slot per this long
+# A Retry-After this short says the server counts over short periods (per second).
+_SHORT_PAUSE = 2.0
+# A request admitted with the second's share this full is "at the edge": a 429 for it says the
+# server's clock saw the second more crowded than ours did. Each such 429 widens the second by
+# _SKEW_STEP (up to _SKEW_MAX) instead of slowing the pace.
+_EDGE = 0.95
+_SKEW_STEP = 0.01
+_SKEW_MAX = 0.05
+# Credit of the pacer in seconds of pace: absorbs the loop's lateness without letting a burst out.
+_CREDIT_S = 0.05
 # Floor for any nap: guarantees the clock moves even when float rounding puts a deadline a hair away.
 _MIN_NAP = 1e-6
+
+# `auto` limits: start at this much per minute and grow x1.5 every 5 s (scaled) during which the
+# limit held admissions back, until the server answers with x-ratelimit headers or a 429.
+_AUTO_START = {"rpm": 60, "tpm": 40_000}
+_AUTO_GROW = 1.5
+_AUTO_GROW_S = 5.0
+# Batches of an `auto` token limit are sized for this budget per minute (the apiyi default).
+_AUTO_BATCH_TPM = 1_000_000
+
+REASONS = ("requests/min", "tokens/min", "concurrency", "429 pauses")
 
 
 class RequestTooLarge(ValueError):
@@ -42,21 +72,44 @@ class GateStats:
     admitted: int  # admissions since the gate was made
     tokens_reserved: int  # tokens counted in the current window (after corrections)
     waiting: int  # callers inside `admit` not yet admitted
-    rate_factor: float  # 1.0 = full rate; lowered by 429s
+    rate_factor: float  # pace as a share of the limits' pace: 1.0 = full; lowered by 429s
     paused_until: float | None  # loop time the current 429 pause ends, None if not paused
     requests_in_window: int = 0  # admissions counted in the current window
+    rpm: int | None = None  # the limits in force: the job's, lowered by what the server said
+    tpm: int | None = None
+    concurrency: int | None = None
+    learned: dict[str, int] = field(default_factory=dict)  # what x-ratelimit headers said (per period)
+    binding: str | None = None  # the limit admissions waited on longest (one of REASONS), None: none
+    waited_s: dict[str, float] = field(default_factory=dict)  # admission wait by reason
+    auto: dict[str, str] = field(default_factory=dict)  # `auto` limits: how each was found
+
+    def describe(self) -> str:
+        """One line: which limit binds, the limits in force and what was learned."""
+        parts = [f"binding: {self.binding or 'none (the server set the pace)'}"]
+        for name, value in (("rpm", self.rpm), ("tpm", self.tpm), ("concurrency", self.concurrency)):
+            if value is not None:
+                learned, how = self.learned.get(name), self.auto.get(name)
+                note = f" (auto: {how})" if how else (f" (server says {learned:,})" if learned is not None else "")
+                parts.append(f"{name} {value:,}{note}")
+        if self.rate_factor < 1.0:
+            parts.append(f"pace {self.rate_factor:.0%} after 429s")
+        return ", ".join(parts)
 
 
 class Ticket:
     """One admitted request attempt; hand it back to `AdmissionGate.release`."""
 
-    __slots__ = ("_entry", "_gate", "_released", "reserved", "started_at")
+    __slots__ = ("_entries", "_gate", "_released", "edge", "peers", "reserved", "started_at")
 
-    def __init__(self, gate: AdmissionGate, reserved: int, started_at: float, entry: list[float] | None):
+    def __init__(self, gate: AdmissionGate, reserved: int, started_at: float,
+                 entries: tuple[list[float] | None, ...], peers: int = 1, edge: bool = False) -> None:
+        self.edge = edge  # admitted with a second's share (nearly) full: a 429 for it is clock skew
         self.reserved = reserved  # tokens reserved at admission
         self.started_at = started_at  # loop time of admission
+        self.peers = peers  # requests in flight once this one was admitted (itself included)
         self._gate = gate
-        self._entry = entry  # this ticket's entry in the token window, shrunk by a refund
+        # this ticket's entries in the request and token windows (long, short), shrunk by refunds
+        self._entries = entries
         self._released = False
 
     def __repr__(self) -> str:
@@ -78,13 +131,14 @@ class _Window:
         self._log: deque[list[float]] = deque()
         self.total = 0.0  # amounts are whole numbers, so the running sum stays exact
 
+    def set_period(self, period: float) -> None:
+        """Entries charged from now on count for `period` (those already in keep theirs)."""
+        self._period = period
+
     def expire(self, now: float) -> None:
         log = self._log
         while log and log[0][0] <= now:
             self.total -= log.popleft()[1]
-
-    def count(self) -> int:
-        return len(self._log)
 
     def charge(self, now: float, amount: float) -> list[float]:
         entry = [now + self._period, amount]
@@ -103,8 +157,12 @@ class _Window:
         return True
 
     def ready_at(self, amount: float, limit: float, now: float) -> float:
-        """Earliest time `amount` more fits under `limit` if nothing else changes (`now` if it fits)."""
-        excess = self.total + amount - limit
+        """Earliest time `amount` more fits under `limit` if nothing else changes (`now` if it fits).
+
+        An amount over the limit fits once the window is empty (a limit learned from the server may
+        be lower than the job's, which every request was checked against).
+        """
+        excess = self.total + amount - max(limit, amount)
         if excess <= 0:
             return now
         # Only reached when blocked, and usually stops after a few entries.
@@ -112,28 +170,147 @@ class _Window:
             excess -= entry_amount
             if excess <= 0:
                 return expires_at
-        return float("inf")  # amount > limit: the caller waits for the rate factor instead
+        return now  # only refunded (zero) entries left
 
 
-def _pacer(limit: int, period_s: float, burst_s: float) -> AsyncLimiter:
-    """A leaky bucket holding about `burst_s` worth of `limit`, refilled at exactly the limit's rate.
+class _Pace:
+    """An even pace: a bucket gaining `rate` per second, holding at most `credit`, that may go into debt.
 
-    For limits under one per `burst_s` the bucket holds one unit and the period stretches, so the
-    pace is still the limit's and never one per `burst_s`.
+    A request of `amount` goes when the bucket holds min(amount, credit), and then pays `amount`: one
+    bigger than the credit goes when the bucket is full and leaves a debt that spaces the next one by
+    its own size (a debt of at most `max_debt`, one second of the limits' pace: a bigger request
+    cannot fit a per-second server anyway, and the window is the hard cap). So in any T seconds at
+    most credit + rate * T (plus one oversized request) goes out, evenly: the bucket starts with its
+    small credit, never with a period's budget.
     """
-    rate = limit / period_s
-    max_rate = max(1.0, rate * burst_s)
-    return AsyncLimiter(max_rate, max_rate / rate)
+
+    __slots__ = ("at", "cap", "credit", "credit_s", "level", "max_debt", "rate")
+
+    def __init__(self, rate: float, credit_s: float, unit: float, max_debt: float) -> None:
+        self.rate = rate
+        self.credit_s = credit_s
+        self.credit = max(unit, rate * credit_s)
+        self.cap = self.credit  # while a request bigger than the credit waits: its size (lateness is kept)
+        self.max_debt = max_debt
+        self.level = self.credit
+        self.at: float | None = None
+
+    def fill(self, now: float) -> None:
+        if self.at is not None and now > self.at:
+            self.level = min(self.cap, self.level + self.rate * (now - self.at))
+        self.at = now if self.at is None else max(self.at, now)
+
+    def set_rate(self, now: float, rate: float, unit: float) -> None:
+        self.fill(now)
+        full = self.level >= self.credit
+        self.rate = rate
+        self.credit = max(unit, rate * self.credit_s)
+        self.cap = max(self.cap, self.credit)
+        if full and self.level < self.credit:  # a full bucket stays full: no chase after a moving credit
+            self.level = self.credit
+
+    def ready_at(self, now: float, amount: float) -> float:
+        # A waiting request bigger than the credit may bank up to its own size, so a late wake-up
+        # does not lose the time it was late by (the spacing then stays its size / rate).
+        self.cap = max(self.credit, min(amount, self.credit + self.max_debt))
+        self.fill(now)
+        missing = min(amount, self.credit) - self.level
+        if missing <= 1e-9 * self.credit:
+            return now
+        return now + missing / self.rate
+
+    def pay(self, now: float, amount: float) -> None:
+        self.fill(now)
+        self.level = max(-self.max_debt, self.level - amount)
+        self.cap = self.credit
+
+    def give_back(self, amount: float) -> None:
+        self.level = min(self.cap, self.level + amount)
+
+
+class _Dim:
+    """One rate limit (requests or tokens): its long window, its short window and its pace."""
+
+    __slots__ = ("configured", "discovering", "found", "grow_at", "learned", "long", "name", "pace", "short",
+                 "short_on", "short_ratio", "unit")
+
+    def __init__(self, name: str, limit: int, period_s: float, short_s: float, credit_s: float,
+                 unit: float, auto: bool = False) -> None:
+        self.name = name
+        self.configured = limit
+        self.discovering = auto  # an `auto` limit still growing
+        self.found: str | None = "discovering" if auto else None  # how an `auto` limit was found
+        self.grow_at: float | None = None
+        self.learned: int | None = None
+        self.long = _Window(period_s)
+        self.short = _Window(short_s)
+        self.short_ratio = short_s / period_s
+        self.unit = unit
+        self.pace = _Pace(limit / period_s, credit_s, unit, max(unit, limit * self.short_ratio))
+        # Tokens: enforced once the server shows it counts over short periods (a 429 with a short
+        # pause); until then the pace alone spreads them, so a whole-period server loses nothing to
+        # requests that do not divide the second's share evenly. Requests (rounded up to whole
+        # ones) always.
+        self.short_on = name == "rpm"  # whole requests divide any share: no loss to a whole-period server
+
+    @property
+    def limit(self) -> int:
+        return self.configured if self.learned is None else min(self.configured, self.learned)
+
+    def set_configured(self, value: int) -> None:
+        self.configured = max(1, value)
+        self.pace.max_debt = max(self.unit, self.limit * self.short_ratio)
+
+    def grow(self, now: float, every: float) -> bool:
+        """An `auto` limit held admissions back: grow it if `every` seconds have passed since the last time."""
+        if self.grow_at is None:
+            self.grow_at = now + every
+            return False
+        if now < self.grow_at:
+            return False
+        self.set_configured(math.ceil(self.configured * _AUTO_GROW))
+        self.grow_at = now + every
+        return True
+
+    def ready_at(self, amount: float, factor: float, period_s: float, now: float) -> float:
+        limit = self.limit
+        self.long.expire(now)
+        self.short.expire(now)
+        go = self.long.ready_at(amount, limit, now)
+        if self.short_on:
+            share = math.ceil(limit * self.short_ratio - 1e-9) if self.name == "rpm" else limit * self.short_ratio
+            go = max(go, self.short.ready_at(amount, max(self.unit, share), now))
+        if not amount:  # a request that reserves nothing waits only for an over-charged window
+            return go
+        rate = limit / period_s * factor
+        if rate != self.pace.rate:
+            self.pace.set_rate(now, rate, self.unit)
+        return max(go, self.pace.ready_at(now, amount))
+
+    def charge(self, now: float, amount: float) -> tuple[list[float], list[float]]:
+        self.pace.pay(now, amount)
+        return self.long.charge(now, amount), self.short.charge(now, amount)
+
+    def at_edge(self) -> bool:
+        """Whether the second's share is (nearly) used up, as far as the short window can tell."""
+        if not self.short_on:
+            return False
+        share = self.limit * self.short_ratio
+        return self.short.total >= _EDGE * (math.ceil(share - 1e-9) if self.name == "rpm" else share)
 
 
 class AdmissionGate:
     """Admit requests to one provider key under requests/min, tokens/min and a concurrency cap.
 
-    Two layers: an exact sliding-window log per limit is the hard cap (in any `period_s` window at most
-    `rpm` admissions and `tpm` reserved tokens, from the first second on), and an aiolimiter bucket per
-    limit holding about `burst_s` worth smooths the pace so a period's budget never goes out at once.
-    Waiting for the rate is FIFO: one caller at a time, in arrival order, decides when it may go.
-    Time is read only from the running loop and waits are loop timers, so a fake clock drives it.
+    Per limit, three layers: an exact sliding-window log over `period_s` is the hard cap (in any
+    window at most `rpm` admissions and `tpm` reserved tokens, from the first second on); a second
+    exact log over period_s / 60 holds each second to its share, as servers that enforce per-minute
+    limits per second require; and a pace (a small-credit bucket) spreads admissions evenly inside
+    the second. A 429 pauses admissions for the server's Retry-After and lowers the pace, never the
+    windows: a window only ever holds what the server was actually sent. Limits the server announces
+    in x-ratelimit-* headers lower the job's (never raise them). Waiting for the rate is FIFO: one
+    caller at a time, in arrival order, decides when it may go. Time is read only from the running
+    loop and waits are loop timers, so a fake clock drives it.
     """
 
     def __init__(
@@ -143,11 +320,16 @@ class AdmissionGate:
         tpm: int | None,
         concurrency: int | None,
         period_s: float = 60.0,
-        burst_s: float = 1.0,
+        burst_s: float = _CREDIT_S,
+        nominal_period_s: float | None = None,
+        auto: tuple[str, ...] = (),
     ) -> None:
         for name, value in (("rpm", rpm), ("tpm", tpm), ("concurrency", concurrency)):
             if value is not None and value < 1:
                 raise ValueError(f"{name} must be at least 1 or None for unlimited, got {value}")
+        for name in auto:
+            if name not in _AUTO_START or (rpm if name == "rpm" else tpm) is not None:
+                raise ValueError(f"auto limits are rpm and/or tpm left as None, got {auto} with rpm={rpm}, tpm={tpm}")
         if period_s <= 0 or burst_s <= 0:
             raise ValueError(f"period_s and burst_s must be positive, got {period_s} and {burst_s}")
         self.rpm = rpm
@@ -155,26 +337,40 @@ class AdmissionGate:
         self.concurrency = concurrency
         self.period_s = period_s
         self.burst_s = burst_s
+        # the job's period without the executor's safety margin: x-ratelimit limits are per minute
+        self._header_scale = (nominal_period_s or period_s) / 60.0
+        self._scale = period_s / 60.0  # durations of the pace law are for a 60 s period
+        short_s = period_s / 60.0
 
         self._slots = _Slots(concurrency) if concurrency is not None else None
         self._turn = asyncio.Lock()  # FIFO: the head of the queue alone computes its wait
-        self._req_window = _Window(period_s) if rpm is not None else None
-        self._tok_window = _Window(period_s) if tpm is not None else None
-        self._req_pacer = _pacer(rpm, period_s, burst_s) if rpm is not None else None
-        self._tok_pacer = _pacer(tpm, period_s, burst_s) if tpm is not None else None
+        dims: dict[str, _Dim | None] = {}
+        for name, value in (("rpm", rpm), ("tpm", tpm)):
+            if name in auto:
+                value = max(1, int(_AUTO_START[name] * self._header_scale))
+            dims[name] = _Dim(name, value, period_s, short_s, burst_s, 1.0, name in auto) if value else None
+        self._req, self._tok = dims["rpm"], dims["tpm"]
+        self._grow_s = _AUTO_GROW_S * self._scale
+        self._short_s = short_s
+        self._short_margin = 0.0  # widened by 429s that came with a second held to its share
         self._nudge: asyncio.Future[None] | None = None  # wakes the napping head early on a refund
 
         self._in_flight = 0
         self._admitted = 0
         self._waiting = 0
+        self._waited = dict.fromkeys(REASONS, 0.0)
+        self._first_answer_at: float | None = None  # loop time of the first release
+        self._sat_since: float | None = None  # since when every slot is on the wire and others wait
 
-        # 429 state. The factor is `_factor_base` until `_recover_from`, then climbs linearly to 1.
+        # 429 state. The factor is `_factor_base` until `_recover_from`, then climbs (see _DECREASE).
         self._paused_until = float("-inf")
         self._factor_base = 1.0
         self._recover_from = float("-inf")
-        self._recover_every = period_s / _RECOVERY_PERIODS
+        self._ceiling: float | None = None
         self._streak = 0
         self._last_event_at = float("-inf")
+        self._last_pause = 0.0
+        self._conc_timer: asyncio.TimerHandle | None = None
 
     # -- admission ---------------------------------------------------------------------------
 
@@ -184,6 +380,13 @@ class AdmissionGate:
             raise ValueError(f"tokens must be >= 0, got {tokens}")
         if self.tpm is not None and tokens > self.tpm:
             raise RequestTooLarge(tokens, self.tpm, self.period_s)
+
+    def token_share(self, seconds: float = 1.0) -> int | None:
+        """The token budget of `seconds` at the limits' pace (None: no token limit)."""
+        if self._tok is None:
+            return None
+        limit = self._tok.limit if self._tok.found is None else _AUTO_BATCH_TPM * self._header_scale
+        return max(1, int(limit * seconds / (60.0 * self._header_scale)))
 
     async def admit(self, tokens: int | Callable[[], int], priority: float = 0.0) -> Ticket:
         """Wait for a concurrency slot, then for the rate limits, and reserve `tokens`.
@@ -214,12 +417,13 @@ class AdmissionGate:
         finally:
             self._waiting -= 1
 
-    def release(self, ticket: Ticket, actual_tokens: int | None = None) -> None:
+    def release(self, ticket: Ticket, actual_tokens: int | None = None, *, rejected: bool = False) -> None:
         """Free the ticket's slot and, given `actual_tokens`, correct its token reservation.
 
         Fewer tokens than reserved gives the difference back (if the reservation still counts);
         more charges the difference now, which may push the window over tpm and so delays the next
-        admissions. A second release of the same ticket does nothing.
+        admissions. `rejected` (the server refused the request with a 429, charging nothing) gives
+        back the request and all its tokens. A second release of the same ticket does nothing.
         """
         if ticket._gate is not self:
             raise ValueError("ticket belongs to another gate")
@@ -231,17 +435,62 @@ class AdmissionGate:
         self._in_flight -= 1
         if self._slots is not None:
             self._slots.release()
-        window = self._tok_window
-        if actual_tokens is None or window is None:
-            return
-        diff = actual_tokens - ticket.reserved
         now = asyncio.get_running_loop().time()
-        if diff > 0:
-            window.charge(now, diff)
-        elif diff < 0 and ticket._entry is not None and window.refund(ticket._entry, -diff, now):
+        self._saturation(now)
+        if self._first_answer_at is None:
+            self._first_answer_at = now
+        if ticket.started_at < self._first_answer_at and not rejected:
+            self._restamp(ticket, now)
+        req_long, req_short, tok_long, tok_short = ticket._entries
+        refunded = False
+        if rejected:
+            if self._req is not None and req_long is not None and req_short is not None:
+                refunded |= self._req.long.refund(req_long, 1, now)
+                self._req.short.refund(req_short, 1, now)
+            actual_tokens = 0
+        tok = self._tok
+        if actual_tokens is not None and tok is not None:
+            diff = actual_tokens - ticket.reserved
+            if diff > 0:
+                tok.long.charge(now, diff)
+                tok.pace.pay(now, diff)
+            elif diff < 0 and tok_long is not None and tok_short is not None:
+                if not rejected:
+                    tok.pace.give_back(-diff)
+                refunded |= tok.long.refund(tok_long, -diff, now)
+                tok.short.refund(tok_short, -diff, now)
+        if refunded:
             nudge = self._nudge
             if nudge is not None and not nudge.done():
                 nudge.set_result(None)
+
+    def _saturation(self, now: float) -> None:
+        """Count the time concurrency binds: every slot held by a request on the wire, and callers waiting."""
+        slots = self._slots
+        saturated = slots is not None and self._in_flight >= slots.limit and slots.live > 0
+        if saturated and self._sat_since is None:
+            self._sat_since = now
+        elif not saturated and self._sat_since is not None:
+            self._waited["concurrency"] += now - self._sat_since
+            self._sat_since = None
+
+    def _restamp(self, ticket: Ticket, now: float) -> None:
+        """Count a request sent before any answer came back as arriving at its answer (in the period).
+
+        The first requests of a run pay for connection setup (and a cold server), so when the server
+        counted them is the least known; counting them until `now + period` is the safe side.
+        """
+        entries = list(ticket._entries)
+        # Long windows only: a second-long window restamped would hold the next second's pace back.
+        for i, dim in ((0, self._req), (2, self._tok)):
+            entry = entries[i]
+            if dim is None or entry is None:
+                continue
+            window = dim.long
+            amount = entry[1]
+            window.refund(entry, amount, now)  # if it still counts; charged anew either way
+            entries[i] = window.charge(now, amount)
+        ticket._entries = (entries[0], entries[1], entries[2], entries[3])
 
     @asynccontextmanager
     async def slot(self, tokens: int) -> AsyncIterator[Ticket]:
@@ -253,111 +502,152 @@ class AdmissionGate:
             self.release(ticket)
 
     def _reserve(self, tokens: int, now: float) -> Ticket:
-        if self._req_window is not None:
-            self._req_window.charge(now, 1)
-        entry = None
-        if self._tok_window is not None and tokens:
-            entry = self._tok_window.charge(now, tokens)
+        req_long = req_short = tok_long = tok_short = None
+        edge = False
+        if self._req is not None:
+            req_long, req_short = self._req.charge(now, 1)
+            edge = self._req.at_edge()
+        if self._tok is not None and tokens:
+            tok_long, tok_short = self._tok.charge(now, tokens)
+            edge = edge or self._tok.at_edge()
         self._admitted += 1
         self._in_flight += 1
-        return Ticket(self, tokens, now, entry)
+        self._saturation(now)
+        return Ticket(self, tokens, now, (req_long, req_short, tok_long, tok_short), self._in_flight, edge)
 
     async def _wait_for_rate(self, tokens: int) -> float:
-        """Wait until a pause, the windows and the pacers all let `tokens` through; return that time."""
+        """Wait until a pause, the windows and the paces all let `tokens` through; return that time."""
         loop = asyncio.get_running_loop()
-        rpm, tpm = self.rpm, self.tpm
-        req_window, tok_window = self._req_window, self._tok_window
-        req_pacer, tok_pacer = self._req_pacer, self._tok_pacer
-        paced = False
         while True:
             now = loop.time()
             if now < self._paused_until:
-                await self._nap(loop, self._paused_until)
+                await self._nap(loop, self._paused_until, "429 pauses")
                 continue
-
             factor = self._factor_at(now)
-            go_at = now
-            if req_window is not None and rpm is not None:
-                req_window.expire(now)
-                go_at = max(go_at, req_window.ready_at(1, rpm * factor, now))
-            if tok_window is not None and tpm is not None:
-                tok_window.expire(now)
-                go_at = max(go_at, tok_window.ready_at(tokens, tpm * factor, now))
-            if go_at == float("inf"):
-                # Bigger than the reduced budget: only the factor's recovery can make room.
-                need = max(1 / rpm if rpm else 0.0, tokens / tpm if tpm else 0.0)
-                await self._nap(loop, self._recovered_at(need))
-                continue
-            if go_at > now:
-                await self._nap(loop, go_at)
-                continue
-
-            if paced:
+            go_at, why, held = now, "", None
+            for dim, amount, reason in ((self._req, 1, "requests/min"), (self._tok, tokens, "tokens/min")):
+                if dim is not None:
+                    ready = dim.ready_at(amount, factor, self.period_s, now)
+                    if ready > go_at:
+                        go_at, why, held = ready, reason, dim
+            if go_at <= now:
                 return now
-            # The pacer charges amount / factor, so a slowed gate also paces slower; capped at the
-            # bucket size because aiolimiter refuses more (the window still counts the full amount).
-            req_amount = min(1 / factor, req_pacer.max_rate) if req_pacer is not None else 0.0
-            tok_amount = min(tokens / factor, tok_pacer.max_rate) if tok_pacer is not None else 0.0
-            if (req_pacer is None or req_pacer.has_capacity(req_amount)) and (
-                tok_pacer is None or tok_pacer.has_capacity(tok_amount)
-            ):
-                # Fast path: both acquisitions return without suspending.
-                if req_pacer is not None:
-                    await req_pacer.acquire(req_amount)
-                if tok_pacer is not None and tok_amount:
-                    await tok_pacer.acquire(tok_amount)
-                return now
-            # Slow path: wait for the pacers, then re-check the pause and windows, which may have
-            # changed meanwhile (a 429, a charge); the pacers are paid once.
-            if req_pacer is not None:
-                await req_pacer.acquire(req_amount)
-            if tok_pacer is not None and tok_amount:
-                await tok_pacer.acquire(tok_amount)
-            paced = True
+            if held is not None and held.discovering and held.grow(now, self._grow_s):
+                continue  # an `auto` limit holding demand back grows (until the server says where it is)
+            await self._nap(loop, go_at if held is None or not held.discovering else min(go_at, held.grow_at or go_at),
+                            why)
 
-    async def _nap(self, loop: asyncio.AbstractEventLoop, until: float) -> None:
+    async def _nap(self, loop: asyncio.AbstractEventLoop, until: float, why: str) -> None:
         """Sleep until `until` in loop time, or less if a refund makes room earlier."""
         fut: asyncio.Future[None] = loop.create_future()
         self._nudge = fut
-        handle = loop.call_later(max(until - loop.time(), _MIN_NAP), _wake, fut)
+        start = loop.time()
+        handle = loop.call_later(max(until - start, _MIN_NAP), _wake, fut)
         try:
             await fut
         finally:
             handle.cancel()
             self._nudge = None
+            self._waited[why] += loop.time() - start
 
-    # -- 429 handling ------------------------------------------------------------------------
+    # -- what the server says ----------------------------------------------------------------
 
-    def slow_down(self, retry_after: float | None = None, *, ticket: Ticket | None = None) -> None:
-        """Report a 429: pause every admission and lower the rate factor.
+    def observe(self, headers: RateHeaders) -> None:
+        """Take in a response's x-ratelimit-* headers: adopt lower limits, hold on an empty budget.
 
-        The pause lasts `retry_after` seconds, or else a backoff of 1, 2, 4 ... up to 30 s (scaled by
-        period_s / 60) that grows while 429s keep coming before the factor has recovered. The factor
-        is multiplied by 0.7 (floor 0.1) and, once the pause is over, regains 0.05 of full rate per
-        period_s / 12 seconds. A longer Retry-After extends a pause; nothing shortens one.
+        Announced limits (per minute) only ever lower the job's limits, which stay the upper bound
+        (gateways pass on headers that describe their own upstream key). A `remaining` of 0 holds
+        admissions until its `reset`.
+        """
+        now = asyncio.get_running_loop().time()
+        for dim, limit, remaining, reset in (
+            (self._req, headers.limit_requests, headers.remaining_requests, headers.reset_requests_s),
+            (self._tok, headers.limit_tokens, headers.remaining_tokens, headers.reset_tokens_s),
+        ):
+            if dim is None:
+                continue
+            if limit is not None and limit > 0:
+                dim.learned = max(1, int(limit * self._header_scale))
+                if dim.found is not None:  # `auto`: the server's figure is the limit
+                    dim.discovering = False
+                    dim.found = "from x-ratelimit headers"
+                    dim.set_configured(dim.learned)
+            if remaining == 0 and reset is not None and 0 < reset <= 60 * self._scale:
+                self._paused_until = max(self._paused_until, now + reset)
+
+    def slow_down(self, retry_after: float | None = None, *, ticket: Ticket | None = None,
+                  concurrency: bool = False) -> None:
+        """Report a 429: pause every admission for Retry-After and lower the pace.
+
+        The pause lasts `retry_after` seconds exactly, or else a backoff of 1, 2, 4 ... up to 30 s
+        (scaled by period_s / 60) that grows while 429s keep coming. The pace factor is multiplied by
+        0.8 (floor 0.1) and climbs back once the pause is over (see _DECREASE). A longer Retry-After
+        extends a pause; nothing shortens one. The windows are untouched: they hold what the server
+        was sent, which the server may already have forgotten.
 
         A 429 that arrives during a pause, or whose `ticket` was admitted before the previous 429,
-        echoes an overload already reported: it may extend the pause but does not lower the rate
+        echoes an overload already reported: it may extend the pause but does not lower the pace
         again, so a hundred requests failing together count as one event.
+
+        `concurrency`: the 429 names the number of parallel requests (LiteLLM's
+        max_parallel_requests). The server refused the request that made `ticket.peers` in flight,
+        so the concurrency cap comes down to one less (recovering one slot per 30 s); the pace is
+        untouched, and so is the (LiteLLM: fixed 60 s) Retry-After: the cap is the cure. Only a
+        request refused while alone pauses for Retry-After.
         """
         now = asyncio.get_running_loop().time()
         wait = retry_after if retry_after is not None and retry_after > 0 else None
+        if concurrency:
+            peers = ticket.peers if ticket is not None else self._in_flight + 1
+            if peers <= 1:  # refused while alone: another client holds the key's slots
+                self._extend_pause(now, now + (wait if wait is not None else self._scale))
+            else:
+                self._lower_concurrency(peers - 1)
+            return
         echo = now < self._paused_until or (ticket is not None and ticket.started_at < self._last_event_at)
         if echo:
-            if wait is not None and now + wait > self._paused_until:
-                self._pause(now, now + wait)
+            if wait is not None:
+                self._extend_pause(now, now + wait)
             return
+        for dim in (self._req, self._tok):
+            if dim is not None and dim.discovering:
+                dim.discovering = False
+                dim.found = f"429s began at {dim.limit / self._header_scale:,.0f}/min"
         factor = self._factor_at(now)
-        # Consecutive = before the factor has recovered from the previous 429.
-        self._streak = self._streak + 1 if factor < 1.0 else 1
+        # Consecutive: the previous pause ended no longer ago than it lasted (the overload goes on).
+        self._streak = self._streak + 1 if now - self._paused_until <= self._last_pause else 1
         if wait is None:
-            wait = min(2.0 ** (self._streak - 1), _BACKOFF_CAP) * self.period_s / 60.0
+            wait = min(2.0 ** (self._streak - 1), _BACKOFF_CAP) * self._scale
+        elif wait <= _SHORT_PAUSE * self._scale and ticket is not None and ticket.edge \
+                and self._short_margin < _SKEW_MAX:
+            # Refused with its second held to the share: the server's arrival clock and our
+            # admission clock differ by more than the second's margin. Widen the second; the pace
+            # was right and stays.
+            self._short_margin = min(_SKEW_MAX, self._short_margin + _SKEW_STEP)
+            for dim in (self._req, self._tok):
+                if dim is not None:
+                    dim.short.set_period(self._short_s * (1 + self._short_margin))
+            self._last_event_at = now
+            self._paused_until = max(self._paused_until, now + wait)
+            return
+        elif wait <= _SHORT_PAUSE * self._scale and self._tok is not None and not self._tok.short_on:
+            # The server forgets within seconds: it counts over short periods. Holding every second
+            # to its share from now on is the cure for this one; the pace stays.
+            self._tok.short_on = True
+            self._last_event_at = now
+            self._paused_until = max(self._paused_until, now + wait)
+            return
         self._last_event_at = now
-        self._pause(now, now + wait)
-        self._factor_base = max(_MIN_FACTOR, factor * _SLOWDOWN)
+        self._last_pause = wait
+        self._ceiling = factor
+        self._factor_base = max(_MIN_FACTOR, factor * _DECREASE)
+        self._paused_until = max(self._paused_until, now + wait)
+        self._recover_from = self._paused_until
 
-    def _pause(self, now: float, until: float) -> None:
-        # Freeze the factor where it is now; recovery restarts when the pause ends.
+    def _extend_pause(self, now: float, until: float) -> None:
+        if until <= self._paused_until:
+            return
+        # Freeze the factor where it is now; the climb restarts when the pause ends.
         self._factor_base = self._factor_at(now)
         self._paused_until = until
         self._recover_from = until
@@ -366,20 +656,54 @@ class AdmissionGate:
         base = self._factor_base
         if base >= 1.0:
             return 1.0
-        since = now - self._recover_from
-        if since <= 0:
-            return base
-        factor = base + _RECOVERY_STEP * since / self._recover_every
+        ceiling = self._ceiling
+        if ceiling is not None and now >= self._last_event_at + _FORGET_S * self._scale:
+            # Unconfirmed for long enough: forget the ceiling, from the moment it lapsed.
+            lapsed = max(self._last_event_at + _FORGET_S * self._scale, self._recover_from)
+            self._factor_base = self._climb(base, ceiling, lapsed - self._recover_from)
+            self._recover_from = lapsed
+            self._ceiling = ceiling = None
+            base = self._factor_base
+        factor = self._climb(base, ceiling, now - self._recover_from)
         if factor >= 1.0:
             self._factor_base = 1.0  # fully recovered: back to the fast path
-            return 1.0
+            self._ceiling = None
         return factor
 
-    def _recovered_at(self, factor: float) -> float:
-        """Loop time at which the rate factor reaches `factor`."""
-        if factor <= self._factor_base:
-            return self._recover_from
-        return self._recover_from + (factor - self._factor_base) / _RECOVERY_STEP * self._recover_every
+    def _climb(self, base: float, ceiling: float | None, since: float) -> float:
+        if since <= 0:
+            return base
+        fast = 1.0 / (_CLIMB_S * self._scale)
+        slow = _MARGIN / (_PROBE_S * self._scale)
+        knee = 1.0 if ceiling is None else ceiling * (1.0 - _MARGIN)
+        if base < knee:
+            to_knee = (knee - base) / fast
+            if since <= to_knee:
+                return base + fast * since
+            base, since = knee, since - to_knee
+            if ceiling is None:
+                return 1.0
+        return min(1.0, base + slow * since)
+
+    def _lower_concurrency(self, cap: int) -> None:
+        """Lower the concurrency cap to `cap` (the server refused the request that made it cap + 1)."""
+        slots = self._slots
+        if slots is None or cap >= slots.limit:
+            return  # already lower: an echo of a request admitted under the old cap
+        slots.set_limit(cap)
+        if self._conc_timer is None:
+            self._conc_timer = asyncio.get_running_loop().call_later(
+                _CONC_RECOVER_S * self._scale, self._regain_slot)
+
+    def _regain_slot(self) -> None:
+        self._conc_timer = None
+        slots, configured = self._slots, self.concurrency
+        if slots is None or configured is None or slots.limit >= configured:
+            return
+        slots.set_limit(slots.limit + 1)
+        if slots.limit < configured:
+            self._conc_timer = asyncio.get_running_loop().call_later(
+                _CONC_RECOVER_S * self._scale, self._regain_slot)
 
     # -- observation -------------------------------------------------------------------------
 
@@ -390,18 +714,31 @@ class AdmissionGate:
         except RuntimeError:
             now = None
         if now is not None:
-            for window in (self._req_window, self._tok_window):
-                if window is not None:
-                    window.expire(now)
+            for dim in (self._req, self._tok):
+                if dim is not None:
+                    dim.long.expire(now)
         paused = now is not None and now < self._paused_until
+        waited = dict(self._waited)
+        if self._sat_since is not None and now is not None:
+            waited["concurrency"] += now - self._sat_since
+        top = max(waited, key=lambda k: waited[k])
+        learned = {d.name: d.learned for d in (self._req, self._tok) if d is not None and d.learned is not None}
+        found = {d.name: d.found for d in (self._req, self._tok) if d is not None and d.found is not None}
         return GateStats(
             in_flight=self._in_flight,
             admitted=self._admitted,
-            tokens_reserved=int(self._tok_window.total) if self._tok_window is not None else 0,
+            tokens_reserved=int(self._tok.long.total) if self._tok is not None else 0,
             waiting=self._waiting,
             rate_factor=self._factor_at(now) if now is not None else self._factor_base,
             paused_until=self._paused_until if paused else None,
-            requests_in_window=self._req_window.count() if self._req_window is not None else 0,
+            requests_in_window=int(self._req.long.total) if self._req is not None else 0,
+            rpm=self._req.limit if self._req is not None else None,
+            tpm=self._tok.limit if self._tok is not None else None,
+            concurrency=self._slots.limit if self._slots is not None else None,
+            learned=learned,
+            binding=top if waited[top] > 0 else None,
+            waited_s=waited,
+            auto=found,
         )
 
 
@@ -409,35 +746,50 @@ class _Slots:
     """A counting semaphore whose free slot goes to the highest-priority waiter (FIFO among equals).
 
     With long requests of mixed lengths (audio), sending the longest first makes the run end sooner:
-    the last requests to finish are short ones, not a long one started at the very end.
+    the last requests to finish are short ones, not a long one started at the very end. The number
+    of slots can change while in use (a server that refuses parallel requests lowers it).
     """
 
     def __init__(self, n: int) -> None:
-        self._free = n
+        self.limit = n
+        self._held = 0
         self._heap: list[tuple[float, int, asyncio.Future[None]]] = []
         self._seq = 0
+        self.live = 0  # waiters not yet handed a slot nor cancelled
 
     async def acquire(self, priority: float = 0.0) -> None:
-        if self._free > 0:  # then nobody waits: a slot is freed to a waiter before it is counted free
-            self._free -= 1
+        if self._held < self.limit:  # then nobody waits: a slot is handed to a waiter before it is free
+            self._held += 1
             return
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[None] = loop.create_future()
         self._seq += 1
         heapq.heappush(self._heap, (-priority, self._seq, fut))
+        self.live += 1
         try:
             await fut
         except BaseException:
             if fut.done() and not fut.cancelled():
                 self.release()  # handed a slot, then cancelled: pass it on
+            else:
+                self.live -= 1
             raise
 
     def release(self) -> None:
-        while self._heap:
+        self._held -= 1
+        self._wake()
+
+    def set_limit(self, n: int) -> None:
+        self.limit = n
+        self._wake()
+
+    def _wake(self) -> None:
+        while self._held < self.limit and self._heap:
             fut = heapq.heappop(self._heap)[2]
             if not fut.done():
+                self._held += 1
+                self.live -= 1
                 fut.set_result(None)
-                return
-        self._free += 1
 
 
 def _wake(fut: asyncio.Future[None]) -> None:

@@ -66,3 +66,4 @@ class Progress:
     audio_s_left: float | None = None  # estimate for the rows still to do, from the mean so far
     cost_usd: float | None = None  # spent by this run's requests (None: some model has no price)
     budget_usd: float | None = None
+    limits: str | None = None  # which limit binds, the limits in force and what the server said

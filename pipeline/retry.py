@@ -6,11 +6,13 @@ import json
 import random
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import UTC
 from email.utils import parsedate_to_datetime
 from typing import Any
 
 from .errors import (
+    ConcurrencyLimited,
     FatalError,
     RateLimited,
     RequestError,
@@ -143,13 +145,91 @@ def classify(status: int, body: bytes, headers: Mapping[str, str]) -> RequestErr
         return FatalError(message, status=status, code="model_not_found")
     if status in (401, 403):
         return FatalError(message, status=status, code=code)
-    if status == 429:
-        return RateLimited(message, status=status, code=code or "rate_limit_exceeded", retry_after=retry_after)
-    if code in _RATE_CODES:
-        return RateLimited(message, status=status, code=code, retry_after=retry_after)
+    if status == 429 or code in _RATE_CODES:
+        if retry_after is None:  # no Retry-After: the reset of the exhausted limit, if the server said
+            retry_after = _reset_wait(headers)
+        cls = ConcurrencyLimited if _PARALLEL.search(message) else RateLimited
+        return cls(message, status=status, code=code or "rate_limit_exceeded", retry_after=retry_after)
     if status in _TRANSIENT_STATUS or status >= 500:
         return TransientError(message, status=status, code=code, retry_after=retry_after)
     if status in _ROW_STATUS or 400 <= status < 500:
         return RowError(message, status=status, code=code, param=_error_param(parsed))
     # 200 with an error body and nothing else to go on: the gateway failed upstream, try again.
     return TransientError(message, status=status, code=code, retry_after=retry_after)
+
+
+# A 429 about requests in flight rather than per minute: LiteLLM "max_parallel_requests", others
+# "too many concurrent requests", "parallel requests".
+_PARALLEL = re.compile(r"parallel[ _]requests|concurrent requests|concurrency limit", re.IGNORECASE)
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
+_UNIT_S = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
+
+
+@dataclass(frozen=True, slots=True)
+class RateHeaders:
+    """OpenAI-style x-ratelimit-* headers of one answer (limits per minute; resets in seconds)."""
+
+    limit_requests: int | None = None
+    limit_tokens: int | None = None
+    remaining_requests: int | None = None
+    remaining_tokens: int | None = None
+    reset_requests_s: float | None = None
+    reset_tokens_s: float | None = None
+
+
+def parse_duration(text: str) -> float | None:
+    """Seconds from an OpenAI reset duration (`6m0s`, `1s`, `20ms`, `1h2m3.5s`) or a plain number."""
+    text = text.strip()
+    try:
+        value = float(text)
+    except ValueError:
+        pass
+    else:
+        return value if value >= 0 else None
+    pos, total = 0, 0.0
+    for m in _DURATION.finditer(text):
+        if m.start() != pos:
+            return None
+        total += float(m.group(1)) * _UNIT_S[m.group(2)]
+        pos = m.end()
+    return total if pos == len(text) and pos else None
+
+
+def _int(raw: str | None) -> int | None:
+    if raw is None:
+        return None
+    try:
+        value = int(float(raw))
+    except ValueError:
+        return None
+    return value if value >= 0 else None
+
+
+def parse_rate_headers(headers: Mapping[str, str]) -> RateHeaders | None:
+    """The x-ratelimit-* headers of an answer, or None when it has none."""
+    if not hasattr(headers, "getall"):  # a plain dict (tests): aiohttp's headers are case-insensitive
+        headers = {k.lower(): v for k, v in headers.items()}
+    get = headers.get
+    if get("x-ratelimit-limit-requests") is None and get("x-ratelimit-limit-tokens") is None \
+            and get("x-ratelimit-remaining-requests") is None and get("x-ratelimit-remaining-tokens") is None:
+        return None
+    reset_r, reset_t = get("x-ratelimit-reset-requests"), get("x-ratelimit-reset-tokens")
+    return RateHeaders(
+        limit_requests=_int(get("x-ratelimit-limit-requests")),
+        limit_tokens=_int(get("x-ratelimit-limit-tokens")),
+        remaining_requests=_int(get("x-ratelimit-remaining-requests")),
+        remaining_tokens=_int(get("x-ratelimit-remaining-tokens")),
+        reset_requests_s=parse_duration(reset_r) if reset_r is not None else None,
+        reset_tokens_s=parse_duration(reset_t) if reset_t is not None else None,
+    )
+
+
+def _reset_wait(headers: Mapping[str, str]) -> float | None:
+    """For a 429 without Retry-After: the reset of the limit the server says is exhausted."""
+    h = parse_rate_headers(headers)
+    if h is None:
+        return None
+    waits = [reset for remaining, reset in ((h.remaining_requests, h.reset_requests_s),
+                                            (h.remaining_tokens, h.reset_tokens_s))
+             if remaining == 0 and reset is not None]
+    return max(waits) if waits else None

@@ -261,10 +261,12 @@ def test_token_budget_holds_without_429(tmp_path: Path, sim_factory: Any) -> Non
     starts = sorted((r.t_start, r.prompt_tokens) for r in recs)
     for i, (t, _) in enumerate(starts):
         assert sum(tok for u, tok in starts[i:] if u < t + period) <= tpm
-    # the budget was the binding limit: the tokens went out at close to its pace
+    # the budget was the binding limit: the tokens went out at close to its pace (issue 8: the first
+    # request, sent alone while the connection is set up, counts from its answer, which costs its
+    # cold-start latency in a 1 s rehearsal window: 0.55, was 0.6)
     total = sum(tok for _, tok in starts)
     span = starts[-1][0] - starts[0][0]
-    assert total / (span + period) >= 0.6 * tpm / period, (total, span)
+    assert total / (span + period) >= 0.55 * tpm / period, (total, span)
 
 
 # ----- bad input: clear messages, nothing sent

@@ -11,6 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from pipeline.cli import app
+from pipeline.endpoints.embed import BATCH_SHARE
 from pipeline.estimate import estimate
 from pipeline.plan import build_plan
 from pipeline.pricing import Price, PriceTable, default_prices
@@ -38,13 +39,15 @@ def test_embed_estimate_counts_packed_requests_as_the_run_sends_them(tmp_path: P
 
 
 def test_embed_estimate_packs_by_tokens_under_the_token_budget(tmp_path: Path, sim: Any) -> None:
-    # tpm 60,000 per minute: about 1,000 tokens per request (one second of the gate's pacer)
+    # tpm 60,000 per minute: 1,000 tokens a second; a request holds BATCH_SHARE of that (issue 8: a
+    # request never holds more than a per-second server allows), and the estimate packs as the run does
     job = write_embed_job(tmp_path, sim.url, rows=600, step="batch_size: 2048",
                           limits="{rpm: 100000, tpm: 60000, concurrency: 50}")
     est = estimate(build_plan(job))
     s = est.steps[0]
     assert s.prompt_tokens > 1000
-    assert s.prompt_tokens / 1000 <= s.requests <= s.prompt_tokens / 1000 * 1.3 + 1
+    per_request = BATCH_SHARE * 1000
+    assert s.prompt_tokens / per_request <= s.requests <= s.prompt_tokens / per_request * 1.3 + 1
     assert est.binding_limit["local"] == "tokens/min"
     assert abs(est.minutes - s.prompt_tokens / 60000) < 1e-6
 

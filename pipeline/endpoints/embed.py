@@ -36,6 +36,8 @@ KNOWN_DIMENSIONS = {
 DEFAULT_MAX_BATCH_TOKENS = 100_000
 # How long an open batch waits for more rows once none arrive (loop time).
 LINGER_S = 0.005
+# Default batch size as a share of one second of the token budget (see _packer): ten fit a second.
+BATCH_SHARE = 0.1
 # Requests of one step kept filled with rows at once, at most (bounds the rows held in memory).
 BATCHES_IN_FLIGHT = 16
 
@@ -97,6 +99,7 @@ class EmbedRuntime(StepRuntime):
         self._seen_dim: int | None = None  # vector size of this run's first answer
         self.calibration = TokenCalibration()
         self._batcher: Batcher[EmbedPrepared] | None = None
+        self._batch_target: int | None = None  # default batch size in reserved tokens, if any
 
     # ------------------------------------------------------------------ plan
     def templates(self) -> list[Template]:
@@ -116,10 +119,11 @@ class EmbedRuntime(StepRuntime):
                 "text form"
             )
         mbt = self.spec.max_batch_tokens
-        if mbt is not None and limits.tpm is not None and mbt > limits.tpm:
+        tpm = limits.fixed("tpm")
+        if mbt is not None and tpm is not None and mbt > tpm:
             problems.append(
                 f"step `{self.name}`: max_batch_tokens {mbt:,} is over the token budget of provider "
-                f"`{self.provider}` (tpm {limits.tpm:,}): such a request could never be admitted"
+                f"`{self.provider}` (tpm {tpm:,}): such a request could never be admitted"
             )
         return problems
 
@@ -291,22 +295,25 @@ class EmbedRuntime(StepRuntime):
         return None
 
     # ------------------------------------------------------------------ packing
-    def batch_limits(self, tpm: int | None, period_s: float, burst_s: float = 1.0) -> tuple[int, int]:
-        """(inputs, estimated tokens) at most per request, under a gate of `tpm` per `period_s` whose
-        pacer holds `burst_s` worth (the run packs with these; `pipeline estimate` counts with them)."""
+    def batch_limits(self, token_share_1s: int | None) -> tuple[int, int, int | None]:
+        """(inputs, estimated tokens) at most per request, and the default batch target in reserved tokens
+        (None: no target), under a gate whose token budget for one second is `token_share_1s` (the run
+        packs with these; `pipeline estimate` counts with them)."""
         mbt = self.spec.max_batch_tokens
+        target: int | None = None
         if mbt is None:
-            # About one burst of the gate's token pacer: bigger requests would be admitted by the hard
-            # window alone, in lumps, instead of at an even pace.
+            # About a tenth of a second's share of the token budget: a request never holds more than a
+            # per-second server allows, and several of them fit one second evenly.
             mbt = DEFAULT_MAX_BATCH_TOKENS
-            if tpm is not None:
-                mbt = max(1, min(mbt, int(tpm * burst_s / period_s)))
-        return self.spec.batch_size, mbt
+            if token_share_1s is not None and BATCH_SHARE * token_share_1s < mbt:
+                target = int(BATCH_SHARE * token_share_1s)  # in tokens reserved: see _send
+                mbt = max(1, target)
+        return self.spec.batch_size, mbt, target
 
     def _packer(self) -> Batcher[EmbedPrepared]:
         if self._batcher is None:
             gate = self.client.gate
-            items, mbt = self.batch_limits(gate.tpm, gate.period_s, gate.burst_s)
+            items, mbt, self._batch_target = self.batch_limits(gate.token_share(1.0))
             self._batcher = Batcher(
                 self._send, max_items=items, max_tokens=mbt, linger_s=LINGER_S,
                 spawn=self.spawn, busy=lambda: gate.stats().waiting > 0,
@@ -339,6 +346,10 @@ class EmbedRuntime(StepRuntime):
             raise CallError(RowError(problem), 0)
         if not usage.estimated:
             self.calibration.observe(estimate, usage.prompt_tokens)
+            if self._batch_target is not None and self._batcher is not None:
+                # batches are packed by estimate but reserve the calibrated amount: size them so
+                # that what they reserve, not what they are estimated at, is the target
+                self._batcher.max_tokens = max(1, int(self._batch_target / self.calibration.factor))
             shares: list[int | None] = list(apportion(usage.prompt_tokens, [s.tokens for s in slots]))
         else:
             shares = [None] * n

@@ -28,10 +28,19 @@ STRUCTURED_FORMS: tuple[StructuredVia, ...] = ("json_schema", "json_object", "to
 class Limits(_Strict):
     """Client-side limits of one provider key. Omitted = unlimited."""
 
-    rpm: int | None = Field(None, gt=0, description="requests per period (per minute by default)")
-    tpm: int | None = Field(None, gt=0, description="tokens per period (prompt + max_tokens reserved)")
+    rpm: Annotated[int, Field(gt=0)] | Literal["auto"] | None = Field(
+        None, description="requests per period (per minute by default); `auto`: found at run time from the "
+        "server's x-ratelimit headers and 429s, starting at 60/min")
+    tpm: Annotated[int, Field(gt=0)] | Literal["auto"] | None = Field(
+        None, description="tokens per period (prompt + max_tokens reserved); `auto`: found at run time, "
+        "starting at 40,000/min")
     concurrency: int | None = Field(None, gt=0, description="requests in flight at once")
     period_s: float = Field(60.0, gt=0, description="length of the rate window; 60 unless rehearsing")
+
+    def fixed(self, name: Literal["rpm", "tpm"]) -> int | None:
+        """The limit as a number; None when unlimited or found at run time (`auto`)."""
+        value = self.rpm if name == "rpm" else self.tpm
+        return value if isinstance(value, int) else None
 
 
 class Provider(_Strict):

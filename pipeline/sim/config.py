@@ -145,6 +145,17 @@ class SimConfig:
     error_style: str = "openai"
     models_list: bool = True  # False: GET /v1/models answers 404 (small servers list no models)
     require_key: bool = True  # False: a local server without keys (requests without Authorization pass)
+    # Real servers' limits: the per-window_s limits enforced over shorter periods (1: per second, as
+    # "60,000 RPM enforced as 1,000 per second"), at a share of their value (0.5: the real limits are
+    # half of what the job says); answers carry OpenAI-style x-ratelimit-* headers (per-minute limits,
+    # remaining and reset of the enforced window); limit 429s carry retry-after(-ms).
+    limit_period_s: float | None = None
+    limit_scale: float = 1.0
+    rate_headers: bool = False
+    limit_retry_after: bool = False
+    # LiteLLM's per-key max_parallel_requests: beyond it, a 429 with `retry-after: 60` and a message
+    # naming the parallel request limit (LiteLLM's body: the status in `code`)
+    max_parallel_requests: int | None = None
 
     def __post_init__(self) -> None:
         # Configs read as YAML may hold "3e-05" as text (YAML 1.1 floats need a dot): take the number.
@@ -156,6 +167,10 @@ class SimConfig:
             raise ValueError("SimConfig.window_s must be > 0")
         if self.error_style not in ERROR_STYLES:
             raise ValueError(f"SimConfig.error_style must be one of {sorted(ERROR_STYLES)}, got {self.error_style!r}")
+        if self.limit_period_s is not None and self.limit_period_s <= 0:
+            raise ValueError("SimConfig.limit_period_s must be > 0")
+        if self.limit_scale <= 0:
+            raise ValueError("SimConfig.limit_scale must be > 0")
         if self.keys is not None:
             self.keys = {str(k): _limits(v) for k, v in self.keys.items()}
         self.default_limits = _limits(self.default_limits)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import math
 import random
 import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator
@@ -37,7 +38,7 @@ class Simulator:
         cfg = self.config
         self.records: list[RequestRecord] = []
         self.url: str | None = None
-        self._limits = LimitBook(cfg.keys, cfg.default_limits, cfg.window_s)
+        self._limits = LimitBook(cfg.keys, cfg.default_limits, cfg.window_s, cfg.limit_period_s, cfg.limit_scale)
         self._faults = FaultEngine(cfg.faults, cfg.seed)
         self._models = set(cfg.models)
         self._jitter = random.Random(cfg.seed)
@@ -215,18 +216,41 @@ class Simulator:
 
     def _limit_error(self, which: str, key: str, charge: int) -> SimError:
         lim = self._limits.get(key)
-        reqs, toks = lim.used(time.monotonic())
+        now = time.monotonic()
+        reqs, toks = lim.used(now)
+        rpm, tpm = lim.enforced()
+        per = "min" if lim.period_s == 60 else f"{lim.period_s:g}s"
         if which == "rpm":
-            what = f"requests per min (RPM): Limit {lim.limits.rpm}, Used {reqs}, Requested 1"
+            what = f"requests per {per} (RPM): Limit {rpm:g}, Used {reqs}, Requested 1"
         elif which == "tpm":
-            what = f"tokens per min (TPM): Limit {lim.limits.tpm}, Used {toks}, Requested {charge}"
+            what = f"tokens per {per} (TPM): Limit {tpm:g}, Used {toks}, Requested {charge}"
         else:
             what = f"concurrent requests: Limit {lim.limits.concurrency}, In flight {lim.in_flight}"
+        headers: dict[str, str] = {}
+        if self.config.rate_headers:
+            headers.update(lim.headers(now))
+        wait = lim.retry_after(now, which, charge) if self.config.limit_retry_after else None
+        if wait is not None:
+            headers["retry-after-ms"] = str(max(1, math.ceil(wait * 1000)))
+            headers["retry-after"] = str(max(1, math.ceil(wait)))
         return SimError(
             429,
             f"Rate limit reached for {what} on key {_mask(key)}. Please try again later.",
             "rate_limit_exceeded",
             "rate_limit_exceeded",
+            headers=headers or None,
+        )
+
+    def _parallel_error(self, key: str) -> SimError:
+        """LiteLLM's answer past a key's max_parallel_requests (its body puts the status in `code`)."""
+        limit = self.config.max_parallel_requests
+        return SimError(
+            429,
+            f"Max parallel request limit reached Hit limit for api_key: {_mask(key)}. "
+            f"current max_parallel_requests: {limit}. Limit type: max_parallel_requests",
+            "None",
+            "429",
+            headers={"retry-after": "60"},
         )
 
     async def _run(
@@ -245,6 +269,10 @@ class Simulator:
             if limited:
                 limiter = self._limits.get(call.key)
                 now = time.monotonic()
+                parallel = self.config.max_parallel_requests
+                if parallel is not None and limiter.in_flight >= parallel:
+                    limiter = None
+                    raise self._parallel_error(call.key)
                 refused = limiter.try_admit(now, job.charge)
                 if refused is not None:
                     limiter = None
@@ -270,6 +298,8 @@ class Simulator:
                     return fault_resp
             resp = await job.respond(request, call, kind)
             call.status = resp.status
+            if self.config.rate_headers and limiter is not None and not resp.prepared:
+                resp.headers.update(limiter.headers(time.monotonic()))
             return resp
         except SimError as e:
             call.status = e.status
