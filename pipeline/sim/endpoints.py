@@ -328,7 +328,8 @@ class Endpoints:
 
     def _model_obj(self, model: str) -> dict[str, Any]:
         owner = "openai" if model.startswith(("gpt", "text-embedding", "whisper", "dall-e")) else "system"
-        return {"id": model, "object": "model", "created": 1700000000, "owned_by": owner}
+        created = 1_680_000_000 + int(hashlib.sha256(model.encode()).hexdigest()[:6], 16) % 40_000_000
+        return {"id": model, "object": "model", "created": created, "owned_by": owner}
 
     async def models(self, request: web.Request, call: Call) -> Job:
         if not self.sim.config.models_list:
