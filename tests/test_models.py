@@ -11,8 +11,8 @@ import yaml
 from typer.testing import CliRunner
 
 from pipeline.cli import app
-from pipeline.job.profiles import resolve_provider
 from pipeline.job.model import Provider
+from pipeline.job.profiles import resolve_provider
 from pipeline.models import ModelInfo, ModelList, ModelListCache, closest, unknown_model_warning
 
 from .conftest import SIM_KEY_ENV
