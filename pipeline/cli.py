@@ -384,7 +384,8 @@ def sim(
     latency: float = typer.Option(0.2, help="seconds per request"),
     config: Path | None = typer.Option(None, help="a JSON/YAML file with a full simulator config (faults...)"),
 ) -> None:
-    """Serve the OpenAI-compatible simulator (chat, completions, embeddings, transcriptions, models)."""
+    """Serve the OpenAI-compatible simulator (chat, responses, completions, embeddings, transcriptions, images,
+    models)."""
     import yaml
 
     from .sim import KeyLimits, SimConfig, serve

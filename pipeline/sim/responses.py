@@ -77,9 +77,11 @@ def _messages(body: dict[str, Any]) -> list[dict[str, Any]]:
     if isinstance(inp, str):
         msgs.append({"role": "user", "content": inp})
         return msgs
+    if inp is None:
+        raise _missing("input")
     if not isinstance(inp, list) or not inp:
         raise SimError(400, "Invalid 'input': expected a string or a non-empty array of input items.",
-                       param="input", code="invalid_type" if inp is not None else "missing_required_parameter")
+                       param="input", code="invalid_type")
     for i, item in enumerate(inp):
         where = f"input[{i}]"
         if not isinstance(item, dict):
