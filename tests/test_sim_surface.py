@@ -13,7 +13,7 @@ import aiohttp
 import jsonschema
 import pytest
 
-from pipeline.sim import KeyLimits, SimConfig, Simulator, sim_chat_text
+from pipeline.sim import FaultRule, KeyLimits, SimConfig, Simulator, sim_chat_text
 from pipeline.sim.tokens import count_tokens
 
 from .test_sim import AUTH, Factory, post
@@ -181,6 +181,28 @@ async def test_responses_stream_events(make_sim: Factory, http: aiohttp.ClientSe
         events = await _events(r)
     assert events[-1][1]["type"] == "response.incomplete"
     assert events[-1][1]["response"]["incomplete_details"] == {"reason": "max_output_tokens"}
+
+
+async def test_responses_content_faults(make_sim: Factory, http: aiohttp.ClientSession) -> None:
+    """The chat content faults alter Responses answers too (what re-asks and stream checks are tested with)."""
+    sim, url = await make_sim()
+    fmt = {"type": "json_schema", "name": "label", "schema": LABEL_SCHEMA, "strict": True}
+    body = resp_body(input=REVIEW, text={"format": fmt})
+    sim.set_faults([FaultRule("schema_violation", path="/responses", times=1)])
+    bad = json.loads((await post(http, url + "/responses", body))[1]["output"][0]["content"][0]["text"])
+    good = json.loads((await post(http, url + "/responses", body))[1]["output"][0]["content"][0]["text"])
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(bad, LABEL_SCHEMA)
+    jsonschema.validate(good, LABEL_SCHEMA)
+    sim.set_faults([FaultRule("refusal", path="/responses", times=1)])
+    _, data, _ = await post(http, url + "/responses", body)
+    assert data["output"][0]["content"][0]["type"] == "refusal"
+    sim.set_faults([FaultRule("truncated_stream", path="/responses", times=1)])
+    async with http.post(url + "/responses", json=resp_body(stream=True)) as r:
+        kinds = [d["type"] for _, d in await _events(r)]
+    assert "response.output_text.delta" in kinds and "response.completed" not in kinds
+    assert "response.output_text.done" not in kinds
+    assert [r.fault for r in sim.records] == ["schema_violation", None, "refusal", "truncated_stream"]
 
 
 _STRICT_BAD = {"type": "object", "properties": {"a": {"type": "string"}}}  # no additionalProperties: false
