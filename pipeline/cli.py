@@ -264,8 +264,10 @@ def _compact(body: dict[str, Any]) -> dict[str, Any]:
 def validate(
     job: Path = typer.Argument(..., help="the job file (YAML)"),
     rows: int = typer.Option(3, help="render the templates on this many sample rows"),
+    offline: bool = typer.Option(False, "--offline", help="do not ask the providers for their model lists"),
 ) -> None:
-    """Check a job without sending anything: schema, input, ids, columns, templates on sample rows."""
+    """Check a job without sending requests: schema, input, ids, columns, templates on sample rows, and the
+    steps' models against each provider's model list (one GET /models, cached for a day)."""
     from .plan import build_plan
     from .sources import ROW
     from .templating import NullValue
@@ -308,7 +310,25 @@ def validate(
         shown = "\n  ".join(failures)
         raise _fail(f"{len(failures)} sample request(s) could not be built; `run` would fail these rows:\n  "
                     f"{escape(shown)}")
-    out.print(f"[green]ok[/]: {job} (nothing was sent)")
+    model_warnings, model_notes = _check_models(plan, offline)  # a job that passes the rest: its models
+    for note in model_notes:
+        out.print(f"note: {note}", highlight=False, markup=False)
+    for warning in model_warnings:
+        err.print(f"[yellow]warning[/]: {escape(warning)}", highlight=False, soft_wrap=True)
+    sent = "nothing was sent" if offline else "no request was sent but GET /models"
+    out.print(f"[green]ok[/]: {job} ({sent})")
+
+
+def _check_models(plan: Any, offline: bool) -> tuple[list[str], list[str]]:
+    """Warnings for models the providers do not list, and notes on what was not checked."""
+    from .models import ModelListCache, StepModel, check_step_models
+
+    spec = plan.job.spec
+    steps = [StepModel(s.name, s.provider, s.model) for s in spec.steps]
+    cache = ModelListCache(spec.cache.dir if spec.cache.enabled else None)
+    result: tuple[list[str], list[str]] = _run_async(
+        check_step_models(steps, plan.providers, plan.api_keys, cache, time.time(), offline=offline))
+    return result
 
 
 @app.command()
@@ -368,7 +388,8 @@ def sim(
     latency: float = typer.Option(0.2, help="seconds per request"),
     config: Path | None = typer.Option(None, help="a JSON/YAML file with a full simulator config (faults...)"),
 ) -> None:
-    """Serve the OpenAI-compatible simulator (chat, completions, embeddings, transcriptions, models)."""
+    """Serve the OpenAI-compatible simulator (chat, responses, completions, embeddings, transcriptions, images,
+    models)."""
     import yaml
 
     from .sim import KeyLimits, SimConfig, serve
@@ -394,14 +415,16 @@ def models(
     provider: str = typer.Option("apiyi", help="a built-in profile or a provider of --job"),
     job: Path | None = typer.Option(None, help="take provider definitions from this job file"),
     sim: bool = typer.Option(False, "--sim", help="ask an in-process simulator"),
+    as_json: bool = typer.Option(False, "--json", help="print JSON for scripts: [{id, owned_by, created}]"),
 ) -> None:
-    """List the models a provider serves (GET /models)."""
+    """List the models a provider serves (GET /models): id, owner, date created."""
     import os
+    from dataclasses import asdict, replace
+    from datetime import UTC, datetime
 
     from .job.load import load_job
     from .job.profiles import resolve_provider
-    from .retry import classify
-    from .transport import Transport, new_session
+    from .models import fetch_models
 
     try:
         overrides = load_job(job).spec.providers if job else {}
@@ -412,39 +435,36 @@ def models(
     if not key and not p.key_optional and not sim:
         raise _fail(f"set {p.api_key_env} to list the models of `{provider}`")
 
-    async def fetch(url_override: str | None) -> Any:
-        from dataclasses import replace
-
-        prov = replace(p, base_urls=(url_override,)) if url_override else p
-        async with new_session(4) as session:
-            resp = await Transport(prov, "sim" if sim else key, session).get("/models")
-        if resp.status in (404, 405, 501):
-            return resp  # the server has no model list (small transcription servers, some proxies)
-        if resp.status != 200:
-            raise classify(resp.status, resp.body, resp.headers)
-        return json.loads(resp.body)
-
     stack = contextlib.ExitStack()
     try:
-        url = None
         if sim:
             from .sim import SimConfig, SimulatorThread
 
             s = stack.enter_context(SimulatorThread(SimConfig()))
-            url = s.url
-        data = asyncio.run(fetch(url))
+            p, key = replace(p, base_urls=(str(s.url),)), "sim"
+        listed = asyncio.run(fetch_models(p, key))
     except PipelineError as exc:
         raise _fail(f"cannot list models of `{provider}`: {exc}", EXIT_ABORTED) from None
     finally:
         stack.close()
-    if not isinstance(data, dict):
-        err.print(f"`{provider}` ({data.url}) does not list its models: GET /models answered HTTP {data.status}. "
-                  "Jobs can still name any model the server serves.", highlight=False, soft_wrap=True)
+    if listed.models is None:
+        err.print(f"`{provider}` ({listed.url}) does not list its models: GET /models answered HTTP "
+                  f"{listed.status}. Jobs can still name any model the server serves.", highlight=False,
+                  soft_wrap=True)
+        if as_json:
+            print("[]")
         return
-    ids = sorted(m.get("id", "?") for m in data.get("data", []))
-    for i in ids:
-        out.print(i, highlight=False)
-    err.print(f"{len(ids)} models", highlight=False)
+    if as_json:
+        print(json.dumps([asdict(m) for m in listed.models], indent=2))
+        return
+    t = Table(title=f"models of {provider}", header_style="bold")
+    for col in ("id", "owner", "created"):
+        t.add_column(col, no_wrap=col == "id")
+    for m in listed.models:
+        made = "-" if m.created is None else datetime.fromtimestamp(m.created, UTC).strftime("%Y-%m-%d")
+        t.add_row(m.id, m.owned_by or "-", made)
+    out.print(t)
+    err.print(f"{len(listed.models)} models", highlight=False)
 
 
 @cache_app.command("stats")

@@ -113,7 +113,8 @@ def test_validate_renders_sample_rows(tmp_path: Path, sim: Any) -> None:
     job = write_job(tmp_path, sim.url, rows=5)
     res = cli("validate", str(job))
     assert res.exit_code == 0, res.output
-    assert "Review: I love it" in res.output and sim.records == []
+    # no request is sent; the one GET /models checks the step's model (issue 13)
+    assert "Review: I love it" in res.output and [r.path for r in sim.records] == ["/v1/models"]
 
 
 def test_401_stops_the_run_quickly(tmp_path: Path, sim_factory: Any) -> None:

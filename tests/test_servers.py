@@ -338,8 +338,8 @@ def test_a_keyless_provider_sends_no_authorization_and_needs_no_variable(tmp_pat
 
 def test_models_keyless_on_a_server_that_lists_them(tmp_path: Path, sim_factory: Any) -> None:
     sim = sim_factory(require_key=False, models=["smollm2-135m"])
-    res = cli("models", "--job", str(keyless_job(tmp_path, sim.url)), "--provider", "local")
-    assert res.returncode == 0 and res.stdout.split() == ["smollm2-135m"], res.stderr
+    res = cli("models", "--job", str(keyless_job(tmp_path, sim.url)), "--provider", "local", "--json")
+    assert res.returncode == 0 and [m["id"] for m in json.loads(res.stdout)] == ["smollm2-135m"], res.stderr
 
 
 def test_a_missing_key_variable_is_named(tmp_path: Path, sim_factory: Any, monkeypatch: pytest.MonkeyPatch) -> None:

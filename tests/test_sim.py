@@ -280,7 +280,8 @@ async def test_chat_stream_shape(make_sim: Factory, http: aiohttp.ClientSession)
 
 async def test_legacy_completions(make_sim: Factory, http: aiohttp.ClientSession) -> None:
     _, url = await make_sim()
-    status, data, _ = await post(http, url + "/completions", {"model": "gpt-4o-mini", "prompt": ["a", "b"]})
+    body = {"model": "gpt-4o-mini", "prompt": ["a", "b"], "max_tokens": 64}  # the default is 16, as the API
+    status, data, _ = await post(http, url + "/completions", body)
     assert status == 200 and len(data["choices"]) == 2
     assert data["choices"][1]["text"] == sim_chat_text([{"role": "user", "content": "b"}])
     assert data["usage"]["prompt_tokens"] == 2

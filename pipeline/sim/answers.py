@@ -264,18 +264,6 @@ def plan_chat(
     return Plan(choices, prompt_tokens)
 
 
-def plan_completion(prompts: list[str], body: dict[str, Any]) -> Plan:
-    """The answer to a legacy completions request."""
-    n = body.get("n") or 1
-    max_tokens = max_tokens_of(body)
-    choices = [
-        _text_choice(sim_chat_text([{"role": "user", "content": p}], choice=j), max_tokens)
-        for p in prompts
-        for j in range(n)
-    ]
-    return Plan(choices, sum(count_tokens(p) for p in prompts))
-
-
 def _logprob_entries(tokens: list[int], top: int) -> list[dict[str, Any]]:
     out = []
     for i, t in enumerate(tokens):
@@ -323,23 +311,6 @@ def chat_response(plan: Plan, body: dict[str, Any], meta: dict[str, Any]) -> dic
         "object": "chat.completion",
         "choices": choices,
         "usage": usage(plan.prompt_tokens, plan.completion_tokens),
-    }
-
-
-def completion_response(plan: Plan, meta: dict[str, Any]) -> dict[str, Any]:
-    choices = [
-        {"text": c.content, "index": i, "logprobs": None, "finish_reason": c.finish_reason}
-        for i, c in enumerate(plan.choices)
-    ]
-    return {
-        **meta,
-        "object": "text_completion",
-        "choices": choices,
-        "usage": {
-            "prompt_tokens": plan.prompt_tokens,
-            "completion_tokens": plan.completion_tokens,
-            "total_tokens": plan.prompt_tokens + plan.completion_tokens,
-        },
     }
 
 
@@ -407,23 +378,4 @@ def chat_chunks(
         )
 
 
-def completion_chunks(plan: Plan, meta: dict[str, Any]) -> Iterator[tuple[dict[str, Any], int]]:
-    """SSE chunks of a streamed legacy completion."""
-    for i, c in enumerate(plan.choices):
-        for text, group in _pieces(c.tokens):
-            yield (
-                {
-                    **meta,
-                    "object": "text_completion",
-                    "choices": [{"text": text, "index": i, "logprobs": None, "finish_reason": None}],
-                },
-                len(group),
-            )
-        yield (
-            {
-                **meta,
-                "object": "text_completion",
-                "choices": [{"text": "", "index": i, "logprobs": None, "finish_reason": c.finish_reason}],
-            },
-            0,
-        )
+pieces = _pieces  # the Responses API's deltas are cut the same way

@@ -76,3 +76,4 @@ class Job:
     respond: Respond
     chat: bool = False
     stream: bool = False
+    images: int = 0  # images asked for: counted against the key's `ipm`

@@ -45,7 +45,12 @@ DEFAULT_MODELS = [
     "whisper-1",
     "gpt-4o-transcribe",
     "gpt-4o-mini-transcribe",
+    "gpt-3.5-turbo-instruct",
+    "davinci-002",
+    "babbage-002",
+    "dall-e-2",
     "dall-e-3",
+    "gpt-image-1",
 ]
 
 
@@ -56,6 +61,7 @@ class KeyLimits:
     rpm: int | None = None
     tpm: int | None = None
     concurrency: int | None = None
+    ipm: int | None = None  # images per window (image endpoints count images, not requests)
 
 
 @dataclass
@@ -156,6 +162,7 @@ class SimConfig:
     # LiteLLM's per-key max_parallel_requests: beyond it, a 429 with `retry-after: 60` and a message
     # naming the parallel request limit (LiteLLM's body: the status in `code`)
     max_parallel_requests: int | None = None
+    image_download_failures: int = 0  # each image URL answers 503 this many times before its PNG
 
     def __post_init__(self) -> None:
         # Configs read as YAML may hold "3e-05" as text (YAML 1.1 floats need a dot): take the number.

@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import json
-import struct
 import time
-import zlib
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import BodyPartReader, web
 
-from . import answers, audio, embeddings, params
+from . import answers, audio, completions, embeddings, images, params, responses
 from .calls import Call, Job
 from .faults import SimError
 from .schema import strict_error as schema_strict_error
@@ -22,22 +19,6 @@ if TYPE_CHECKING:
     from .server import Simulator
 
 _TRANSCRIPTION_FIELDS = ("model", "language", "prompt", "temperature", "response_format")
-
-
-def tiny_png(seed: str) -> bytes:
-    """A 1x1 PNG whose colour depends on `seed`."""
-    rgb = hashlib.sha256(seed.encode()).digest()[:3]
-
-    def chunk(tag: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data))
-
-    ihdr = struct.pack(">IIBBBBB", 1, 1, 8, 2, 0, 0, 0)
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + chunk(b"IHDR", ihdr)
-        + chunk(b"IDAT", zlib.compress(b"\x00" + rgb))
-        + chunk(b"IEND", b"")
-    )
 
 
 def _int_param(body: dict[str, Any], name: str, default: int, lo: int, hi: int) -> int:
@@ -112,6 +93,7 @@ class Endpoints:
 
     def __init__(self, sim: Simulator) -> None:
         self.sim = sim
+        self._downloads: dict[str, int] = {}  # image file -> GETs so far
 
     async def _json(self, request: web.Request, call: Call) -> tuple[bytes, dict[str, Any]]:
         raw = await request.read()
@@ -179,27 +161,47 @@ class Endpoints:
     async def completions(self, request: web.Request, call: Call) -> Job:
         raw, body = await self._json(request, call)
         model = _model(body, call)
-        prompt = body.get("prompt")
-        prompts = [prompt] if isinstance(prompt, str) else prompt
-        if not isinstance(prompts, list) or not prompts or not all(isinstance(p, str) for p in prompts):
-            raise SimError(400, "'prompt' must be a string or a non-empty array of strings.", param="prompt")
-        _int_param(body, "n", 1, 1, 128)
-        plan = answers.plan_completion(prompts, body)
-        max_tokens = answers.max_tokens_of(body)
-        call.prompt_tokens = plan.prompt_tokens
-        call.completion_tokens = plan.completion_tokens
-        call.n_inputs = len(prompts)
-        stream = bool(body.get("stream"))
+        req = completions.parse(body, self.sim.config.strict_models)
+        choices = completions.plan(req)
+        call.prompt_tokens = req.prompt_tokens
+        call.completion_tokens = sum(len(c.tokens) for c in choices)
+        call.n_inputs = len(req.prompts)
 
         async def respond(request: web.Request, call: Call, fault: str | None) -> web.StreamResponse:
             meta = self._meta(call, "cmpl", model)
-            if stream:
-                return await self.sim.stream(request, call, answers.completion_chunks(plan, meta))
-            await self.sim.sleep(call, self.sim.config.latency_per_token_s * plan.completion_tokens)
-            return self._ok(call, answers.completion_response(plan, meta))
+            if req.stream:
+                return await self.sim.stream(request, call, completions.chunks(req, choices, meta))
+            await self.sim.sleep(call, self.sim.config.latency_per_token_s * call.completion_tokens)
+            return self._ok(call, completions.response(req, choices, meta))
 
-        charge = plan.prompt_tokens + (max_tokens if max_tokens is not None else plan.completion_tokens)
-        return Job(raw, charge, respond, stream=stream)
+        charge = req.prompt_tokens + req.max_tokens * len(choices)
+        return Job(raw, charge, respond, stream=req.stream)
+
+    # ----- the Responses API
+
+    async def responses(self, request: web.Request, call: Call) -> Job:
+        raw, body = await self._json(request, call)
+        _model(body, call)
+        req = responses.Request(body)
+        cfg = self.sim.config
+        if body.get("tools") and not cfg.tools:
+            raise SimError(cfg.refuse_status, "'tools' is not supported by this server", param="tools")
+        plan = req.plan(structured=cfg.structured_outputs)
+        call.prompt_tokens = req.input_tokens
+        call.completion_tokens = plan.completion_tokens
+        call.n_inputs = 1
+
+        async def respond(request: web.Request, call: Call, fault: str | None) -> web.StreamResponse:
+            p = plan if fault is None else req.plan(fault, structured=cfg.structured_outputs)
+            call.completion_tokens = p.completion_tokens
+            if req.stream:
+                events = responses.events(req, p, call.seq, truncated=fault == "truncated_stream")
+                return await self.sim.stream(request, call, events, named=True)
+            await self.sim.sleep(call, cfg.latency_per_token_s * p.completion_tokens)
+            return self._ok(call, responses.response_object(req, p, call.seq))
+
+        out = req.max_output_tokens if req.max_output_tokens is not None else plan.completion_tokens
+        return Job(raw, req.input_tokens + out, respond, chat=True, stream=req.stream)
 
     # ----- embeddings
 
@@ -304,40 +306,30 @@ class Endpoints:
     async def images(self, request: web.Request, call: Call) -> Job:
         raw, body = await self._json(request, call)
         call.model = body.get("model") if isinstance(body.get("model"), str) else "dall-e-2"
-        prompt = body.get("prompt")
-        if not isinstance(prompt, str) or not prompt:
-            raise SimError(400, "'prompt' is a required property", param="prompt")
-        n = _int_param(body, "n", 1, 1, 10)
-        fmt = body.get("response_format") or "url"
-        if fmt not in ("url", "b64_json"):
-            raise SimError(
-                400,
-                f"Invalid 'response_format': {fmt!r}; expected 'url' or 'b64_json'.",
-                param="response_format",
-            )
-        call.n_inputs = 1
+        req = images.parse(body)
+        call.n_inputs = req.n
         base = str(request.url.origin())
 
         async def respond(request: web.Request, call: Call, fault: str | None) -> web.StreamResponse:
             await self.sim.sleep(call)
-            data = []
-            for i in range(n):
-                seed = f"{prompt}#{i}"
-                if fmt == "b64_json":
-                    item = {"b64_json": base64.b64encode(tiny_png(seed)).decode()}
-                else:
-                    item = {"url": f"{base}/_sim/images/{hashlib.sha256(seed.encode()).hexdigest()[:16]}.png"}
-                data.append({**item, "revised_prompt": prompt})
-            return self._ok(call, {"created": int(time.time()), "data": data})
+            return self._ok(call, images.response(req, base))
 
-        return Job(raw, 0, respond)
+        return Job(raw, 0, respond, images=req.n)
 
     async def image_file(self, request: web.Request) -> web.Response:
-        return web.Response(body=tiny_png(request.match_info["name"]), content_type="image/png")
+        """GET of an image URL answer (no key needed, as the real signed URLs); fails transiently first
+        `image_download_failures` times per image."""
+        name = request.match_info["name"]
+        seen = self._downloads.get(name, 0)
+        self._downloads[name] = seen + 1
+        if seen < self.sim.config.image_download_failures:
+            return web.Response(status=503, text="simulated download failure")
+        return web.Response(body=images.png(name.removesuffix(".png")), content_type="image/png")
 
     def _model_obj(self, model: str) -> dict[str, Any]:
         owner = "openai" if model.startswith(("gpt", "text-embedding", "whisper", "dall-e")) else "system"
-        return {"id": model, "object": "model", "created": 1700000000, "owned_by": owner}
+        created = 1_680_000_000 + int(hashlib.sha256(model.encode()).hexdigest()[:6], 16) % 40_000_000
+        return {"id": model, "object": "model", "created": created, "owned_by": owner}
 
     async def models(self, request: web.Request, call: Call) -> Job:
         if not self.sim.config.models_list:

@@ -17,6 +17,7 @@ from . import endpoints
 from .calls import Call, Job
 from .config import ERROR_FAULTS, FaultRule, RequestRecord, SimConfig
 from .faults import FaultEngine, SimError, error_body
+from .images import ImageLimits, ipm_error
 from .limits import LimitBook
 
 
@@ -39,6 +40,7 @@ class Simulator:
         self.records: list[RequestRecord] = []
         self.url: str | None = None
         self._limits = LimitBook(cfg.keys, cfg.default_limits, cfg.window_s, cfg.limit_period_s, cfg.limit_scale)
+        self._images = ImageLimits(cfg.window_s)
         self._faults = FaultEngine(cfg.faults, cfg.seed)
         self._models = set(cfg.models)
         self._jitter = random.Random(cfg.seed)
@@ -58,6 +60,7 @@ class Simulator:
         ep = endpoints.Endpoints(self)
         r = app.router
         r.add_post("/v1/chat/completions", self._route(ep.chat))
+        r.add_post("/v1/responses", self._route(ep.responses))
         r.add_post("/v1/completions", self._route(ep.completions))
         r.add_post("/v1/embeddings", self._route(ep.embeddings))
         r.add_post("/v1/audio/transcriptions", self._route(ep.transcriptions))
@@ -67,7 +70,7 @@ class Simulator:
         r.add_get("/_sim/records", self._ctl_records)
         r.add_post("/_sim/reset", self._ctl_reset)
         r.add_post("/_sim/faults", self._ctl_faults)
-        r.add_get("/_sim/images/{name}", ep.image_file)
+        r.add_get("/v1/sim-files/{name}", ep.image_file)
         r.add_route("*", "/v1/{tail:.*}", self._route(ep.unknown, limited=False))
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
         await runner.setup()
@@ -155,9 +158,10 @@ class Simulator:
         return list(self.config.models)
 
     async def stream(
-        self, request: web.Request, call: Call, chunks: Iterator[tuple[dict[str, Any], int]]
+        self, request: web.Request, call: Call, chunks: Iterator[tuple[dict[str, Any], int]], named: bool = False
     ) -> web.StreamResponse:
-        """Send SSE chunks (pacing each by its tokens), then [DONE]."""
+        """Send SSE chunks (pacing each by its tokens), then [DONE]; `named`: each chunk as an `event:` of its
+        `type` and no [DONE] (the Responses API)."""
         resp = web.StreamResponse(
             headers={
                 "Content-Type": "text/event-stream",
@@ -181,8 +185,10 @@ class Simulator:
                 if interrupt is not None and interrupt.is_set():
                     call.fault = "interrupted"  # llama.cpp: [DONE] without a finish_reason
                     break
-                await resp.write(b"data: " + json.dumps(chunk, ensure_ascii=False).encode() + b"\n\n")
-            await resp.write(b"data: [DONE]\n\n")
+                head = f"event: {chunk['type']}\n".encode() if named else b""
+                await resp.write(head + b"data: " + json.dumps(chunk, ensure_ascii=False).encode() + b"\n\n")
+            if not named:
+                await resp.write(b"data: [DONE]\n\n")
             await resp.write_eof()
         except ConnectionError:
             pass
@@ -273,10 +279,15 @@ class Simulator:
                 if parallel is not None and limiter.in_flight >= parallel:
                     limiter = None
                     raise self._parallel_error(call.key)
+                ipm = limiter.limits.ipm if job.images else None
+                if ipm is not None and self._images.used(call.key, now) + job.images > ipm:
+                    limiter = None
+                    raise ipm_error(ipm, self._images.used(call.key, now), job.images, _mask(call.key))
                 refused = limiter.try_admit(now, job.charge)
                 if refused is not None:
                     limiter = None
                     raise self._limit_error(refused, call.key, job.charge)
+                self._images.try_admit(call.key, now, job.images, ipm)
                 call.t_start = now
             rule = (
                 self._faults.pick(request.path, job.raw, chat=job.chat, stream=job.stream)
