@@ -1,6 +1,6 @@
-"""The simulator's chat behaviour on the loop clock, without sockets: an executor-level fake-clock harness.
+"""An executor-level fake-clock harness: the simulator's chat and embeddings on the loop clock, no sockets.
 
-`LoopSim` answers chat requests as pipeline/sim does (its answers, its per-key limiter and its fault
+`LoopSim` answers chat and embeddings requests as pipeline/sim does (its answers, its per-key limiter and its fault
 rules, reused as they are) but inside the client's own event loop: latency is `asyncio.sleep`, and
 limits and records read `loop.time()`. Run a job with `run_job_virtual` and it goes through the public
 entry point `execute(plan)` on tests.fakeclock's VirtualClockLoop: a storm of 429s with multi-second
@@ -27,7 +27,7 @@ import pytest
 from pipeline import transport
 from pipeline.executor import RunOptions, RunSummary, execute
 from pipeline.plan import build_plan
-from pipeline.sim import answers
+from pipeline.sim import answers, embeddings
 from pipeline.sim.config import FaultRule, KeyLimits
 from pipeline.sim.faults import FaultEngine, error_body
 from pipeline.sim.limits import KeyLimiter
@@ -37,6 +37,7 @@ from pipeline.transport import HttpRequest, HttpResponse
 from .fakeclock import run_virtual
 
 CHAT = "/chat/completions"
+EMBED = "/embeddings"
 
 
 @dataclass
@@ -50,6 +51,7 @@ class Seen:
     status: int
     fault: str | None
     body: dict[str, Any]
+    prompt_tokens: int = 0
 
 
 @dataclass
@@ -75,17 +77,24 @@ class LoopSim:
         body = json.loads(raw)
         seen = Seen(seq, "/v1" + req.endpoint, now, now, 0, None, body)
         self.records.append(seen)
-        assert req.endpoint == CHAT, f"LoopSim plays chat only, not {req.endpoint}"
-        prompt = chat_prompt_tokens(body["messages"])
-        max_tokens = answers.max_tokens_of(body)
-        plan = answers.plan_chat(body, prompt)
-        refused = self._limiter.try_admit(now, prompt + (max_tokens or plan.completion_tokens))
+        assert req.endpoint in (CHAT, EMBED), f"LoopSim plays chat and embeddings, not {req.endpoint}"
+        if req.endpoint == EMBED:
+            model, inputs, tokens, dims, fmt = embeddings.parse_request(body)
+            seen.prompt_tokens = charge = sum(tokens)
+            answer = embeddings.embeddings_response(model, inputs, dims, fmt, charge)
+        else:
+            seen.prompt_tokens = prompt = chat_prompt_tokens(body["messages"])
+            plan = answers.plan_chat(body, prompt)
+            charge = prompt + (answers.max_tokens_of(body) or plan.completion_tokens)
+            meta = {"id": f"chatcmpl-sim-{seq}", "created": 0, "model": body["model"], "system_fingerprint": "fp"}
+            answer = answers.chat_response(plan, body, meta)
+        refused = self._limiter.try_admit(now, charge)
         if refused is not None:
             seen.status = 429
             msg = f"Rate limit reached for {refused} (LoopSim) (request id: sim-{seq})"
             return HttpResponse(429, json.dumps(error_body(msg, "rate_limit_exceeded", "rate_limit_exceeded")).encode())
         try:
-            rule = self._faults.pick(seen.path, raw, chat=True, stream=False)
+            rule = self._faults.pick(seen.path, raw, chat=req.endpoint == CHAT, stream=False)
             seen.fault = rule.kind if rule is not None else None
             if rule is not None:
                 seen.status = 429
@@ -97,10 +106,8 @@ class LoopSim:
                 body_429 = error_body(msg, "rate_limit_exceeded", "rate_limit_exceeded")
                 return HttpResponse(429, json.dumps(body_429).encode(), headers)
             await asyncio.sleep(self.latency_s)
-            meta = {"id": f"chatcmpl-sim-{seq}", "created": 0, "model": body["model"], "system_fingerprint": "fp"}
             seen.status = 200
-            return HttpResponse(200, json.dumps(answers.chat_response(plan, body, meta)).encode(),
-                                {"x-request-id": f"sim-{seq}"})
+            return HttpResponse(200, json.dumps(answer).encode(), {"x-request-id": f"sim-{seq}"})
         finally:
             seen.t_end = loop.time()
             self._limiter.release()

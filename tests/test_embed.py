@@ -20,9 +20,11 @@ from typer.testing import CliRunner
 from pipeline.cli import app
 from pipeline.errors import RunAborted
 from pipeline.sim import FaultRule, count_tokens, sim_embedding
+from pipeline.sim.config import KeyLimits
 from pipeline.tokens import bpe
 
 from .conftest import SIM_KEY_ENV, run_job
+from .loopsim import LoopSim, run_job_virtual
 
 MODEL = "text-embedding-3-small"
 WORDS = ["river", "market", "council", "早上好", "天气", "Straße", "café", "niño", "budget", "station"]
@@ -248,15 +250,16 @@ def test_rerun_and_edits_send_only_what_is_missing(tmp_path: Path, sim: Any) -> 
     assert_own_vectors(df)
 
 
-def test_token_budget_holds_without_429(tmp_path: Path, sim_factory: Any) -> None:
+def test_token_budget_holds_without_429(tmp_path: Path) -> None:
+    # on the loop clock (tests/loopsim.py): the server's window and ours are one clock, whatever the load
     tpm, period = 6000, 1.0
-    sim = sim_factory(default_limits={"tpm": tpm}, window_s=period, latency_s=0.05)
+    sim = LoopSim(KeyLimits(tpm=tpm), window_s=period, latency_s=0.05)
     limits = f"{{tpm: {tpm}, concurrency: 8, period_s: {period}}}"
-    job = write_embed_job(tmp_path, sim.url, rows=600, limits=limits)
-    summary = run_job(job)
+    job = write_embed_job(tmp_path, "http://127.0.0.1:9/v1", rows=600, limits=limits)
+    summary = run_job_virtual(job, sim)
     df = result(tmp_path)
     assert set(df["emb__status"]) == {"ok"}
-    recs = embed_records(sim)
+    recs = sim.records
     assert [r for r in recs if r.status == 429] == [] and summary.stats.rate_limited == 0
     starts = sorted((r.t_start, r.prompt_tokens) for r in recs)
     for i, (t, _) in enumerate(starts):
