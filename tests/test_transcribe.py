@@ -364,15 +364,24 @@ def test_failed_attempts_resend_the_whole_file(tmp_path: Path, sim: Any) -> None
 
 
 def test_ctrl_c_lets_pieces_on_the_wire_finish(tmp_path: Path, sim_factory: Any) -> None:
-    sim = sim_factory(max_upload_bytes=500_000, latency_s=1.5)
+    sim = sim_factory(max_upload_bytes=500_000, latency_s=2.0)
     write_wav(tmp_path / "in" / "long.wav", LONG_LAYOUT, seed=7)
     job = write_job(tmp_path, sim.url, str(tmp_path / "in" / "*.wav"), step="max_upload_mb: 0.5",
                     limits="{concurrency: 2}")
 
     async def interrupted() -> Any:
         ex = Executor(build_plan(job), RunOptions())
-        asyncio.get_running_loop().call_later(0.8, ex.request_stop)  # pieces 1 and 2 are on the wire
-        return await ex.run()
+
+        async def stop_once_two_pieces_are_on_the_wire() -> None:  # an event, not a time: load-proof
+            while sim.in_flight("/audio/transcriptions") < 2:  # noqa: ASYNC110 (the server is in a thread)
+                await asyncio.sleep(0.02)
+            ex.request_stop()
+
+        stopper = asyncio.create_task(stop_once_two_pieces_are_on_the_wire())
+        try:
+            return await ex.run()
+        finally:
+            stopper.cancel()
 
     summary = asyncio.run(interrupted())
     assert summary.interrupted and summary.rows_processed == 0
