@@ -161,6 +161,7 @@ def _wait_for(sim: Any, n: int, timeout: float = 30) -> None:
         time.sleep(0.02)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT], ids=["kill-9", "ctrl-c"])
 def test_killed_run_resumes_without_resending(tmp_path: Path, sim_factory: Any, sig: int) -> None:
     sim = sim_factory(latency_s=0.05)

@@ -421,6 +421,7 @@ def test_answers_are_stored_even_when_a_stop_comes_as_they_arrive(tmp_path: Path
     cache.close()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT], ids=["kill-9", "ctrl-c"])
 def test_rerun_after_kill_resends_only_rows_without_a_stored_answer(
     tmp_path: Path, sim_factory: Any, sig: int

@@ -310,6 +310,7 @@ def _spawn(job: Path) -> subprocess.Popen[bytes]:
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
+@pytest.mark.slow
 def test_rerun_after_kill_sends_only_unfinished_files(tmp_path: Path, sim_factory: Any) -> None:
     sim = sim_factory(latency_s=0.25, max_upload_bytes=500_000)
     d = tmp_path / "in"
@@ -363,6 +364,7 @@ def test_failed_attempts_resend_the_whole_file(tmp_path: Path, sim: Any) -> None
     assert all(r.body["file_size"] == sizes[r.body["file_sha256"]] for r in recs)
 
 
+@pytest.mark.slow
 def test_ctrl_c_lets_pieces_on_the_wire_finish(tmp_path: Path, sim_factory: Any) -> None:
     sim = sim_factory(max_upload_bytes=500_000, latency_s=2.0)
     write_wav(tmp_path / "in" / "long.wav", LONG_LAYOUT, seed=7)
