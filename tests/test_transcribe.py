@@ -239,7 +239,7 @@ def test_server_rejection_fails_only_that_row(tmp_path: Path, sim: Any) -> None:
 def test_long_requests_start_together_under_the_concurrency_limit(tmp_path: Path, sim_factory: Any) -> None:
     conc = 4
     count_tokens("warm up")  # the simulator loads its tokenizer on first use: not what is measured here
-    sim = sim_factory(default_limits={"concurrency": conc}, latency_per_audio_s=0.3)
+    sim = sim_factory(default_limits={"concurrency": conc}, latency_per_audio_s=0.6)
     for i in range(12):
         write_wav(tmp_path / "in" / f"f{i:02d}.wav", [(1.0, 300.0 + 20 * i)], seed=i)
     run(write_job(tmp_path, sim.url, str(tmp_path / "in" / "*.wav"), limits=f"{{concurrency: {conc}}}"))
@@ -248,8 +248,10 @@ def test_long_requests_start_together_under_the_concurrency_limit(tmp_path: Path
     assert all(r.status == 200 for r in recs) and len(recs) == 12
     # the key was proven by a free GET /models: the first requests did not wait for one alone
     assert [r.path for r in sim.records].count("/v1/models") == 1
-    first = sorted(r.t_start for r in recs)[:conc]
-    assert first[-1] - first[0] < 0.2
+    # ... they were on the wire together: the last of the first `conc` started before any of them ended
+    # (an order on the server's clock, not a duration: a loaded machine cannot make it fail)
+    first = sorted(recs, key=lambda r: r.t_start)[:conc]
+    assert first[-1].t_start < min(r.t_end for r in first)
     events = sorted([(r.t_start, 1) for r in recs] + [(r.t_end, -1) for r in recs])
     level = peak = 0
     for _, d in events:
