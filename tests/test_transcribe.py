@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import math
 import os
 import shutil
@@ -15,6 +16,7 @@ import wave
 from pathlib import Path
 from typing import Any
 
+import diskcache
 import numpy as np
 import polars as pl
 import pytest
@@ -85,6 +87,14 @@ def run(job: Path, **opts: Any) -> Any:
 
 def out(tmp_path: Path) -> pl.DataFrame:
     return pl.read_parquet(tmp_path / "out" / "transcripts.parquet")
+
+
+def stored_answers(cache_dir: Path) -> set[str]:
+    """sha256 of the transcript of every answer in a run's cache (the simulator records the same)."""
+    with diskcache.Cache(str(cache_dir)) as dc:
+        bodies = [dc.get(k) for k in dc.iterkeys()]
+    texts = [json.loads(b).get("text") for b in bodies if isinstance(b, bytes) and b.startswith(b"{")]
+    return {hashlib.sha256(t.encode()).hexdigest() for t in texts if isinstance(t, str)}
 
 
 def audio_records(sim: Any) -> list[Any]:
@@ -326,12 +336,13 @@ def test_rerun_after_kill_sends_only_unfinished_files(tmp_path: Path, sim_factor
         assert time.monotonic() < deadline and proc.poll() is None, "the run did not get going"
         time.sleep(0.02)
     proc.send_signal(signal.SIGKILL)
-    killed_at = time.monotonic()
     proc.communicate(timeout=30)
     # Answers the server sent in the last moments before the kill may never have reached the client:
-    # those are unfinished. Every answer older than that was stored by the client and must not be re-sent.
+    # those are unfinished. Every answer the client stored (read from its cache, not guessed from the
+    # time) must not be sent again.
+    stored = stored_answers(tmp_path / "cache")
     answered = {r.body["file_sha256"] for r in audio_records(sim)
-                if r.status == 200 and r.t_end < killed_at - 0.2}
+                if r.status == 200 and r.body.get("answer_sha256") in stored}
     assert 6 <= len(answered) < 39
     before = max(r.seq for r in sim.records)
     proc = _spawn(job)
