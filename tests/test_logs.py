@@ -15,7 +15,7 @@ from pipeline.cli import app
 from pipeline.logs import JsonLines, KeyMask, event
 from pipeline.sim import FaultRule
 
-from .conftest import SIM_KEY_ENV, output, write_job
+from .conftest import SIM_KEY_ENV, output, run_job, write_job
 
 KEY = "sk-test-9f8e7d6c5b4a39281706"
 
@@ -89,3 +89,24 @@ def test_key_mask_filter_keeps_records_and_masks_in_place() -> None:
     record = logging.LogRecord("pipeline", logging.WARNING, __file__, 1, "key %s", ("sk-zyxwvutsrqponm",), None)
     assert KeyMask().filter(record)
     assert record.getMessage() == "key sk-...ponm"
+
+
+def test_an_aborted_run_logs_why_and_its_totals(
+    tmp_path: Path, sim_factory: Any, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setenv(SIM_KEY_ENV, KEY)
+    sim = sim_factory(keys={"sk-test-another-key-0000000000": {}})  # our key is refused: 401, the run stops
+    job = write_job(tmp_path, sim.url, rows=5)
+    caplog.set_level(logging.INFO, logger="pipeline")
+    summary = run_job(job)
+    assert summary.aborted is not None
+    by_event = {getattr(r, "event", None): r for r in caplog.records}
+    aborted, end = by_event["run.aborted"], by_event["run.end"]
+    assert aborted.levelno == logging.ERROR and "401" in aborted.reason  # type: ignore[attr-defined]
+    assert end.complete is False and end.rows_ok == 0  # type: ignore[attr-defined]
+    # records carry what the provider said; the JSON-lines handler and the console mask keys in them
+    stream = io.StringIO()
+    handler = JsonLines(stream, secrets=[KEY])
+    for r in caplog.records:
+        handler.handle(r)
+    assert KEY not in stream.getvalue() and "run.aborted" in stream.getvalue()
