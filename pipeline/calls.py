@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -22,11 +23,14 @@ from .errors import (
 )
 from .job.model import Retry
 from .limits import AdmissionGate, RequestTooLarge, Ticket
+from .logs import event
 from .records import Parsed
 from .retry import backoff_delay, classify, parse_rate_headers
 from .transport import HttpRequest, Transport
 
 T = TypeVar("T", bound=Parsed)
+
+log = logging.getLogger(__name__)
 
 # A 429 costs a row time, not one of its attempts; past this many 429s for one call they count again,
 # so a server that refuses forever still fails rows (and its identical failures stop the run).
@@ -99,6 +103,12 @@ class ProviderClient:
         self._verified = False
         self._key_asked = False
         self._fatal: FatalError | None = None
+
+    @property
+    def name(self) -> str:
+        """The provider's name (in log events)."""
+        provider = getattr(self.transport, "provider", None)  # test doubles may have none
+        return str(getattr(provider, "name", "?"))
 
     async def verify_key(self) -> None:
         """Prove the key with a free GET /models, so long requests need not wait for a first one alone.
@@ -192,6 +202,7 @@ class ProviderClient:
                 raise CallError(err, attempt)
             if isinstance(err, RateLimited):
                 self.stats.rate_limited += 1
+                event(log, logging.INFO, "provider.rate_limited", provider=self.name, retry_after=err.retry_after)
                 self.gate.slow_down(err.retry_after, ticket=ticket, concurrency=isinstance(err, ConcurrencyLimited))
                 limited += 1
                 if limited <= MAX_FREE_429S:
@@ -200,11 +211,15 @@ class ProviderClient:
                     self.stats.retries += 1
                     continue
             if attempt >= self.retry.max_attempts:
+                event(log, logging.INFO, "request.gave_up", provider=self.name, attempts=attempt,
+                      error=err.short()[:300])
                 raise CallError(err, attempt)
             self.stats.retries += 1
             wait = backoff_delay(attempt, base=self.retry.backoff_base_s, cap=self.retry.backoff_cap_s, rng=self._rng)
             if err.retry_after is not None and not isinstance(err, RateLimited):
                 wait = max(wait, err.retry_after)  # a 429's Retry-After is enforced by the gate's pause
+            event(log, logging.INFO, "request.retry", provider=self.name, attempt=attempt, wait_s=round(wait, 3),
+                  status=err.status, error=err.short()[:300])
             await asyncio.sleep(wait)
 
     async def _probed(self, attempt: Callable[[], Awaitable[_Outcome[T]]]) -> _Outcome[T]:

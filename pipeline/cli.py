@@ -20,6 +20,7 @@ from rich.table import Table
 
 from . import __version__
 from .errors import DiskError, JobError, PipelineError, RunAborted
+from .logs import KeyMask, json_log
 from .records import Progress as RunProgress
 
 EXIT_OK, EXIT_FAILED_ROWS, EXIT_BAD_JOB, EXIT_ABORTED, EXIT_BUDGET, EXIT_INTERRUPTED = 0, 1, 2, 3, 4, 130
@@ -83,6 +84,8 @@ class _ConsoleWarnings(logging.Handler):
     each on stderr, above the progress bar."""
 
     def emit(self, record: logging.LogRecord) -> None:
+        if getattr(record, "event", None) == record.msg:
+            return  # a bare event (logs.event): for --log, the terminal has the progress line and summary
         err.print(f"[yellow]warning[/]: {escape(record.getMessage())}", highlight=False, soft_wrap=True)
 
 
@@ -90,6 +93,7 @@ class _ConsoleWarnings(logging.Handler):
 def _warnings_shown() -> Iterator[None]:
     logger = logging.getLogger("pipeline")
     handler = _ConsoleWarnings(logging.WARNING)
+    handler.addFilter(KeyMask())
     logger.addHandler(handler)
     try:
         yield
@@ -167,6 +171,9 @@ def run(
         None, "--max-cost", min=0.0, help="USD: send nothing that could take the job's cost over this "
         "(over the job's `budget:`); a later run with a higher budget continues"),
     prices: Path | None = typer.Option(None, help="a YAML/JSON price table over the shipped one and the job's"),
+    log_file: Path | None = typer.Option(
+        None, "--log", help="append the run's events (retries, 429s, failovers, learned limits, aborts, totals) "
+        "to this file as JSON lines; keys are masked"),
 ) -> None:
     """Run a job: every row through every step; results to the output Parquet file."""
     from .executor import RunOptions, execute
@@ -176,6 +183,8 @@ def run(
     try:
         sim_url = stack.enter_context(_simulator(job, sim_latency)) if sim else None
         plan = build_plan(job, sim_url=sim_url, prices_file=prices)
+        if log_file is not None:
+            stack.enter_context(json_log(log_file, secrets=plan.api_keys.values()))
         where = "the simulator" if sim else ", ".join(p.base_urls[0] for p in plan.providers.values())
         if not quiet:
             err.print(f"[bold]{plan.job.spec.name}[/]: {plan.total_rows:,} rows, {len(plan.steps)} step(s) "

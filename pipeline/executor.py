@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import logging
 import random
 import signal
 import time
@@ -23,11 +24,14 @@ from .calls import ProviderClient, RunStats, Stopped
 from .endpoints import Prepared
 from .errors import FatalError, RunAborted
 from .limits import AdmissionGate, GateStats
+from .logs import event
 from .plan import DEFAULT_ID, Plan
 from .records import Progress, StepResult
 from .sinks import PartWriter, WorkDir, flatten_result, status_counts
 from .sources import ROW
 from .transport import Transport, new_session
+
+log = logging.getLogger(__name__)
 
 BATCH_ROWS = 2000
 # Input data of the rows in flight, at most (with the window's row count): long documents would
@@ -320,6 +324,7 @@ class Executor:
 
     def _set_abort(self, exc: BaseException) -> None:
         if self._abort is None:
+            event(log, logging.ERROR, "run.aborted", reason=str(exc)[:1000])
             self._abort = exc
             self._halt()
 
@@ -330,6 +335,7 @@ class Executor:
                 t.cancel()
             return
         self._interrupted = True
+        event(log, logging.WARNING, "run.interrupted", in_flight=sum(len(c.inflight) for c in self._client_list))
         self._halt()
 
     async def run(self) -> RunSummary:
@@ -351,6 +357,7 @@ class Executor:
         todo |= unsent  # rows an earlier run did not send for its budget
         self.stats.spend = Spend(self.budget, spent_before)
         self._resumed = int((~todo).sum())
+        event(log, logging.INFO, "run.start", job=plan.job.spec.name, rows=plan.total_rows, resumed=self._resumed)
         writer = PartWriter(work, plan.part_schema, plan.job.spec.run.flush_rows, plan.job.spec.run.flush_interval_s)
         window_size = self._window()
         window = asyncio.Semaphore(window_size)
@@ -387,6 +394,11 @@ class Executor:
             work.finish(self._final_schema(work, opts.fresh), plan.total_rows, opts.fresh)
         whole = status_counts(work.sources(opts.fresh and not complete), plan.status_columns)
         failed = self._c.failed + int((prior.failed & ~todo).sum())
+        st = self.stats
+        event(log, logging.INFO, "run.end", job=plan.job.spec.name, rows_processed=self._processed, rows_ok=self._c.ok,
+              rows_failed=self._c.failed, rows_skipped=self._c.skipped, requests=st.requests, retries=st.retries,
+              rate_limited=st.rate_limited, cache_hits=st.cache_hits, tokens=st.prompt_tokens + st.completion_tokens,
+              elapsed_s=round(time.monotonic() - t0, 3), complete=complete, interrupted=self._interrupted)
         return RunSummary(
             output=str(plan.output), total_rows=plan.total_rows, rows_resumed=self._resumed,
             rows_processed=self._processed, status_counts=self.counts, stats=self.stats,

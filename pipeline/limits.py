@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import heapq
+import logging
 import math
 from collections import deque
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
+from .logs import event
 from .retry import RateHeaders
+
+log = logging.getLogger(__name__)
 
 __all__ = ["AdmissionGate", "GateStats", "RequestTooLarge", "Ticket"]
 
@@ -567,7 +571,9 @@ class AdmissionGate:
             if dim is None:
                 continue
             if limit is not None and limit > 0:
-                dim.learned = max(1, int(limit * self._header_scale))
+                if dim.learned != (learned := max(1, int(limit * self._header_scale))):
+                    event(log, logging.INFO, "gate.limits_learned", limit=dim.name, value=learned)
+                dim.learned = learned
                 if dim.found is not None:  # `auto`: the server's figure is the limit
                     dim.discovering = False
                     dim.found = "from x-ratelimit headers"
@@ -643,6 +649,7 @@ class AdmissionGate:
         self._factor_base = max(_MIN_FACTOR, factor * _DECREASE)
         self._paused_until = max(self._paused_until, now + wait)
         self._recover_from = self._paused_until
+        event(log, logging.INFO, "gate.pace_lowered", pace=round(self._factor_base, 3), pause_s=round(wait, 3))
 
     def _extend_pause(self, now: float, until: float) -> None:
         if until <= self._paused_until:
@@ -691,6 +698,7 @@ class AdmissionGate:
         if slots is None or cap >= slots.limit:
             return  # already lower: an echo of a request admitted under the old cap
         slots.set_limit(cap)
+        event(log, logging.INFO, "gate.concurrency_lowered", concurrency=cap)
         if self._conc_timer is None:
             self._conc_timer = asyncio.get_running_loop().call_later(
                 _CONC_RECOVER_S * self._scale, self._regain_slot)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import logging
 import urllib.parse
 import urllib.request
 from collections.abc import Callable, Mapping
@@ -15,6 +16,9 @@ import aiohttp
 
 from .errors import ConnectError, TransientError
 from .job.profiles import ResolvedProvider
+from .logs import event
+
+log = logging.getLogger(__name__)
 
 # After falling over to a backup URL, try the primary again after this long.
 PRIMARY_RETRY_S = 60.0
@@ -86,6 +90,8 @@ class Transport:
             self._url_index = (index + 1) % len(urls)
             self.failovers += 1
             self._left_primary_at = asyncio.get_running_loop().time() if self._url_index else None
+            event(log, logging.WARNING, "provider.failover", provider=self.provider.name, from_url=urls[index],
+                  to_url=urls[self._url_index])
 
     async def send(self, req: HttpRequest) -> HttpResponse:
         """One attempt. Returns any HTTP answer; raises ConnectError / TransientError without one."""

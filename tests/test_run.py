@@ -8,8 +8,10 @@ from typing import Any
 import polars as pl
 
 from pipeline.sim import FaultRule, sim_chat_text
+from pipeline.sim.config import KeyLimits
 
 from .conftest import output, reviews, run_job, write_job
+from .loopsim import LoopSim, run_job_virtual
 
 
 def chat_records(sim: Any) -> list[Any]:
@@ -55,41 +57,59 @@ def test_second_run_sends_nothing_and_writes_same_output(tmp_path: Path, sim: An
     assert again["label__cached"].all() and (again["label__attempts"] == 0).all()
 
 
-def test_rate_and_concurrency_limits_hold(tmp_path: Path, sim_factory: Any) -> None:
-    rpm, conc, period = 30, 4, 1.0
-    sim = sim_factory(default_limits={"rpm": rpm, "concurrency": conc}, window_s=period, latency_s=0.1)
-    job = write_job(tmp_path, sim.url, rows=90,
-                    limits=f"{{rpm: {rpm}, concurrency: {conc}, period_s: {period}}}")
-    summary = run_job(job)
-    recs = chat_records(sim)
-    assert summary.failed_rows == 0
-    assert [r for r in recs if r.status == 429] == []
-    starts = sorted(r.t_start for r in recs)
-    for i, t in enumerate(starts):
-        in_window = sum(1 for u in starts[i:] if u < t + period)
-        assert in_window <= rpm, f"{in_window} request starts within {period}s of t={t - starts[0]:.3f}"
+def _peak_in_flight(recs: list[Any]) -> int:
     events = sorted([(r.t_start, 1) for r in recs] + [(r.t_end, -1) for r in recs], key=lambda e: (e[0], e[1]))
     level = peak = 0
     for _, d in events:
         level += d
         peak = max(peak, level)
-    assert peak <= conc
+    return peak
+
+
+def test_rate_and_concurrency_limits_hold(tmp_path: Path) -> None:
+    # on the loop clock (tests/loopsim.py): the server's windows and ours are one clock, whatever the load
+    rpm, conc, period = 30, 4, 1.0
+    sim = LoopSim(KeyLimits(rpm=rpm, concurrency=conc), window_s=period, latency_s=0.1)
+    job = write_job(tmp_path, "http://127.0.0.1:9/v1", rows=90,
+                    limits=f"{{rpm: {rpm}, concurrency: {conc}, period_s: {period}}}")
+    summary = run_job_virtual(job, sim)
+    recs = sim.records
+    assert summary.failed_rows == 0 and len(recs) == 90
+    assert [r for r in recs if r.status == 429] == []
+    starts = sorted(r.t_start for r in recs)
+    for i, t in enumerate(starts):
+        in_window = sum(1 for u in starts[i:] if u < t + period)
+        assert in_window <= rpm, f"{in_window} request starts within {period}s of t={t - starts[0]:.3f}"
+    assert _peak_in_flight(recs) <= conc
     # the limits were the ceiling, not something else: ~rpm per period once started
     span = starts[-1] - starts[0]
     assert len(starts) / max(span, 1e-9) >= 0.8 * rpm / period
 
 
-def test_429_storms_end_with_every_row_ok(tmp_path: Path, sim: Any) -> None:
-    sim.set_faults([
+def test_concurrency_limit_holds_over_sockets(tmp_path: Path, sim_factory: Any) -> None:
+    # The same run over loopback: the server counts what is in flight on its side, so no clock is compared.
+    conc = 4
+    sim = sim_factory(default_limits={"concurrency": conc}, latency_s=0.02)
+    job = write_job(tmp_path, sim.url, rows=30, limits=f"{{concurrency: {conc}}}")
+    summary = run_job(job)
+    recs = chat_records(sim)
+    assert summary.failed_rows == 0 and len(recs) == 30
+    assert [r for r in recs if r.status == 429] == []
+    assert _peak_in_flight(recs) <= conc
+
+
+def test_429_storms_end_with_every_row_ok(tmp_path: Path) -> None:
+    # on the loop clock: the gate's pauses without Retry-After (1, 2, 4 ... s) cost no wall time
+    sim = LoopSim(faults=[
         FaultRule(kind="rate_limit", first=15, retry_after=0.2),
         FaultRule(kind="empty_429", every=3, times=12),
     ])
-    job = write_job(tmp_path, sim.url, rows=30)
-    summary = run_job(job)
+    job = write_job(tmp_path, "http://127.0.0.1:9/v1", rows=30)
+    summary = run_job_virtual(job, sim)
     df = output(tmp_path)
     assert set(df["label__status"]) == {"ok"}
     assert summary.stats.rate_limited >= 15
-    assert sum(1 for r in chat_records(sim) if r.status == 429) >= 15
+    assert sum(1 for r in sim.records if r.status == 429) >= 15
 
 
 def test_transient_faults_are_retried(tmp_path: Path, sim: Any) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import math
 import os
 import shutil
@@ -15,6 +16,7 @@ import wave
 from pathlib import Path
 from typing import Any
 
+import diskcache
 import numpy as np
 import polars as pl
 import pytest
@@ -85,6 +87,14 @@ def run(job: Path, **opts: Any) -> Any:
 
 def out(tmp_path: Path) -> pl.DataFrame:
     return pl.read_parquet(tmp_path / "out" / "transcripts.parquet")
+
+
+def stored_answers(cache_dir: Path) -> set[str]:
+    """sha256 of the transcript of every answer in a run's cache (the simulator records the same)."""
+    with diskcache.Cache(str(cache_dir)) as dc:
+        bodies = [dc.get(k) for k in dc.iterkeys()]
+    texts = [json.loads(b).get("text") for b in bodies if isinstance(b, bytes) and b.startswith(b"{")]
+    return {hashlib.sha256(t.encode()).hexdigest() for t in texts if isinstance(t, str)}
 
 
 def audio_records(sim: Any) -> list[Any]:
@@ -239,7 +249,7 @@ def test_server_rejection_fails_only_that_row(tmp_path: Path, sim: Any) -> None:
 def test_long_requests_start_together_under_the_concurrency_limit(tmp_path: Path, sim_factory: Any) -> None:
     conc = 4
     count_tokens("warm up")  # the simulator loads its tokenizer on first use: not what is measured here
-    sim = sim_factory(default_limits={"concurrency": conc}, latency_per_audio_s=0.3)
+    sim = sim_factory(default_limits={"concurrency": conc}, latency_per_audio_s=0.6)
     for i in range(12):
         write_wav(tmp_path / "in" / f"f{i:02d}.wav", [(1.0, 300.0 + 20 * i)], seed=i)
     run(write_job(tmp_path, sim.url, str(tmp_path / "in" / "*.wav"), limits=f"{{concurrency: {conc}}}"))
@@ -248,8 +258,10 @@ def test_long_requests_start_together_under_the_concurrency_limit(tmp_path: Path
     assert all(r.status == 200 for r in recs) and len(recs) == 12
     # the key was proven by a free GET /models: the first requests did not wait for one alone
     assert [r.path for r in sim.records].count("/v1/models") == 1
-    first = sorted(r.t_start for r in recs)[:conc]
-    assert first[-1] - first[0] < 0.2
+    # ... they were on the wire together: the last of the first `conc` started before any of them ended
+    # (an order on the server's clock, not a duration: a loaded machine cannot make it fail)
+    first = sorted(recs, key=lambda r: r.t_start)[:conc]
+    assert first[-1].t_start < min(r.t_end for r in first)
     events = sorted([(r.t_start, 1) for r in recs] + [(r.t_end, -1) for r in recs])
     level = peak = 0
     for _, d in events:
@@ -310,6 +322,7 @@ def _spawn(job: Path) -> subprocess.Popen[bytes]:
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
+@pytest.mark.slow
 def test_rerun_after_kill_sends_only_unfinished_files(tmp_path: Path, sim_factory: Any) -> None:
     sim = sim_factory(latency_s=0.25, max_upload_bytes=500_000)
     d = tmp_path / "in"
@@ -323,12 +336,13 @@ def test_rerun_after_kill_sends_only_unfinished_files(tmp_path: Path, sim_factor
         assert time.monotonic() < deadline and proc.poll() is None, "the run did not get going"
         time.sleep(0.02)
     proc.send_signal(signal.SIGKILL)
-    killed_at = time.monotonic()
     proc.communicate(timeout=30)
     # Answers the server sent in the last moments before the kill may never have reached the client:
-    # those are unfinished. Every answer older than that was stored by the client and must not be re-sent.
+    # those are unfinished. Every answer the client stored (read from its cache, not guessed from the
+    # time) must not be sent again.
+    stored = stored_answers(tmp_path / "cache")
     answered = {r.body["file_sha256"] for r in audio_records(sim)
-                if r.status == 200 and r.t_end < killed_at - 0.2}
+                if r.status == 200 and r.body.get("answer_sha256") in stored}
     assert 6 <= len(answered) < 39
     before = max(r.seq for r in sim.records)
     proc = _spawn(job)
@@ -363,16 +377,26 @@ def test_failed_attempts_resend_the_whole_file(tmp_path: Path, sim: Any) -> None
     assert all(r.body["file_size"] == sizes[r.body["file_sha256"]] for r in recs)
 
 
+@pytest.mark.slow
 def test_ctrl_c_lets_pieces_on_the_wire_finish(tmp_path: Path, sim_factory: Any) -> None:
-    sim = sim_factory(max_upload_bytes=500_000, latency_s=1.5)
+    sim = sim_factory(max_upload_bytes=500_000, latency_s=2.0)
     write_wav(tmp_path / "in" / "long.wav", LONG_LAYOUT, seed=7)
     job = write_job(tmp_path, sim.url, str(tmp_path / "in" / "*.wav"), step="max_upload_mb: 0.5",
                     limits="{concurrency: 2}")
 
     async def interrupted() -> Any:
         ex = Executor(build_plan(job), RunOptions())
-        asyncio.get_running_loop().call_later(0.8, ex.request_stop)  # pieces 1 and 2 are on the wire
-        return await ex.run()
+
+        async def stop_once_two_pieces_are_on_the_wire() -> None:  # an event, not a time: load-proof
+            while sim.in_flight("/audio/transcriptions") < 2:  # noqa: ASYNC110 (the server is in a thread)
+                await asyncio.sleep(0.02)
+            ex.request_stop()
+
+        stopper = asyncio.create_task(stop_once_two_pieces_are_on_the_wire())
+        try:
+            return await ex.run()
+        finally:
+            stopper.cancel()
 
     summary = asyncio.run(interrupted())
     assert summary.interrupted and summary.rows_processed == 0

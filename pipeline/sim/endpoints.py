@@ -293,6 +293,7 @@ class Endpoints:
             )
             text = payload if isinstance(payload, str) else payload["text"]
             call.completion_tokens = count_tokens(text)
+            fields["answer_sha256"] = hashlib.sha256(text.encode()).hexdigest()  # in the record: what was said
             await self.sim.sleep(call, self.sim.config.latency_per_audio_s * duration)
             if isinstance(payload, str):
                 return web.Response(

@@ -45,6 +45,7 @@ class Simulator:
         self._models = set(cfg.models)
         self._jitter = random.Random(cfg.seed)
         self._seq = 0
+        self._active: dict[int, str] = {}  # requests being answered: seq -> path
         self._runner: web.AppRunner | None = None
         self._stopping: asyncio.Event | None = None
         self._arrival = asyncio.Event()  # set when the next request arrives (interrupt_streams)
@@ -96,6 +97,10 @@ class Simulator:
         rules = [r if isinstance(r, FaultRule) else FaultRule.from_dict(r) for r in faults]
         self.config.faults = rules
         self._faults = FaultEngine(rules, self.config.seed)
+
+    def in_flight(self, path_suffix: str = "") -> int:
+        """Requests being answered now whose path ends with `path_suffix` (tests wait on this, not on time)."""
+        return sum(1 for p in self._active.values() if p.endswith(path_suffix))
 
     def reset_records(self) -> None:
         self.records = []
@@ -267,6 +272,7 @@ class Simulator:
             self._arrival.set()
             self._arrival = asyncio.Event()
         call = Call(self._seq, request, self.factor())
+        self._active[call.seq] = request.path
         limiter = None
         try:
             call.key = self._auth(request)
@@ -328,6 +334,7 @@ class Simulator:
             return web.json_response(err.body(call.seq), status=500)
         finally:
             t_end = time.monotonic()
+            self._active.pop(call.seq, None)
             if limiter is not None:
                 limiter.release()
             self.records.append(call.record(t_end))

@@ -82,6 +82,11 @@ class SimulatorThread:
         records: list[RequestRecord] = self._call(lambda: list(self.sim.records))
         return records
 
+    def in_flight(self, path_suffix: str = "") -> int:
+        """Requests being answered now whose path ends with `path_suffix`."""
+        n: int = self._call(self.sim.in_flight, path_suffix)
+        return n
+
     def set_faults(self, faults: Iterable[FaultRule | dict[str, Any]]) -> None:
         self._call(self.sim.set_faults, list(faults))
 
