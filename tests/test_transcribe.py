@@ -408,3 +408,26 @@ def test_ctrl_c_lets_pieces_on_the_wire_finish(tmp_path: Path, sim_factory: Any)
     assert again[0].body["file_sha256"] not in {r.body["file_sha256"] for r in first}
     row = out(tmp_path).row(0, named=True)
     assert row["tr__status"] == "ok" and row["tr__attempts"] == 1 and not row["tr__cached"]
+
+
+@pytest.mark.parametrize("fmt", ["json", "verbose_json"])
+def test_whisper_style_leading_space_is_trimmed_as_in_a_joined_answer(tmp_path: Path, sim_factory: Any,
+                                                                      fmt: str) -> None:
+    """faster-whisper-server (and whisper.cpp) answer `text` as the segments joined, each starting with a
+    space: the column holds it trimmed, as OpenAI's answers and the joined answer of a split file are."""
+    sim = sim_factory(transcript_style="whisper", max_upload_bytes=500_000)
+    short = write_wav(tmp_path / "in" / "short.wav", [(7.0, 440.0)], seed=3)
+    write_wav(tmp_path / "in" / "long.wav", LONG_LAYOUT, seed=7)
+    run(write_job(tmp_path, sim.url, str(tmp_path / "in" / "*.wav"), fmt=fmt, step="max_upload_mb: 0.5"))
+    df = out(tmp_path)
+    assert set(df["tr__status"]) == {"ok"}, df["tr__error"].to_list()
+    recs = audio_records(sim)
+    assert len(recs) == 4  # the short file and the long one's three pieces
+    text, segments = sim_transcript(short.read_bytes(), 7.0)
+    assert len(segments) == 2  # the server's text was " A. B." (segments joined as they are)
+    row = df.filter(pl.col("path") == "short.wav").row(0, named=True)
+    assert row["tr"] == text  # "A. B.": no leading space
+    long = df.filter(pl.col("path") == "long.wav").row(0, named=True)["tr"]
+    assert long == long.strip() and "  " not in long and "  " not in row["tr"]
+    if fmt == "verbose_json":  # segments stay as the server sent them
+        assert [s["text"] for s in row["tr__segments"]] == [" " + s["text"] for s in segments]

@@ -57,6 +57,9 @@ def parse_answer(body: bytes, response_format: str) -> Answer:
         text = obj.get("text")
         if not isinstance(text, str):
             raise TransientError(f"transcription answer has no text: {body[:200]!r}")
+        # faster-whisper-server and whisper.cpp send the segments joined as they are (" The quick ...");
+        # trimmed, as OpenAI's answers, the `text` format and the joined answer of a split file are.
+        text = text.strip()
         usage, seconds = _usage(obj)
         if response_format == "json":
             return Answer(text, usage=usage, seconds=seconds)

@@ -173,9 +173,17 @@ def transcription_body(
     language: str | None,
     granularities: list[str],
     temperature: float,
+    style: str = "openai",
 ) -> tuple[str, Any]:
-    """(content type, payload) of a transcription answer: a JSON-able dict or plain text."""
+    """(content type, payload) of a transcription answer: a JSON-able dict or plain text.
+
+    `style` "whisper" plays faster-whisper-server in the JSON formats: segment texts start with a space
+    and `text` is their plain concatenation (so it starts with a space too).
+    """
     text, segments = sim_transcript(data, duration)
+    if style == "whisper" and response_format in ("json", "verbose_json"):
+        segments = [{**s, "text": " " + s["text"]} for s in segments]
+        text = "".join(s["text"] for s in segments)
     if response_format == "text":
         return "text/plain", text
     if response_format == "srt":

@@ -30,6 +30,7 @@ CONTENT_FAULTS = frozenset(
 )
 
 ERROR_STYLES = frozenset({"openai", "litellm", "vllm", "ollama"})
+TRANSCRIPT_STYLES = frozenset({"openai", "whisper"})
 
 DEFAULT_MODELS = [
     "gpt-4o-mini",
@@ -149,6 +150,10 @@ class SimConfig:
     # model=..." for an unknown model with strict_models); "vllm" (404 "The model `x` does not exist.");
     # "ollama" (404 'model "x" not found, try pulling it first').
     error_style: str = "openai"
+    # How transcripts look in json/verbose_json: "openai" (text trimmed); "whisper" (faster-whisper-server,
+    # whisper.cpp: every segment's text starts with a space and `text` is the segments joined as they are,
+    # so it starts with a space too).
+    transcript_style: str = "openai"
     models_list: bool = True  # False: GET /v1/models answers 404 (small servers list no models)
     require_key: bool = True  # False: a local server without keys (requests without Authorization pass)
     # Real servers' limits: the per-window_s limits enforced over shorter periods (1: per second, as
@@ -170,6 +175,9 @@ class SimConfig:
             value = getattr(self, f.name)
             if f.type == "float" and isinstance(value, str | int) and not isinstance(value, bool):
                 setattr(self, f.name, float(value))
+        if self.transcript_style not in TRANSCRIPT_STYLES:
+            raise ValueError(f"SimConfig.transcript_style must be one of {sorted(TRANSCRIPT_STYLES)}, "
+                             f"got {self.transcript_style!r}")
         if self.window_s <= 0:
             raise ValueError("SimConfig.window_s must be > 0")
         if self.error_style not in ERROR_STYLES:

@@ -288,7 +288,8 @@ class Endpoints:
         async def respond(request: web.Request, call: Call, fault: str | None) -> web.StreamResponse:
             assert data is not None
             ctype, payload = audio.transcription_body(
-                data, duration, response_format, language, granularities, temperature
+                data, duration, response_format, language, granularities, temperature,
+                self.sim.config.transcript_style,
             )
             text = payload if isinstance(payload, str) else payload["text"]
             call.completion_tokens = count_tokens(text)
