@@ -205,6 +205,7 @@ class KeyPool:
                     inner.cancel()
             ticket = await inner
         except asyncio.CancelledError:
+            self._wake()  # the slot promised to this request is free again
             current = asyncio.current_task()
             if current is not None and current.cancelling():
                 if inner.done() and not inner.cancelled() and inner.exception() is None:
@@ -213,6 +214,7 @@ class KeyPool:
             return None  # the inner admission was cancelled because the key left the pool
         if not m.active:
             m.gate.release(ticket, rejected=True)
+            self._wake()
             return None
         ticket.key = m.key
         self._held.add(ticket)
