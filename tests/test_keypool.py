@@ -29,8 +29,8 @@ RUN = CliRunner()
 
 def pool(n: int = 2, **limits: Any) -> KeyPool:
     keys = [K1, K2, K3][:n]
-    return KeyPool("p", keys, lambda: AdmissionGate(rpm=limits.get("rpm"), tpm=limits.get("tpm"),
-                                                     concurrency=limits.get("concurrency")))
+    return KeyPool("p", keys, lambda **kw: AdmissionGate(rpm=limits.get("rpm"), tpm=limits.get("tpm"),
+                                                         concurrency=limits.get("concurrency"), **kw))
 
 
 def test_each_request_goes_to_the_key_that_can_admit_it_soonest() -> None:
@@ -132,6 +132,22 @@ def test_requests_queued_on_a_refused_key_are_admitted_on_another() -> None:
     assert keys == [kept] * 4  # none is lost nor sent on the refused key
     assert end == pytest.approx(4.0, abs=0.1)  # one a second on the key left
     assert described.startswith("2 keys (1 active), ")
+
+
+def test_keys_of_a_few_hundred_rpm_keep_two_requests_of_pace_credit() -> None:
+    async def main() -> list[float]:
+        p = pool(2, rpm=600)  # 10 a second per key: a credit of one request would lose the loop's lateness
+        loop = asyncio.get_running_loop()
+        times = []
+        for _ in range(4):
+            t = await p.admit(1)
+            times.append(loop.time())
+            p.release(t)
+        return [g.burst_s for g in (m.gate for m in p._keys)] + times
+
+    burst_a, burst_b, *times = run_virtual(main())
+    assert burst_a == burst_b == pytest.approx(0.2)
+    assert times == [0.0, 0.0, 0.0, 0.0]  # two at once on each key, then the pace
 
 
 def test_an_unknown_model_does_not_remove_keys() -> None:
