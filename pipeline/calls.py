@@ -22,6 +22,7 @@ from .errors import (
     TooLargeError,
 )
 from .job.model import Retry
+from .keypool import KeyPool
 from .limits import AdmissionGate, RequestTooLarge, Ticket
 from .logs import event
 from .records import Parsed
@@ -81,7 +82,7 @@ class ProviderClient:
     def __init__(
         self,
         transport: Transport,
-        gate: AdmissionGate,
+        gate: AdmissionGate | KeyPool,
         cache: ResponseCache | NoCache,
         retry: Retry,
         stats: RunStats,
@@ -193,6 +194,10 @@ class ProviderClient:
             if isinstance(result, Reply):
                 return result
             err = result
+            # key pools (issue 10b): a refused key leaves the pool and the call goes on with another one
+            if isinstance(err, FatalError) and isinstance(self.gate, KeyPool) and self.gate.refused(ticket, err):
+                attempt -= 1
+                continue
             if isinstance(err, FatalError):
                 self._fatal = err
                 raise err
@@ -258,7 +263,8 @@ class ProviderClient:
             if task is not None:
                 self.inflight.add(task)
             try:
-                resp = await self.transport.send(req)
+                # key pools (issue 10b): a pooled ticket names the key to send
+                resp = await (self.transport.send(req) if ticket.key is None else self.transport.send(req, ticket.key))
             except RequestError as exc:
                 return exc, ticket
             finally:
@@ -266,7 +272,7 @@ class ProviderClient:
                     self.inflight.discard(task)
             rate = parse_rate_headers(resp.headers)
             if rate is not None:
-                self.gate.observe(rate)
+                self.gate.observe(rate, ticket)
             if not 200 <= resp.status < 300:
                 cost = 0.0  # refused answers are not billed
                 err = classify(resp.status, resp.body, resp.headers)

@@ -220,6 +220,8 @@ def run(
                       highlight=False)
         for name, gate in summary.limits.items():
             err.print(f"limits of {name}: {gate.describe()}", highlight=False, soft_wrap=True)
+            for line in getattr(gate, "key_lines", list)():  # key pools (issue 10b): one line per key
+                err.print(f"  {line}", highlight=False, soft_wrap=True)
     resume_cmd = f"pipeline run {job}" + (" --sim" if sim else "")
     if summary.aborted:
         err.print(f"[bold red]run aborted:[/] {escape(summary.aborted)}", highlight=False)
@@ -285,8 +287,10 @@ def validate(
         plan = build_plan(job, require_keys=False)
     except JobError as exc:
         raise _fail(str(exc)) from None
-    missing = [f"{n}: {p.api_key_env}" for n, p in plan.providers.items()
-               if plan.api_keys.get(n) is None and not p.key_optional]
+    from .keypool import read_keys
+
+    missing = [f"{n}: {', '.join(unset)}" for n, p in plan.providers.items()  # every variable of a key pool
+               if (unset := read_keys(p.api_key_envs)[1]) and not (p.key_optional and plan.api_keys.get(n) is None)]
     out.print(f"{job}: {plan.total_rows:,} rows, {len(plan.steps)} step(s), output {plan.output}", highlight=False)
     for step in plan.steps:
         cols = ", ".join(f"{f.name} ({f.type})" for f in step.output_fields())
@@ -427,7 +431,6 @@ def models(
     as_json: bool = typer.Option(False, "--json", help="print JSON for scripts: [{id, owned_by, created}]"),
 ) -> None:
     """List the models a provider serves (GET /models): id, owner, date created."""
-    import os
     from dataclasses import asdict, replace
     from datetime import UTC, datetime
 
@@ -440,7 +443,9 @@ def models(
         p = resolve_provider(provider, overrides)
     except JobError as exc:
         raise _fail(str(exc)) from None
-    key = os.environ.get(p.api_key_env) if p.api_key_env else None
+    from .keypool import read_keys
+
+    key = next(iter(read_keys(p.api_key_envs)[0]), None)  # a key pool: its first key lists the models
     if not key and not p.key_optional and not sim:
         raise _fail(f"set {p.api_key_env} to list the models of `{provider}`")
 

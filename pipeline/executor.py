@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import logging
 import random
@@ -23,6 +24,7 @@ from .cache import NoCache, ResponseCache
 from .calls import ProviderClient, RunStats, Stopped
 from .endpoints import Prepared
 from .errors import FatalError, RunAborted
+from .keypool import KeyPool, make_gate
 from .limits import AdmissionGate, GateStats
 from .logs import event
 from .plan import DEFAULT_ID, Plan
@@ -135,21 +137,24 @@ class Executor:
     # ----------------------------------------------------------------- setup
     def _clients(self, session: Any) -> dict[str, ProviderClient]:
         """One client per provider; providers sharing a key and URL share one admission gate."""
-        gates: dict[str, AdmissionGate] = {}
+        gates: dict[str, AdmissionGate | KeyPool] = {}
         clients: dict[str, ProviderClient] = {}
         spec = self.plan.job.spec
         for name, p in self.plan.providers.items():
             key = self.plan.api_keys.get(name)
-            ident = hashlib.sha256(f"{p.base_urls[0]}|{key}".encode()).hexdigest()
+            pool = self.plan.key_pools.get(name)  # key pools (issue 10b): several keys, a gate each
+            ident = hashlib.sha256(f"{p.base_urls[0]}|{pool or key}".encode()).hexdigest()
             if ident not in gates:
                 lim = p.limits
                 # Our admission time is not the server's arrival time: network jitter can put two requests
                 # a period apart on our clock inside one period on the server's. A small margin on the
                 # window absorbs that (about 1% of the rate at a 60 s period).
                 margin = min(1.0, 0.01 * lim.period_s + 0.05)
-                gates[ident] = AdmissionGate(rpm=lim.fixed("rpm"), tpm=lim.fixed("tpm"), concurrency=lim.concurrency,
-                                             period_s=lim.period_s + margin, nominal_period_s=lim.period_s,
-                                             auto=tuple(n for n in ("rpm", "tpm") if getattr(lim, n) == "auto"))
+                new_gate = functools.partial(
+                    AdmissionGate, rpm=lim.fixed("rpm"), tpm=lim.fixed("tpm"), concurrency=lim.concurrency,
+                    period_s=lim.period_s + margin, nominal_period_s=lim.period_s,
+                    auto=tuple(n for n in ("rpm", "tpm") if getattr(lim, n) == "auto"))
+                gates[ident] = make_gate(name, pool, new_gate) if pool else new_gate()  # key pools (issue 10b)
             clients[name] = ProviderClient(
                 Transport(p, key, session), gates[ident], self.cache, spec.retry, self.stats,
                 rng=random.Random(), stopping=lambda: self._stopping,

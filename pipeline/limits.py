@@ -103,7 +103,7 @@ class GateStats:
 class Ticket:
     """One admitted request attempt; hand it back to `AdmissionGate.release`."""
 
-    __slots__ = ("_entries", "_gate", "_released", "edge", "peers", "reserved", "started_at")
+    __slots__ = ("_entries", "_gate", "_released", "edge", "key", "peers", "reserved", "started_at")
 
     def __init__(self, gate: AdmissionGate, reserved: int, started_at: float,
                  entries: tuple[list[float] | None, ...], peers: int = 1, edge: bool = False) -> None:
@@ -115,6 +115,7 @@ class Ticket:
         # this ticket's entries in the request and token windows (long, short), shrunk by refunds
         self._entries = entries
         self._released = False
+        self.key: str | None = None  # key pools: the API key this attempt goes out with (None: the transport's)
 
     def __repr__(self) -> str:
         state = "released" if self._released else "held"
@@ -556,12 +557,12 @@ class AdmissionGate:
 
     # -- what the server says ----------------------------------------------------------------
 
-    def observe(self, headers: RateHeaders) -> None:
+    def observe(self, headers: RateHeaders, ticket: Ticket | None = None) -> None:
         """Take in a response's x-ratelimit-* headers: adopt lower limits, hold on an empty budget.
 
         Announced limits (per minute) only ever lower the job's limits, which stay the upper bound
         (gateways pass on headers that describe their own upstream key). A `remaining` of 0 holds
-        admissions until its `reset`.
+        admissions until its `reset`. `ticket`: the attempt answered (a key pool routes by it; unused here).
         """
         now = asyncio.get_running_loop().time()
         for dim, limit, remaining, reset in (

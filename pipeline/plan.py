@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,6 +16,7 @@ from .errors import InputError, JobError, looks_like_key, mask_secret
 from .job.load import LoadedJob, load_job
 from .job.params import check_params
 from .job.profiles import ResolvedProvider, resolve_provider
+from .keypool import read_keys
 from .pricing import PriceTable, job_prices
 from .sinks import output_problems, step_fields
 from .sources import ROW, Source
@@ -45,6 +45,8 @@ class Plan:
     prices: PriceTable
     simulated: bool = False
     notes: list[str] = field(default_factory=list)
+    # providers with several keys (api_key_env a list, or a variable of comma-separated keys): every key
+    key_pools: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
     @property
     def final_schema(self) -> pa.Schema:
@@ -100,17 +102,22 @@ def build_plan(
         providers[step.provider] = p
 
     api_keys: dict[str, str | None] = {}
+    key_pools: dict[str, tuple[str, ...]] = {}
     for name, p in providers.items():
         if sim_url is not None:
             api_keys[name] = f"sim-{name}"
             continue
-        key = os.environ.get(p.api_key_env) if p.api_key_env else None
-        if not key and not p.key_optional and require_keys:
+        keys, unset = read_keys(p.api_key_envs)
+        if unset and require_keys and not (p.key_optional and not keys):
+            many = len(unset) > 1
             problems.append(
-                f"provider `{name}` needs an API key in the environment variable {p.api_key_env or '(none set)'}, "
-                f"which is not set; export {p.api_key_env}=... (or rehearse with `pipeline run --sim`)"
+                f"provider `{name}` needs an API key in the environment variable{'s' if many else ''} "
+                f"{', '.join(unset)}, which {'are' if many else 'is'} not set; "
+                f"export {' '.join(f'{v}=...' for v in unset)} (or rehearse with `pipeline run --sim`)"
             )
-        api_keys[name] = key
+        api_keys[name] = keys[0] if keys else None
+        if len(keys) > 1:
+            key_pools[name] = tuple(keys)
 
     notes: list[str] = []
     for name, p in providers.items():
@@ -201,7 +208,8 @@ def build_plan(
     for rt in steps:
         fp.update(rt.identity().encode())
     return Plan(
-        job=job, source=source, total_rows=total, providers=providers, api_keys=api_keys, steps=steps,
+        job=job, source=source, total_rows=total, providers=providers, api_keys=api_keys, key_pools=key_pools,
+        steps=steps,
         id_column=id_column, keep=list(keep), carried_columns=carried, output=output,
         part_schema=part_schema, prices=prices,
         fingerprint=fp.hexdigest()[:20], simulated=sim_url is not None, notes=notes,

@@ -65,6 +65,7 @@ class Transport:
         if api_key:
             self._headers["Authorization"] = f"Bearer {api_key}"
         self._json_headers = {**self._headers, "Content-Type": "application/json"}
+        self._by_key: dict[tuple[int, str], dict[str, str]] = {}  # key pools: headers per key
         # Proxies from the environment, decided once: aiohttp's trust_env re-reads the environment and
         # ~/.netrc on every request, which costs more than the rest of the request on a fast server.
         self._proxies = {u: _env_proxy(u) for u in provider.base_urls}
@@ -93,8 +94,17 @@ class Transport:
             event(log, logging.WARNING, "provider.failover", provider=self.provider.name, from_url=urls[index],
                   to_url=urls[self._url_index])
 
-    async def send(self, req: HttpRequest) -> HttpResponse:
-        """One attempt. Returns any HTTP answer; raises ConnectError / TransientError without one."""
+    def _keyed(self, headers: dict[str, str], key: str) -> dict[str, str]:
+        """`headers` sending `key` instead of the transport's own (key pools: the ticket's key)."""
+        cached = self._by_key.get((id(headers), key))
+        if cached is None:
+            cached = self._by_key[(id(headers), key)] = {**headers, "Authorization": f"Bearer {key}"}
+        return cached
+
+    async def send(self, req: HttpRequest, key: str | None = None) -> HttpResponse:
+        """One attempt. Returns any HTTP answer; raises ConnectError / TransientError without one.
+
+        `key`: the API key to send instead of the transport's own (a key pool's ticket names it)."""
         index, base = self._pick_url()
         url = base + req.endpoint
         limit = req.timeout_s or self.provider.timeout_s
@@ -115,6 +125,8 @@ class Transport:
                 if len(data) > 1 << 20:
                     data = io.BytesIO(data)  # aiohttp streams file-likes; raw bytes over 1 MiB block the loop
                 headers = self._json_headers
+            if key is not None:  # key pools (issue 10b): the request carries its ticket's key
+                headers = self._keyed(headers, key)
             async with self._session.post(url, data=data, headers=headers, timeout=timeout,
                                           proxy=self._proxies.get(base)) as resp:
                 sse = resp.content_type == "text/event-stream"

@@ -692,3 +692,22 @@ async def test_content_faults_on_tool_calls(make_sim: Factory, http: aiohttp.Cli
     with pytest.raises(ValueError):
         json.loads(args[1])
     jsonschema.validate(json.loads(args[2]), SCHEMA)
+
+
+async def test_limits_are_per_key_and_a_key_can_be_revoked_mid_run(make_sim: Factory,
+                                                                    http: aiohttp.ClientSession) -> None:
+    other = "sk-test-key-0002"
+    sim, url = await make_sim(keys={KEY: KeyLimits(rpm=2), other: KeyLimits(rpm=2)}, revoke_after={other: 1})
+
+    async def send(key: str) -> int:
+        return (await post(http, url + "/chat/completions", chat_body(),
+                           headers={"Authorization": f"Bearer {key}"}))[0]
+
+    assert [await send(KEY) for _ in range(3)] == [200, 200, 429]  # each key has its own 2 per window
+    status, data, _ = await post(http, url + "/chat/completions", chat_body(),
+                                 headers={"Authorization": f"Bearer {other}"})
+    assert status == 200
+    status, data, _ = await post(http, url + "/chat/completions", chat_body(),
+                                 headers={"Authorization": f"Bearer {other}"})
+    assert status == 401 and data["error"]["code"] == "invalid_api_key" and "revoked" in data["error"]["message"]
+    assert other not in data["error"]["message"]

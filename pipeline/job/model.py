@@ -43,12 +43,27 @@ class Limits(_Strict):
         return value if isinstance(value, int) else None
 
 
+def _check_key_env(v: str) -> None:
+    """`v` must be a variable's name, never a key pasted in (shown masked if it looks like one)."""
+    if looks_like_key(v) or not _ENV_NAME.match(v):
+        shown = mask_secret(v) if looks_like_key(v) else repr(v)
+        what = "looks like an API key itself" if looks_like_key(v) else "is not a variable name"
+        raise ValueError(
+            f"api_key_env is the NAME of the environment variable that holds the key, and {shown} {what}. "
+            "Keys never go in job files: export MY_KEY=... and write api_key_env: MY_KEY"
+            + (" (and since it was pasted here, consider revoking that key)" if looks_like_key(v) else "")
+        )
+
+
 class Provider(_Strict):
     """An OpenAI-compatible server and the key to use with it."""
 
     base_url: str | None = Field(None, description="e.g. https://api.apiyi.com/v1")
     fallback_urls: list[str] | None = Field(None, description="tried in order on connection errors / 5xx")
-    api_key_env: str | None = Field(None, description="environment variable holding the key")
+    api_key_env: str | list[str] | None = Field(
+        None, description="environment variable holding the key; a list of names (or one variable holding "
+        "comma-separated keys) makes a key pool: each key gets the provider's limits"
+    )
     limits: Limits | None = None
     timeout_s: float | None = Field(None, gt=0, description="whole-request timeout")
     connect_timeout_s: float | None = Field(None, gt=0)
@@ -68,7 +83,18 @@ class Provider(_Strict):
 
     @field_validator("api_key_env")
     @classmethod
-    def _key_env(cls, v: str | None) -> str | None:
+    def _key_env(cls, v: str | list[str] | None) -> str | list[str] | None:
+        if isinstance(v, list):
+            if not v:
+                raise ValueError("api_key_env is an empty list: name at least one environment variable")
+            for name in v:
+                _check_key_env(name)
+            if len(set(v)) < len(v):
+                raise ValueError(f"api_key_env names a variable twice: {v}")
+            return v
+        if v is not None:
+            _check_key_env(v)
+        return v
         if v is not None and (looks_like_key(v) or not _ENV_NAME.match(v)):
             shown = mask_secret(v) if looks_like_key(v) else repr(v)
             what = "looks like an API key itself" if looks_like_key(v) else "is not a variable name"

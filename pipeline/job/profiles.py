@@ -72,7 +72,7 @@ class ResolvedProvider:
 
     name: str
     base_urls: tuple[str, ...]
-    api_key_env: str | None
+    api_key_env: str | None  # the (first) variable holding the key
     limits: Limits
     timeout_s: float
     connect_timeout_s: float
@@ -81,6 +81,7 @@ class ResolvedProvider:
     key_optional: bool  # no key needed: no `api_key_env`, or a profile whose key is optional
     structured_via: StructuredVia | None = None  # the structured-output form to start from (chat steps)
     extra_params: str = "error"  # params unknown to the endpoint: error | warn | allow
+    api_key_envs: tuple[str, ...] = ()  # every variable naming keys (a key pool when more than one key)
 
 
 def _merge(base: Provider, over: Provider) -> Provider:
@@ -113,7 +114,9 @@ def resolve_provider(name: str, overrides: dict[str, Provider]) -> ResolvedProvi
     return ResolvedProvider(
         name=name,
         base_urls=(p.base_url, *(u.rstrip("/") for u in (p.fallback_urls or []))),
-        api_key_env=p.api_key_env,
+        api_key_env=p.api_key_env[0] if isinstance(p.api_key_env, list) else p.api_key_env,
+        api_key_envs=tuple(p.api_key_env) if isinstance(p.api_key_env, list) else
+        ((p.api_key_env,) if p.api_key_env else ()),
         limits=p.limits or Limits(),
         timeout_s=p.timeout_s or 600.0,
         connect_timeout_s=p.connect_timeout_s or 10.0,

@@ -168,6 +168,9 @@ class SimConfig:
     # naming the parallel request limit (LiteLLM's body: the status in `code`)
     max_parallel_requests: int | None = None
     image_download_failures: int = 0  # each image URL answers 503 this many times before its PNG
+    # Keys revoked mid-run: key -> how many API requests it is answered before every later one gets
+    # 401 invalid_api_key (as a key deleted on the provider's dashboard does). GET /models counts too.
+    revoke_after: dict[str, int] | None = None
 
     def __post_init__(self) -> None:
         # Configs read as YAML may hold "3e-05" as text (YAML 1.1 floats need a dot): take the number.
@@ -189,6 +192,8 @@ class SimConfig:
         if self.keys is not None:
             self.keys = {str(k): _limits(v) for k, v in self.keys.items()}
         self.default_limits = _limits(self.default_limits)
+        if self.revoke_after is not None:
+            self.revoke_after = {str(k): int(v) for k, v in self.revoke_after.items()}
         self.faults = [_rule(r) for r in self.faults]
 
     @classmethod

@@ -46,6 +46,7 @@ class Simulator:
         self._jitter = random.Random(cfg.seed)
         self._seq = 0
         self._active: dict[int, str] = {}  # requests being answered: seq -> path
+        self._key_uses: dict[str, int] = {}  # requests per key, for revoke_after
         self._runner: web.AppRunner | None = None
         self._stopping: asyncio.Event | None = None
         self._arrival = asyncio.Event()  # set when the next request arrives (interrupt_streams)
@@ -223,6 +224,12 @@ class Simulator:
             )
         if not self._limits.known(key):
             raise SimError(401, f"Incorrect API key provided: {_mask(key)}.", code="invalid_api_key")
+        revoke = self.config.revoke_after
+        if revoke is not None and key in revoke:
+            self._key_uses[key] = used = self._key_uses.get(key, 0) + 1
+            if used > revoke[key]:
+                raise SimError(401, f"Incorrect API key provided: {_mask(key)}. The key was revoked.",
+                               code="invalid_api_key")
         return key
 
     def _limit_error(self, which: str, key: str, charge: int) -> SimError:
