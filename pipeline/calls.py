@@ -23,8 +23,9 @@ from .errors import (
 from .job.model import Retry
 from .limits import AdmissionGate, RequestTooLarge, Ticket
 from .records import Parsed
+from .requests import HttpRequest
 from .retry import backoff_delay, classify, parse_rate_headers
-from .transport import HttpRequest, Transport
+from .transport import Transport
 
 T = TypeVar("T", bound=Parsed)
 

@@ -17,9 +17,9 @@ from ..calls import CallError, ProviderClient
 from ..errors import JobError, PipelineError, TransientError
 from ..job.model import Limits
 from ..records import Parsed, StepResult
+from ..requests import HttpRequest
 from ..retry import classify
 from ..templating import NullValue, RenderError, Template
-from ..transport import HttpRequest
 
 
 class BadInput(ValueError):

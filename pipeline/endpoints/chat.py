@@ -16,9 +16,9 @@ from ..calls import CallError, Reply
 from ..errors import RequestError, RowError, StreamCut, TransientError
 from ..job.model import ChatStep, StructuredVia
 from ..records import Parsed, StepResult, Usage
+from ..requests import HttpRequest
 from ..templating import Template, compile_template
 from ..tokens import Counter, chat_prompt_tokens
-from ..transport import HttpRequest
 from .base import Prepared, StepRuntime, load_json
 from .chat_shape import Verdict, build_shape
 from .negotiate import FormChoice, ProviderQuirks, quirks_for, refuses_form

@@ -20,11 +20,11 @@ from ..calls import CallError
 from ..errors import RowError, RunAborted, TransientError
 from ..job.model import EmbedStep, Limits
 from ..records import Parsed, StepResult, Usage
+from ..requests import HttpRequest
 from ..sinks import PART, keep_latest
 from ..sources import ROW
 from ..templating import NullValue, RenderError, Template, compile_template
 from ..tokens import CHUNK_CHARS, bpe, counter, encode_safely, exact_tokenizer_for, tokenizer_for
-from ..transport import HttpRequest
 from .base import BadInput, Prepared, StepRuntime, load_json
 
 ENDPOINT = "/embeddings"
