@@ -10,7 +10,6 @@ from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
 from .budget import BudgetReached, Charge, Spend
-from .cache import NoCache, ResponseCache
 from .errors import (
     ConcurrencyLimited,
     FatalError,
@@ -21,11 +20,11 @@ from .errors import (
     TooLargeError,
 )
 from .job.model import Retry
-from .limits import AdmissionGate, RequestTooLarge, Ticket
+from .limits import RequestTooLarge, Ticket
+from .ports import Cache, Capacity, Gate, Transport
 from .records import Parsed
 from .requests import HttpRequest
 from .retry import backoff_delay, classify, parse_rate_headers
-from .transport import Transport
 
 T = TypeVar("T", bound=Parsed)
 
@@ -78,8 +77,8 @@ class ProviderClient:
     def __init__(
         self,
         transport: Transport,
-        gate: AdmissionGate,
-        cache: ResponseCache | NoCache,
+        gate: Gate,
+        cache: Cache,
         retry: Retry,
         stats: RunStats,
         *,
@@ -88,6 +87,7 @@ class ProviderClient:
     ) -> None:
         self.transport = transport
         self.gate = gate
+        self.capacity = Capacity(gate)  # what step kinds may know of the gate
         self.cache = cache
         self.retry = retry
         self.stats = stats

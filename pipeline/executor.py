@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import random
 import signal
 import time
@@ -22,8 +21,10 @@ from .cache import NoCache, ResponseCache
 from .calls import ProviderClient, RunStats, Stopped
 from .endpoints import Prepared
 from .errors import FatalError, RunAborted
-from .limits import AdmissionGate, GateStats
+from .gates import LocalGates
+from .limits import GateStats
 from .plan import DEFAULT_ID, Plan
+from .ports import GateFactory
 from .records import Progress, StepResult
 from .sinks import PartWriter, WorkDir, flatten_result, status_counts
 from .sources import ROW
@@ -101,8 +102,11 @@ def _fatal_message(plan: Plan, step: Any, exc: FatalError) -> str:
 
 
 class Executor:
-    def __init__(self, plan: Plan, options: RunOptions, observer: Callable[[Progress], None] | None = None) -> None:
+    def __init__(self, plan: Plan, options: RunOptions, observer: Callable[[Progress], None] | None = None,
+                 gates: GateFactory | None = None) -> None:
         self.plan = plan
+        # where each provider's gate comes from (one factory per run: providers sharing a key share a gate)
+        self.gates: GateFactory = gates if gates is not None else LocalGates()
         self.options = options
         self.observer = observer
         spec = plan.job.spec
@@ -130,24 +134,13 @@ class Executor:
 
     # ----------------------------------------------------------------- setup
     def _clients(self, session: Any) -> dict[str, ProviderClient]:
-        """One client per provider; providers sharing a key and URL share one admission gate."""
-        gates: dict[str, AdmissionGate] = {}
+        """One client per provider, each with the gate the factory gives for its key and URL."""
         clients: dict[str, ProviderClient] = {}
         spec = self.plan.job.spec
         for name, p in self.plan.providers.items():
             key = self.plan.api_keys.get(name)
-            ident = hashlib.sha256(f"{p.base_urls[0]}|{key}".encode()).hexdigest()
-            if ident not in gates:
-                lim = p.limits
-                # Our admission time is not the server's arrival time: network jitter can put two requests
-                # a period apart on our clock inside one period on the server's. A small margin on the
-                # window absorbs that (about 1% of the rate at a 60 s period).
-                margin = min(1.0, 0.01 * lim.period_s + 0.05)
-                gates[ident] = AdmissionGate(rpm=lim.fixed("rpm"), tpm=lim.fixed("tpm"), concurrency=lim.concurrency,
-                                             period_s=lim.period_s + margin, nominal_period_s=lim.period_s,
-                                             auto=tuple(n for n in ("rpm", "tpm") if getattr(lim, n) == "auto"))
             clients[name] = ProviderClient(
-                Transport(p, key, session), gates[ident], self.cache, spec.retry, self.stats,
+                Transport(p, key, session), self.gates(p, key), self.cache, spec.retry, self.stats,
                 rng=random.Random(), stopping=lambda: self._stopping,
             )
         return clients
@@ -432,6 +425,6 @@ class Executor:
 
 
 async def execute(plan: Plan, options: RunOptions | None = None,
-                  observer: Callable[[Progress], None] | None = None) -> RunSummary:
+                  observer: Callable[[Progress], None] | None = None, gates: GateFactory | None = None) -> RunSummary:
     """Run a plan to the end (or to a stop); the final file is written when every row is done."""
-    return await Executor(plan, options or RunOptions(), observer).run()
+    return await Executor(plan, options or RunOptions(), observer, gates).run()

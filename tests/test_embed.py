@@ -403,7 +403,7 @@ def test_answers_are_stored_even_when_a_stop_comes_as_they_arrive(tmp_path: Path
             asyncio.get_running_loop().call_soon(task.cancel)  # the stop lands at the next wait
             return Reply(parse(body), 1, False)
 
-        rt.client = SimpleNamespace(call=call, cache=cache, gate=SimpleNamespace(tpm=None))  # type: ignore[assignment]
+        rt.client = SimpleNamespace(call=call, cache=cache, capacity=SimpleNamespace(tpm=None))  # type: ignore[assignment]
         loop = asyncio.get_running_loop()
         slots = [Slot(p.cache_key or "", p, p.tokens, [loop.create_future()]) for p in preps]
         task = asyncio.ensure_future(rt._send(slots))

@@ -15,7 +15,7 @@ import polars as pl
 import pyarrow as pa
 
 from ..batching import Batcher, Slot, TokenCalibration, apportion
-from ..cache import NoCache, canonical_json, request_key
+from ..cache import canonical_json, request_key
 from ..calls import CallError
 from ..errors import RowError, RunAborted, TransientError
 from ..job.model import EmbedStep, Limits
@@ -312,11 +312,11 @@ class EmbedRuntime(StepRuntime):
 
     def _packer(self) -> Batcher[EmbedPrepared]:
         if self._batcher is None:
-            gate = self.client.gate
-            items, mbt, self._batch_target = self.batch_limits(gate.token_share(1.0))
+            capacity = self.client.capacity
+            items, mbt, self._batch_target = self.batch_limits(capacity.token_share(1.0))
             self._batcher = Batcher(
                 self._send, max_items=items, max_tokens=mbt, linger_s=LINGER_S,
-                spawn=self.spawn, busy=lambda: gate.stats().waiting > 0,
+                spawn=self.spawn, busy=capacity.busy,
             )
         return self._batcher
 
@@ -326,7 +326,7 @@ class EmbedRuntime(StepRuntime):
         estimate = sum(s.tokens for s in slots)
         body = {"model": self.spec.model, "input": [s.payload.text for s in slots], **self._wire_params}
         data = canonical_json(body)
-        tpm = self.client.gate.tpm
+        tpm = self.client.capacity.tpm
 
         def reserve() -> int:
             # asked when the request reaches the head of the admission queue: what earlier answers
@@ -353,7 +353,7 @@ class EmbedRuntime(StepRuntime):
             shares: list[int | None] = list(apportion(usage.prompt_tokens, [s.tokens for s in slots]))
         else:
             shares = [None] * n
-        if not isinstance(self.client.cache, NoCache):
+        if self.client.cache.enabled:
             # Each row's answer is stored before any row uses it: a re-run (after a crash, or an edit of
             # some rows) finds every row answered here and re-sends only the others, re-packed.
             # (All queued at once, before any wait: a stop arriving meanwhile cannot drop some.)
