@@ -99,6 +99,8 @@ class RowEngine:
         self.stopping = False  # no new row or attempt starts (a stop or an abort)
         self.abort: BaseException | None = None
         self._value_names = {s.name: [f.name for f in s.output_fields()] for s in steps}
+        # per step, the counters its kind declares, summed over the results of this engine's rows
+        self.metrics: dict[str, dict[str, float]] = {s.name: dict.fromkeys(s.counters, 0.0) for s in steps}
         self._tasks: set[asyncio.Task[None]] = set()
         self._window: asyncio.Semaphore | None = None
         self._bytes_in_flight = 0
@@ -199,6 +201,7 @@ class RowEngine:
             r = steps[len(results)].try_cached(ctx)
             if isinstance(r, Prepared):
                 return r
+            self._count(steps[len(results)], r)
             results.append(r)
             if r.status == "ok":
                 ctx.update(r.values)
@@ -212,6 +215,7 @@ class RowEngine:
             next_prep: Prepared | None = prepared
             while next_prep is not None:
                 r = await steps[len(results)].run(ctx, next_prep)
+                self._count(steps[len(results)], r)
                 results.append(r)
                 if r.status == "ok":
                     ctx.update(r.values)
@@ -229,6 +233,12 @@ class RowEngine:
             self._bytes_in_flight -= size
             if self._bytes_freed is not None:
                 self._bytes_freed.set()
+
+    def _count(self, step: StepRuntime, r: StepResult) -> None:
+        if r.metrics:
+            counters = self.metrics[step.name]
+            for name, value in r.metrics.items():
+                counters[name] = counters.get(name, 0.0) + value
 
     def _record(self, row_index: int, row: dict[str, Any], results: list[StepResult]) -> Record:
         shape = self.shape

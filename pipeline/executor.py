@@ -27,7 +27,7 @@ from .limits import GateStats
 from .plan import DEFAULT_ID, Plan
 from .ports import GateFactory
 from .records import Progress
-from .sinks import PartWriter, WorkDir, status_counts
+from .sinks import PartWriter, WorkDir, status_counts, widen_fields
 from .sources import ROW
 from .transport import Transport, new_session
 
@@ -146,9 +146,9 @@ class Executor:
         written = work.written(fresh)
         if written is None:
             return schema
-        for step in self.plan.steps:
-            for f in step.final_fields(written, self.plan.id_column) or []:
-                schema = schema.set(schema.get_field_index(f.name), f)
+        rules = [rule for step in self.plan.steps for rule in step.final_columns()]
+        for f in widen_fields(rules, written, self.plan.id_column):
+            schema = schema.set(schema.get_field_index(f.name), f)
         return schema
 
     # ----------------------------------------------------------------- run
@@ -159,13 +159,6 @@ class Executor:
         engine = self._engine
         rows = engine.rows if engine is not None else None
         rows_done = (rows.done if rows else 0) + self._resumed
-        audio_done = audio_left = None
-        audio = [a for a in (step.audio_seconds() for step in self.plan.steps) if a is not None]
-        if audio:
-            audio_done = sum(a[0] for a in audio)
-            measured = max(a[1] for a in audio)
-            if measured:
-                audio_left = audio_done / measured * max(0, self.plan.total_rows - rows_done)
         clients = engine.clients.values() if engine is not None else ()
         return Progress(
             total_rows=self.plan.total_rows, rows_done=rows_done, rows_ok=rows.ok if rows else 0,
@@ -173,9 +166,10 @@ class Executor:
             rows_resumed=self._resumed,
             requests=s.requests, cache_hits=s.cache_hits, retries=s.retries, rate_limited=s.rate_limited,
             tokens=tokens, elapsed_s=el, req_per_min=s.requests / el * 60, tok_per_min=tokens / el * 60,
-            audio_s_done=audio_done, audio_s_left=audio_left,
             cost_usd=s.spend.spent if all(self._charges.values()) else None, budget_usd=self.budget,
             limits="; ".join(sorted({c.gate.stats().describe() for c in clients})) or None,
+            metrics=({k: dict(v) for k, v in engine.metrics.items()} if engine is not None
+                     else {s.name: dict.fromkeys(s.counters, 0.0) for s in self.plan.steps}),
         )
 
     async def _report(self) -> None:

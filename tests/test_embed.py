@@ -356,6 +356,7 @@ def test_bad_key_stops_the_run_after_one_request(tmp_path: Path, sim_factory: An
 def test_vector_sizes_must_agree(tmp_path: Path) -> None:
     from pipeline.endpoints.embed import EmbedRuntime
     from pipeline.job.model import EmbedStep
+    from pipeline.sinks import widen_fields
 
     spec = EmbedStep(name="e", kind="embed", provider="p", model="custom-model", input="{{ row.t }}")
     rt = EmbedRuntime(spec, "ns", None)
@@ -363,12 +364,12 @@ def test_vector_sizes_must_agree(tmp_path: Path) -> None:
     # row 2 was first written with a 1-dimension vector, then redone by a later run
     frame = pl.LazyFrame({"__row": [0, 1, 2, 2], "__part": [1, 1, 1, 2], "id": ["a", "b", "c", "c"],
                           "e": [[1.0, 2.0], [3.0, 4.0], [1.0], None]}, schema=schema)
-    fields = rt.final_fields(frame, "id")
+    fields = widen_fields(rt.final_columns(), frame, "id")
     assert fields is not None and fields[0].type == pa.list_(pa.float32(), 2)
     mixed = pl.LazyFrame({"__row": [0, 1, 2], "__part": [1, 1, 1], "id": ["a", "b", "c"],
                           "e": [[1.0, 2.0], [3.0, 4.0], [1.0]]}, schema=schema)
     with pytest.raises(RunAborted, match=r"differ in size: 2 \(2 rows, e.g. a, b\); 1 \(1 rows, e.g. c\)"):
-        rt.final_fields(mixed, "id")
+        widen_fields(rt.final_columns(), mixed, "id")
 
 
 # ----- crash recovery

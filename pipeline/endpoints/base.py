@@ -9,7 +9,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-import polars as pl
 import pyarrow as pa
 
 from ..budget import Charge
@@ -19,6 +18,7 @@ from ..job.model import Limits
 from ..records import Parsed, StepResult
 from ..requests import HttpRequest
 from ..retry import classify
+from ..sinks import FinalColumn
 from ..templating import NullValue, RenderError, Template
 
 
@@ -90,9 +90,9 @@ class StepRuntime(ABC):
     def parse(self, body: bytes) -> Parsed:
         """Turn a 2xx body into output values; raise RequestError subclasses when unusable."""
 
-    def audio_seconds(self) -> tuple[float, int] | None:
-        """(audio seconds done, rows they came from) for steps that handle audio; None otherwise."""
-        return None
+    # Names of the counters this kind adds up per step (its results carry them in `StepResult.metrics`):
+    # the engine starts them at 0 and sums them, progress snapshots show them.
+    counters: tuple[str, ...] = ()
 
     def rows_in_flight_hint(self, concurrency: int | None) -> int | None:
         """Rows this step needs in flight to keep `concurrency` requests busy (a step that packs rows
@@ -104,13 +104,10 @@ class StepRuntime(ABC):
         run by the plan before any request. Messages name the step."""
         return []
 
-    def final_fields(self, written: pl.LazyFrame, id_column: str) -> list[pa.Field] | None:
-        """The step's value columns in the final file when they are only known from the finished rows
-        (e.g. a vector size); None when they are `output_fields()`. May raise RunAborted.
-
-        `written` holds every write of every row (`sinks.WorkDir.written`: a row redone by a later run
-        appears again, with a higher `__part`); `sinks.keep_latest` picks the latest."""
-        return None
+    def final_columns(self) -> list[FinalColumn]:
+        """Value columns whose final type the sink decides from the finished rows (e.g. a vector size);
+        the others keep their `output_fields()` type."""
+        return []
 
     def spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         """Start a background task of this step (e.g. a request shared by many rows). Under the executor

@@ -11,18 +11,16 @@ from typing import Any
 
 import numpy as np
 import orjson
-import polars as pl
 import pyarrow as pa
 
 from ..batching import Batcher, Slot, TokenCalibration, apportion
 from ..cache import canonical_json, request_key
 from ..calls import CallError
-from ..errors import RowError, RunAborted, TransientError
+from ..errors import RowError, TransientError
 from ..job.model import EmbedStep, Limits
 from ..records import Parsed, StepResult, Usage
 from ..requests import HttpRequest
-from ..sinks import PART, keep_latest
-from ..sources import ROW
+from ..sinks import FinalColumn, VectorColumn
 from ..templating import NullValue, RenderError, Template, compile_template
 from ..tokens import CHUNK_CHARS, bpe, counter, encode_safely, exact_tokenizer_for, tokenizer_for
 from .base import BadInput, Prepared, StepRuntime, load_json
@@ -132,31 +130,10 @@ class EmbedRuntime(StepRuntime):
         batches = min(concurrency or BATCHES_IN_FLIGHT, BATCHES_IN_FLIGHT) + 2
         return self.spec.batch_size * batches
 
-    def final_fields(self, written: pl.LazyFrame, id_column: str) -> list[pa.Field] | None:
-        col = self.output_column
-        # The lengths first, streamed part by part: a sort over the parts would load every vector.
-        lengths = written.select(ROW, PART, pl.col(id_column), pl.col(col).list.len().alias("__dim"))
-        sizes = (
-            keep_latest(lengths.collect(engine="streaming").lazy())
-            .filter(pl.col("__dim").is_not_null())
-            .group_by("__dim")
-            .agg(pl.len().alias("rows"), pl.col(id_column).head(5).alias("ids"))
-            .sort("rows", descending=True)
-            .collect()
-        )
-        if sizes.height > 1:
-            shown = "; ".join(
-                f"{d} ({n:,} rows, e.g. {', '.join(map(str, ids))})" for d, n, ids in sizes.iter_rows()
-            )
-            raise RunAborted(
-                f"step `{self.name}`: the vectors of the finished rows differ in size: {shown}. The server "
-                "changed its model between runs? The final file was not written; to embed every row "
-                "again, clear the cache (`pipeline cache clear`) and run with --fresh"
-            )
-        dim = int(sizes["__dim"][0]) if sizes.height else self._dims or KNOWN_DIMENSIONS.get(self.spec.model)
-        if dim is None:
-            return None  # no vector at all and no known size: the column stays a plain list
-        return [pa.field(col, pa.list_(pa.float32(), dim))]
+    def final_columns(self) -> list[FinalColumn]:
+        # the vector size is only known from the answers: the sink fixes it from the finished rows
+        size = self._dims or KNOWN_DIMENSIONS.get(self.spec.model)
+        return [VectorColumn(self.name, self.output_column, pa.float32(), size)]
 
     # ------------------------------------------------------------------ rows
     def _text(self, row: Mapping[str, Any]) -> str:

@@ -75,6 +75,7 @@ class AudioPrepared(Prepared):
 
 
 class TranscribeRuntime(StepRuntime):
+    counters = ("audio_s", "audio_rows")  # audio transcribed, and the rows it came from
     def __init__(self, spec: TranscribeStep, cache_ns: str, input_dir: Path) -> None:
         super().__init__(spec.name, spec.output_column, spec.provider, cache_ns)
         self.spec = spec
@@ -89,8 +90,6 @@ class TranscribeRuntime(StepRuntime):
         grains = spec.timestamp_granularities or []
         self._segments = verbose and (not grains or "segment" in grains)
         self._words = verbose and "word" in grains
-        self._audio_s = 0.0
-        self._audio_rows = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._probe_slots: asyncio.Semaphore
         self._split_slots: asyncio.Semaphore
@@ -109,9 +108,6 @@ class TranscribeRuntime(StepRuntime):
         if self._words:
             fields.append(pa.field(f"{self.name}__words", pa.list_(WORD)))
         return fields
-
-    def audio_seconds(self) -> tuple[float, int] | None:
-        return self._audio_s, self._audio_rows
 
     def prepare(self, row: Mapping[str, Any]) -> AudioPrepared:
         """The row's form fields and resolved audio path; the file itself is read by `run`."""
@@ -300,13 +296,11 @@ class TranscribeRuntime(StepRuntime):
         return [t.result() for t in tasks]
 
     def _ok(self, answer: Answer, seconds: float | None, *, attempts: int, cached: bool) -> StepResult:
-        if seconds is not None:
-            self._audio_s += seconds
-            self._audio_rows += 1
         u = answer.usage
         return StepResult("ok", self._values(answer), attempts=attempts,
                           prompt_tokens=u.prompt_tokens if u else None,
-                          completion_tokens=u.completion_tokens if u else None, cached=cached)
+                          completion_tokens=u.completion_tokens if u else None, cached=cached,
+                          metrics={"audio_s": seconds, "audio_rows": 1} if seconds is not None else {})
 
 
 class _PieceFailed(Exception):
