@@ -10,14 +10,15 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from .budget import MARK as BUDGET_MARK
 from .budget import Charge
-from .calls import ProviderClient, RunStats, Stopped
+from .calls import CallError, ProviderClient, Reply, RunStats, Stopped
 from .endpoints import Prepared, StepRuntime
-from .errors import FatalError, RunAborted
+from .endpoints.base import Done, Exchange, Outcome, SelfDriven
+from .errors import FatalError, RequestError, RunAborted, StreamCut
 from .records import StepResult
 from .sinks import flatten_result
 from .sources import ROW
@@ -38,6 +39,15 @@ def _failure_signature(error: str | None) -> str:
     # identical failures differ only by request ids; compare the text before it
     text = (error or "").split("(request id", 1)[0]
     return text[:200]
+
+
+@dataclass(frozen=True, slots=True)
+class _Resume(Prepared):
+    """A row's exchange as far as the cache could take it, and the requests it needs next."""
+
+    exchange: Exchange | None = None
+    batch: tuple[Prepared, ...] = ()
+    known: tuple[Reply[Any] | None, ...] = ()  # per request of the batch: cached reply, or None
 
 
 @dataclass
@@ -198,7 +208,7 @@ class RowEngine:
             if reason is not None:
                 results.append(StepResult.skipped(reason))
                 continue
-            r = steps[len(results)].try_cached(ctx)
+            r = self._try_cached(steps[len(results)], ctx)
             if isinstance(r, Prepared):
                 return r
             self._count(steps[len(results)], r)
@@ -214,7 +224,7 @@ class RowEngine:
             steps = self.steps
             next_prep: Prepared | None = prepared
             while next_prep is not None:
-                r = await steps[len(results)].run(ctx, next_prep)
+                r = await self._run_step(steps[len(results)], ctx, next_prep)
                 self._count(steps[len(results)], r)
                 results.append(r)
                 if r.status == "ok":
@@ -233,6 +243,118 @@ class RowEngine:
             self._bytes_in_flight -= size
             if self._bytes_freed is not None:
                 self._bytes_freed.set()
+
+    # ----------------------------------------------------------------- one step of a row: the exchange
+    def _cached(self, step: StepRuntime, ask: Prepared) -> Reply[Any] | None:
+        if ask.cache_key is None:
+            return None
+        parsed = self.clients[step.provider].cached(ask.cache_key, step.parse)
+        return None if parsed is None else Reply(parsed, 0, True)
+
+    def _close(self, step: StepRuntime, done: Done) -> StepResult:
+        client = self.clients[step.provider]
+        for key in done.drop:
+            client.cache.delete(key)
+        self.stats.repairs += done.repairs
+        return done.result
+
+    def _try_cached(self, step: StepRuntime, ctx: dict[str, Any]) -> StepResult | Prepared:
+        """The step's result when the cache holds every answer it needs (or nothing is to be sent);
+        otherwise the exchange as far as the cache took it, for `_run_step` to go on with."""
+        if isinstance(step, SelfDriven):
+            return step.try_cached(ctx)
+        prep = step.request_for(ctx)
+        if isinstance(prep, StepResult):
+            return prep
+        hit = self._cached(step, prep)
+        if hit is not None:
+            done = step.settle(prep, hit)
+            if done is not None:
+                return self._close(step, done)
+        exchange = step.exchange(prep)
+        batch = next(exchange)
+        known = [hit]
+        while True:
+            if any(k is None for k in known):
+                return _Resume(prep.request, prep.tokens, prep.cache_key, prep.completion_charge,
+                               prep.prompt_estimate, exchange=exchange, batch=tuple(batch), known=tuple(known))
+            try:
+                batch = exchange.send(list(zip(batch, known, strict=True)))  # type: ignore[arg-type]
+            except StopIteration as stop:
+                return self._close(step, stop.value)
+            known = [self._cached(step, ask) for ask in batch]
+
+    async def _run_step(self, step: StepRuntime, ctx: dict[str, Any], prepared: Prepared) -> StepResult:
+        """The step's result, sending what the exchange still needs (from where the cache pass stopped)."""
+        if isinstance(step, SelfDriven):
+            return await step.run(ctx, prepared)
+        assert isinstance(prepared, _Resume) and prepared.exchange is not None
+        exchange, batch, known = prepared.exchange, list(prepared.batch), list(prepared.known)
+        looked = True  # the cache pass asked the cache for this batch already
+        while True:
+            # sequential on purpose: a request on the wire belongs to this row's task (graceful stop)
+            replies: list[tuple[Prepared, Outcome]] = []
+            for ask, hit in zip(batch, known, strict=True):
+                replies.append((ask, hit) if hit is not None else await self._send(step, ask, not looked))
+            try:
+                batch = exchange.send(replies)
+            except StopIteration as stop:
+                return self._close(step, stop.value)
+            known, looked = [None] * len(batch), False
+
+    async def _call(self, step: StepRuntime, ask: Prepared, check_cache: bool) -> tuple[Outcome, bool]:
+        """The outcome of `ask`, and whether its failure was taken over by the kind."""
+        handed = False
+        cuts = 0
+
+        def hand_back(err: RequestError) -> bool:
+            nonlocal handed, cuts
+            cuts += isinstance(err, StreamCut)
+            handed = step.takes_over(ask, err, cuts)
+            return handed
+
+        try:
+            reply = await self.clients[step.provider].call(
+                ask.request, tokens=ask.tokens, cache_key=ask.cache_key, check_cache=check_cache,
+                parse=step.parse, completion_charge=ask.completion_charge, hand_back=hand_back,
+                charge=step.charge,
+            )
+        except CallError as exc:
+            return exc, handed
+        return reply, False
+
+    async def _send(self, step: StepRuntime, ask: Prepared, check_cache: bool) -> tuple[Prepared, Outcome]:
+        """Send `ask`, re-sent otherwise when the kind takes a failure over (another structured-output
+        form, unstreamed); the request actually answered, and its outcome. While the kind is still
+        finding how to send (`serial`), requests go one at a time. A taken-over attempt does not count
+        against the row."""
+        carried = 0  # failed attempts before the request was re-sent otherwise (counted for the row)
+        while True:
+            ask = step.current(ask)
+            lock = step.serial(ask)
+            done: tuple[Outcome, bool] | None = None
+            if lock is not None:
+                async with lock:
+                    if step.serial(ask) is not None:
+                        ask = step.current(ask)
+                        done = await self._call(step, ask, check_cache)
+                        if isinstance(done[0], Reply):
+                            step.answered(ask)
+            if done is None:
+                ask = step.current(ask)
+                done = await self._call(step, ask, check_cache)
+            outcome, handed = done
+            if isinstance(outcome, Reply):
+                step.answered(ask)
+                return ask, replace(outcome, attempts=outcome.attempts + carried) if carried else outcome
+            if not handed:
+                return ask, CallError(outcome.error, outcome.attempts + carried)
+            nxt = step.instead(ask, outcome.error)
+            if isinstance(nxt, RequestError):
+                return ask, CallError(nxt, outcome.attempts + carried)
+            # cut streams were real failures; the refused attempt itself is not (earlier ones were)
+            carried += outcome.attempts if isinstance(outcome.error, StreamCut) else outcome.attempts - 1
+            ask, check_cache = nxt, True
 
     def _count(self, step: StepRuntime, r: StepResult) -> None:
         if r.metrics:

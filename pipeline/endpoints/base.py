@@ -1,10 +1,11 @@
-"""What every step kind shares: request preparation per row, the call, and the row's result."""
+"""What every step kind shares, and the protocol of a sans-I/O kind: a row becomes request specs, replies
+become a result or further requests; the engine (not the kind) looks up the cache, admits and sends."""
 
 from __future__ import annotations
 
 import asyncio
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Callable, Coroutine, Generator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -12,8 +13,8 @@ import orjson
 import pyarrow as pa
 
 from ..budget import Charge
-from ..calls import CallError, ProviderClient
-from ..errors import JobError, PipelineError, TransientError
+from ..calls import CallError, ProviderClient, Reply
+from ..errors import JobError, PipelineError, RequestError, TransientError
 from ..job.model import Limits
 from ..records import Parsed, StepResult
 from ..requests import HttpRequest
@@ -50,8 +51,31 @@ class Prepared:
     prompt_estimate: int = 0  # our own count, reported when the server sends no usage
 
 
+# What came of one request: its reply (from the cache or the server), or the failure that ended it.
+Outcome = Reply[Any] | CallError
+
+
+@dataclass(frozen=True, slots=True)
+class Done:
+    """The end of a row's exchange: its result, cached answers not to keep, re-asks made."""
+
+    result: StepResult
+    drop: tuple[str, ...] = ()  # cache keys of answers not kept for replay (e.g. invalid ones)
+    repairs: int = 0
+
+
+# A row's exchange with the server: yields the requests it needs (all may go at once), receives per
+# request the one actually sent (it may have been re-sent otherwise) and its outcome; returns Done.
+Exchange = Generator[list[Prepared], list[tuple[Prepared, Outcome]], Done]
+
+
 class StepRuntime(ABC):
-    """A step bound to its provider client. Subclasses build requests and parse answers."""
+    """A step kind: builds requests from rows and turns replies into results; sends nothing itself.
+
+    The engine drives `exchange` for each row (see engine.RowEngine): it answers requests from the
+    cache where it can, sends the others through the provider's client, and hands back what came of
+    them. A kind that must still do its own I/O derives from `SelfDriven` instead.
+    """
 
     client: ProviderClient  # bound by the executor when the run starts
     # Set by the executor: starts a task it tracks like a row task (see `spawn`).
@@ -123,6 +147,10 @@ class StepRuntime(ABC):
         self.client.cache.prefetch(p.cache_key for p in self._ahead.values()
                                    if isinstance(p, Prepared) and p.cache_key is not None)
 
+    def request_for(self, row: Mapping[str, Any]) -> Prepared | StepResult:
+        """The row's first request, or its result when nothing is to be sent (skipped, bad input)."""
+        return self._prepare_or_result(row)
+
     def _prepare_or_result(self, row: Mapping[str, Any]) -> Prepared | StepResult:
         if self._ahead:
             ahead = self._ahead.pop(id(row), None)
@@ -153,6 +181,45 @@ class StepRuntime(ABC):
             tokens_estimated=bool(u and u.estimated),
         )
 
+    # ----------------------------------------------------------------- the exchange (sans-I/O)
+    def exchange(self, first: Prepared) -> Exchange:
+        """The requests of one row and its result. Plain kinds: one request, its answer is the result."""
+        ((ask, outcome),) = yield [first]
+        if isinstance(outcome, CallError):
+            return Done(StepResult("error", error=outcome.error.short(), attempts=outcome.attempts))
+        return Done(self._result(ask, outcome.parsed, outcome.attempts, outcome.cached))
+
+    def settle(self, first: Prepared, reply: Reply[Any]) -> Done | None:
+        """The row's end when the first request's (cached) reply settles it, without starting the
+        exchange (cache replays of whole jobs go through here); None: run the exchange."""
+        return Done(self._result(first, reply.parsed, reply.attempts, reply.cached))
+
+    def current(self, ask: Prepared) -> Prepared:
+        """`ask` as the server takes it now (a kind may rebuild it when what the server accepts changed)."""
+        return ask
+
+    def serial(self, ask: Prepared) -> asyncio.Lock | None:
+        """A lock to send `ask` under, alone, while the way to send it is still being found; None: none."""
+        return None
+
+    def takes_over(self, ask: Prepared, err: RequestError, cuts: int) -> bool:
+        """Whether a failed attempt of `ask` is answered by the kind (`instead`) rather than retried as
+        it is (`cuts`: this request's cut streams so far)."""
+        return False
+
+    def instead(self, ask: Prepared, err: RequestError) -> Prepared | RequestError:
+        """What to send after `ask` was taken over with `err`; or the error that fails the row."""
+        return err
+
+    def answered(self, ask: Prepared) -> None:
+        """`ask` got an answer: what the kind learned about the server holds (e.g. a form that works)."""
+        return None
+
+
+class SelfDriven(StepRuntime):
+    """A kind that still sends its own requests through its client (embed packs many rows into one
+    request; transcribe reads, probes and splits files): the engine calls `try_cached`, then `run`."""
+
     def try_cached(self, row: Mapping[str, Any]) -> StepResult | Prepared:
         """The row's result when it needs no request (cache hit, or skipped/failed before sending);
         otherwise its prepared request, to hand to `run` so nothing is rendered or looked up twice."""
@@ -162,23 +229,8 @@ class StepRuntime(ABC):
         parsed = self.client.cached(prep.cache_key, self.parse)
         return prep if parsed is None else self._result(prep, parsed, 0, True)
 
+    @abstractmethod
     async def run(self, row: Mapping[str, Any], prepared: Prepared | None = None) -> StepResult:
         """The row's result, sending what is needed. FatalError propagates: it stops the run.
 
         With `prepared` (from a `try_cached` that missed) the cache is not asked again."""
-        prep = prepared if prepared is not None else self._prepare_or_result(row)
-        if isinstance(prep, StepResult):
-            return prep
-        try:
-            reply = await self.client.call(
-                prep.request,
-                tokens=prep.tokens,
-                cache_key=prep.cache_key,
-                check_cache=prepared is None,
-                parse=self.parse,
-                completion_charge=prep.completion_charge,
-                charge=self.charge,
-            )
-        except CallError as exc:
-            return StepResult("error", error=exc.error.short(), attempts=exc.attempts)
-        return self._result(prep, reply.parsed, reply.attempts, reply.cached)

@@ -23,7 +23,7 @@ from ..requests import HttpRequest
 from ..sinks import FinalColumn, VectorColumn
 from ..templating import NullValue, RenderError, Template, compile_template
 from ..tokens import CHUNK_CHARS, bpe, counter, encode_safely, exact_tokenizer_for, tokenizer_for
-from .base import BadInput, Prepared, StepRuntime, load_json
+from .base import BadInput, Prepared, SelfDriven, load_json
 
 ENDPOINT = "/embeddings"
 # Vector sizes of known models (without `dimensions`): the final column's size when no row succeeded.
@@ -79,7 +79,7 @@ def decode_vector(value: Any) -> tuple[np.ndarray, str | None]:
     raise TransientError(f"an embedding is neither base64 text nor a list of numbers: {str(value)[:60]}")
 
 
-class EmbedRuntime(StepRuntime):
+class EmbedRuntime(SelfDriven):
     def __init__(self, spec: EmbedStep, cache_ns: str, tokenizer: str | None) -> None:
         super().__init__(spec.name, spec.output_column, spec.provider, cache_ns)
         self.spec = spec

@@ -26,7 +26,7 @@ from ..job.model import TranscribeStep
 from ..records import Parsed, StepResult
 from ..requests import FilePart, HttpRequest, Multipart
 from ..templating import RenderError, Template, compile_template
-from .base import Prepared, StepRuntime
+from .base import Prepared, SelfDriven
 from .transcripts import Answer, answer_body, join_answers, parse_answer
 
 ENDPOINT = "/audio/transcriptions"
@@ -74,7 +74,7 @@ class AudioPrepared(Prepared):
     fields: dict[str, Any] | None = None
 
 
-class TranscribeRuntime(StepRuntime):
+class TranscribeRuntime(SelfDriven):
     counters = ("audio_s", "audio_rows")  # audio transcribed, and the rows it came from
     def __init__(self, spec: TranscribeStep, cache_ns: str, input_dir: Path) -> None:
         super().__init__(spec.name, spec.output_column, spec.provider, cache_ns)
