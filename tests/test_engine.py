@@ -5,21 +5,27 @@ from __future__ import annotations
 import ast
 import asyncio
 import inspect
+import json
 import random
 import sys
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from pipeline.cache import NoCache
 from pipeline.calls import ProviderClient, RunStats
+from pipeline.endpoints.completion import CompletionRuntime
 from pipeline.engine import RecordShape, RowEngine
 from pipeline.executor import RunOptions, execute
 from pipeline.gates import LocalGates
+from pipeline.job.model import CompletionStep, Retry
 from pipeline.job.profiles import ResolvedProvider
+from pipeline.limits import AdmissionGate
 from pipeline.plan import DEFAULT_ID, build_plan
 from pipeline.ports import Gate
 from pipeline.requests import FilePart, HttpRequest, Multipart
-from pipeline.transport import Transport, new_session
+from pipeline.tokens import counter
+from pipeline.transport import HttpResponse, Transport, new_session
 
 from .conftest import output, write_job
 
@@ -90,3 +96,75 @@ def test_a_request_spec_is_plain_data() -> None:
     imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
     imported |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
     assert not {m for m in imported if m and m.split(".")[0] == "aiohttp"}, imported
+
+
+class DictCache:
+    """A `ports.Cache` in a dict."""
+
+    enabled = True
+
+    def __init__(self) -> None:
+        self.entries: dict[str, bytes] = {}
+
+    def get(self, key: str) -> bytes | None:
+        return self.entries.get(key)
+
+    def prefetch(self, keys: Iterable[str]) -> None:
+        return None
+
+    async def store(self, key: str, body: bytes) -> None:
+        self.entries[key] = body
+
+    async def store_many(self, items: Iterable[tuple[str, bytes]]) -> None:
+        self.entries.update(items)
+
+    def delete(self, key: str) -> None:
+        self.entries.pop(key, None)
+
+    def close(self) -> None:
+        return None
+
+
+class EchoTransport:
+    """A `ports.Transport` without sockets: a legacy completion that upper-cases the prompt; row `boom`
+    gets a 400."""
+
+    def __init__(self) -> None:
+        self.sent: list[dict[str, Any]] = []
+
+    async def send(self, req: HttpRequest) -> HttpResponse:
+        body = json.loads(req.data or b"{}")
+        self.sent.append(body)
+        if "boom" in body["prompt"]:
+            return HttpResponse(400, b'{"error": {"message": "bad prompt", "type": "invalid_request_error"}}')
+        answer = {"choices": [{"index": 0, "text": body["prompt"].upper(), "finish_reason": "stop"}],
+                  "usage": {"prompt_tokens": 3, "completion_tokens": 2}}
+        return HttpResponse(200, json.dumps(answer).encode())
+
+    async def get(self, endpoint: str) -> HttpResponse:
+        return HttpResponse(200, b'{"data": []}')
+
+
+def test_the_engine_sends_and_caches_for_a_sans_io_kind_through_the_seams(tmp_path: Path) -> None:
+    step = CompletionRuntime(CompletionStep(name="c", kind="completion", provider="p", model="m",
+                                            prompt="say {{ row.word }}"), "ns", counter("heuristic"))
+    gate = AdmissionGate(rpm=None, tpm=None, concurrency=2)
+    transport, cache = EchoTransport(), DictCache()
+    rows = [(i, {"id": i, "word": w}) for i, w in enumerate(["hi", "boom", "yo"])]
+
+    async def main() -> list[list[dict[str, Any]]]:
+        stats = RunStats()
+        client = ProviderClient(transport, gate, cache, Retry(max_attempts=2), stats)
+        engine = RowEngine([step], {"p": client}, stats, RecordShape(["id"], "id", DEFAULT_ID), window=4,
+                           charges={}, kinds={"c": "completion"}, stop_after_identical_failures=10)
+        first = await engine.process(rows)
+        again = await engine.process(rows[:1] + rows[2:])
+        return [first, again]
+
+    first, again = asyncio.run(main())
+    by_id = {r["id"]: r for r in first}
+    assert by_id[0]["c"] == "SAY HI" and by_id[2]["c"] == "SAY YO"
+    assert by_id[1]["c__status"] == "error" and "bad prompt" in by_id[1]["c__error"]
+    assert sorted(b["prompt"] for b in transport.sent) == ["say boom", "say hi", "say yo"]
+    assert {r["c__cached"] for r in again} == {True}, "the second pass is answered from the cache"
+    assert len(transport.sent) == 3
