@@ -94,7 +94,6 @@ class RowEngine:
         fatal_message: Callable[[StepRuntime, FatalError], str] = lambda step, exc: str(exc),
         max_bytes_in_flight: int = MAX_BYTES_IN_FLIGHT,
     ) -> None:
-        self.steps = list(steps)
         self.clients = dict(clients)
         self.stats = stats
         self.shape = shape
@@ -115,10 +114,8 @@ class RowEngine:
         self._window: asyncio.Semaphore | None = None
         self._bytes_in_flight = 0
         self._bytes_freed: asyncio.Event | None = None
-        for step in self.steps:
-            step.client = self.clients[step.provider]
-            step.spawner = self.spawn
-            step.charge = self.charges.get(step.name)
+        # this engine's copies of the steps, bound to its clients (the plan's steps are left as they are)
+        self.steps = [s.bind(self.clients[s.provider], self.spawn, self.charges.get(s.name)) for s in steps]
 
     # ----------------------------------------------------------------- feeding rows
     async def process(self, rows: Iterable[tuple[int, dict[str, Any]]]) -> list[Record]:

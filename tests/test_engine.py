@@ -168,3 +168,11 @@ def test_the_engine_sends_and_caches_for_a_sans_io_kind_through_the_seams(tmp_pa
     assert sorted(b["prompt"] for b in transport.sent) == ["say boom", "say hi", "say yo"]
     assert {r["c__cached"] for r in again} == {True}, "the second pass is answered from the cache"
     assert len(transport.sent) == 3
+
+
+def test_a_run_leaves_the_plans_steps_unbound(tmp_path: Path, sim: Any) -> None:
+    plan = build_plan(write_job(tmp_path, sim.url, rows=4))
+    asyncio.run(execute(plan, RunOptions()))
+    assert not hasattr(plan.steps[0], "client") and plan.steps[0].spawner is None
+    summary = asyncio.run(execute(plan, RunOptions(fresh=True)))  # the same plan runs again, from the cache
+    assert summary.stats.cache_hits == 4 and summary.stats.requests == 0

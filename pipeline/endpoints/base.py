@@ -4,10 +4,11 @@ become a result or further requests; the engine (not the kind) looks up the cach
 from __future__ import annotations
 
 import asyncio
+import copy
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Coroutine, Generator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Self
 
 import orjson
 import pyarrow as pa
@@ -77,11 +78,11 @@ class StepRuntime(ABC):
     them. A kind that must still do its own I/O derives from `SelfDriven` instead.
     """
 
-    client: ProviderClient  # bound by the executor when the run starts
-    # Set by the executor: starts a task it tracks like a row task (see `spawn`).
+    # The run's side, set only on the copy `bind` makes for one engine (a plan's steps stay plain data):
+    client: ProviderClient  # the provider's client
+    # starts a task the engine tracks like a row task (see `spawn`)
     spawner: Callable[[Coroutine[Any, Any, None]], asyncio.Task[None]] | None = None
-    # Set by the executor: how the step's requests are priced (None: no price known for its model).
-    charge: Charge | None = None
+    charge: Charge | None = None  # how the step's requests are priced (None: no price known for its model)
     _ahead: dict[int, Prepared | StepResult] | None = None  # rows prepared by `prefetch`, by id
 
     def __init__(self, name: str, output_column: str, provider: str, cache_ns: str) -> None:
@@ -89,6 +90,22 @@ class StepRuntime(ABC):
         self.output_column = output_column
         self.provider = provider
         self.cache_ns = cache_ns  # provider identity in cache keys ("apiyi", "apiyi@sim", ...)
+
+    def bind(self, client: ProviderClient, spawner: Callable[[Coroutine[Any, Any, None]], asyncio.Task[None]],
+             charge: Charge | None) -> Self:
+        """A copy of this step for one run: bound to the run's client, with the run's state fresh (the
+        step itself is not changed, so one plan can be run by several engines, or rebuilt elsewhere)."""
+        run = copy.copy(self)
+        run.client = client
+        run.spawner = spawner
+        run.charge = charge
+        run._ahead = None
+        run._fresh()
+        return run
+
+    def _fresh(self) -> None:
+        """Start the state one run keeps (on the copy `bind` made); kinds with such state extend it."""
+        return None
 
     @abstractmethod
     def templates(self) -> list[Template]:

@@ -94,6 +94,9 @@ class EmbedRuntime(SelfDriven):
         exact = tokenizer in ("o200k_base", "cl100k_base")
         self._exact = tokenizer if tokenizer and exact else exact_tokenizer_for(spec.model)
         self._trunc_col = f"{spec.name}__truncated"
+        self._fresh()
+
+    def _fresh(self) -> None:
         self._seen_dim: int | None = None  # vector size of this run's first answer
         self.calibration = TokenCalibration()
         self._batcher: Batcher[EmbedPrepared] | None = None

@@ -90,7 +90,10 @@ class TranscribeRuntime(SelfDriven):
         grains = spec.timestamp_granularities or []
         self._segments = verbose and (not grains or "segment" in grains)
         self._words = verbose and "word" in grains
-        self._loop: asyncio.AbstractEventLoop | None = None
+        self._fresh()
+
+    def _fresh(self) -> None:
+        self._loop: asyncio.AbstractEventLoop | None = None  # the semaphores below belong to it
         self._probe_slots: asyncio.Semaphore
         self._split_slots: asyncio.Semaphore
 
