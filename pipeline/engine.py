@@ -89,7 +89,6 @@ class RowEngine:
         *,
         window: int,
         charges: Mapping[str, Charge | None],
-        kinds: Mapping[str, str],
         stop_after_identical_failures: int,
         fatal_message: Callable[[StepRuntime, FatalError], str] = lambda step, exc: str(exc),
         max_bytes_in_flight: int = MAX_BYTES_IN_FLIGHT,
@@ -99,7 +98,6 @@ class RowEngine:
         self.shape = shape
         self.window_size = window
         self.charges = dict(charges)
-        self.kinds = dict(kinds)
         self.stop_after = stop_after_identical_failures
         self.fatal_message = fatal_message
         self.max_bytes_in_flight = max_bytes_in_flight
@@ -116,6 +114,7 @@ class RowEngine:
         self._bytes_freed: asyncio.Event | None = None
         # this engine's copies of the steps, bound to its clients (the plan's steps are left as they are)
         self.steps = [s.bind(self.clients[s.provider], self.spawn, self.charges.get(s.name)) for s in steps]
+        self._by_name = {s.name: s for s in self.steps}
 
     # ----------------------------------------------------------------- feeding rows
     async def process(self, rows: Iterable[tuple[int, dict[str, Any]]]) -> list[Record]:
@@ -399,11 +398,4 @@ class RowEngine:
     def _row_cost(self, step: str, r: StepResult) -> float | None:
         """What the row's answer cost (also when it came from the cache: it was paid once)."""
         charge = self.charges.get(step)
-        if charge is None:
-            return None
-        if self.kinds[step] == "transcribe":
-            seconds = r.values.get(f"{step}__duration")
-            return charge.price.audio(seconds) if isinstance(seconds, int | float) else None
-        if r.prompt_tokens is None and r.completion_tokens is None:
-            return None if r.status == "ok" else 0.0
-        return charge.price.tokens(r.prompt_tokens, r.completion_tokens)
+        return None if charge is None else self._by_name[step].row_cost(r, charge.price)

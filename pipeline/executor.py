@@ -101,7 +101,6 @@ class Executor:
         self.budget = options.max_cost_usd or (spec.budget.max_cost_usd if spec.budget else None)
         check_budget(plan, self.budget)
         self._charges = step_charges(plan)
-        self._kinds = {s.name: s.kind for s in spec.steps}
 
     # ----------------------------------------------------------------- setup
     def _stopping(self) -> bool:
@@ -134,7 +133,7 @@ class Executor:
         return RowEngine(
             plan.steps, clients, self.stats,
             RecordShape(plan.carried_columns, plan.id_column, DEFAULT_ID),
-            window=window, charges=self._charges, kinds=self._kinds,
+            window=window, charges=self._charges,
             stop_after_identical_failures=plan.job.spec.run.stop_after_identical_failures,
             fatal_message=lambda step, exc: _fatal_message(plan, step, exc),
             max_bytes_in_flight=MAX_BYTES_IN_FLIGHT,

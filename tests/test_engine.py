@@ -49,7 +49,7 @@ def test_engine_processes_rows_into_records_without_files(tmp_path: Path, sim: A
                        for name, p in plan.providers.items()}
             engine = RowEngine(plan.steps, clients, stats,
                                RecordShape(plan.carried_columns, plan.id_column, DEFAULT_ID),
-                               window=8, charges={}, kinds={s.name: s.kind for s in plan.job.spec.steps},
+                               window=8, charges={},
                                stop_after_identical_failures=100)
             return await engine.process(rows)
 
@@ -156,7 +156,7 @@ def test_the_engine_sends_and_caches_for_a_sans_io_kind_through_the_seams(tmp_pa
         stats = RunStats()
         client = ProviderClient(transport, gate, cache, Retry(max_attempts=2), stats)
         engine = RowEngine([step], {"p": client}, stats, RecordShape(["id"], "id", DEFAULT_ID), window=4,
-                           charges={}, kinds={"c": "completion"}, stop_after_identical_failures=10)
+                           charges={}, stop_after_identical_failures=10)
         first = await engine.process(rows)
         again = await engine.process(rows[:1] + rows[2:])
         return [first, again]

@@ -17,6 +17,7 @@ from ..budget import Charge
 from ..calls import CallError, ProviderClient, Reply
 from ..errors import JobError, PipelineError, RequestError, TransientError
 from ..job.model import Limits
+from ..pricing import Price
 from ..records import Parsed, StepResult
 from ..requests import HttpRequest
 from ..retry import classify
@@ -185,6 +186,12 @@ class StepRuntime(ABC):
             if isinstance(exc, PipelineError) and not isinstance(exc, JobError):
                 raise
             return StepResult("error", error=f"cannot build the request: {type(exc).__name__}: {exc}")
+
+    def row_cost(self, r: StepResult, price: Price) -> float | None:
+        """What a row's result cost at `price` (None: unknown). Token-priced kinds: its usage."""
+        if r.prompt_tokens is None and r.completion_tokens is None:
+            return None if r.status == "ok" else 0.0
+        return price.tokens(r.prompt_tokens, r.completion_tokens)
 
     def _result(self, prep: Prepared, parsed: Parsed, attempts: int, cached: bool) -> StepResult:
         u = parsed.usage

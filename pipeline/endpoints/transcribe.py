@@ -23,6 +23,7 @@ from ..cache import canonical_json, request_key
 from ..calls import CallError, Reply, Stopped
 from ..errors import FatalError
 from ..job.model import TranscribeStep
+from ..pricing import Price
 from ..records import Parsed, StepResult
 from ..requests import FilePart, HttpRequest, Multipart
 from ..templating import RenderError, Template, compile_template
@@ -183,6 +184,11 @@ class TranscribeRuntime(SelfDriven):
             return StepResult("error", error=exc.error.short(), attempts=exc.attempts)
         except _PieceFailed as exc:
             return StepResult("error", error=exc.message, attempts=exc.attempts)
+
+    def row_cost(self, r: StepResult, price: Price) -> float | None:
+        """Transcription is billed by the minute: the answer's duration (verbose_json), else unknown."""
+        seconds = r.values.get(f"{self.name}__duration")
+        return price.audio(seconds) if isinstance(seconds, int | float) else None
 
     def _charge(self, seconds: float | None, size: int) -> Charge | None:
         """Transcription is billed by the minute: the file's length, or (unknown) the longest it can be."""
