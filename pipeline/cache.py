@@ -46,6 +46,8 @@ class CacheStats:
 class ResponseCache:
     """Raw response bodies by request key. Stored as soon as they arrive, before parsing."""
 
+    enabled = True
+
     def __init__(self, directory: str | Path, size_limit_gb: float = 50.0) -> None:
         self.directory = Path(directory)
         try:
@@ -153,6 +155,8 @@ class ResponseCache:
 
 class NoCache:
     """Stands in when `cache.enabled: false`."""
+
+    enabled = False
 
     def get(self, key: str) -> bytes | None:
         return None

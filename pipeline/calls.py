@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
 from .budget import BudgetReached, Charge, Spend
-from .cache import NoCache, ResponseCache
 from .errors import (
     ConcurrencyLimited,
     FatalError,
@@ -23,11 +22,12 @@ from .errors import (
 )
 from .job.model import Retry
 from .keypool import KeyPool
-from .limits import AdmissionGate, RequestTooLarge, Ticket
+from .limits import RequestTooLarge, Ticket
 from .logs import event
+from .ports import Cache, Capacity, Gate, Transport
 from .records import Parsed
+from .requests import HttpRequest
 from .retry import backoff_delay, classify, parse_rate_headers
-from .transport import HttpRequest, Transport
 
 T = TypeVar("T", bound=Parsed)
 
@@ -82,8 +82,8 @@ class ProviderClient:
     def __init__(
         self,
         transport: Transport,
-        gate: AdmissionGate | KeyPool,
-        cache: ResponseCache | NoCache,
+        gate: Gate,
+        cache: Cache,
         retry: Retry,
         stats: RunStats,
         *,
@@ -92,6 +92,7 @@ class ProviderClient:
     ) -> None:
         self.transport = transport
         self.gate = gate
+        self.capacity = Capacity(gate)  # what step kinds may know of the gate
         self.cache = cache
         self.retry = retry
         self.stats = stats

@@ -309,7 +309,7 @@ def validate(
                 except Exception as exc:  # the template, the sandbox or the tokenizer refused this row
                     failures.append(f"row {row.get(plan.id_column, '?')!r}, step {step.name}: {exc}")
                     continue
-                body = _compact(prep.request.json_body or {})
+                body = _compact(prep.request.preview())
                 out.print(f"  row {row.get(plan.id_column, '?')!r}, step {step.name}: ~{prep.tokens} tokens reserved")
                 out.print(json.dumps(body, ensure_ascii=False, indent=2)[:1500], highlight=False, markup=False)
                 for f in step.output_fields():

@@ -15,7 +15,7 @@ from .cache import NoCache, ResponseCache
 from .endpoints import Prepared
 from .endpoints.chat import ChatRuntime
 from .endpoints.embed import EmbedRuntime
-from .endpoints.transcribe import TranscribeRuntime
+from .endpoints.transcribe import AudioPrepared, TranscribeRuntime
 from .plan import Plan
 from .pricing import PriceTable
 from .records import StepResult
@@ -243,8 +243,7 @@ def _count(rt: Any, est: StepEstimate, prep: Prepared, cache: Any, pack: _Packs 
         est.cached += 1
         return
     if isinstance(rt, TranscribeRuntime):
-        body = prep.request.json_body or {}
-        path = Path(str(body.get("file", "")))
+        path = prep.path if isinstance(prep, AudioPrepared) else Path()
         seconds = _audio_seconds(path)
         audio_s[est.name] += seconds
         try:

@@ -1,49 +1,42 @@
-"""The run loop: rows in input order through every step, under a bounded window, results to the sink."""
+"""The local file runner: input batches into the row engine, its records into Parquet parts; resume, Ctrl-C,
+budget, progress, and the final file."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
-import hashlib
 import logging
 import random
 import signal
 import time
 from collections import Counter
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import polars as pl
 import pyarrow as pa
 
-from .budget import MARK as BUDGET_MARK
 from .budget import Spend, check_budget, earlier_spend, step_charges
 from .cache import NoCache, ResponseCache
-from .calls import ProviderClient, RunStats, Stopped
-from .endpoints import Prepared
+from .calls import ProviderClient, RunStats
+from .engine import MAX_BYTES_IN_FLIGHT as _ENGINE_MAX_BYTES
+from .engine import RecordShape, RowEngine
 from .errors import FatalError, RunAborted
-from .keypool import KeyPool, make_gate
-from .limits import AdmissionGate, GateStats
+from .gates import LocalGates
+from .limits import GateStats
 from .logs import event
 from .plan import DEFAULT_ID, Plan
-from .records import Progress, StepResult
-from .sinks import PartWriter, WorkDir, flatten_result, status_counts
+from .ports import GateFactory
+from .records import Progress
+from .sinks import PartWriter, WorkDir, status_counts, widen_fields
 from .sources import ROW
 from .transport import Transport, new_session
 
 log = logging.getLogger(__name__)
 
 BATCH_ROWS = 2000
-# Input data of the rows in flight, at most (with the window's row count): long documents would
-# otherwise fill memory before the window's count does.
-MAX_BYTES_IN_FLIGHT = 64 * 2**20
-
-
-def _row_bytes(row: dict[str, Any]) -> int:
-    """About what a row's input holds in memory: its text and bytes, 8 per other value."""
-    return sum(len(v) if isinstance(v, str | bytes) else 8 for v in row.values())
+MAX_BYTES_IN_FLIGHT = _ENGINE_MAX_BYTES  # input data of the rows in flight, at most (the engine's bound)
 
 
 @dataclass(frozen=True)
@@ -78,23 +71,6 @@ class RunSummary:
     limits: dict[str, GateStats] = field(default_factory=dict)  # per provider: binding limit, learned values
 
 
-@dataclass
-class _Counters:
-    done: int = 0
-    ok: int = 0
-    failed: int = 0
-    skipped: int = 0
-    unsent: int = 0  # failed for the budget: not sent
-    streak_sig: str | None = None
-    streak: int = 0
-
-
-def _failure_signature(error: str | None) -> str:
-    # identical failures differ only by request ids; compare the text before it
-    text = (error or "").split("(request id", 1)[0]
-    return text[:200]
-
-
 def _fatal_message(plan: Plan, step: Any, exc: FatalError) -> str:
     """Why the run stops, naming the step, its provider (and URL) and, for an unknown model, the model."""
     p = plan.providers.get(step.provider)
@@ -107,57 +83,42 @@ def _fatal_message(plan: Plan, step: Any, exc: FatalError) -> str:
 
 
 class Executor:
-    def __init__(self, plan: Plan, options: RunOptions, observer: Callable[[Progress], None] | None = None) -> None:
+    """Runs a plan against its input and output files on this machine, through one RowEngine."""
+
+    def __init__(self, plan: Plan, options: RunOptions, observer: Callable[[Progress], None] | None = None,
+                 gates: GateFactory | None = None) -> None:
         self.plan = plan
         self.options = options
         self.observer = observer
+        # where each provider's gate comes from (one factory per run: providers sharing a key share a gate)
+        self.gates: GateFactory = gates if gates is not None else LocalGates(plan.key_pools)
         spec = plan.job.spec
         self.cache: ResponseCache | NoCache = (
             ResponseCache(spec.cache.dir, spec.cache.size_limit_gb) if spec.cache.enabled else NoCache()
         )
         self.stats = RunStats()
-        self.counts: dict[str, Counter[str]] = {s.name: Counter() for s in plan.steps}
-        self._c = _Counters()
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._stopping = False  # no new row or attempt starts (Ctrl-C or abort)
+        self._engine: RowEngine | None = None
+        self._stop_requested = False  # a Ctrl-C before the engine exists
         self._interrupted = False  # Ctrl-C / SIGTERM
-        self._client_list: list[ProviderClient] = []
-        self._abort: BaseException | None = None
         self._started = 0.0
         self._resumed = 0
-        self._processed = 0
-        self._value_names = {s.name: [f.name for f in s.output_fields()] for s in plan.steps}
         self.budget = options.max_cost_usd or (spec.budget.max_cost_usd if spec.budget else None)
         check_budget(plan, self.budget)
         self._charges = step_charges(plan)
-        self._kinds = {s.name: s.kind for s in spec.steps}
-        self._bytes_in_flight = 0
-        self._bytes_freed: asyncio.Event | None = None
 
     # ----------------------------------------------------------------- setup
+    def _stopping(self) -> bool:
+        return self._stop_requested or (self._engine is not None and self._engine.stopping)
+
     def _clients(self, session: Any) -> dict[str, ProviderClient]:
-        """One client per provider; providers sharing a key and URL share one admission gate."""
-        gates: dict[str, AdmissionGate | KeyPool] = {}
+        """One client per provider, each with the gate the factory gives for its key and URL."""
         clients: dict[str, ProviderClient] = {}
         spec = self.plan.job.spec
         for name, p in self.plan.providers.items():
             key = self.plan.api_keys.get(name)
-            pool = self.plan.key_pools.get(name)  # key pools (issue 10b): several keys, a gate each
-            ident = hashlib.sha256(f"{p.base_urls[0]}|{pool or key}".encode()).hexdigest()
-            if ident not in gates:
-                lim = p.limits
-                # Our admission time is not the server's arrival time: network jitter can put two requests
-                # a period apart on our clock inside one period on the server's. A small margin on the
-                # window absorbs that (about 1% of the rate at a 60 s period).
-                margin = min(1.0, 0.01 * lim.period_s + 0.05)
-                new_gate = functools.partial(
-                    AdmissionGate, rpm=lim.fixed("rpm"), tpm=lim.fixed("tpm"), concurrency=lim.concurrency,
-                    period_s=lim.period_s + margin, nominal_period_s=lim.period_s,
-                    auto=tuple(n for n in ("rpm", "tpm") if getattr(lim, n) == "auto"))
-                gates[ident] = make_gate(name, pool, new_gate) if pool else new_gate()  # key pools (issue 10b)
             clients[name] = ProviderClient(
-                Transport(p, key, session), gates[ident], self.cache, spec.retry, self.stats,
-                rng=random.Random(), stopping=lambda: self._stopping,
+                Transport(p, key, session), self.gates(p, key), self.cache, spec.retry, self.stats,
+                rng=random.Random(), stopping=self._stopping,
             )
         return clients
 
@@ -171,13 +132,16 @@ class Executor:
                  if (h := s.rows_in_flight_hint(self.plan.providers[s.provider].limits.concurrency))]
         return max(64, 4 * max(conc), *hints)
 
-    def _spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
-        """A row task, or a step's background task: a stop cancels it unless its request is on the wire,
-        and the run (and the cache) stays open until it is done."""
-        task = asyncio.create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        return task
+    def _engine_for(self, clients: dict[str, ProviderClient], window: int) -> RowEngine:
+        plan = self.plan
+        return RowEngine(
+            plan.steps, clients, self.stats,
+            RecordShape(plan.carried_columns, plan.id_column, DEFAULT_ID),
+            window=window, charges=self._charges,
+            stop_after_identical_failures=plan.job.spec.run.stop_after_identical_failures,
+            fatal_message=lambda step, exc: _fatal_message(plan, step, exc),
+            max_bytes_in_flight=MAX_BYTES_IN_FLIGHT,
+        )
 
     def _final_schema(self, work: WorkDir, fresh: bool) -> pa.Schema:
         """The final file's schema: the parts' one, with the columns steps only know from their results."""
@@ -185,133 +149,30 @@ class Executor:
         written = work.written(fresh)
         if written is None:
             return schema
-        for step in self.plan.steps:
-            for f in step.final_fields(written, self.plan.id_column) or []:
-                schema = schema.set(schema.get_field_index(f.name), f)
+        rules = [rule for step in self.plan.steps for rule in step.final_columns()]
+        for f in widen_fields(rules, written, self.plan.id_column):
+            schema = schema.set(schema.get_field_index(f.name), f)
         return schema
-
-    # ----------------------------------------------------------------- rows
-    def _record(self, row_index: int, row: dict[str, Any], results: list[StepResult]) -> dict[str, Any]:
-        out: dict[str, Any] = {c: row.get(c) for c in self.plan.carried_columns}
-        out[ROW] = row_index
-        if self.plan.id_column == DEFAULT_ID and DEFAULT_ID not in row:
-            out[DEFAULT_ID] = row_index
-        failed = False
-        for step, r in zip(self.plan.steps, results, strict=True):
-            flatten_result(step.name, r, self._value_names[step.name], out)
-            out[f"{step.name}__cost"] = self._row_cost(step.name, r)
-            self.counts[step.name][r.status] += 1
-            failed = failed or r.status in ("error", "invalid")
-        c = self._c
-        c.done += 1
-        if failed and any(r.error and BUDGET_MARK in r.error for r in results):
-            c.unsent += 1  # not a failure of the row: a later run with more budget sends it
-            c.failed += 1
-        elif failed:
-            c.failed += 1
-            bad = next(r for r in results if r.status in ("error", "invalid"))
-            sig = _failure_signature(bad.error)
-            c.streak = c.streak + 1 if sig == c.streak_sig else 1
-            c.streak_sig = sig
-            limit = self.plan.job.spec.run.stop_after_identical_failures
-            if c.streak >= limit:
-                self._set_abort(RunAborted(
-                    f"{c.streak} rows in a row failed with the same error, stopping instead of failing "
-                    f"every row: {bad.error}"
-                ))
-        else:
-            c.streak = 0
-            c.streak_sig = None
-            if any(r.status == "skipped" for r in results):
-                c.skipped += 1
-            else:
-                c.ok += 1
-        return out
-
-    def _row_cost(self, step: str, r: StepResult) -> float | None:
-        """What the row's answer cost (also when it came from the cache: it was paid once)."""
-        charge = self._charges[step]
-        if charge is None:
-            return None
-        if self._kinds[step] == "transcribe":
-            seconds = r.values.get(f"{step}__duration")
-            return charge.price.audio(seconds) if isinstance(seconds, int | float) else None
-        if r.prompt_tokens is None and r.completion_tokens is None:
-            return None if r.status == "ok" else 0.0
-        return charge.price.tokens(r.prompt_tokens, r.completion_tokens)
-
-    def _skip_reason(self, results: list[StepResult]) -> str | None:
-        for step, r in zip(self.plan.steps, results, strict=False):
-            if r.status != "ok":
-                why = f": {r.error[:300]}" if r.error else ""
-                return f"step `{step.name}` did not succeed ({r.status}{why})"
-        return None
-
-    def _advance_cached(self, ctx: dict[str, Any], results: list[StepResult]) -> Prepared | None:
-        """Complete as many steps as possible without sending.
-
-        Returns None when the row is finished, else the prepared request of the next step to send.
-        """
-        steps = self.plan.steps
-        while len(results) < len(steps):
-            reason = self._skip_reason(results)
-            if reason is not None:
-                results.append(StepResult.skipped(reason))
-                continue
-            r = steps[len(results)].try_cached(ctx)
-            if isinstance(r, Prepared):
-                return r
-            results.append(r)
-            if r.status == "ok":
-                ctx.update(r.values)
-        return None
-
-    async def _row_task(self, row_index: int, ctx: dict[str, Any], results: list[StepResult],
-                        prepared: Prepared, writer: PartWriter, window: asyncio.Semaphore, size: int) -> None:
-        try:
-            steps = self.plan.steps
-            next_prep: Prepared | None = prepared
-            while next_prep is not None:
-                r = await steps[len(results)].run(ctx, next_prep)
-                results.append(r)
-                if r.status == "ok":
-                    ctx.update(r.values)
-                next_prep = self._advance_cached(ctx, results)
-            self._processed += 1
-            writer.add(self._record(row_index, ctx, results))
-        except (Stopped, asyncio.CancelledError):
-            pass  # not written: the row stays to do for the next run
-        except FatalError as exc:
-            self._set_abort(RunAborted(_fatal_message(self.plan, self.plan.steps[len(results)], exc)))
-        except BaseException as exc:  # a bug or a disk error: stop the run, keep what is done
-            self._set_abort(exc)
-        finally:
-            window.release()
-            self._bytes_in_flight -= size
-            if self._bytes_freed is not None:
-                self._bytes_freed.set()
 
     # ----------------------------------------------------------------- run
     def _progress(self) -> Progress:
         el = max(1e-9, asyncio.get_running_loop().time() - self._started)
         s = self.stats
         tokens = s.prompt_tokens + s.completion_tokens
-        rows_done = self._c.done + self._resumed
-        audio_done = audio_left = None
-        audio = [a for a in (step.audio_seconds() for step in self.plan.steps) if a is not None]
-        if audio:
-            audio_done = sum(a[0] for a in audio)
-            measured = max(a[1] for a in audio)
-            if measured:
-                audio_left = audio_done / measured * max(0, self.plan.total_rows - rows_done)
+        engine = self._engine
+        rows = engine.rows if engine is not None else None
+        rows_done = (rows.done if rows else 0) + self._resumed
+        clients = engine.clients.values() if engine is not None else ()
         return Progress(
-            total_rows=self.plan.total_rows, rows_done=rows_done, rows_ok=self._c.ok,
-            rows_failed=self._c.failed, rows_skipped=self._c.skipped, rows_resumed=self._resumed,
+            total_rows=self.plan.total_rows, rows_done=rows_done, rows_ok=rows.ok if rows else 0,
+            rows_failed=rows.failed if rows else 0, rows_skipped=rows.skipped if rows else 0,
+            rows_resumed=self._resumed,
             requests=s.requests, cache_hits=s.cache_hits, retries=s.retries, rate_limited=s.rate_limited,
             tokens=tokens, elapsed_s=el, req_per_min=s.requests / el * 60, tok_per_min=tokens / el * 60,
-            audio_s_done=audio_done, audio_s_left=audio_left,
             cost_usd=s.spend.spent if all(self._charges.values()) else None, budget_usd=self.budget,
-            limits="; ".join(sorted({c.gate.stats().describe() for c in self._client_list})) or None,
+            limits="; ".join(sorted({c.gate.stats().describe() for c in clients})) or None,
+            metrics=({k: dict(v) for k, v in engine.metrics.items()} if engine is not None
+                     else {s.name: dict.fromkeys(s.counters, 0.0) for s in self.plan.steps}),
         )
 
     async def _report(self) -> None:
@@ -320,28 +181,19 @@ class Executor:
             if self.observer:
                 self.observer(self._progress())
 
-    def _halt(self) -> None:
-        """Start no new row or attempt; requests already on the wire finish (their answers are paid for)."""
-        self._stopping = True
-        for t in list(self._tasks):
-            if not any(t in c.inflight for c in self._client_list):
-                t.cancel()
-
-    def _set_abort(self, exc: BaseException) -> None:
-        if self._abort is None:
-            event(log, logging.ERROR, "run.aborted", reason=str(exc)[:1000])
-            self._abort = exc
-            self._halt()
-
     def request_stop(self) -> None:
         """Ctrl-C: the first stops gracefully, the second cancels what is still in flight."""
+        engine = self._engine
         if self._interrupted:
-            for t in list(self._tasks):
-                t.cancel()
+            if engine is not None:
+                engine.cancel_all()
             return
         self._interrupted = True
-        event(log, logging.WARNING, "run.interrupted", in_flight=sum(len(c.inflight) for c in self._client_list))
-        self._halt()
+        event(log, logging.WARNING, "run.interrupted",
+              in_flight=sum(len(c.inflight) for c in engine.clients.values()) if engine is not None else 0)
+        self._stop_requested = True
+        if engine is not None:
+            engine.halt()
 
     async def run(self) -> RunSummary:
         work = WorkDir(self.plan.output, self.plan.fingerprint, self.plan.job.spec.name)
@@ -365,7 +217,6 @@ class Executor:
         event(log, logging.INFO, "run.start", job=plan.job.spec.name, rows=plan.total_rows, resumed=self._resumed)
         writer = PartWriter(work, plan.part_schema, plan.job.spec.run.flush_rows, plan.job.spec.run.flush_interval_s)
         window_size = self._window()
-        window = asyncio.Semaphore(window_size)
         reporter = asyncio.create_task(self._report())
         limits: dict[str, GateStats] = {}
         with contextlib.suppress(NotImplementedError, RuntimeError):
@@ -374,14 +225,11 @@ class Executor:
         try:
             async with new_session(window_size + 16) as session:
                 clients = self._clients(session)
-                self._client_list = list(clients.values())
-                for step in plan.steps:
-                    step.client = clients[step.provider]
-                    step.spawner = self._spawn
-                    step.charge = self._charges[step.name]
-                await self._feed(todo, writer, window)
-                while self._tasks:
-                    await asyncio.wait(set(self._tasks))
+                engine = self._engine = self._engine_for(clients, window_size)
+                if self._stop_requested:
+                    engine.halt()
+                await self._feed(engine, todo, writer)
+                await engine.drain()
                 limits = {name: c.gate.stats() for name, c in clients.items() if c.gate.stats().admitted}
             writer.flush()
         finally:
@@ -392,63 +240,45 @@ class Executor:
             self.cache.close()
         if self.observer:
             self.observer(self._progress())
-        complete = not self._stopping and self._abort is None
-        if isinstance(self._abort, BaseException) and not isinstance(self._abort, RunAborted):
-            raise self._abort
+        abort = engine.abort
+        complete = not engine.stopping and abort is None
+        if isinstance(abort, BaseException) and not isinstance(abort, RunAborted):
+            raise abort
         if complete:
             work.finish(self._final_schema(work, opts.fresh), plan.total_rows, opts.fresh)
         whole = status_counts(work.sources(opts.fresh and not complete), plan.status_columns)
-        failed = self._c.failed + int((prior.failed & ~todo).sum())
+        rows = engine.rows
+        failed = rows.failed + int((prior.failed & ~todo).sum())
         st = self.stats
-        event(log, logging.INFO, "run.end", job=plan.job.spec.name, rows_processed=self._processed, rows_ok=self._c.ok,
-              rows_failed=self._c.failed, rows_skipped=self._c.skipped, requests=st.requests, retries=st.retries,
+        event(log, logging.INFO, "run.end", job=plan.job.spec.name, rows_processed=rows.processed, rows_ok=rows.ok,
+              rows_failed=rows.failed, rows_skipped=rows.skipped, requests=st.requests, retries=st.retries,
               rate_limited=st.rate_limited, cache_hits=st.cache_hits, tokens=st.prompt_tokens + st.completion_tokens,
               elapsed_s=round(time.monotonic() - t0, 3), complete=complete, interrupted=self._interrupted)
         return RunSummary(
             output=str(plan.output), total_rows=plan.total_rows, rows_resumed=self._resumed,
-            rows_processed=self._processed, status_counts=self.counts, stats=self.stats,
+            rows_processed=rows.processed, status_counts=engine.counts, stats=self.stats,
             elapsed_s=time.monotonic() - t0, interrupted=self._interrupted,
-            aborted=str(self._abort) if self._abort is not None else None, failed_rows=failed,
+            aborted=str(abort) if abort is not None else None, failed_rows=failed,
             output_counts=whole,
             cost_usd=self.stats.spend.spent if all(self._charges.values()) else None,
             cost_total_usd=self.stats.spend.total if all(self._charges.values()) else None,
-            budget_usd=self.budget, budget_unsent_rows=self._c.unsent,
+            budget_usd=self.budget, budget_unsent_rows=rows.unsent,
             limits=limits,
         )
 
-    async def _feed(self, todo: Any, writer: PartWriter, window: asyncio.Semaphore) -> None:
-        """Read the input in batches; finish cached rows at once, start tasks for the rest."""
-        first = self.plan.steps[0]
+    async def _feed(self, engine: RowEngine, todo: Any, writer: PartWriter) -> None:
+        """Read the input in batches of rows still to do and hand them to the engine."""
         for df in self.plan.source.batches(BATCH_ROWS):
             rows = df[ROW].to_numpy()
             if not todo[rows].any():
                 continue
             batch = [(row.pop(ROW), row) for row in df.filter(pl.Series(todo[rows])).iter_rows(named=True)]
-            first.prefetch([row for _, row in batch])  # one cache query for the batch, not one per row
-            for idx, row in batch:
-                if self._stopping or self._abort is not None:
-                    return
-                results: list[StepResult] = []
-                prep = self._advance_cached(row, results)
-                if prep is None:
-                    self._processed += 1
-                    writer.add(self._record(idx, row, results))
-                    continue
-                await window.acquire()
-                size = _row_bytes(row)
-                while self._bytes_in_flight and self._bytes_in_flight + size > MAX_BYTES_IN_FLIGHT:
-                    self._bytes_freed = self._bytes_freed or asyncio.Event()
-                    self._bytes_freed.clear()
-                    await self._bytes_freed.wait()
-                if self._stopping or self._abort is not None:
-                    window.release()
-                    return
-                self._bytes_in_flight += size
-                self._spawn(self._row_task(idx, row, results, prep, writer, window, size))
+            if not await engine.feed(batch, writer.add):
+                return
             await asyncio.sleep(0)  # let replies in between batches of cache hits
 
 
 async def execute(plan: Plan, options: RunOptions | None = None,
-                  observer: Callable[[Progress], None] | None = None) -> RunSummary:
+                  observer: Callable[[Progress], None] | None = None, gates: GateFactory | None = None) -> RunSummary:
     """Run a plan to the end (or to a stop); the final file is written when every row is done."""
-    return await Executor(plan, options or RunOptions(), observer).run()
+    return await Executor(plan, options or RunOptions(), observer, gates).run()

@@ -38,6 +38,7 @@ class StepResult:
     completion_tokens: int | None = None
     cached: bool = False
     tokens_estimated: bool = False
+    metrics: dict[str, float] = field(default_factory=dict)  # the kind's counters (`StepRuntime.counters`)
 
     @classmethod
     def skipped(cls, reason: str) -> StepResult:
@@ -62,8 +63,23 @@ class Progress:
     elapsed_s: float
     req_per_min: float
     tok_per_min: float
-    audio_s_done: float | None = None  # audio transcribed so far (None: the job has no transcribe step)
-    audio_s_left: float | None = None  # estimate for the rows still to do, from the mean so far
     cost_usd: float | None = None  # spent by this run's requests (None: some model has no price)
     budget_usd: float | None = None
     limits: str | None = None  # which limit binds, the limits in force and what the server said
+    # per step, the counters its kind declares (e.g. a transcribe step's `audio_s`, `audio_rows`)
+    metrics: dict[str, dict[str, float]] = field(default_factory=dict)
+
+    @property
+    def audio_s_done(self) -> float | None:
+        """Audio transcribed so far (None: no step counts audio)."""
+        audio = [m["audio_s"] for m in self.metrics.values() if "audio_s" in m]
+        return sum(audio) if audio else None
+
+    @property
+    def audio_s_left(self) -> float | None:
+        """Estimate of the audio of the rows still to do, from the mean so far."""
+        done = self.audio_s_done
+        measured = max((m.get("audio_rows", 0) for m in self.metrics.values() if "audio_s" in m), default=0)
+        if done is None or not measured:
+            return None
+        return done / measured * max(0, self.total_rows - self.rows_done)

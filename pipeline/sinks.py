@@ -19,7 +19,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .errors import DiskError, JobError
+from .errors import DiskError, JobError, RunAborted
 from .records import StepResult
 from .sources import ROW
 
@@ -426,6 +426,55 @@ def keep_latest(written: pl.LazyFrame) -> pl.LazyFrame:
     collect them first and pass that: polars sorts the union of the parts with every column loaded
     (vectors included), whatever is selected afterwards."""
     return written.sort([ROW, PART]).unique(subset=[ROW], keep="last", maintain_order=True)
+
+
+@dataclass(frozen=True)
+class VectorColumn:
+    """A kind's declaration: `column` holds vectors of one size, known only once rows are written (or
+    `size` when no row has one). The final file types it `fixed_size_list<item, size>`; rows whose
+    vectors differ in size stop the run before the final file is written."""
+
+    step: str
+    column: str
+    item: pa.DataType
+    size: int | None = None  # when no finished row has a vector (e.g. the model's known size)
+
+    def widen(self, written: pl.LazyFrame, id_column: str) -> pa.Field | None:
+        """The column's final field from every write of every row (`WorkDir.written`; the latest write of
+        a row counts); None when its size is unknown (the column stays a plain list). May raise RunAborted."""
+        col = self.column
+        # The lengths first, streamed part by part: a sort over the parts would load every vector.
+        lengths = written.select(ROW, PART, pl.col(id_column), pl.col(col).list.len().alias("__dim"))
+        sizes = (
+            keep_latest(lengths.collect(engine="streaming").lazy())
+            .filter(pl.col("__dim").is_not_null())
+            .group_by("__dim")
+            .agg(pl.len().alias("rows"), pl.col(id_column).head(5).alias("ids"))
+            .sort("rows", descending=True)
+            .collect()
+        )
+        if sizes.height > 1:
+            shown = "; ".join(
+                f"{d} ({n:,} rows, e.g. {', '.join(map(str, ids))})" for d, n, ids in sizes.iter_rows()
+            )
+            raise RunAborted(
+                f"step `{self.step}`: the vectors of the finished rows differ in size: {shown}. The server "
+                "changed its model between runs? The final file was not written; to embed every row "
+                "again, clear the cache (`pipeline cache clear`) and run with --fresh"
+            )
+        dim = int(sizes["__dim"][0]) if sizes.height else self.size
+        if dim is None:
+            return None
+        return pa.field(col, pa.list_(self.item, dim))
+
+
+# What a kind may declare about its columns' final types (one rule today).
+FinalColumn = VectorColumn
+
+
+def widen_fields(rules: Iterable[FinalColumn], written: pl.LazyFrame, id_column: str) -> list[pa.Field]:
+    """The final fields the rules decide from the written rows (the others keep their part types)."""
+    return [f for rule in rules if (f := rule.widen(written, id_column)) is not None]
 
 
 class PartWriter:

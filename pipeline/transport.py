@@ -3,48 +3,29 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import json
 import logging
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import IO, Any
 
 import aiohttp
 
 from .errors import ConnectError, TransientError
 from .job.profiles import ResolvedProvider
 from .logs import event
+from .requests import HttpRequest, Multipart, StreamAssembler
+
+__all__ = ["HttpRequest", "HttpResponse", "StreamAssembler", "Transport", "new_session"]
 
 log = logging.getLogger(__name__)
 
 # After falling over to a backup URL, try the primary again after this long.
 PRIMARY_RETRY_S = 60.0
-
-
-class StreamAssembler(Protocol):
-    """Turns the events of a server-sent-events answer into the body a non-streamed request gets."""
-
-    def feed(self, data: bytes) -> None: ...
-
-    def finish(self) -> bytes: ...
-
-
-@dataclass(frozen=True)
-class HttpRequest:
-    """What to send: a JSON body, or a multipart form built afresh for every attempt."""
-
-    endpoint: str  # e.g. "/chat/completions"
-    json_body: dict[str, Any] | None = None
-    data: bytes | None = None  # the JSON body already encoded (canonical_json), sent as is
-    form: Callable[[], aiohttp.FormData] | None = None
-    timeout_s: float | None = None  # overrides the provider's timeout (long audio)
-    priority: float = 0.0  # a free concurrency slot goes to the highest first (longest audio first)
-    # A streamed request (SSE): a new assembler per attempt. The timeout then limits the silence
-    # between events, not the whole answer: long generations are what streaming is for.
-    stream: Callable[[], StreamAssembler] | None = None
 
 
 @dataclass(frozen=True)
@@ -114,9 +95,10 @@ class Transport:
             )
         else:
             timeout = aiohttp.ClientTimeout(total=limit, sock_connect=self.provider.connect_timeout_s)
+        opened: list[IO[bytes]] = []
         try:
-            if req.form is not None:
-                data: Any = req.form()
+            if req.multipart is not None:
+                data: Any = _form(req.multipart, opened)
                 headers = self._headers
             else:
                 data = req.data
@@ -149,6 +131,10 @@ class Transport:
         except aiohttp.ClientError as exc:
             self.mark_failing(index)
             raise TransientError(f"network error talking to {base}: {type(exc).__name__}: {exc}") from exc
+        finally:
+            for f in opened:
+                with contextlib.suppress(OSError):
+                    f.close()
 
     async def get(self, endpoint: str) -> HttpResponse:
         """A GET (e.g. /models) against the current URL."""
@@ -163,6 +149,19 @@ class Transport:
             raise ConnectError(f"cannot connect to {base}: {exc.os_error or exc}") from exc
         except (TimeoutError, aiohttp.ClientError) as exc:
             raise TransientError(f"GET {base + endpoint} failed: {type(exc).__name__}: {exc}") from exc
+
+
+def _form(body: Multipart, opened: list[IO[bytes]]) -> aiohttp.FormData:
+    """The multipart body of one attempt; its files are opened here (closed by the caller after the
+    attempt) and read in chunks by aiohttp as it sends, so a file is never held in memory."""
+    form = aiohttp.FormData()
+    for name, value in body.fields:
+        form.add_field(name, value)
+    for part in body.files:
+        f = part.path.open("rb")
+        opened.append(f)
+        form.add_field(part.name, f, filename=part.filename, content_type=part.content_type)
+    return form
 
 
 async def _read_events(resp: aiohttp.ClientResponse, assembler: StreamAssembler) -> bytes:

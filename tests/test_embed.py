@@ -375,6 +375,7 @@ def test_bad_key_stops_the_run_after_one_request(tmp_path: Path, sim_factory: An
 def test_vector_sizes_must_agree(tmp_path: Path) -> None:
     from pipeline.endpoints.embed import EmbedRuntime
     from pipeline.job.model import EmbedStep
+    from pipeline.sinks import widen_fields
 
     spec = EmbedStep(name="e", kind="embed", provider="p", model="custom-model", input="{{ row.t }}")
     rt = EmbedRuntime(spec, "ns", None)
@@ -382,12 +383,12 @@ def test_vector_sizes_must_agree(tmp_path: Path) -> None:
     # row 2 was first written with a 1-dimension vector, then redone by a later run
     frame = pl.LazyFrame({"__row": [0, 1, 2, 2], "__part": [1, 1, 1, 2], "id": ["a", "b", "c", "c"],
                           "e": [[1.0, 2.0], [3.0, 4.0], [1.0], None]}, schema=schema)
-    fields = rt.final_fields(frame, "id")
+    fields = widen_fields(rt.final_columns(), frame, "id")
     assert fields is not None and fields[0].type == pa.list_(pa.float32(), 2)
     mixed = pl.LazyFrame({"__row": [0, 1, 2], "__part": [1, 1, 1], "id": ["a", "b", "c"],
                           "e": [[1.0, 2.0], [3.0, 4.0], [1.0]]}, schema=schema)
     with pytest.raises(RunAborted, match=r"differ in size: 2 \(2 rows, e.g. a, b\); 1 \(1 rows, e.g. c\)"):
-        rt.final_fields(mixed, "id")
+        widen_fields(rt.final_columns(), mixed, "id")
 
 
 # ----- crash recovery
@@ -422,7 +423,7 @@ def test_answers_are_stored_even_when_a_stop_comes_as_they_arrive(tmp_path: Path
             asyncio.get_running_loop().call_soon(task.cancel)  # the stop lands at the next wait
             return Reply(parse(body), 1, False)
 
-        rt.client = SimpleNamespace(call=call, cache=cache, gate=SimpleNamespace(tpm=None))  # type: ignore[assignment]
+        rt.client = SimpleNamespace(call=call, cache=cache, capacity=SimpleNamespace(tpm=None))  # type: ignore[assignment]
         loop = asyncio.get_running_loop()
         slots = [Slot(p.cache_key or "", p, p.tokens, [loop.create_future()]) for p in preps]
         task = asyncio.ensure_future(rt._send(slots))

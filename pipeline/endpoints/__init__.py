@@ -4,17 +4,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..job.model import ChatStep, EmbedStep, StructuredVia, TranscribeStep
+from ..job.model import ChatStep, CompletionStep, EmbedStep, StructuredVia, TranscribeStep
 from ..tokens import counter, tokenizer_for
 from .base import Prepared, StepRuntime
 from .chat import ChatRuntime
+from .completion import CompletionRuntime
 from .embed import EmbedRuntime
 from .transcribe import TranscribeRuntime
 
 __all__ = ["Prepared", "StepRuntime", "build_runtime"]
 
 
-def build_runtime(spec: ChatStep | EmbedStep | TranscribeStep, cache_ns: str, tokenizer: str | None, *,
+def build_runtime(spec: ChatStep | EmbedStep | TranscribeStep | CompletionStep, cache_ns: str,
+                  tokenizer: str | None, *,
                   input_dir: Path | None = None, structured_via: StructuredVia | None = None) -> StepRuntime:
     """The runtime of a step spec (templates compiled; raises JobError on template errors).
 
@@ -28,4 +30,6 @@ def build_runtime(spec: ChatStep | EmbedStep | TranscribeStep, cache_ns: str, to
     count = counter(tokenizer_for(spec.model, tokenizer))
     if isinstance(spec, ChatStep):
         return ChatRuntime(spec, cache_ns, count, structured_via)
+    if isinstance(spec, CompletionStep):
+        return CompletionRuntime(spec, cache_ns, count)
     raise AssertionError(f"unhandled step kind {type(spec).__name__}")

@@ -1,25 +1,28 @@
-"""What every step kind shares: request preparation per row, the call, and the row's result."""
+"""What every step kind shares, and the protocol of a sans-I/O kind: a row becomes request specs, replies
+become a result or further requests; the engine (not the kind) looks up the cache, admits and sends."""
 
 from __future__ import annotations
 
 import asyncio
+import copy
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Callable, Coroutine, Generator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Self
 
 import orjson
-import polars as pl
 import pyarrow as pa
 
 from ..budget import Charge
-from ..calls import CallError, ProviderClient
-from ..errors import JobError, PipelineError, TransientError
+from ..calls import CallError, ProviderClient, Reply
+from ..errors import JobError, PipelineError, RequestError, TransientError
 from ..job.model import Limits
+from ..pricing import Price
 from ..records import Parsed, StepResult
+from ..requests import HttpRequest
 from ..retry import classify
+from ..sinks import FinalColumn
 from ..templating import NullValue, RenderError, Template
-from ..transport import HttpRequest
 
 
 class BadInput(ValueError):
@@ -50,14 +53,37 @@ class Prepared:
     prompt_estimate: int = 0  # our own count, reported when the server sends no usage
 
 
-class StepRuntime(ABC):
-    """A step bound to its provider client. Subclasses build requests and parse answers."""
+# What came of one request: its reply (from the cache or the server), or the failure that ended it.
+Outcome = Reply[Any] | CallError
 
-    client: ProviderClient  # bound by the executor when the run starts
-    # Set by the executor: starts a task it tracks like a row task (see `spawn`).
+
+@dataclass(frozen=True, slots=True)
+class Done:
+    """The end of a row's exchange: its result, cached answers not to keep, re-asks made."""
+
+    result: StepResult
+    drop: tuple[str, ...] = ()  # cache keys of answers not kept for replay (e.g. invalid ones)
+    repairs: int = 0
+
+
+# A row's exchange with the server: yields the requests it needs (all may go at once), receives per
+# request the one actually sent (it may have been re-sent otherwise) and its outcome; returns Done.
+Exchange = Generator[list[Prepared], list[tuple[Prepared, Outcome]], Done]
+
+
+class StepRuntime(ABC):
+    """A step kind: builds requests from rows and turns replies into results; sends nothing itself.
+
+    The engine drives `exchange` for each row (see engine.RowEngine): it answers requests from the
+    cache where it can, sends the others through the provider's client, and hands back what came of
+    them. A kind that must still do its own I/O derives from `SelfDriven` instead.
+    """
+
+    # The run's side, set only on the copy `bind` makes for one engine (a plan's steps stay plain data):
+    client: ProviderClient  # the provider's client
+    # starts a task the engine tracks like a row task (see `spawn`)
     spawner: Callable[[Coroutine[Any, Any, None]], asyncio.Task[None]] | None = None
-    # Set by the executor: how the step's requests are priced (None: no price known for its model).
-    charge: Charge | None = None
+    charge: Charge | None = None  # how the step's requests are priced (None: no price known for its model)
     _ahead: dict[int, Prepared | StepResult] | None = None  # rows prepared by `prefetch`, by id
 
     def __init__(self, name: str, output_column: str, provider: str, cache_ns: str) -> None:
@@ -65,6 +91,22 @@ class StepRuntime(ABC):
         self.output_column = output_column
         self.provider = provider
         self.cache_ns = cache_ns  # provider identity in cache keys ("apiyi", "apiyi@sim", ...)
+
+    def bind(self, client: ProviderClient, spawner: Callable[[Coroutine[Any, Any, None]], asyncio.Task[None]],
+             charge: Charge | None) -> Self:
+        """A copy of this step for one run: bound to the run's client, with the run's state fresh (the
+        step itself is not changed, so one plan can be run by several engines, or rebuilt elsewhere)."""
+        run = copy.copy(self)
+        run.client = client
+        run.spawner = spawner
+        run.charge = charge
+        run._ahead = None
+        run._fresh()
+        return run
+
+    def _fresh(self) -> None:
+        """Start the state one run keeps (on the copy `bind` made); kinds with such state extend it."""
+        return None
 
     @abstractmethod
     def templates(self) -> list[Template]:
@@ -90,9 +132,9 @@ class StepRuntime(ABC):
     def parse(self, body: bytes) -> Parsed:
         """Turn a 2xx body into output values; raise RequestError subclasses when unusable."""
 
-    def audio_seconds(self) -> tuple[float, int] | None:
-        """(audio seconds done, rows they came from) for steps that handle audio; None otherwise."""
-        return None
+    # Names of the counters this kind adds up per step (its results carry them in `StepResult.metrics`):
+    # the engine starts them at 0 and sums them, progress snapshots show them.
+    counters: tuple[str, ...] = ()
 
     def rows_in_flight_hint(self, concurrency: int | None) -> int | None:
         """Rows this step needs in flight to keep `concurrency` requests busy (a step that packs rows
@@ -104,13 +146,10 @@ class StepRuntime(ABC):
         run by the plan before any request. Messages name the step."""
         return []
 
-    def final_fields(self, written: pl.LazyFrame, id_column: str) -> list[pa.Field] | None:
-        """The step's value columns in the final file when they are only known from the finished rows
-        (e.g. a vector size); None when they are `output_fields()`. May raise RunAborted.
-
-        `written` holds every write of every row (`sinks.WorkDir.written`: a row redone by a later run
-        appears again, with a higher `__part`); `sinks.keep_latest` picks the latest."""
-        return None
+    def final_columns(self) -> list[FinalColumn]:
+        """Value columns whose final type the sink decides from the finished rows (e.g. a vector size);
+        the others keep their `output_fields()` type."""
+        return []
 
     def spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         """Start a background task of this step (e.g. a request shared by many rows). Under the executor
@@ -125,6 +164,10 @@ class StepRuntime(ABC):
         self._ahead = {id(r): self._prepare_or_result(r) for r in rows}
         self.client.cache.prefetch(p.cache_key for p in self._ahead.values()
                                    if isinstance(p, Prepared) and p.cache_key is not None)
+
+    def request_for(self, row: Mapping[str, Any]) -> Prepared | StepResult:
+        """The row's first request, or its result when nothing is to be sent (skipped, bad input)."""
+        return self._prepare_or_result(row)
 
     def _prepare_or_result(self, row: Mapping[str, Any]) -> Prepared | StepResult:
         if self._ahead:
@@ -144,6 +187,12 @@ class StepRuntime(ABC):
                 raise
             return StepResult("error", error=f"cannot build the request: {type(exc).__name__}: {exc}")
 
+    def row_cost(self, r: StepResult, price: Price) -> float | None:
+        """What a row's result cost at `price` (None: unknown). Token-priced kinds: its usage."""
+        if r.prompt_tokens is None and r.completion_tokens is None:
+            return None if r.status == "ok" else 0.0
+        return price.tokens(r.prompt_tokens, r.completion_tokens)
+
     def _result(self, prep: Prepared, parsed: Parsed, attempts: int, cached: bool) -> StepResult:
         u = parsed.usage
         return StepResult(
@@ -156,6 +205,45 @@ class StepRuntime(ABC):
             tokens_estimated=bool(u and u.estimated),
         )
 
+    # ----------------------------------------------------------------- the exchange (sans-I/O)
+    def exchange(self, first: Prepared) -> Exchange:
+        """The requests of one row and its result. Plain kinds: one request, its answer is the result."""
+        ((ask, outcome),) = yield [first]
+        if isinstance(outcome, CallError):
+            return Done(StepResult("error", error=outcome.error.short(), attempts=outcome.attempts))
+        return Done(self._result(ask, outcome.parsed, outcome.attempts, outcome.cached))
+
+    def settle(self, first: Prepared, reply: Reply[Any]) -> Done | None:
+        """The row's end when the first request's (cached) reply settles it, without starting the
+        exchange (cache replays of whole jobs go through here); None: run the exchange."""
+        return Done(self._result(first, reply.parsed, reply.attempts, reply.cached))
+
+    def current(self, ask: Prepared) -> Prepared:
+        """`ask` as the server takes it now (a kind may rebuild it when what the server accepts changed)."""
+        return ask
+
+    def serial(self, ask: Prepared) -> asyncio.Lock | None:
+        """A lock to send `ask` under, alone, while the way to send it is still being found; None: none."""
+        return None
+
+    def takes_over(self, ask: Prepared, err: RequestError, cuts: int) -> bool:
+        """Whether a failed attempt of `ask` is answered by the kind (`instead`) rather than retried as
+        it is (`cuts`: this request's cut streams so far)."""
+        return False
+
+    def instead(self, ask: Prepared, err: RequestError) -> Prepared | RequestError:
+        """What to send after `ask` was taken over with `err`; or the error that fails the row."""
+        return err
+
+    def answered(self, ask: Prepared) -> None:
+        """`ask` got an answer: what the kind learned about the server holds (e.g. a form that works)."""
+        return None
+
+
+class SelfDriven(StepRuntime):
+    """A kind that still sends its own requests through its client (embed packs many rows into one
+    request; transcribe reads, probes and splits files): the engine calls `try_cached`, then `run`."""
+
     def try_cached(self, row: Mapping[str, Any]) -> StepResult | Prepared:
         """The row's result when it needs no request (cache hit, or skipped/failed before sending);
         otherwise its prepared request, to hand to `run` so nothing is rendered or looked up twice."""
@@ -165,23 +253,8 @@ class StepRuntime(ABC):
         parsed = self.client.cached(prep.cache_key, self.parse)
         return prep if parsed is None else self._result(prep, parsed, 0, True)
 
+    @abstractmethod
     async def run(self, row: Mapping[str, Any], prepared: Prepared | None = None) -> StepResult:
         """The row's result, sending what is needed. FatalError propagates: it stops the run.
 
         With `prepared` (from a `try_cached` that missed) the cache is not asked again."""
-        prep = prepared if prepared is not None else self._prepare_or_result(row)
-        if isinstance(prep, StepResult):
-            return prep
-        try:
-            reply = await self.client.call(
-                prep.request,
-                tokens=prep.tokens,
-                cache_key=prep.cache_key,
-                check_cache=prepared is None,
-                parse=self.parse,
-                completion_charge=prep.completion_charge,
-                charge=self.charge,
-            )
-        except CallError as exc:
-            return StepResult("error", error=exc.error.short(), attempts=exc.attempts)
-        return self._result(prep, reply.parsed, reply.attempts, reply.cached)

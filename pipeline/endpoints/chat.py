@@ -3,10 +3,11 @@ or its checked fields, in the output columns."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 from collections.abc import Generator, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
@@ -16,10 +17,10 @@ from ..calls import CallError, Reply
 from ..errors import RequestError, RowError, StreamCut, TransientError
 from ..job.model import ChatStep, StructuredVia
 from ..records import Parsed, StepResult, Usage
+from ..requests import HttpRequest
 from ..templating import Template, compile_template
 from ..tokens import Counter, chat_prompt_tokens
-from ..transport import HttpRequest
-from .base import Prepared, StepRuntime, load_json
+from .base import Done, Exchange, Prepared, StepRuntime, load_json
 from .chat_shape import Verdict, build_shape
 from .negotiate import FormChoice, ProviderQuirks, quirks_for, refuses_form
 from .sse import ChatStream
@@ -56,15 +57,6 @@ class _Ask(Prepared):
     n: int = 1
     form: StructuredVia | None = None  # None: the step asks for no schema-shaped answer
     streamed: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class _Resume(Prepared):
-    """A row's dialogue as far as the cache could take it, and the requests it needs next."""
-
-    dialogue: Any = None
-    batch: tuple[_Ask, ...] = ()
-    known: tuple[Reply[ChatAnswer] | None, ...] = ()  # per request of the batch: cached reply, or None
 
 
 Outcome = Reply[ChatAnswer] | CallError
@@ -286,9 +278,9 @@ class ChatRuntime(StepRuntime):
     def _dialogue(self, first: _Ask) -> Dialogue:
         """The requests of one row: the first, then re-asks of invalid choices with what was wrong.
 
-        A generator, so one logic serves both the cache-only pass (`try_cached`) and the sending one
-        (`run`): it yields the requests it needs and receives their replies (or CallErrors), each with the
-        request actually sent (another structured-output form when the server refused the first).
+        A generator, so one logic serves both the engine's cache-only pass and its sending one: it
+        yields the requests it needs and receives their replies (or CallErrors), each with the request
+        actually sent (another structured-output form when the server refused the first).
         """
         ((first, r),) = yield [first]
         if isinstance(r, CallError):
@@ -406,70 +398,45 @@ class ChatRuntime(StepRuntime):
             tokens_estimated=book.estimated,
         )
 
-    def _close(self, end: tuple[StepResult, list[str]]) -> StepResult:
+    # ----------------------------------------------------------------- the exchange the engine drives
+    def _done(self, end: tuple[StepResult, list[str]]) -> Done:
         result, drop = end
-        for key in drop:
-            self.client.cache.delete(key)
-        if self.shape.structured:
-            self.client.stats.repairs += int(result.values.get(self.col_repairs) or 0)
-        return result
+        repairs = int(result.values.get(self.col_repairs) or 0) if self.shape.structured else 0
+        return Done(result, tuple(drop), repairs)
 
-    # ----------------------------------------------------------------- drivers
-    def _cached(self, ask: Prepared) -> Reply[ChatAnswer] | None:
-        if ask.cache_key is None:
-            return None
-        parsed = self.client.cached(ask.cache_key, self.parse)
-        return None if parsed is None else Reply(parsed, 0, True)
+    def exchange(self, first: Prepared) -> Exchange:
+        assert isinstance(first, _Ask)
+        end = yield from self._dialogue(first)  # type: ignore[misc]
+        return self._done(end)
 
-    def try_cached(self, row: Mapping[str, Any]) -> StepResult | Prepared:
-        prep = self._prepare_or_result(row)
-        if isinstance(prep, StepResult):
-            return prep
-        assert isinstance(prep, _Ask)
-        hit = self._cached(prep)
-        if hit is not None:
-            settled = self._settled(prep, hit)
-            if settled is not None:
-                return self._close((settled, []))
-        dialogue = self._dialogue(prep)
-        batch = next(dialogue)
-        first = True
-        while True:
-            known = [hit] if first else [self._cached(ask) for ask in batch]
-            first = False
-            if any(k is None for k in known):
-                return _Resume(
-                    prep.request,
-                    prep.tokens,
-                    prep.cache_key,
-                    prep.completion_charge,
-                    prep.prompt_estimate,
-                    dialogue=dialogue,
-                    batch=tuple(batch),
-                    known=tuple(known),
-                )
-            try:
-                batch = dialogue.send(list(zip(batch, known, strict=True)))  # type: ignore[arg-type]
-            except StopIteration as stop:
-                return self._close(stop.value)
+    def settle(self, first: Prepared, reply: Reply[Any]) -> Done | None:
+        settled = self._settled(first, reply)
+        return None if settled is None else self._done((settled, []))
 
-    def _current(self, ask: _Ask) -> _Ask:
+    def current(self, ask: Prepared) -> _Ask:
         """`ask` as the server takes it now: rebuilt when the form or streaming changed since."""
+        assert isinstance(ask, _Ask)
         if ask.form != self._form() or (ask.streamed and not self._streaming()):
             return self._ask(ask.messages, ask.n)
         return ask
 
-    def _takes_over(self, ask: _Ask, err: RequestError, cuts: int) -> bool:
-        """Whether a failed attempt of `ask` is handled here rather than retried as it is: a refused
-        structured-output form, or a cut stream once the provider's streams are off (`cuts`: this
-        request's cut streams so far)."""
+    def serial(self, ask: Prepared) -> asyncio.Lock | None:
+        """While the form is not yet known to work, first requests go one at a time, so rows sent at
+        once do not each find the same refusal."""
+        choice = self._choice() if isinstance(ask, _Ask) and ask.form is not None else None
+        return choice.lock if choice is not None and not choice.settled else None
+
+    def takes_over(self, ask: Prepared, err: RequestError, cuts: int) -> bool:
+        """A refused structured-output form, or a cut stream once the provider's streams are off."""
+        assert isinstance(ask, _Ask)
         if isinstance(err, StreamCut) and ask.streamed:
             q = self._quirks()
             return q is not None and q.streams.cut(err, cuts)
         return ask.form is not None and refuses_form(err, ask.form)
 
-    def _instead(self, ask: _Ask, err: RequestError) -> _Ask | RequestError:
-        """What to send after `ask` was handed back with `err`; or the error that fails the row."""
+    def instead(self, ask: Prepared, err: RequestError) -> _Ask | RequestError:
+        """The request re-sent in the next structured-output form, or unstreamed."""
+        assert isinstance(ask, _Ask)
         if isinstance(err, StreamCut):
             return self._ask(ask.messages, ask.n)  # streaming is off for the provider now
         choice = self._choice()
@@ -481,94 +448,11 @@ class ChatRuntime(StepRuntime):
             )
         return self._ask(ask.messages, ask.n)
 
-    async def _call(self, ask: _Ask, check_cache: bool) -> tuple[Outcome, bool]:
-        """The outcome of `ask`, and whether its failure was handed back to be handled here."""
-        handed = False
-        cuts = 0
-
-        def hand_back(err: RequestError) -> bool:
-            nonlocal handed, cuts
-            cuts += isinstance(err, StreamCut)
-            handed = self._takes_over(ask, err, cuts)
-            return handed
-
-        try:
-            reply = await self.client.call(
-                ask.request,
-                tokens=ask.tokens,
-                cache_key=ask.cache_key,
-                check_cache=check_cache,
-                parse=self.parse,
-                completion_charge=ask.completion_charge,
-                hand_back=hand_back,
-                charge=self.charge,
-            )
-        except CallError as exc:
-            return exc, handed
-        return reply, False
-
-    async def _send(self, ask: _Ask, check_cache: bool) -> tuple[_Ask, Outcome]:
-        """Send `ask` (re-sent in the next structured-output form when the server refuses one, unstreamed
-        when the provider keeps cutting streams); the request actually answered, and its outcome.
-
-        While the form is not yet known to work, first requests go one at a time, so rows sent at once
-        do not each find the same refusal. A refused attempt does not count against the row."""
-        carried = 0  # failed attempts before the request was re-sent otherwise (counted for the row)
-        while True:
-            ask = self._current(ask)
-            choice = self._choice() if ask.form is not None else None
-            done: tuple[Outcome, bool] | None = None
-            if choice is not None and not choice.settled:
-                async with choice.lock:
-                    if not choice.settled:
-                        ask = self._current(ask)
-                        done = await self._call(ask, check_cache)
-                        if isinstance(done[0], Reply):
-                            choice.confirm(ask.form or choice.form)
-            if done is None:
-                ask = self._current(ask)
-                done = await self._call(ask, check_cache)
-            outcome, handed = done
-            if isinstance(outcome, Reply):
-                q = self._quirks()
-                if ask.streamed and q is not None:
-                    q.streams.ok()
-                if choice is not None and ask.form is not None:
-                    choice.confirm(ask.form)
-                return ask, replace(outcome, attempts=outcome.attempts + carried) if carried else outcome
-            if not handed:
-                return ask, CallError(outcome.error, outcome.attempts + carried)
-            nxt = self._instead(ask, outcome.error)
-            if isinstance(nxt, RequestError):
-                return ask, CallError(nxt, outcome.attempts + carried)
-            # cut streams were real failures; the refused attempt itself is not (earlier ones were)
-            carried += outcome.attempts if isinstance(outcome.error, StreamCut) else outcome.attempts - 1
-            ask, check_cache = nxt, True
-
-    async def run(self, row: Mapping[str, Any], prepared: Prepared | None = None) -> StepResult:
-        """The row's result. From a `try_cached` that stopped, the dialogue goes on where it stopped."""
-        if isinstance(prepared, _Resume):
-            dialogue, batch, known, looked = (
-                prepared.dialogue,
-                list(prepared.batch),
-                list(prepared.known),
-                True,
-            )
-        else:
-            prep = prepared if prepared is not None else self._prepare_or_result(row)
-            if isinstance(prep, StepResult):
-                return prep
-            assert isinstance(prep, _Ask)
-            dialogue = self._dialogue(prep)
-            batch = next(dialogue)
-            known, looked = [None] * len(batch), prepared is not None
-        while True:
-            # sequential on purpose: a request on the wire belongs to this row's task (graceful stop)
-            replies: list[tuple[_Ask, Outcome]] = []
-            for ask, hit in zip(batch, known, strict=True):
-                replies.append((ask, hit) if hit is not None else await self._send(ask, check_cache=not looked))
-            try:
-                batch = dialogue.send(replies)
-            except StopIteration as stop:
-                return self._close(stop.value)
-            known, looked = [None] * len(batch), False
+    def answered(self, ask: Prepared) -> None:
+        assert isinstance(ask, _Ask)
+        q = self._quirks()
+        if ask.streamed and q is not None:
+            q.streams.ok()
+        choice = self._choice() if ask.form is not None else None
+        if choice is not None and ask.form is not None:
+            choice.confirm(ask.form)

@@ -11,21 +11,19 @@ from typing import Any
 
 import numpy as np
 import orjson
-import polars as pl
 import pyarrow as pa
 
 from ..batching import Batcher, Slot, TokenCalibration, apportion
-from ..cache import NoCache, canonical_json, request_key
+from ..cache import canonical_json, request_key
 from ..calls import CallError
-from ..errors import RowError, RunAborted, TransientError
+from ..errors import RowError, TransientError
 from ..job.model import EmbedStep, Limits
 from ..records import Parsed, StepResult, Usage
-from ..sinks import PART, keep_latest
-from ..sources import ROW
+from ..requests import HttpRequest
+from ..sinks import FinalColumn, VectorColumn
 from ..templating import NullValue, RenderError, Template, compile_template
 from ..tokens import CHUNK_CHARS, bpe, counter, encode_safely, exact_tokenizer_for, tokenizer_for
-from ..transport import HttpRequest
-from .base import BadInput, Prepared, StepRuntime, load_json
+from .base import BadInput, Prepared, SelfDriven, load_json
 
 ENDPOINT = "/embeddings"
 # Vector sizes of known models (without `dimensions`): the final column's size when no row succeeded.
@@ -81,7 +79,7 @@ def decode_vector(value: Any) -> tuple[np.ndarray, str | None]:
     raise TransientError(f"an embedding is neither base64 text nor a list of numbers: {str(value)[:60]}")
 
 
-class EmbedRuntime(StepRuntime):
+class EmbedRuntime(SelfDriven):
     def __init__(self, spec: EmbedStep, cache_ns: str, tokenizer: str | None) -> None:
         super().__init__(spec.name, spec.output_column, spec.provider, cache_ns)
         self.spec = spec
@@ -96,6 +94,9 @@ class EmbedRuntime(StepRuntime):
         exact = tokenizer in ("o200k_base", "cl100k_base")
         self._exact = tokenizer if tokenizer and exact else exact_tokenizer_for(spec.model)
         self._trunc_col = f"{spec.name}__truncated"
+        self._fresh()
+
+    def _fresh(self) -> None:
         self._seen_dim: int | None = None  # vector size of this run's first answer
         self.calibration = TokenCalibration()
         self._batcher: Batcher[EmbedPrepared] | None = None
@@ -132,31 +133,10 @@ class EmbedRuntime(StepRuntime):
         batches = min(concurrency or BATCHES_IN_FLIGHT, BATCHES_IN_FLIGHT) + 2
         return self.spec.batch_size * batches
 
-    def final_fields(self, written: pl.LazyFrame, id_column: str) -> list[pa.Field] | None:
-        col = self.output_column
-        # The lengths first, streamed part by part: a sort over the parts would load every vector.
-        lengths = written.select(ROW, PART, pl.col(id_column), pl.col(col).list.len().alias("__dim"))
-        sizes = (
-            keep_latest(lengths.collect(engine="streaming").lazy())
-            .filter(pl.col("__dim").is_not_null())
-            .group_by("__dim")
-            .agg(pl.len().alias("rows"), pl.col(id_column).head(5).alias("ids"))
-            .sort("rows", descending=True)
-            .collect()
-        )
-        if sizes.height > 1:
-            shown = "; ".join(
-                f"{d} ({n:,} rows, e.g. {', '.join(map(str, ids))})" for d, n, ids in sizes.iter_rows()
-            )
-            raise RunAborted(
-                f"step `{self.name}`: the vectors of the finished rows differ in size: {shown}. The server "
-                "changed its model between runs? The final file was not written; to embed every row "
-                "again, clear the cache (`pipeline cache clear`) and run with --fresh"
-            )
-        dim = int(sizes["__dim"][0]) if sizes.height else self._dims or KNOWN_DIMENSIONS.get(self.spec.model)
-        if dim is None:
-            return None  # no vector at all and no known size: the column stays a plain list
-        return [pa.field(col, pa.list_(pa.float32(), dim))]
+    def final_columns(self) -> list[FinalColumn]:
+        # the vector size is only known from the answers: the sink fixes it from the finished rows
+        size = self._dims or KNOWN_DIMENSIONS.get(self.spec.model)
+        return [VectorColumn(self.name, self.output_column, pa.float32(), size)]
 
     # ------------------------------------------------------------------ rows
     def _text(self, row: Mapping[str, Any]) -> str:
@@ -312,11 +292,11 @@ class EmbedRuntime(StepRuntime):
 
     def _packer(self) -> Batcher[EmbedPrepared]:
         if self._batcher is None:
-            gate = self.client.gate
-            items, mbt, self._batch_target = self.batch_limits(gate.token_share(1.0))
+            capacity = self.client.capacity
+            items, mbt, self._batch_target = self.batch_limits(capacity.token_share(1.0))
             self._batcher = Batcher(
                 self._send, max_items=items, max_tokens=mbt, linger_s=LINGER_S,
-                spawn=self.spawn, busy=lambda: gate.stats().waiting > 0,
+                spawn=self.spawn, busy=capacity.busy,
             )
         return self._batcher
 
@@ -326,7 +306,7 @@ class EmbedRuntime(StepRuntime):
         estimate = sum(s.tokens for s in slots)
         body = {"model": self.spec.model, "input": [s.payload.text for s in slots], **self._wire_params}
         data = canonical_json(body)
-        tpm = self.client.gate.tpm
+        tpm = self.client.capacity.tpm
 
         def reserve() -> int:
             # asked when the request reaches the head of the admission queue: what earlier answers
@@ -353,7 +333,7 @@ class EmbedRuntime(StepRuntime):
             shares: list[int | None] = list(apportion(usage.prompt_tokens, [s.tokens for s in slots]))
         else:
             shares = [None] * n
-        if not isinstance(self.client.cache, NoCache):
+        if self.client.cache.enabled:
             # Each row's answer is stored before any row uses it: a re-run (after a crash, or an edit of
             # some rows) finds every row answered here and re-sends only the others, re-packed.
             # (All queued at once, before any wait: a stop arriving meanwhile cannot drop some.)

@@ -10,11 +10,10 @@ import re
 import shutil
 import tempfile
 from collections.abc import Mapping, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
-import aiohttp
 import pyarrow as pa
 
 from .. import audiofiles
@@ -24,10 +23,11 @@ from ..cache import canonical_json, request_key
 from ..calls import CallError, Reply, Stopped
 from ..errors import FatalError
 from ..job.model import TranscribeStep
+from ..pricing import Price
 from ..records import Parsed, StepResult
+from ..requests import FilePart, HttpRequest, Multipart
 from ..templating import RenderError, Template, compile_template
-from ..transport import HttpRequest
-from .base import Prepared, StepRuntime
+from .base import Prepared, SelfDriven
 from .transcripts import Answer, answer_body, join_answers, parse_answer
 
 ENDPOINT = "/audio/transcriptions"
@@ -41,35 +41,6 @@ _ASSUMED_BYTES_PER_S = 4000
 
 SEGMENT = pa.struct([("start", pa.float64()), ("end", pa.float64()), ("text", pa.string())])
 WORD = pa.struct([("start", pa.float64()), ("end", pa.float64()), ("word", pa.string())])
-
-
-class _Upload:
-    """The multipart body of one upload, built afresh for every attempt and streamed from disk.
-
-    aiohttp reads an open file in chunks in its executor as it sends, so a file is never held in
-    memory; the files opened for earlier attempts are closed when the next is built, the last by `close`.
-    """
-
-    def __init__(self, path: Path, filename: str, ext: str, fields: Sequence[tuple[str, str]]) -> None:
-        self.path = path
-        self.filename = filename
-        self.content_type = audiofiles.CONTENT_TYPES.get(ext, "application/octet-stream")
-        self.fields = fields
-        self._open: list[IO[bytes]] = []
-
-    def __call__(self) -> aiohttp.FormData:
-        self.close()
-        f = self.path.open("rb")
-        self._open.append(f)
-        form = aiohttp.FormData()
-        for name, value in self.fields:
-            form.add_field(name, value)
-        form.add_field("file", f, filename=self.filename, content_type=self.content_type)
-        return form
-
-    def close(self) -> None:
-        while self._open:
-            self._open.pop().close()
 
 
 def _safe_filename(path: Path, ext: str) -> str:
@@ -87,7 +58,25 @@ def _form_value(v: Any) -> str:
     return str(v)
 
 
-class TranscribeRuntime(StepRuntime):
+def _form_fields(fields: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
+    """The form fields of a request (a list under a `name[]` key is one field per item)."""
+    out = []
+    for k, v in fields.items():
+        for item in v if isinstance(v, list) and k.endswith("[]") else [v]:
+            out.append((k, _form_value(item)))
+    return tuple(out)
+
+
+@dataclass(frozen=True, slots=True)
+class AudioPrepared(Prepared):
+    """A transcribe row before its file is read: the resolved audio path and the request's fields."""
+
+    path: Path = Path()
+    fields: dict[str, Any] | None = None
+
+
+class TranscribeRuntime(SelfDriven):
+    counters = ("audio_s", "audio_rows")  # audio transcribed, and the rows it came from
     def __init__(self, spec: TranscribeStep, cache_ns: str, input_dir: Path) -> None:
         super().__init__(spec.name, spec.output_column, spec.provider, cache_ns)
         self.spec = spec
@@ -102,9 +91,10 @@ class TranscribeRuntime(StepRuntime):
         grains = spec.timestamp_granularities or []
         self._segments = verbose and (not grains or "segment" in grains)
         self._words = verbose and "word" in grains
-        self._audio_s = 0.0
-        self._audio_rows = 0
-        self._loop: asyncio.AbstractEventLoop | None = None
+        self._fresh()
+
+    def _fresh(self) -> None:
+        self._loop: asyncio.AbstractEventLoop | None = None  # the semaphores below belong to it
         self._probe_slots: asyncio.Semaphore
         self._split_slots: asyncio.Semaphore
 
@@ -123,18 +113,15 @@ class TranscribeRuntime(StepRuntime):
             fields.append(pa.field(f"{self.name}__words", pa.list_(WORD)))
         return fields
 
-    def audio_seconds(self) -> tuple[float, int] | None:
-        return self._audio_s, self._audio_rows
-
-    def prepare(self, row: Mapping[str, Any]) -> Prepared:
-        """The row's form fields and resolved audio path (`file`); the file itself is read by `run`."""
+    def prepare(self, row: Mapping[str, Any]) -> AudioPrepared:
+        """The row's form fields and resolved audio path; the file itself is read by `run`."""
         raw = self._audio.render(row).strip()
         if not raw:
             raise RenderError(f"step `{self.name}`, audio: the path is empty")
         path = Path(raw).expanduser()
         if not path.is_absolute():
             path = self.input_dir / path
-        body: dict[str, Any] = {"file": str(path), "model": self.spec.model, "response_format": self._format}
+        body: dict[str, Any] = {"model": self.spec.model, "response_format": self._format}
         if self._language is not None:
             lang = self._language.render(row).strip()
             if lang:
@@ -147,7 +134,8 @@ class TranscribeRuntime(StepRuntime):
             body["timestamp_granularities[]"] = list(self.spec.timestamp_granularities)
         body.update(self.spec.params)
         # Nothing is reserved against tokens/min: providers bill transcription by audio length.
-        return Prepared(HttpRequest(ENDPOINT, json_body=body), tokens=0, cache_key=None)
+        request = HttpRequest(ENDPOINT, multipart=Multipart(_form_fields(body), (FilePart(path, path.name),)))
+        return AudioPrepared(request, tokens=0, cache_key=None, path=path, fields=body)
 
     def parse(self, body: bytes) -> Parsed:
         return Parsed(self._values(parse_answer(body, self._format)), None)
@@ -187,16 +175,20 @@ class TranscribeRuntime(StepRuntime):
         if isinstance(prep, StepResult):
             return prep
         self._bind_loop()
-        body = dict(prep.request.json_body or {})
-        path = Path(body.pop("file"))
+        assert isinstance(prep, AudioPrepared) and prep.fields is not None
         try:
-            return await self._transcribe(path, body)
+            return await self._transcribe(prep.path, dict(prep.fields))
         except AudioFileError as exc:
             return StepResult("error", error=f"audio: {exc}")
         except CallError as exc:
             return StepResult("error", error=exc.error.short(), attempts=exc.attempts)
         except _PieceFailed as exc:
             return StepResult("error", error=exc.message, attempts=exc.attempts)
+
+    def row_cost(self, r: StepResult, price: Price) -> float | None:
+        """Transcription is billed by the minute: the answer's duration (verbose_json), else unknown."""
+        seconds = r.values.get(f"{self.name}__duration")
+        return price.audio(seconds) if isinstance(seconds, int | float) else None
 
     def _charge(self, seconds: float | None, size: int) -> Charge | None:
         """Transcription is billed by the minute: the file's length, or (unknown) the longest it can be."""
@@ -212,16 +204,13 @@ class TranscribeRuntime(StepRuntime):
         return TIMEOUT_BASE_S + TIMEOUT_PER_AUDIO_MIN_S * seconds / 60 + TIMEOUT_PER_MB_S * size / 1e6
 
     def _request(self, path: Path, ext: str, name: str, fields: dict[str, Any], seconds: float | None,
-                 size: int) -> tuple[HttpRequest, _Upload]:
-        form_fields = []
-        for k, v in fields.items():
-            for item in v if isinstance(v, list) and k.endswith("[]") else [v]:
-                form_fields.append((k, _form_value(item)))
-        upload = _Upload(path, name, ext, form_fields)
+                 size: int) -> HttpRequest:
+        content_type = audiofiles.CONTENT_TYPES.get(ext, "application/octet-stream")
+        body = Multipart(_form_fields(fields), (FilePart(path, name, content_type),))
         # Longest audio first: the run ends when its last request does, so that one should be short.
         priority = seconds if seconds is not None else size / _ASSUMED_BYTES_PER_S
         timeout = self._timeout(seconds, size)
-        return HttpRequest(ENDPOINT, form=upload, timeout_s=timeout, priority=priority), upload
+        return HttpRequest(ENDPOINT, multipart=body, timeout_s=timeout, priority=priority)
 
     async def _transcribe(self, path: Path, fields: dict[str, Any]) -> StepResult:
         info = await asyncio.to_thread(audiofiles.inspect_file, path)
@@ -239,12 +228,9 @@ class TranscribeRuntime(StepRuntime):
         too_long = max_s is not None and seconds is not None and seconds > max_s
         if info.size <= self._max_bytes and not too_long:
             name = _safe_filename(path, info.ext)
-            req, upload = self._request(path, info.ext, name, fields, seconds, info.size)
-            try:
-                reply = await self.client.call(req, tokens=0, cache_key=key, parse=self._parse_answer,
-                                               check_cache=False, charge=self._charge(seconds, info.size))
-            finally:
-                upload.close()
+            req = self._request(path, info.ext, name, fields, seconds, info.size)
+            reply = await self.client.call(req, tokens=0, cache_key=key, parse=self._parse_answer,
+                                           check_cache=False, charge=self._charge(seconds, info.size))
             answer = reply.parsed.values["answer"]
             return self._ok(answer, seconds, attempts=reply.attempts, cached=reply.cached)
         return await self._transcribe_split(info, fields, blob, key, seconds)
@@ -283,14 +269,10 @@ class TranscribeRuntime(StepRuntime):
         async def one(i: int, piece: Piece) -> Reply[Parsed]:
             extra = f"audio-sha256:{info.sha256}|piece:{piece.offset_s:.3f}+{piece.duration_s:.3f}"
             name = f"{stem}.part{i + 1:03d}of{n:03d}.{audiofiles.PIECE_EXT}"
-            req, upload = self._request(piece.path, audiofiles.PIECE_EXT, name, fields, piece.duration_s,
-                                        piece.size)
+            req = self._request(piece.path, audiofiles.PIECE_EXT, name, fields, piece.duration_s, piece.size)
             piece_key = request_key(self.cache_ns, ENDPOINT, blob, extra=extra)
-            try:
-                return await self.client.call(req, tokens=0, cache_key=piece_key, parse=self._parse_answer,
-                                              charge=self._charge(piece.duration_s, piece.size))
-            finally:
-                upload.close()
+            return await self.client.call(req, tokens=0, cache_key=piece_key, parse=self._parse_answer,
+                                          charge=self._charge(piece.duration_s, piece.size))
 
         tasks = [asyncio.create_task(one(i, p)) for i, p in enumerate(pieces)]
         try:
@@ -323,13 +305,11 @@ class TranscribeRuntime(StepRuntime):
         return [t.result() for t in tasks]
 
     def _ok(self, answer: Answer, seconds: float | None, *, attempts: int, cached: bool) -> StepResult:
-        if seconds is not None:
-            self._audio_s += seconds
-            self._audio_rows += 1
         u = answer.usage
         return StepResult("ok", self._values(answer), attempts=attempts,
                           prompt_tokens=u.prompt_tokens if u else None,
-                          completion_tokens=u.completion_tokens if u else None, cached=cached)
+                          completion_tokens=u.completion_tokens if u else None, cached=cached,
+                          metrics={"audio_s": seconds, "audio_rows": 1} if seconds is not None else {})
 
 
 class _PieceFailed(Exception):

@@ -11,7 +11,7 @@ import yaml
 from pydantic import ValidationError
 
 from ..errors import JobError, mask_secrets
-from .model import JobFile, job_json_schema
+from .model import STEP_KINDS, JobFile, job_json_schema
 
 
 @dataclass(frozen=True)
@@ -89,7 +89,7 @@ def _format_errors(exc: ValidationError, path: Path, lines: dict[tuple[Any, ...]
     for err in exc.errors():
         loc = tuple(err["loc"])
         # pydantic puts the union tag ("chat") into loc; it is not a key of the file
-        file_loc = tuple(p for p in loc if not (isinstance(p, str) and p in {"chat", "embed", "transcribe"}
+        file_loc = tuple(p for p in loc if not (isinstance(p, str) and p in STEP_KINDS
                                                 and loc.index(p) > 0 and isinstance(loc[loc.index(p) - 1], int)))
         line = None
         for n in range(len(file_loc), -1, -1):

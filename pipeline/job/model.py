@@ -416,7 +416,27 @@ class EmbedStep(_StepBase):
         return v
 
 
-Step = Annotated[ChatStep | EmbedStep | TranscribeStep, Field(discriminator="kind")]
+_COMPLETION_RESERVED_PARAMS = {"model", "prompt"}
+
+
+class CompletionStep(_StepBase):
+    """One legacy text completion per row (/completions): the text in the output column (a list when n > 1)."""
+
+    kind: Literal["completion"]
+    prompt: str = Field(description="a Jinja2 template; `row.<column>` for the row's values")
+
+    @field_validator("params")
+    @classmethod
+    def _params(cls, v: dict[str, Any]) -> dict[str, Any]:
+        bad = sorted(_COMPLETION_RESERVED_PARAMS & v.keys())
+        if bad:
+            raise ValueError(f"params may not set {', '.join(bad)}: the step builds them "
+                             "(`prompt` is a key of the step)")
+        return v
+
+
+Step = Annotated[ChatStep | EmbedStep | TranscribeStep | CompletionStep, Field(discriminator="kind")]
+STEP_KINDS = ("chat", "embed", "transcribe", "completion")
 
 
 class Output(_Strict):

@@ -43,10 +43,18 @@ EMBED: dict[str, Param] = {
 TRANSCRIBE: dict[str, Param] = {
     "chunking_strategy": Param("any"), "include": Param("array"),
 }
+# POST /completions (legacy; the step builds model and prompt)
+COMPLETION: dict[str, Param] = {
+    "suffix": Param(_STR), "max_tokens": Param(_INT, 0), "temperature": Param(_NUM, 0, 2), "top_p": Param(_NUM, 0, 1),
+    "n": Param(_INT, 1, 128), "logprobs": Param(_INT, 0, 5), "echo": Param(_BOOL), "stop": Param("string_or_array"),
+    "presence_penalty": Param(_NUM, -2, 2), "frequency_penalty": Param(_NUM, -2, 2), "best_of": Param(_INT, 0, 20),
+    "logit_bias": Param(_OBJ), "seed": Param(_INT), "user": Param(_STR),
+}
 BY_KIND: dict[str, tuple[str, dict[str, Param]]] = {
     "chat": ("chat completions (/chat/completions)", CHAT),
     "embed": ("embeddings (/embeddings)", EMBED),
     "transcribe": ("transcriptions (/audio/transcriptions)", TRANSCRIBE),
+    "completion": ("legacy completions (/completions)", COMPLETION),
 }
 
 

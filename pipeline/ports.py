@@ -1,0 +1,94 @@
+"""The seams of the engine as Protocols: what a gate, a transport and a cache must do, and nothing more.
+
+A `ProviderClient` is typed against these, so a pool of keys, a gate leased from another process or a
+test double plugs in without subclassing. Step kinds see a gate only through the read-only `Capacity`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from .job.profiles import ResolvedProvider
+    from .limits import GateStats, Ticket
+    from .requests import HttpRequest
+    from .retry import RateHeaders
+    from .transport import HttpResponse
+
+
+class Gate(Protocol):
+    """Admission of requests to one provider key (see `limits.AdmissionGate`, the local one)."""
+
+    @property
+    def tpm(self) -> int | None: ...
+
+    def check_fits(self, tokens: int) -> None: ...
+
+    def token_share(self, seconds: float = 1.0) -> int | None: ...
+
+    async def admit(self, tokens: int | Callable[[], int], priority: float = 0.0) -> Ticket: ...
+
+    def release(self, ticket: Ticket, actual_tokens: int | None = None, *, rejected: bool = False) -> None: ...
+
+    def observe(self, headers: RateHeaders, ticket: Ticket | None = None) -> None: ...
+
+    def slow_down(self, retry_after: float | None = None, *, ticket: Ticket | None = None,
+                  concurrency: bool = False) -> None: ...
+
+    def stats(self) -> GateStats: ...
+
+
+class GateFactory(Protocol):
+    """Gives the gate for a provider and its key; providers sharing a key and URL share one gate."""
+
+    def __call__(self, provider: ResolvedProvider, api_key: str | None) -> Gate: ...
+
+
+class Transport(Protocol):
+    """Sends one attempt of a request (see `transport.Transport`, the aiohttp one)."""
+
+    async def send(self, req: HttpRequest, key: str | None = None) -> HttpResponse: ...
+
+    async def get(self, endpoint: str) -> HttpResponse: ...
+
+
+class Cache(Protocol):
+    """Answers by request key (see `cache.ResponseCache`; `cache.NoCache` when caching is off)."""
+
+    @property
+    def enabled(self) -> bool: ...
+
+    def get(self, key: str) -> bytes | None: ...
+
+    def prefetch(self, keys: Iterable[str]) -> None: ...
+
+    async def store(self, key: str, body: bytes) -> None: ...
+
+    async def store_many(self, items: Iterable[tuple[str, bytes]]) -> None: ...
+
+    def delete(self, key: str) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class Capacity:
+    """A read-only view of a provider's gate, for the kinds that size their requests by it."""
+
+    __slots__ = ("_gate",)
+
+    def __init__(self, gate: Gate) -> None:
+        self._gate = gate
+
+    @property
+    def tpm(self) -> int | None:
+        """Tokens per period the gate admits at most (None: no token limit)."""
+        return self._gate.tpm
+
+    def token_share(self, seconds: float = 1.0) -> int | None:
+        """The token budget of `seconds` at the limits' pace (None: no token limit)."""
+        return self._gate.token_share(seconds)
+
+    def busy(self) -> bool:
+        """True while requests wait for admission (a batch may then grow instead of going out)."""
+        return self._gate.stats().waiting > 0
