@@ -12,7 +12,7 @@ import logging
 from collections import Counter
 from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, cast
 
 from .budget import MARK as BUDGET_MARK
 from .budget import Charge
@@ -21,6 +21,7 @@ from .endpoints import Prepared, StepRuntime
 from .endpoints.base import Done, Exchange, Outcome, SelfDriven
 from .errors import FatalError, RequestError, RunAborted, StreamCut
 from .logs import event
+from .packing import Packer, PackingKind
 from .records import StepResult
 from .sinks import flatten_result
 from .sources import ROW
@@ -32,6 +33,9 @@ log = logging.getLogger(__name__)
 MAX_BYTES_IN_FLIGHT = 64 * 2**20
 
 Record = dict[str, Any]
+
+# How long an open pack (rows sharing one request) waits for more rows once none arrive (loop time).
+PACK_LINGER_S = 0.005
 
 
 def _row_bytes(row: dict[str, Any]) -> int:
@@ -119,6 +123,7 @@ class RowEngine:
         # this engine's copies of the steps, bound to its clients (the plan's steps are left as they are)
         self.steps = [s.bind(self.clients[s.provider], self.spawn, self.charges.get(s.name)) for s in steps]
         self._by_name = {s.name: s for s in self.steps}
+        self._packers: dict[str, Packer[Any]] = {}  # per step that packs rows: its packer (made on first use)
 
     # ----------------------------------------------------------------- feeding rows
     async def process(self, rows: Iterable[tuple[int, dict[str, Any]]]) -> list[Record]:
@@ -272,6 +277,8 @@ class RowEngine:
             done = step.settle(prep, hit)
             if done is not None:
                 return self._close(step, done)
+        if step.packs_rows:
+            return prep  # for the step's packer (`_run_step`)
         exchange = step.exchange(prep)
         batch = next(exchange)
         known = [hit]
@@ -289,6 +296,9 @@ class RowEngine:
         """The step's result, sending what the exchange still needs (from where the cache pass stopped)."""
         if isinstance(step, SelfDriven):
             return await step.run(ctx, prepared)
+        if step.packs_rows:
+            assert prepared.cache_key is not None
+            return await self._packer(step).submit(prepared.cache_key, prepared, prepared.tokens)
         assert isinstance(prepared, _Resume) and prepared.exchange is not None
         exchange, batch, known = prepared.exchange, list(prepared.batch), list(prepared.known)
         looked = True  # the cache pass asked the cache for this batch already
@@ -302,6 +312,14 @@ class RowEngine:
             except StopIteration as stop:
                 return self._close(step, stop.value)
             known, looked = [None] * len(batch), False
+
+    def _packer(self, step: StepRuntime) -> Packer[Any]:
+        packer = self._packers.get(step.name)
+        if packer is None:
+            packer = Packer(cast(PackingKind[Any], step), self.clients[step.provider], spawn=self.spawn,
+                            charge=step.charge, linger_s=PACK_LINGER_S)
+            self._packers[step.name] = packer
+        return packer
 
     async def _call(self, step: StepRuntime, ask: Prepared, check_cache: bool) -> tuple[Outcome, bool]:
         """The outcome of `ask`, and whether its failure was taken over by the kind."""

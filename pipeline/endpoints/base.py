@@ -76,7 +76,8 @@ class StepRuntime(ABC):
 
     The engine drives `exchange` for each row (see engine.RowEngine): it answers requests from the
     cache where it can, sends the others through the provider's client, and hands back what came of
-    them. A kind that must still do its own I/O derives from `SelfDriven` instead.
+    them; a kind that packs many rows into one request (`packs_rows`) has its rows sent by the
+    engine's packer (see packing.py). A kind that must still do its own I/O derives from `SelfDriven`.
     """
 
     # The run's side, set only on the copy `bind` makes for one engine (a plan's steps stay plain data):
@@ -131,6 +132,10 @@ class StepRuntime(ABC):
     @abstractmethod
     def parse(self, body: bytes) -> Parsed:
         """Turn a 2xx body into output values; raise RequestError subclasses when unusable."""
+
+    # True for a kind that packs many rows into one request (see `packing.PackingKind` for what it then
+    # gives the engine): a row the cache does not answer goes to the step's packer, not to `exchange`.
+    packs_rows: bool = False
 
     # Names of the counters this kind adds up per step (its results carry them in `StepResult.metrics`):
     # the engine starts them at 0 and sums them, progress snapshots show them.
@@ -241,8 +246,8 @@ class StepRuntime(ABC):
 
 
 class SelfDriven(StepRuntime):
-    """A kind that still sends its own requests through its client (embed packs many rows into one
-    request; transcribe reads, probes and splits files): the engine calls `try_cached`, then `run`."""
+    """A kind that still sends its own requests through its client (transcribe: it reads, probes and
+    splits files, and sends the pieces at once): the engine calls `try_cached`, then `run`."""
 
     def try_cached(self, row: Mapping[str, Any]) -> StepResult | Prepared:
         """The row's result when it needs no request (cache hit, or skipped/failed before sending);
