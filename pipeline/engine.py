@@ -8,19 +8,21 @@ test) can call `process` on a list of rows.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections import Counter
-from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, cast
 
 from .budget import MARK as BUDGET_MARK
 from .budget import Charge
 from .calls import CallError, ProviderClient, Reply, RunStats, Stopped
 from .endpoints import Prepared, StepRuntime
-from .endpoints.base import Done, Exchange, Outcome, SelfDriven
+from .endpoints.base import Done, Exchange, Local, Lookup, Need, Outcome, ProveKey
 from .errors import FatalError, RequestError, RunAborted, StreamCut
 from .logs import event
+from .packing import Packer, PackingKind
 from .records import StepResult
 from .sinks import flatten_result
 from .sources import ROW
@@ -33,10 +35,21 @@ MAX_BYTES_IN_FLIGHT = 64 * 2**20
 
 Record = dict[str, Any]
 
+# How long an open pack (rows sharing one request) waits for more rows once none arrive (loop time).
+PACK_LINGER_S = 0.005
+
 
 def _row_bytes(row: dict[str, Any]) -> int:
     """About what a row's input holds in memory: its text and bytes, 8 per other value."""
     return sum(len(v) if isinstance(v, str | bytes) else 8 for v in row.values())
+
+
+def _retrieve(tasks: Sequence[asyncio.Task[Any]]) -> None:
+    """Mark every finished task's exception as seen (asyncio logs unseen ones)."""
+    for t in tasks:
+        if t.done() and not t.cancelled():
+            with contextlib.suppress(BaseException):
+                t.exception()
 
 
 def _failure_signature(error: str | None) -> str:
@@ -50,7 +63,7 @@ class _Resume(Prepared):
     """A row's exchange as far as the cache could take it, and the requests it needs next."""
 
     exchange: Exchange | None = None
-    batch: tuple[Prepared, ...] = ()
+    batch: tuple[Prepared, ...] | Need = ()  # the requests it needs next, or what else it needs
     known: tuple[Reply[Any] | None, ...] = ()  # per request of the batch: cached reply, or None
 
 
@@ -119,6 +132,7 @@ class RowEngine:
         # this engine's copies of the steps, bound to its clients (the plan's steps are left as they are)
         self.steps = [s.bind(self.clients[s.provider], self.spawn, self.charges.get(s.name)) for s in steps]
         self._by_name = {s.name: s for s in self.steps}
+        self._packers: dict[str, Packer[Any]] = {}  # per step that packs rows: its packer (made on first use)
 
     # ----------------------------------------------------------------- feeding rows
     async def process(self, rows: Iterable[tuple[int, dict[str, Any]]]) -> list[Record]:
@@ -262,8 +276,6 @@ class RowEngine:
     def _try_cached(self, step: StepRuntime, ctx: dict[str, Any]) -> StepResult | Prepared:
         """The step's result when the cache holds every answer it needs (or nothing is to be sent);
         otherwise the exchange as far as the cache took it, for `_run_step` to go on with."""
-        if isinstance(step, SelfDriven):
-            return step.try_cached(ctx)
         prep = step.request_for(ctx)
         if isinstance(prep, StepResult):
             return prep
@@ -272,36 +284,125 @@ class RowEngine:
             done = step.settle(prep, hit)
             if done is not None:
                 return self._close(step, done)
+        if step.packs_rows:
+            return prep  # for the step's packer (`_run_step`)
         exchange = step.exchange(prep)
         batch = next(exchange)
         known = [hit]
         while True:
-            if any(k is None for k in known):
+            if not isinstance(batch, list) or any(k is None for k in known):
+                # local work, a key to prove, or an answer the cache lacks: the row's task goes on
+                pending = batch if not isinstance(batch, list) else tuple(batch)
                 return _Resume(prep.request, prep.tokens, prep.cache_key, prep.completion_charge,
-                               prep.prompt_estimate, exchange=exchange, batch=tuple(batch), known=tuple(known))
+                               prep.prompt_estimate, exchange=exchange, batch=pending, known=tuple(known))
             try:
-                batch = exchange.send(list(zip(batch, known, strict=True)))  # type: ignore[arg-type]
+                batch = exchange.send(list(zip(batch, known, strict=True)))
             except StopIteration as stop:
-                return self._close(step, stop.value)
-            known = [self._cached(step, ask) for ask in batch]
+                done = stop.value
+                if done.store:  # (answers to keep come from requests sent; written here all the same)
+                    self.spawn(self._store(step, done))
+                return self._close(step, done)
+            known = [self._cached(step, ask) for ask in batch] if isinstance(batch, list) else []
 
     async def _run_step(self, step: StepRuntime, ctx: dict[str, Any], prepared: Prepared) -> StepResult:
         """The step's result, sending what the exchange still needs (from where the cache pass stopped)."""
-        if isinstance(step, SelfDriven):
-            return await step.run(ctx, prepared)
+        if step.packs_rows:
+            assert prepared.cache_key is not None
+            return await self._packer(step).submit(prepared.cache_key, prepared, prepared.tokens)
         assert isinstance(prepared, _Resume) and prepared.exchange is not None
-        exchange, batch, known = prepared.exchange, list(prepared.batch), list(prepared.known)
+        exchange, batch, known = prepared.exchange, prepared.batch, list(prepared.known)
         looked = True  # the cache pass asked the cache for this batch already
-        while True:
-            # sequential on purpose: a request on the wire belongs to this row's task (graceful stop)
-            replies: list[tuple[Prepared, Outcome]] = []
-            for ask, hit in zip(batch, known, strict=True):
-                replies.append((ask, hit) if hit is not None else await self._send(step, ask, not looked))
+        cleanups: list[Callable[[], Awaitable[None]]] = []
+        try:
+            while True:
+                answer: Any
+                if not isinstance(batch, tuple | list):
+                    answer = await self._need(step, batch, cleanups)
+                elif step.sends_at_once and len(batch) > 1:
+                    answer = await self._send_at_once(step, [
+                        (ask, hit) for ask, hit in zip(batch, known or [None] * len(batch), strict=True)
+                    ], not looked)
+                else:
+                    # one after the other: a request on the wire belongs to this row's task (graceful stop)
+                    answer = []
+                    for ask, hit in zip(batch, known or [None] * len(batch), strict=True):
+                        answer.append((ask, hit) if hit is not None else await self._send(step, ask, not looked))
+                try:
+                    nxt = exchange.send(answer)
+                except StopIteration as stop:
+                    done: Done = stop.value
+                    if done.store:
+                        await self._store(step, done)
+                    return self._close(step, done)
+                batch = tuple(nxt) if isinstance(nxt, list) else nxt
+                known, looked = [], False
+        finally:
+            for cleanup in cleanups:
+                await cleanup()
+
+    async def _need(self, step: StepRuntime, need: Need, cleanups: list[Callable[[], Awaitable[None]]]) -> Any:
+        """What the engine found for a row's need (see endpoints.base.Need)."""
+        client = self.clients[step.provider]
+        if isinstance(need, Local):
+            if need.cleanup is not None:
+                cleanups.append(need.cleanup)
+            return await need.work()
+        if isinstance(need, Lookup):
+            parsed = client.cached(need.key, step.parse)
+            return None if parsed is None else Reply(parsed, 0, True)
+        assert isinstance(need, ProveKey)
+        await client.verify_key()
+        return None
+
+    async def _store(self, step: StepRuntime, done: Done) -> None:
+        cache = self.clients[step.provider].cache
+        for key, body in done.store:
+            await cache.store(key, body)
+
+    async def _send_at_once(self, step: StepRuntime, batch: list[tuple[Prepared, Reply[Any] | None]],
+                            check_cache: bool) -> list[tuple[Prepared, Outcome]]:
+        """Send every request of `batch` at once, each in its own task; what came of each, in order.
+
+        When the row's task is cancelled (a stop), requests already on the wire are let finish, so
+        their answers land in the cache; the others are dropped. A FatalError (then a Stopped) of any
+        request is raised over the others' outcomes."""
+        client = self.clients[step.provider]
+
+        async def one(ask: Prepared, hit: Reply[Any] | None) -> tuple[Prepared, Outcome]:
+            return (ask, hit) if hit is not None else await self._send(step, ask, check_cache)
+
+        tasks = [asyncio.create_task(one(ask, hit)) for ask, hit in batch]
+        try:
+            await asyncio.wait(tasks)
+        except asyncio.CancelledError:
+            for t in tasks:
+                if t not in client.inflight:
+                    t.cancel()
             try:
-                batch = exchange.send(replies)
-            except StopIteration as stop:
-                return self._close(step, stop.value)
-            known, looked = [None] * len(batch), False
+                await asyncio.wait(tasks)
+            finally:
+                for t in tasks:
+                    t.cancel()
+                _retrieve(tasks)
+            raise
+        _retrieve(tasks)
+        errors = [t.exception() for t in tasks if not t.cancelled() and t.exception() is not None]
+        for kind in (FatalError, Stopped):
+            for e in errors:
+                if isinstance(e, kind):
+                    raise e
+        for e in errors:
+            if e is not None:
+                raise e
+        return [t.result() for t in tasks]
+
+    def _packer(self, step: StepRuntime) -> Packer[Any]:
+        packer = self._packers.get(step.name)
+        if packer is None:
+            packer = Packer(cast(PackingKind[Any], step), self.clients[step.provider], spawn=self.spawn,
+                            charge=step.charge, linger_s=PACK_LINGER_S)
+            self._packers[step.name] = packer
+        return packer
 
     async def _call(self, step: StepRuntime, ask: Prepared, check_cache: bool) -> tuple[Outcome, bool]:
         """The outcome of `ask`, and whether its failure was taken over by the kind."""
@@ -318,7 +419,7 @@ class RowEngine:
             reply = await self.clients[step.provider].call(
                 ask.request, tokens=ask.tokens, cache_key=ask.cache_key, check_cache=check_cache,
                 parse=step.parse, completion_charge=ask.completion_charge, hand_back=hand_back,
-                charge=step.charge,
+                charge=ask.priced if ask.priced is not None else step.charge,
             )
         except CallError as exc:
             return exc, handed

@@ -406,6 +406,7 @@ def test_answers_are_stored_even_when_a_stop_comes_as_they_arrive(tmp_path: Path
     from pipeline.calls import Reply
     from pipeline.endpoints.embed import EmbedRuntime
     from pipeline.job.model import EmbedStep
+    from pipeline.packing import Packer
     from pipeline.sim.embeddings import embeddings_response
 
     texts = [f"text {i}" for i in range(50)]
@@ -423,10 +424,12 @@ def test_answers_are_stored_even_when_a_stop_comes_as_they_arrive(tmp_path: Path
             asyncio.get_running_loop().call_soon(task.cancel)  # the stop lands at the next wait
             return Reply(parse(body), 1, False)
 
-        rt.client = SimpleNamespace(call=call, cache=cache, capacity=SimpleNamespace(tpm=None))  # type: ignore[assignment]
+        client = SimpleNamespace(call=call, cache=cache, capacity=SimpleNamespace(
+            tpm=None, token_share=lambda s: None, busy=lambda: False))
+        packer = Packer(rt, client, spawn=asyncio.ensure_future, charge=None, linger_s=0.005)  # type: ignore[arg-type]
         loop = asyncio.get_running_loop()
         slots = [Slot(p.cache_key or "", p, p.tokens, [loop.create_future()]) for p in preps]
-        task = asyncio.ensure_future(rt._send(slots))
+        task = asyncio.ensure_future(packer._send(slots))
         with pytest.raises(asyncio.CancelledError):
             await task
         await asyncio.sleep(0.01)

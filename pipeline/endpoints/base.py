@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import copy
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Coroutine, Generator, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Generator, Mapping
 from dataclasses import dataclass
 from typing import Any, Self
 
@@ -51,6 +51,7 @@ class Prepared:
     cache_key: str | None
     completion_charge: int | None = None
     prompt_estimate: int = 0  # our own count, reported when the server sends no usage
+    priced: Charge | None = None  # how this request is priced, when not as the step's (e.g. by its audio)
 
 
 # What came of one request: its reply (from the cache or the server), or the failure that ended it.
@@ -64,11 +65,39 @@ class Done:
     result: StepResult
     drop: tuple[str, ...] = ()  # cache keys of answers not kept for replay (e.g. invalid ones)
     repairs: int = 0
+    store: tuple[tuple[str, bytes], ...] = ()  # answers to keep (key, body), e.g. a split file's joined one
 
+
+@dataclass(frozen=True, slots=True)
+class Local:
+    """Local work a row needs between its requests (reading a file, splitting it): the engine awaits
+    `work()` and sends its value back (expected failures are values too); `cleanup` (if any) is
+    awaited when the row's step ends, however it ends (e.g. removing the pieces of a split file)."""
+
+    work: Callable[[], Awaitable[Any]]
+    cleanup: Callable[[], Awaitable[None]] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Lookup:
+    """Ask the cache for `key`: the engine sends back the cached reply (parsed by the step's `parse`) or None."""
+
+    key: str
+
+
+@dataclass(frozen=True, slots=True)
+class ProveKey:
+    """Prove the provider's key with a free request before long uploads (asked once per client); the
+    engine sends back None."""
+
+
+# What a row may need besides requests.
+Need = Local | Lookup | ProveKey
 
 # A row's exchange with the server: yields the requests it needs (all may go at once), receives per
 # request the one actually sent (it may have been re-sent otherwise) and its outcome; returns Done.
-Exchange = Generator[list[Prepared], list[tuple[Prepared, Outcome]], Done]
+# It may also yield a `Need`, and then receives what the engine found.
+Exchange = Generator[list[Prepared] | Need, Any, Done]
 
 
 class StepRuntime(ABC):
@@ -76,7 +105,9 @@ class StepRuntime(ABC):
 
     The engine drives `exchange` for each row (see engine.RowEngine): it answers requests from the
     cache where it can, sends the others through the provider's client, and hands back what came of
-    them. A kind that must still do its own I/O derives from `SelfDriven` instead.
+    them; a kind that packs many rows into one request (`packs_rows`) has its rows sent by the
+    engine's packer (see packing.py). Local work (reading or splitting a file) is a `Local` need the
+    engine awaits; the kind never touches the client, the cache or a gate.
     """
 
     # The run's side, set only on the copy `bind` makes for one engine (a plan's steps stay plain data):
@@ -131,6 +162,14 @@ class StepRuntime(ABC):
     @abstractmethod
     def parse(self, body: bytes) -> Parsed:
         """Turn a 2xx body into output values; raise RequestError subclasses when unusable."""
+
+    # True for a kind that packs many rows into one request (see `packing.PackingKind` for what it then
+    # gives the engine): a row the cache does not answer goes to the step's packer, not to `exchange`.
+    packs_rows: bool = False
+
+    # True when the requests of one yielded list go at once, each in its own task (a stop lets those on
+    # the wire finish); otherwise one after the other, in the row's task.
+    sends_at_once: bool = False
 
     # Names of the counters this kind adds up per step (its results carry them in `StepResult.metrics`):
     # the engine starts them at 0 and sums them, progress snapshots show them.
@@ -238,23 +277,3 @@ class StepRuntime(ABC):
     def answered(self, ask: Prepared) -> None:
         """`ask` got an answer: what the kind learned about the server holds (e.g. a form that works)."""
         return None
-
-
-class SelfDriven(StepRuntime):
-    """A kind that still sends its own requests through its client (embed packs many rows into one
-    request; transcribe reads, probes and splits files): the engine calls `try_cached`, then `run`."""
-
-    def try_cached(self, row: Mapping[str, Any]) -> StepResult | Prepared:
-        """The row's result when it needs no request (cache hit, or skipped/failed before sending);
-        otherwise its prepared request, to hand to `run` so nothing is rendered or looked up twice."""
-        prep = self._prepare_or_result(row)
-        if isinstance(prep, StepResult) or prep.cache_key is None:
-            return prep
-        parsed = self.client.cached(prep.cache_key, self.parse)
-        return prep if parsed is None else self._result(prep, parsed, 0, True)
-
-    @abstractmethod
-    async def run(self, row: Mapping[str, Any], prepared: Prepared | None = None) -> StepResult:
-        """The row's result, sending what is needed. FatalError propagates: it stops the run.
-
-        With `prepared` (from a `try_cached` that missed) the cache is not asked again."""

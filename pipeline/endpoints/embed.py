@@ -1,11 +1,14 @@
-"""The `embed` step: one vector per row, rows packed into shared /embeddings requests, cached per row."""
+"""The `embed` step: one vector per row, rows packed into shared /embeddings requests, cached per row.
+
+The kind sends nothing: it prepares each row's input and gives the engine's packer (`packing.Packer`)
+the pure functions that build a pack's request, read its answer and split it into per-row answers."""
 
 from __future__ import annotations
 
 import base64
 import binascii
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,9 +16,8 @@ import numpy as np
 import orjson
 import pyarrow as pa
 
-from ..batching import Batcher, Slot, TokenCalibration, apportion
 from ..cache import canonical_json, request_key
-from ..calls import CallError
+from ..calls import Reply
 from ..errors import RowError, TransientError
 from ..job.model import EmbedStep, Limits
 from ..records import Parsed, StepResult, Usage
@@ -23,7 +25,7 @@ from ..requests import HttpRequest
 from ..sinks import FinalColumn, VectorColumn
 from ..templating import NullValue, RenderError, Template, compile_template
 from ..tokens import CHUNK_CHARS, bpe, counter, encode_safely, exact_tokenizer_for, tokenizer_for
-from .base import BadInput, Prepared, SelfDriven, load_json
+from .base import BadInput, Done, Prepared, StepRuntime, load_json
 
 ENDPOINT = "/embeddings"
 # Vector sizes of known models (without `dimensions`): the final column's size when no row succeeded.
@@ -32,9 +34,7 @@ KNOWN_DIMENSIONS = {
 }
 # Estimated tokens per request when the provider sets no token budget (OpenAI allows 300,000).
 DEFAULT_MAX_BATCH_TOKENS = 100_000
-# How long an open batch waits for more rows once none arrive (loop time).
-LINGER_S = 0.005
-# Default batch size as a share of one second of the token budget (see _packer): ten fit a second.
+# Default batch size as a share of one second of the token budget (see batch_limits): ten fit a second.
 BATCH_SHARE = 0.1
 # Requests of one step kept filled with rows at once, at most (bounds the rows held in memory).
 BATCHES_IN_FLIGHT = 16
@@ -79,7 +79,7 @@ def decode_vector(value: Any) -> tuple[np.ndarray, str | None]:
     raise TransientError(f"an embedding is neither base64 text nor a list of numbers: {str(value)[:60]}")
 
 
-class EmbedRuntime(SelfDriven):
+class EmbedRuntime(StepRuntime):
     def __init__(self, spec: EmbedStep, cache_ns: str, tokenizer: str | None) -> None:
         super().__init__(spec.name, spec.output_column, spec.provider, cache_ns)
         self.spec = spec
@@ -98,9 +98,6 @@ class EmbedRuntime(SelfDriven):
 
     def _fresh(self) -> None:
         self._seen_dim: int | None = None  # vector size of this run's first answer
-        self.calibration = TokenCalibration()
-        self._batcher: Batcher[EmbedPrepared] | None = None
-        self._batch_target: int | None = None  # default batch size in reserved tokens, if any
 
     # ------------------------------------------------------------------ plan
     def templates(self) -> list[Template]:
@@ -204,26 +201,17 @@ class EmbedRuntime(SelfDriven):
             prompt_tokens=tokens, completion_tokens=0, cached=cached, tokens_estimated=estimated,
         )
 
-    def try_cached(self, row: Mapping[str, Any]) -> StepResult | Prepared:
-        prep = self._prepare_or_result(row)
-        if isinstance(prep, StepResult) or prep.cache_key is None:
-            return prep
-        assert isinstance(prep, EmbedPrepared)
-        parsed = self.client.cached(prep.cache_key, self.parse)
-        if parsed is None:
-            return prep
-        vector = parsed.values[self.output_column]
+    # Rows are packed into shared requests: the engine hands each to the step's packer (`packing`).
+    packs_rows = True
+
+    def settle(self, first: Prepared, reply: Reply[Any]) -> Done:
+        """A row answered by the cache (its own entry, written when its pack was answered)."""
+        assert isinstance(first, EmbedPrepared)
+        vector = reply.parsed.values[self.output_column]
         problem = self._dim_problem(len(vector))
         if problem is not None:
-            return StepResult("error", error=problem)
-        return self._ok(prep, vector, parsed.usage, 0, True)
-
-    async def run(self, row: Mapping[str, Any], prepared: Prepared | None = None) -> StepResult:
-        prep = prepared if prepared is not None else self.try_cached(row)
-        if isinstance(prep, StepResult):
-            return prep
-        assert isinstance(prep, EmbedPrepared) and prep.cache_key is not None
-        return await self._packer().submit(prep.cache_key, prep, prep.tokens)
+            return Done(StepResult("error", error=problem))
+        return Done(self._ok(first, vector, reply.parsed.usage, reply.attempts, reply.cached))
 
     # ------------------------------------------------------------------ answers
     def parse(self, body: bytes) -> Parsed:
@@ -286,69 +274,37 @@ class EmbedRuntime(SelfDriven):
             # per-second server allows, and several of them fit one second evenly.
             mbt = DEFAULT_MAX_BATCH_TOKENS
             if token_share_1s is not None and BATCH_SHARE * token_share_1s < mbt:
-                target = int(BATCH_SHARE * token_share_1s)  # in tokens reserved: see _send
+                target = int(BATCH_SHARE * token_share_1s)  # in tokens reserved: see packing.Packer
                 mbt = max(1, target)
         return self.spec.batch_size, mbt, target
 
-    def _packer(self) -> Batcher[EmbedPrepared]:
-        if self._batcher is None:
-            capacity = self.client.capacity
-            items, mbt, self._batch_target = self.batch_limits(capacity.token_share(1.0))
-            self._batcher = Batcher(
-                self._send, max_items=items, max_tokens=mbt, linger_s=LINGER_S,
-                spawn=self.spawn, busy=capacity.busy,
-            )
-        return self._batcher
+    def pack_limits(self, token_share_1s: int | None) -> tuple[int, int, int | None]:
+        return self.batch_limits(token_share_1s)
 
-    async def _send(self, slots: list[Slot[EmbedPrepared]]) -> None:
-        """One /embeddings request for `slots`; store each row's vector, then hand it to its rows."""
-        n = len(slots)
-        estimate = sum(s.tokens for s in slots)
-        body = {"model": self.spec.model, "input": [s.payload.text for s in slots], **self._wire_params}
-        data = canonical_json(body)
-        tpm = self.client.capacity.tpm
+    def pack_request(self, inputs: Sequence[EmbedPrepared]) -> HttpRequest:
+        body = {"model": self.spec.model, "input": [p.text for p in inputs], **self._wire_params}
+        return HttpRequest(ENDPOINT, data=canonical_json(body))
 
-        def reserve() -> int:
-            # asked when the request reaches the head of the admission queue: what earlier answers
-            # taught about the provider's counts applies, even to a batch that queued meanwhile
-            tokens = self.calibration.reserve(estimate)
-            return min(tokens, tpm) if tpm is not None and estimate <= tpm else tokens
-
-        reply = await self.client.call(
-            HttpRequest(ENDPOINT, data=data), tokens=reserve, cache_key=None,
-            parse=lambda b: self._packed(b, n, estimate), completion_charge=0, charge=self.charge,
-        )
-        vectors, b64s, usage = reply.parsed.values["answer"]
-        for s in slots:
-            s.attempts += reply.attempts
-        problem = self._dim_problem(len(vectors[0]))
-        if problem is not None:
-            raise CallError(RowError(problem), 0)
-        if not usage.estimated:
-            self.calibration.observe(estimate, usage.prompt_tokens)
-            if self._batch_target is not None and self._batcher is not None:
-                # batches are packed by estimate but reserve the calibrated amount: size them so
-                # that what they reserve, not what they are estimated at, is the target
-                self._batcher.max_tokens = max(1, int(self._batch_target / self.calibration.factor))
-            shares: list[int | None] = list(apportion(usage.prompt_tokens, [s.tokens for s in slots]))
-        else:
-            shares = [None] * n
-        if self.client.cache.enabled:
-            # Each row's answer is stored before any row uses it: a re-run (after a crash, or an edit of
-            # some rows) finds every row answered here and re-sends only the others, re-packed.
-            # (All queued at once, before any wait: a stop arriving meanwhile cannot drop some.)
-            model = self.spec.model
-            rows = zip(slots, vectors, b64s, shares, strict=True)
-            await self.client.cache.store_many([(s.key, _row_entry(model, v, b, t)) for s, v, b, t in rows])
-        for s, vec, share in zip(slots, vectors, shares, strict=True):
-            first = self._ok(s.payload, vec, usage, s.attempts, False, share)
-            # rows sharing one input: the first carries its tokens, so the rows' tokens sum to the usage
-            others = first if share is None else self._ok(s.payload, vec, usage, s.attempts, False, 0)
-            s.settle([first, *[others] * (len(s.waiters) - 1)])
-
-    def _packed(self, body: bytes, n: int, estimate: int) -> Parsed:
+    def parse_pack(self, body: bytes, n: int, estimate: int) -> Parsed:
         vectors, b64s, usage = self._parse_answer(body, n, estimate)
-        return Parsed({"answer": (vectors, b64s, usage)}, usage)
+        return Parsed({"answer": (vectors, b64s)}, usage)
+
+    def pack_problem(self, parsed: Parsed) -> str | None:
+        vectors, _ = parsed.values["answer"]
+        return self._dim_problem(len(vectors[0]))
+
+    def row_entries(self, parsed: Parsed, shares: Sequence[int | None]) -> list[bytes]:
+        vectors, b64s = parsed.values["answer"]
+        model = self.spec.model
+        return [_row_entry(model, v, b, t) for v, b, t in zip(vectors, b64s, shares, strict=True)]
+
+    def row_results(self, payload: EmbedPrepared, parsed: Parsed, index: int, share: int | None,
+                    attempts: int, waiters: int) -> list[StepResult]:
+        vec = parsed.values["answer"][0][index]
+        first = self._ok(payload, vec, parsed.usage, attempts, False, share)
+        # rows sharing one input: the first carries its tokens, so the rows' tokens sum to the usage
+        others = first if share is None else self._ok(payload, vec, parsed.usage, attempts, False, 0)
+        return [first, *[others] * (waiters - 1)]
 
 
 def _row_entry(model: str, vector: np.ndarray, b64: str | None, tokens: int | None) -> bytes:

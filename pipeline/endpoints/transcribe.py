@@ -1,18 +1,21 @@
-"""The `transcribe` step: one audio file per row, streamed as multipart; oversized files split and joined."""
+"""The `transcribe` step: one audio file per row, streamed as multipart; oversized files split and joined.
+
+The kind sends nothing: a row's exchange asks the engine to inspect the file (local work), to look its
+content's answer up in the cache, to probe its duration, to prove the key, and to send the file, or its
+pieces (split by ffmpeg, local work) all at once; the joined answer is handed back for the cache."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
 import re
 import shutil
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Generator, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pyarrow as pa
 
@@ -20,14 +23,13 @@ from .. import audiofiles
 from ..audiofiles import AudioFile, AudioFileError, Piece
 from ..budget import Charge
 from ..cache import canonical_json, request_key
-from ..calls import CallError, Reply, Stopped
-from ..errors import FatalError
+from ..calls import CallError, Reply
 from ..job.model import TranscribeStep
 from ..pricing import Price
 from ..records import Parsed, StepResult
 from ..requests import FilePart, HttpRequest, Multipart
 from ..templating import RenderError, Template, compile_template
-from .base import Prepared, SelfDriven
+from .base import Done, Exchange, Local, Lookup, Need, Outcome, Prepared, ProveKey, StepRuntime
 from .transcripts import Answer, answer_body, join_answers, parse_answer
 
 ENDPOINT = "/audio/transcriptions"
@@ -38,6 +40,8 @@ TIMEOUT_PER_AUDIO_MIN_S = 12.0
 TIMEOUT_PER_MB_S = 8.0
 # Without a duration (no ffmpeg), assume the lowest common speech bitrate: 32 kbit/s = 4 kB per second.
 _ASSUMED_BYTES_PER_S = 4000
+
+T = TypeVar("T")
 
 SEGMENT = pa.struct([("start", pa.float64()), ("end", pa.float64()), ("text", pa.string())])
 WORD = pa.struct([("start", pa.float64()), ("end", pa.float64()), ("word", pa.string())])
@@ -75,7 +79,7 @@ class AudioPrepared(Prepared):
     fields: dict[str, Any] | None = None
 
 
-class TranscribeRuntime(SelfDriven):
+class TranscribeRuntime(StepRuntime):
     counters = ("audio_s", "audio_rows")  # audio transcribed, and the rows it came from
     def __init__(self, spec: TranscribeStep, cache_ns: str, input_dir: Path) -> None:
         super().__init__(spec.name, spec.output_column, spec.provider, cache_ns)
@@ -114,7 +118,7 @@ class TranscribeRuntime(SelfDriven):
         return fields
 
     def prepare(self, row: Mapping[str, Any]) -> AudioPrepared:
-        """The row's form fields and resolved audio path; the file itself is read by `run`."""
+        """The row's form fields and resolved audio path; the file itself is read in `exchange`."""
         raw = self._audio.render(row).strip()
         if not raw:
             raise RenderError(f"step `{self.name}`, audio: the path is empty")
@@ -138,9 +142,6 @@ class TranscribeRuntime(SelfDriven):
         return AudioPrepared(request, tokens=0, cache_key=None, path=path, fields=body)
 
     def parse(self, body: bytes) -> Parsed:
-        return Parsed(self._values(parse_answer(body, self._format)), None)
-
-    def _parse_answer(self, body: bytes) -> Parsed:
         answer = parse_answer(body, self._format)
         return Parsed({"answer": answer}, answer.usage)
 
@@ -169,21 +170,99 @@ class TranscribeRuntime(SelfDriven):
             self._probe_slots = asyncio.Semaphore(2 * cpus)
             self._split_slots = asyncio.Semaphore(cpus)  # each split keeps an ffmpeg busy on one core
 
-    async def run(self, row: Mapping[str, Any], prepared: Prepared | None = None) -> StepResult:
+    # The pieces of a split file go at once (each waits for its own slot).
+    sends_at_once = True
+
+    def exchange(self, first: Prepared) -> Exchange:
         """Check and hash the file, answer from the cache, or upload it (split first when too big)."""
-        prep = prepared if prepared is not None else self._prepare_or_result(row)
-        if isinstance(prep, StepResult):
-            return prep
+        assert isinstance(first, AudioPrepared) and first.fields is not None
+        path, fields = first.path, dict(first.fields)
+        info = yield Local(lambda: _or_error(asyncio.to_thread(audiofiles.inspect_file, path)))
+        if isinstance(info, AudioFileError):
+            return _audio_error(info)
+        assert isinstance(info, AudioFile)
+        blob = canonical_json(fields)
+        # The content hash, not the path, keys the answer: a renamed or copied file is not paid twice.
+        key = request_key(self.cache_ns, ENDPOINT, blob, extra=f"audio-sha256:{info.sha256}")
+        hit = yield Lookup(key)
+        if hit is not None:
+            answer: Answer = hit.parsed.values["answer"]
+            return Done(self._ok(answer, answer.duration, attempts=0, cached=True))
+        seconds = yield Local(lambda: _or_error(self._probe(path, info.ext)))
+        if isinstance(seconds, AudioFileError):
+            return _audio_error(seconds)
+        yield ProveKey()
+        max_s = self.spec.max_duration_s
+        too_long = max_s is not None and seconds is not None and seconds > max_s
+        if info.size <= self._max_bytes and not too_long:
+            name = _safe_filename(path, info.ext)
+            req = self._request(path, info.ext, name, fields, seconds, info.size)
+            ((_, outcome),) = yield [Prepared(req, 0, key, priced=self._charge(seconds, info.size))]
+            if isinstance(outcome, CallError):
+                return Done(StepResult("error", error=outcome.error.short(), attempts=outcome.attempts))
+            answer = outcome.parsed.values["answer"]
+            return Done(self._ok(answer, seconds, attempts=outcome.attempts, cached=outcome.cached))
+        return (yield from self._split(info, fields, blob, key, seconds))
+
+    async def _probe(self, path: Path, ext: str) -> float | None:
         self._bind_loop()
-        assert isinstance(prep, AudioPrepared) and prep.fields is not None
-        try:
-            return await self._transcribe(prep.path, dict(prep.fields))
-        except AudioFileError as exc:
-            return StepResult("error", error=f"audio: {exc}")
-        except CallError as exc:
-            return StepResult("error", error=exc.error.short(), attempts=exc.attempts)
-        except _PieceFailed as exc:
-            return StepResult("error", error=exc.message, attempts=exc.attempts)
+        async with self._probe_slots:
+            return await audiofiles.probe_duration(path, ext)
+
+    def _split(self, info: AudioFile, fields: dict[str, Any], blob: bytes, key: str,
+               seconds: float | None) -> Generator[list[Prepared] | Need, Any, Done]:
+        if audiofiles.ffmpeg_exe() is None:
+            return _audio_error(AudioFileError(
+                f"{info.path} is over max_upload_mb ({info.size:,} bytes) and splitting it needs ffmpeg: "
+                "install the imageio-ffmpeg package"))
+        made: list[Path] = []
+
+        async def split() -> list[Piece] | AudioFileError:
+            tmp = Path(tempfile.mkdtemp(prefix="pipeline-split-"))
+            made.append(tmp)
+            self._bind_loop()
+            async with self._split_slots:
+                return await _or_error(audiofiles.split(info.path, tmp, max_bytes=self._max_bytes,
+                                                        max_duration_s=self.spec.max_duration_s))
+
+        async def remove() -> None:
+            for tmp in made:
+                await asyncio.to_thread(shutil.rmtree, tmp, True)
+
+        pieces = yield Local(split, remove)
+        if isinstance(pieces, AudioFileError):
+            return _audio_error(pieces)
+        replies: list[tuple[Prepared, Outcome]] = yield self._pieces(info, pieces, fields, blob)
+        n = len(pieces)
+        for i, (_, r) in enumerate(replies):
+            if isinstance(r, CallError):
+                p = pieces[i]
+                return Done(StepResult(
+                    "error", attempts=r.attempts,
+                    error=f"piece {i + 1}/{n} ({p.offset_s:.1f}-{p.offset_s + p.duration_s:.1f} s) of "
+                          f"{info.path.name}: {r.error.short()}"))
+        done = [r for _, r in replies if isinstance(r, Reply)]
+        answers = [r.parsed.values["answer"] for r in done]
+        answer = join_answers([(p.offset_s, a) for p, a in zip(pieces, answers, strict=True)], self._format)
+        total = seconds if seconds is not None else pieces[-1].offset_s + pieces[-1].duration_s
+        # The joined answer is this file's answer: a later run (or a renamed copy) needs no ffmpeg at all.
+        return Done(self._ok(answer, total, attempts=sum(r.attempts for r in done),
+                             cached=all(r.cached for r in done)),
+                    store=((key, answer_body(answer, self._format)),))
+
+    def _pieces(self, info: AudioFile, pieces: list[Piece], fields: dict[str, Any],
+                blob: bytes) -> list[Prepared]:
+        """One request per piece, in piece order (each keyed by the file's content and its place)."""
+        n = len(pieces)
+        stem = re.sub(r"[^A-Za-z0-9._-]+", "_", info.path.stem).strip("._")[:60] or "audio"
+        asks = []
+        for i, piece in enumerate(pieces):
+            extra = f"audio-sha256:{info.sha256}|piece:{piece.offset_s:.3f}+{piece.duration_s:.3f}"
+            name = f"{stem}.part{i + 1:03d}of{n:03d}.{audiofiles.PIECE_EXT}"
+            req = self._request(piece.path, audiofiles.PIECE_EXT, name, fields, piece.duration_s, piece.size)
+            asks.append(Prepared(req, 0, request_key(self.cache_ns, ENDPOINT, blob, extra=extra),
+                                 priced=self._charge(piece.duration_s, piece.size)))
+        return asks
 
     def row_cost(self, r: StepResult, price: Price) -> float | None:
         """Transcription is billed by the minute: the answer's duration (verbose_json), else unknown."""
@@ -212,98 +291,6 @@ class TranscribeRuntime(SelfDriven):
         timeout = self._timeout(seconds, size)
         return HttpRequest(ENDPOINT, multipart=body, timeout_s=timeout, priority=priority)
 
-    async def _transcribe(self, path: Path, fields: dict[str, Any]) -> StepResult:
-        info = await asyncio.to_thread(audiofiles.inspect_file, path)
-        blob = canonical_json(fields)
-        # The content hash, not the path, keys the answer: a renamed or copied file is not paid twice.
-        key = request_key(self.cache_ns, ENDPOINT, blob, extra=f"audio-sha256:{info.sha256}")
-        hit = self.client.cached(key, self._parse_answer)
-        if hit is not None:
-            answer: Answer = hit.values["answer"]
-            return self._ok(answer, answer.duration, attempts=0, cached=True)
-        async with self._probe_slots:
-            seconds = await audiofiles.probe_duration(path, info.ext)
-        await self.client.verify_key()
-        max_s = self.spec.max_duration_s
-        too_long = max_s is not None and seconds is not None and seconds > max_s
-        if info.size <= self._max_bytes and not too_long:
-            name = _safe_filename(path, info.ext)
-            req = self._request(path, info.ext, name, fields, seconds, info.size)
-            reply = await self.client.call(req, tokens=0, cache_key=key, parse=self._parse_answer,
-                                           check_cache=False, charge=self._charge(seconds, info.size))
-            answer = reply.parsed.values["answer"]
-            return self._ok(answer, seconds, attempts=reply.attempts, cached=reply.cached)
-        return await self._transcribe_split(info, fields, blob, key, seconds)
-
-    async def _transcribe_split(self, info: AudioFile, fields: dict[str, Any], blob: bytes, key: str,
-                                seconds: float | None) -> StepResult:
-        if audiofiles.ffmpeg_exe() is None:
-            raise AudioFileError(f"{info.path} is over max_upload_mb ({info.size:,} bytes) and splitting it "
-                                 "needs ffmpeg: install the imageio-ffmpeg package")
-        tmp = Path(tempfile.mkdtemp(prefix="pipeline-split-"))
-        try:
-            async with self._split_slots:
-                pieces = await audiofiles.split(info.path, tmp, max_bytes=self._max_bytes,
-                                                max_duration_s=self.spec.max_duration_s)
-            replies = await self._send_pieces(info, pieces, fields, blob)
-        finally:
-            await asyncio.to_thread(shutil.rmtree, tmp, True)
-        answers = [r.parsed.values["answer"] for r in replies]
-        answer = join_answers([(p.offset_s, a) for p, a in zip(pieces, answers, strict=True)], self._format)
-        # The joined answer is this file's answer: a later run (or a renamed copy) needs no ffmpeg at all.
-        await self.client.cache.store(key, answer_body(answer, self._format))
-        total = seconds if seconds is not None else pieces[-1].offset_s + pieces[-1].duration_s
-        return self._ok(answer, total, attempts=sum(r.attempts for r in replies),
-                        cached=all(r.cached for r in replies))
-
-    async def _send_pieces(self, info: AudioFile, pieces: list[Piece], fields: dict[str, Any],
-                           blob: bytes) -> list[Reply[Parsed]]:
-        """Upload every piece at once (each waits for its own slot); answers in piece order.
-
-        Each piece is its own task. When the run stops (this task is cancelled), pieces already on the
-        wire are let finish, so their answers land in the cache; the others are dropped.
-        """
-        n = len(pieces)
-        stem = re.sub(r"[^A-Za-z0-9._-]+", "_", info.path.stem).strip("._")[:60] or "audio"
-
-        async def one(i: int, piece: Piece) -> Reply[Parsed]:
-            extra = f"audio-sha256:{info.sha256}|piece:{piece.offset_s:.3f}+{piece.duration_s:.3f}"
-            name = f"{stem}.part{i + 1:03d}of{n:03d}.{audiofiles.PIECE_EXT}"
-            req = self._request(piece.path, audiofiles.PIECE_EXT, name, fields, piece.duration_s, piece.size)
-            piece_key = request_key(self.cache_ns, ENDPOINT, blob, extra=extra)
-            return await self.client.call(req, tokens=0, cache_key=piece_key, parse=self._parse_answer,
-                                          charge=self._charge(piece.duration_s, piece.size))
-
-        tasks = [asyncio.create_task(one(i, p)) for i, p in enumerate(pieces)]
-        try:
-            await asyncio.wait(tasks)
-        except asyncio.CancelledError:
-            for t in tasks:
-                if t not in self.client.inflight:
-                    t.cancel()
-            try:
-                await asyncio.wait(tasks)
-            finally:
-                for t in tasks:
-                    t.cancel()
-                _retrieve(tasks)
-            raise
-        _retrieve(tasks)
-        errors = [t.exception() for t in tasks if not t.cancelled() and t.exception() is not None]
-        for kind in (FatalError, Stopped):
-            for e in errors:
-                if isinstance(e, kind):
-                    raise e
-        for i, t in enumerate(tasks):
-            exc = t.exception()
-            if isinstance(exc, CallError):
-                p = pieces[i]
-                raise _PieceFailed(f"piece {i + 1}/{n} ({p.offset_s:.1f}-{p.offset_s + p.duration_s:.1f} s) "
-                                   f"of {info.path.name}: {exc.error.short()}", exc.attempts)
-            if exc is not None:
-                raise exc
-        return [t.result() for t in tasks]
-
     def _ok(self, answer: Answer, seconds: float | None, *, attempts: int, cached: bool) -> StepResult:
         u = answer.usage
         return StepResult("ok", self._values(answer), attempts=attempts,
@@ -312,18 +299,13 @@ class TranscribeRuntime(SelfDriven):
                           metrics={"audio_s": seconds, "audio_rows": 1} if seconds is not None else {})
 
 
-class _PieceFailed(Exception):
-    """A piece of a split file failed for good: the row fails, naming the piece."""
+async def _or_error(work: Awaitable[T]) -> T | AudioFileError:
+    """What `work` gives, or the AudioFileError it raised (the row then fails, naming the problem)."""
+    try:
+        return await work
+    except AudioFileError as exc:
+        return exc
 
-    def __init__(self, message: str, attempts: int) -> None:
-        super().__init__(message)
-        self.message = message
-        self.attempts = attempts
 
-
-def _retrieve(tasks: Sequence[asyncio.Task[Any]]) -> None:
-    """Mark every finished task's exception as seen (asyncio logs unseen ones)."""
-    for t in tasks:
-        if t.done() and not t.cancelled():
-            with contextlib.suppress(BaseException):
-                t.exception()
+def _audio_error(exc: AudioFileError) -> Done:
+    return Done(StepResult("error", error=f"audio: {exc}"))
