@@ -152,8 +152,9 @@ def build_plan(
         problems += check_columns(
             [(t, "columns available here are") for t in rt.templates()], available
         )
+        param_kind = "responses" if getattr(step, "api", "chat") == "responses" else step.kind
         param_problems, param_notes = check_params(
-            step.kind, step.params, step.name, step.provider, resolved.extra_params if resolved else "error"
+            param_kind, step.params, step.name, step.provider, resolved.extra_params if resolved else "error"
         )
         problems += param_problems
         notes += param_notes

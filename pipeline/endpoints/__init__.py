@@ -10,6 +10,7 @@ from .base import Prepared, StepRuntime
 from .chat import ChatRuntime
 from .completion import CompletionRuntime
 from .embed import EmbedRuntime
+from .responses import ResponsesRuntime
 from .transcribe import TranscribeRuntime
 
 __all__ = ["Prepared", "StepRuntime", "build_runtime"]
@@ -28,6 +29,8 @@ def build_runtime(spec: ChatStep | EmbedStep | TranscribeStep | CompletionStep, 
     if isinstance(spec, EmbedStep):
         return EmbedRuntime(spec, cache_ns, tokenizer)
     count = counter(tokenizer_for(spec.model, tokenizer))
+    if isinstance(spec, ChatStep) and spec.api == "responses":
+        return ResponsesRuntime(spec, cache_ns, count)
     if isinstance(spec, ChatStep):
         return ChatRuntime(spec, cache_ns, count, structured_via)
     if isinstance(spec, CompletionStep):

@@ -160,6 +160,11 @@ _RESERVED_PARAMS = {"model", "messages", "stream_options"}
 _STEP_KEYS = {
     "tools": "tools", "tool_choice": "tool_choice", "functions": "tools", "function_call": "tool_choice",
 }
+# Chat completions parameters with no Responses API equivalent (`api: responses` refuses them).
+RESPONSES_CHAT_ONLY = frozenset({
+    "n", "stop", "presence_penalty", "frequency_penalty", "seed", "logprobs", "top_logprobs", "logit_bias",
+    "modalities", "audio", "prediction", "web_search_options",
+})
 _TOOL_NAME = re.compile(r"^[A-Za-z0-9_\-]{1,64}$")
 
 
@@ -225,6 +230,10 @@ class ChatStep(_StepBase):
     repair_attempts: int = Field(2, ge=0, le=10, description="re-asks of an invalid answer, with the reason")
     keep_raw: bool = Field(
         False, description="keep every raw answer in `<step>__raw` (it is always kept for invalid rows)"
+    )
+    api: Literal["chat", "responses"] = Field(
+        "chat", description="send as chat completions (/chat/completions) or to the Responses API (/responses): "
+        "same messages, schema, tools and columns"
     )
 
     @field_validator("params")
@@ -301,7 +310,25 @@ class ChatStep(_StepBase):
         if self.output_layout == "struct" and self.labels is not None:
             raise ValueError(f"step `{self.name}`: output_layout struct does not apply to labels "
                              "(the label is one column)")
+        if self.api == "responses":
+            self._responses_only()
         return self
+
+    def _responses_only(self) -> None:
+        """What a step sent to the Responses API cannot ask for (checked before any request)."""
+        chat_only = sorted(k for k in self.params if k in RESPONSES_CHAT_ONLY)
+        if chat_only:
+            raise ValueError(
+                f"step `{self.name}` has api: responses, but params {', '.join(chat_only)} are chat completions "
+                "parameters the Responses API has no equivalent for: remove them, or use api: chat")
+        if self.params.get("stream"):
+            raise ValueError(f"step `{self.name}` has api: responses with params.stream: streaming is not "
+                             "supported for api: responses yet (answers are the same unstreamed); remove it, "
+                             "or use api: chat")
+        if self.structured_via not in (None, "json_schema"):
+            raise ValueError(f"step `{self.name}` has api: responses with structured_via {self.structured_via}: "
+                             "the Responses API is asked for structured output as text.format json_schema only; "
+                             "remove structured_via, or use api: chat")
 
     @property
     def structured(self) -> bool:

@@ -50,11 +50,24 @@ COMPLETION: dict[str, Param] = {
     "presence_penalty": Param(_NUM, -2, 2), "frequency_penalty": Param(_NUM, -2, 2), "best_of": Param(_INT, 0, 20),
     "logit_bias": Param(_OBJ), "seed": Param(_INT), "user": Param(_STR),
 }
+# POST /responses (`api: responses` on a chat step): chat names that map are accepted (max_tokens and
+# max_completion_tokens -> max_output_tokens, reasoning_effort -> reasoning.effort, verbosity -> text.verbosity)
+RESPONSES: dict[str, Param] = {
+    "temperature": Param(_NUM, 0, 2), "top_p": Param(_NUM, 0, 1),
+    "max_tokens": Param(_INT, 16), "max_completion_tokens": Param(_INT, 16), "max_output_tokens": Param(_INT, 16),
+    "stream": Param(_BOOL), "user": Param(_STR), "parallel_tool_calls": Param(_BOOL),
+    "service_tier": Param(_STR, choices=("auto", "default", "flex", "scale", "priority")),
+    "reasoning_effort": Param(_STR, choices=("minimal", "low", "medium", "high")),
+    "verbosity": Param(_STR, choices=("low", "medium", "high")), "store": Param(_BOOL),
+    "metadata": Param(_OBJ), "prompt_cache_key": Param(_STR), "safety_identifier": Param(_STR),
+    "truncation": Param(_STR, choices=("auto", "disabled")),
+}
 BY_KIND: dict[str, tuple[str, dict[str, Param]]] = {
     "chat": ("chat completions (/chat/completions)", CHAT),
     "embed": ("embeddings (/embeddings)", EMBED),
     "transcribe": ("transcriptions (/audio/transcriptions)", TRANSCRIBE),
     "completion": ("legacy completions (/completions)", COMPLETION),
+    "responses": ("the Responses API (/responses)", RESPONSES),
 }
 
 
