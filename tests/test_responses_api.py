@@ -98,7 +98,6 @@ def test_incomplete_is_finish_reason_length(tmp_path: Path, sim: Any) -> None:
 @pytest.mark.parametrize(("extra", "needle"), [
     ({"params": {"stop": ["x"]}}, "params stop are chat completions parameters"),
     ({"params": {"n": 2}}, "params n are chat completions parameters"),
-    ({"params": {"stream": True}}, "streaming is not supported for api: responses"),
     ({"structured_via": "tools"}, "text.format json_schema only"),
 ])
 def test_chat_only_settings_are_refused_before_any_request(tmp_path: Path, extra: dict[str, Any],
@@ -164,3 +163,23 @@ def test_tools_are_sent_in_the_responses_shape(tmp_path: Path, sim: Any) -> None
     assert values and set(outs["responses"]["entities__status"]) == {"ok"}
     assert outs["responses"].select(values).equals(outs["chat"].select(values))
     assert set(outs["responses"]["entities__finish_reason"]) == set(outs["chat"]["entities__finish_reason"])
+
+
+def test_streamed_events_are_assembled_cached_and_cuts_retried(tmp_path: Path, sim: Any) -> None:
+    run_job(label_job(tmp_path, sim.url, "chat", rows=6))
+    df = pl.read_csv(ROOT / "sample_data" / "reviews.csv").head(6)
+    sim.set_faults([FaultRule("truncated_stream", when_contains=f"Product: {df['product'][2]}\\n", times=1)])
+    params = {"temperature": 0, "max_tokens": 400, "stream": True}
+    summary = run_job(label_job(tmp_path, sim.url, "responses", rows=6, params=params))
+    streamed = [r for r in sent(sim, "/responses") if r.body and r.body.get("stream")]
+    assert len(streamed) == summary.stats.requests == 7, "6 rows, one cut stream sent again"
+    resp = pl.read_parquet(tmp_path / "out_responses.parquet")
+    chat = pl.read_parquet(tmp_path / "out_chat.parquet")
+    values = [c for c in chat.columns if c.startswith("analysis_") and not c.startswith("analysis__")]
+    assert set(resp["analysis__status"]) == {"ok"}
+    assert resp.select(values).equals(chat.select(values))
+    assert (resp["analysis__completion_tokens"] > 0).all()
+    # cached as the unstreamed Response: the same step without stream is answered from the cache
+    params.pop("stream")
+    again = run_job(label_job(tmp_path, sim.url, "responses", rows=6, params=params), fresh=True)
+    assert again.stats.requests == 0 and again.stats.cache_hits == 6

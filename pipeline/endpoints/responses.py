@@ -22,6 +22,7 @@ from .base import Prepared, load_json
 from .chat import ChatAnswer, ChatRuntime, _Ask
 from .chat_shape import Verdict
 from .negotiate import FormChoice
+from .sse import ResponsesStream
 
 ENDPOINT = "/responses"
 # chat parameter names and where the Responses API takes them
@@ -121,7 +122,8 @@ def as_chat(obj: Mapping[str, Any]) -> tuple[dict[str, Any], str | None]:
 
 class ResponsesRuntime(ChatRuntime):
     """A chat step with `api: responses`: chat's dialogue, the Responses API's wire shape. Structured
-    output goes as text.format json_schema only (no negotiation of other forms); no streaming."""
+    output goes as text.format json_schema only (no negotiation of other forms); `stream` sends the request
+    streamed and assembles its events into the Response (cached as the unstreamed body)."""
 
     def __init__(self, spec: ChatStep, cache_ns: str, count: Counter) -> None:
         super().__init__(spec, cache_ns, count, "json_schema")
@@ -132,25 +134,29 @@ class ResponsesRuntime(ChatRuntime):
         return None
 
     def _streaming(self) -> bool:
-        return False
+        return self._stream
 
     def _ask(self, messages: list[dict[str, Any]] | tuple[dict[str, Any], ...], n: int) -> _Ask:
         form: StructuredVia | None = self._start
         extra, extra_tokens = self._extra(form)
         body: dict[str, Any] = {"model": self.spec.model, "input": input_items(messages), **self._wire_params,
                                 **request_extras(extra)}
-        data = canonical_json(body)
+        # the cache key leaves streaming out: a streamed answer is stored as the Response it assembles to
+        key = request_key(self.cache_ns, ENDPOINT, canonical_json(body))
+        if self._stream:
+            body["stream"] = True
         prompt = chat_prompt_tokens(list(messages), self._count) + extra_tokens
         return _Ask(
-            HttpRequest(ENDPOINT, json_body=body, data=data),
+            HttpRequest(ENDPOINT, json_body=body, data=canonical_json(body),
+                        stream=ResponsesStream if self._stream else None),
             tokens=prompt + self._reserve,
-            cache_key=request_key(self.cache_ns, ENDPOINT, data),
+            cache_key=key,
             completion_charge=self._completion_charge,
             prompt_estimate=prompt,
             messages=tuple(messages),
             n=1,
             form=form,
-            streamed=False,
+            streamed=self._stream,
         )
 
     def parse(self, body: bytes) -> ChatAnswer:

@@ -321,10 +321,6 @@ class ChatStep(_StepBase):
             raise ValueError(
                 f"step `{self.name}` has api: responses, but params {', '.join(chat_only)} are chat completions "
                 "parameters the Responses API has no equivalent for: remove them, or use api: chat")
-        if self.params.get("stream"):
-            raise ValueError(f"step `{self.name}` has api: responses with params.stream: streaming is not "
-                             "supported for api: responses yet (answers are the same unstreamed); remove it, "
-                             "or use api: chat")
         if self.structured_via not in (None, "json_schema"):
             raise ValueError(f"step `{self.name}` has api: responses with structured_via {self.structured_via}: "
                              "the Responses API is asked for structured output as text.format json_schema only; "
