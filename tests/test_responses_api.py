@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
+import diskcache
 import polars as pl
 import pytest
 import yaml
@@ -14,7 +22,7 @@ from pipeline.job.load import load_job
 from pipeline.plan import build_plan
 from pipeline.sim import FaultRule
 
-from .conftest import SIM_KEY_ENV, run_job
+from .conftest import SIM_KEY_ENV, output, run_job, write_job
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -183,3 +191,47 @@ def test_streamed_events_are_assembled_cached_and_cuts_retried(tmp_path: Path, s
     params.pop("stream")
     again = run_job(label_job(tmp_path, sim.url, "responses", rows=6, params=params), fresh=True)
     assert again.stats.requests == 0 and again.stats.cache_hits == 6
+
+
+@pytest.mark.slow
+def test_kill_9_resume_resends_nothing_answered(tmp_path: Path, sim_factory: Any) -> None:
+    sim = sim_factory(latency_s=0.05)
+    job = write_job(tmp_path, sim.url, rows=300, limits="{rpm: 100000, concurrency: 8}")
+    text = job.read_text()
+    assert "    kind: chat\n" in text and "max_tokens: 5" in text
+    job.write_text(text.replace("    kind: chat\n", "    kind: chat\n    api: responses\n")
+                   .replace("max_tokens: 5", "max_tokens: 16"))
+    env = {**os.environ, SIM_KEY_ENV: "test-key"}
+
+    def spawn() -> subprocess.Popen[bytes]:
+        return subprocess.Popen([sys.executable, "-m", "pipeline.cli", "run", str(job), "--quiet"], env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+    proc = spawn()
+    deadline = time.monotonic() + 30
+    while sum(1 for r in sim.records if r.status == 200) < 40:
+        assert time.monotonic() < deadline and proc.poll() is None, "the run did not get going"
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate(timeout=60)
+    assert proc.returncode == -signal.SIGKILL
+    # the answers the client stored (read from its cache: Response ids "resp_sim" + a hash of the seq)
+    with diskcache.Cache(str(tmp_path / "cache")) as dc:
+        stored = {json.loads(b)["id"] for b in (dc.get(k) for k in dc.iterkeys()) if isinstance(b, bytes)}
+    by_id = {f"resp_sim{hashlib.sha256(str(r.seq).encode()).hexdigest()[:24]}": r for r in sim.records}
+    assert stored <= by_id.keys()
+
+    def review(r: Any) -> str:
+        return str(r.body["input"][1]["content"])
+
+    answered = {review(by_id[i]) for i in stored}
+    assert 0 < len(answered) < 300
+    before = len(sim.records)
+    proc = spawn()
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 0, stderr.decode()
+    resent = [r for r in sim.records[before:] if review(r) in answered]
+    assert resent == [], f"{len(resent)} answered requests were sent again"
+    df = output(tmp_path)
+    assert df.height == 300 and set(df["label__status"]) == {"ok"}
+    assert {review(r) for r in sim.records if r.status == 200} == {f"Review: {t}" for t in df["text"]}
