@@ -36,6 +36,15 @@ class Limits(_Strict):
         "starting at 40,000/min")
     concurrency: int | None = Field(None, gt=0, description="requests in flight at once")
     period_s: float = Field(60.0, gt=0, description="length of the rate window; 60 unless rehearsing")
+    ipm: int | None = Field(None, gt=0, description="images per period, for image providers: each image "
+                            "request holds `n` images (held as the gate's token dimension, so not with tpm)")
+
+    @model_validator(mode="after")
+    def _images(self) -> Limits:
+        if self.ipm is not None and self.tpm is not None:
+            raise ValueError("limits set both ipm and tpm: ipm (images per period) is held where tpm is; give "
+                             "the image endpoint a provider of its own")
+        return self
 
     def fixed(self, name: Literal["rpm", "tpm"]) -> int | None:
         """The limit as a number; None when unlimited or found at run time (`auto`)."""
@@ -458,8 +467,30 @@ class CompletionStep(_StepBase):
         return v
 
 
-Step = Annotated[ChatStep | EmbedStep | TranscribeStep | CompletionStep, Field(discriminator="kind")]
-STEP_KINDS = ("chat", "embed", "transcribe", "completion")
+_IMAGE_RESERVED_PARAMS = {"model", "prompt"}
+
+
+class ImageStep(_StepBase):
+    """Images per row (/images/generations): files in `<output stem>_images/`, a list of
+    {path, bytes, mime, revised_prompt} in the output column."""
+
+    kind: Literal["image"]
+    prompt: str = Field(description="a Jinja2 template; `row.<column>` for the row's values")
+
+    @field_validator("params")
+    @classmethod
+    def _params(cls, v: dict[str, Any]) -> dict[str, Any]:
+        bad = sorted(_IMAGE_RESERVED_PARAMS & v.keys())
+        if bad:
+            raise ValueError(f"params may not set {', '.join(bad)}: the step builds them "
+                             "(`prompt` and `model` are keys of the step)")
+        if v.get("stream"):
+            raise ValueError("params.stream: streamed (partial) images are not supported; remove it")
+        return v
+
+
+Step = Annotated[ChatStep | EmbedStep | TranscribeStep | CompletionStep | ImageStep, Field(discriminator="kind")]
+STEP_KINDS = ("chat", "embed", "transcribe", "completion", "image")
 
 
 class Output(_Strict):
