@@ -237,3 +237,12 @@ def test_sample_job_runs_with_every_row_ok(tmp_path: Path, monkeypatch: Any) -> 
     for images in df[spec["steps"][0]["name"]]:
         for im in images:
             assert Path(im["path"]).is_file() and im["mime"] == "image/png"
+
+
+def test_estimate_counts_images_against_ipm(tmp_path: Path) -> None:
+    from pipeline.estimate import estimate
+
+    job = write_job(tmp_path, "http://127.0.0.1:9", limits="{ipm: 8, rpm: 1000}")  # 8 rows of 2 images
+    est = estimate(build_plan(job))
+    assert est.binding_limit["local"] == "images/min"
+    assert est.minutes_by_provider["local"] == pytest.approx(2.0)
