@@ -40,6 +40,7 @@ def label_job(tmp_path: Path, url: str, api: str, *, rows: int = 12, **step: Any
     spec["steps"][0]["response_schema"] = str(tmp_path / "schemas" / "sentiment.schema.json")
     spec["steps"][0]["api"] = api
     spec["steps"][0].update(step)
+    spec["steps"][0] = {k: v for k, v in spec["steps"][0].items() if v is not None}
     spec["output"] = {"path": str(tmp_path / f"out_{api}.parquet")}
     spec["cache"] = {"dir": str(tmp_path / f"cache_{api}")}
     spec["retry"] = {"max_attempts": 2, "backoff_base_s": 0.01, "backoff_cap_s": 0.02}
@@ -235,3 +236,13 @@ def test_kill_9_resume_resends_nothing_answered(tmp_path: Path, sim_factory: Any
     df = output(tmp_path)
     assert df.height == 300 and set(df["label__status"]) == {"ok"}
     assert {review(r) for r in sim.records if r.status == 200} == {f"Review: {t}" for t in df["text"]}
+
+
+def test_labels_give_the_same_label_column(tmp_path: Path, sim: Any) -> None:
+    step = {"response_schema": None, "labels": ["positive", "negative", "mixed"]}
+    for api in ("chat", "responses"):
+        run_job(label_job(tmp_path, sim.url, api, rows=8, **step))
+    chat = pl.read_parquet(tmp_path / "out_chat.parquet")
+    resp = pl.read_parquet(tmp_path / "out_responses.parquet")
+    assert set(resp["analysis__status"]) == {"ok"} and resp["analysis"].null_count() == 0
+    assert resp.select("analysis", "analysis__finish_reason").equals(chat.select("analysis", "analysis__finish_reason"))
