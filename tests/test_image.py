@@ -148,13 +148,17 @@ def test_per_model_params_are_checked_before_any_request(tmp_path: Path) -> None
 
 
 def test_ipm_is_held_by_the_gate_in_images(tmp_path: Path, sim_factory: Any) -> None:
-    # the simulator enforces 6 images per second per key, as the job's limit says: the gate holds the
-    # requests (2 images each) so that none is refused with a 429
-    sim = sim_factory(default_limits=KeyLimits(ipm=6), window_s=1.0)
-    job = write_job(tmp_path, sim.url, limits="{ipm: 6, period_s: 1}", ids=[f"r{i}" for i in range(9)])
+    # The job allows 3 images per 0.5 s (rpm unlimited); each request asks for 2 images, so the gate lets
+    # one request in per window: 9 requests cannot start within less than 8 windows. (Were requests
+    # counted instead of images, 3 would go per window.) Only a lower bound on time is asserted: a busy
+    # machine makes the run slower, never faster. The simulator enforces twice the job's limit, so jitter
+    # between our clock and its own cannot cause a 429, and none may come.
+    sim = sim_factory(default_limits=KeyLimits(ipm=6), window_s=0.5)
+    job = write_job(tmp_path, sim.url, limits="{ipm: 3, period_s: 0.5}", ids=[f"r{i}" for i in range(9)])
     summary = run_job(job)
-    assert [r.status for r in gens(sim)] == [200] * 9, "no 429: the gate held the images per window"
-    assert summary.stats.rate_limited == 0
+    starts = sorted(r.t_start for r in gens(sim))
+    assert [r.status for r in gens(sim)] == [200] * 9 and summary.stats.rate_limited == 0
+    assert starts[-1] - starts[0] >= 8 * 0.5 * 0.95, "one request of 2 images per 0.5 s window"
     df = pl.read_parquet(tmp_path / "out" / "shots.parquet")
     assert set(df["pic__status"]) == {"ok"}
 
