@@ -231,6 +231,8 @@ def estimate(plan: Plan, prices: PriceTable | None = None) -> Estimate:
         rpm, tpm = lim.fixed("rpm"), lim.fixed("tpm")
         bounds = {"requests/min": reqs / rpm * lim.period_s / 60 if rpm else 0.0,
                   "tokens/min": toks / tpm * lim.period_s / 60 if tpm else 0.0}
+        if lim.ipm is not None:  # image requests reserve their images where tokens go (see gates.local_gate)
+            bounds["images/min"] = toks / lim.ipm * lim.period_s / 60
         which = max(bounds, key=lambda k: bounds[k])
         result.minutes_by_provider[name] = bounds[which]
         result.binding_limit[name] = which if bounds[which] > 0 else "none (no rate limits set)"

@@ -14,7 +14,7 @@ import pyarrow as pa
 from .endpoints import StepRuntime, build_runtime
 from .errors import InputError, JobError, looks_like_key, mask_secret
 from .job.load import LoadedJob, load_job
-from .job.params import check_params
+from .job.params import check_params, image_problems
 from .job.profiles import ResolvedProvider, resolve_provider
 from .keypool import read_keys
 from .pricing import PriceTable, job_prices
@@ -145,16 +145,23 @@ def build_plan(
         resolved = providers.get(step.provider)
         try:
             rt = build_runtime(step, ns, resolved.tokenizer if resolved else None, input_dir=source.base_dir,
-                               structured_via=resolved.structured_via if resolved else None)
+                               structured_via=resolved.structured_via if resolved else None,
+                               output=output, id_column=source.id_column)
         except JobError as exc:
             problems.append(str(exc))
             continue
         problems += check_columns(
             [(t, "columns available here are") for t in rt.templates()], available
         )
+        param_kind = "responses" if getattr(step, "api", "chat") == "responses" else step.kind
         param_problems, param_notes = check_params(
-            step.kind, step.params, step.name, step.provider, resolved.extra_params if resolved else "error"
+            param_kind, step.params, step.name, step.provider, resolved.extra_params if resolved else "error"
         )
+        if step.kind == "image":
+            param_problems += image_problems(step.model, step.params, step.name)
+        elif resolved is not None and resolved.limits.ipm is not None:
+            param_problems.append(f"step `{step.name}` (kind: {step.kind}) uses provider `{step.provider}`, whose "
+                                  "limits set ipm (images per minute, held where tpm is): give it another provider")
         problems += param_problems
         notes += param_notes
         if resolved is not None:

@@ -51,6 +51,8 @@ class HttpRequest:
     # A streamed request (SSE): a new assembler per attempt. The timeout then limits the silence
     # between events, not the whole answer: long generations are what streaming is for.
     stream: Callable[[], StreamAssembler] | None = None
+    # GET: fetch `endpoint`, an absolute URL (e.g. a generated image), without the provider's key
+    method: str = "POST"
 
     def preview(self) -> dict[str, Any]:
         """The body as a dict, for showing (a multipart body: its fields, and its files by path)."""

@@ -86,6 +86,8 @@ class Transport:
         """One attempt. Returns any HTTP answer; raises ConnectError / TransientError without one.
 
         `key`: the API key to send instead of the transport's own (a key pool's ticket names it)."""
+        if req.method == "GET":
+            return await self.fetch(req.endpoint, req.timeout_s or self.provider.timeout_s)
         index, base = self._pick_url()
         url = base + req.endpoint
         limit = req.timeout_s or self.provider.timeout_s
@@ -135,6 +137,19 @@ class Transport:
             for f in opened:
                 with contextlib.suppress(OSError):
                     f.close()
+
+    async def fetch(self, url: str, limit: float) -> HttpResponse:
+        """GET an absolute URL (a generated image): no API key is sent, it may be another host's."""
+        timeout = aiohttp.ClientTimeout(total=limit, sock_connect=self.provider.connect_timeout_s)
+        try:
+            async with self._session.get(url, timeout=timeout, proxy=_env_proxy(url)) as resp:
+                return HttpResponse(resp.status, await resp.read(), resp.headers, url)
+        except aiohttp.ClientConnectorError as exc:
+            raise ConnectError(f"cannot connect to {url}: {exc.os_error or exc}") from exc
+        except TimeoutError as exc:
+            raise TransientError(f"no answer from {url} within {limit:g}s (timeout)") from exc
+        except aiohttp.ClientError as exc:
+            raise TransientError(f"GET {url} failed: {type(exc).__name__}: {exc}") from exc
 
     async def get(self, endpoint: str) -> HttpResponse:
         """A GET (e.g. /models) against the current URL."""

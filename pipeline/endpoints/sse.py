@@ -129,3 +129,53 @@ class ChatStream:
         if self._usage is not None:
             body["usage"] = self._usage
         return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+class ResponsesStream:
+    """A streamed Responses API answer (typed events: `response.output_text.delta`, ...,
+    `response.completed`) assembled into the Response object a non-streamed request gets.
+
+    The terminal event (`response.completed` or `response.incomplete`) carries the whole Response; the
+    items finished on the way (`response.output_item.done`) stand in for its output when it has none. A
+    stream without a terminal event was cut: `finish()` raises StreamCut and the request is retried.
+    """
+
+    def __init__(self) -> None:
+        self._final: dict[str, Any] | None = None
+        self._items: dict[int, dict[str, Any]] = {}
+        self._text: dict[int, list[str]] = {}
+        self._events = 0
+
+    def feed(self, data: bytes) -> None:
+        try:
+            obj = json.loads(data)
+        except ValueError as exc:
+            raise TransientError(f"broken event in the answer stream: {data[:120]!r}") from exc
+        if not isinstance(obj, dict):
+            raise TransientError(f"unexpected event in the answer stream: {data[:120]!r}")
+        self._events += 1
+        kind = obj.get("type")
+        if kind == "error" or kind == "response.failed":
+            err = classify(200, json.dumps({"error": obj.get("error") or (obj.get("response") or {}).get("error")
+                                            or {"message": str(obj)[:200]}}).encode(), {})
+            if type(err) is TransientError:
+                raise StreamCut(f"the answer stream ended with an error event: {err.message}", status=err.status,
+                                code=err.code)
+            raise err
+        if kind == "response.output_text.delta" and isinstance(obj.get("delta"), str):
+            self._text.setdefault(int(obj.get("output_index") or 0), []).append(obj["delta"])
+        elif kind == "response.output_item.done" and isinstance(obj.get("item"), dict):
+            self._items[int(obj.get("output_index") or 0)] = obj["item"]
+        elif kind in ("response.completed", "response.incomplete") and isinstance(obj.get("response"), dict):
+            self._final = obj["response"]
+
+    def finish(self) -> bytes:
+        """The assembled Response; StreamCut when the stream ended before its terminal event."""
+        if self._final is None:
+            got = sum(len("".join(t)) for t in self._text.values())
+            raise StreamCut(f"the answer stream was cut before response.completed ({self._events} events, "
+                            f"{got} characters of text)")
+        body = dict(self._final)
+        if not body.get("output") and self._items:
+            body["output"] = [self._items[i] for i in sorted(self._items)]
+        return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()

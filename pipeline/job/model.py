@@ -36,6 +36,15 @@ class Limits(_Strict):
         "starting at 40,000/min")
     concurrency: int | None = Field(None, gt=0, description="requests in flight at once")
     period_s: float = Field(60.0, gt=0, description="length of the rate window; 60 unless rehearsing")
+    ipm: int | None = Field(None, gt=0, description="images per period, for image providers: each image "
+                            "request holds `n` images (held as the gate's token dimension, so not with tpm)")
+
+    @model_validator(mode="after")
+    def _images(self) -> Limits:
+        if self.ipm is not None and self.tpm is not None:
+            raise ValueError("limits set both ipm and tpm: ipm (images per period) is held where tpm is; give "
+                             "the image endpoint a provider of its own")
+        return self
 
     def fixed(self, name: Literal["rpm", "tpm"]) -> int | None:
         """The limit as a number; None when unlimited or found at run time (`auto`)."""
@@ -160,6 +169,11 @@ _RESERVED_PARAMS = {"model", "messages", "stream_options"}
 _STEP_KEYS = {
     "tools": "tools", "tool_choice": "tool_choice", "functions": "tools", "function_call": "tool_choice",
 }
+# Chat completions parameters with no Responses API equivalent (`api: responses` refuses them).
+RESPONSES_CHAT_ONLY = frozenset({
+    "n", "stop", "presence_penalty", "frequency_penalty", "seed", "logprobs", "top_logprobs", "logit_bias",
+    "modalities", "audio", "prediction", "web_search_options",
+})
 _TOOL_NAME = re.compile(r"^[A-Za-z0-9_\-]{1,64}$")
 
 
@@ -225,6 +239,10 @@ class ChatStep(_StepBase):
     repair_attempts: int = Field(2, ge=0, le=10, description="re-asks of an invalid answer, with the reason")
     keep_raw: bool = Field(
         False, description="keep every raw answer in `<step>__raw` (it is always kept for invalid rows)"
+    )
+    api: Literal["chat", "responses"] = Field(
+        "chat", description="send as chat completions (/chat/completions) or to the Responses API (/responses): "
+        "same messages, schema, tools and columns"
     )
 
     @field_validator("params")
@@ -301,7 +319,21 @@ class ChatStep(_StepBase):
         if self.output_layout == "struct" and self.labels is not None:
             raise ValueError(f"step `{self.name}`: output_layout struct does not apply to labels "
                              "(the label is one column)")
+        if self.api == "responses":
+            self._responses_only()
         return self
+
+    def _responses_only(self) -> None:
+        """What a step sent to the Responses API cannot ask for (checked before any request)."""
+        chat_only = sorted(k for k in self.params if k in RESPONSES_CHAT_ONLY)
+        if chat_only:
+            raise ValueError(
+                f"step `{self.name}` has api: responses, but params {', '.join(chat_only)} are chat completions "
+                "parameters the Responses API has no equivalent for: remove them, or use api: chat")
+        if self.structured_via not in (None, "json_schema"):
+            raise ValueError(f"step `{self.name}` has api: responses with structured_via {self.structured_via}: "
+                             "the Responses API is asked for structured output as text.format json_schema only; "
+                             "remove structured_via, or use api: chat")
 
     @property
     def structured(self) -> bool:
@@ -435,8 +467,30 @@ class CompletionStep(_StepBase):
         return v
 
 
-Step = Annotated[ChatStep | EmbedStep | TranscribeStep | CompletionStep, Field(discriminator="kind")]
-STEP_KINDS = ("chat", "embed", "transcribe", "completion")
+_IMAGE_RESERVED_PARAMS = {"model", "prompt"}
+
+
+class ImageStep(_StepBase):
+    """Images per row (/images/generations): files in `<output stem>_images/`, a list of
+    {path, bytes, mime, revised_prompt} in the output column."""
+
+    kind: Literal["image"]
+    prompt: str = Field(description="a Jinja2 template; `row.<column>` for the row's values")
+
+    @field_validator("params")
+    @classmethod
+    def _params(cls, v: dict[str, Any]) -> dict[str, Any]:
+        bad = sorted(_IMAGE_RESERVED_PARAMS & v.keys())
+        if bad:
+            raise ValueError(f"params may not set {', '.join(bad)}: the step builds them "
+                             "(`prompt` and `model` are keys of the step)")
+        if v.get("stream"):
+            raise ValueError("params.stream: streamed (partial) images are not supported; remove it")
+        return v
+
+
+Step = Annotated[ChatStep | EmbedStep | TranscribeStep | CompletionStep | ImageStep, Field(discriminator="kind")]
+STEP_KINDS = ("chat", "embed", "transcribe", "completion", "image")
 
 
 class Output(_Strict):

@@ -50,11 +50,66 @@ COMPLETION: dict[str, Param] = {
     "presence_penalty": Param(_NUM, -2, 2), "frequency_penalty": Param(_NUM, -2, 2), "best_of": Param(_INT, 0, 20),
     "logit_bias": Param(_OBJ), "seed": Param(_INT), "user": Param(_STR),
 }
+# POST /responses (`api: responses` on a chat step): chat names that map are accepted (max_tokens and
+# max_completion_tokens -> max_output_tokens, reasoning_effort -> reasoning.effort, verbosity -> text.verbosity)
+RESPONSES: dict[str, Param] = {
+    "temperature": Param(_NUM, 0, 2), "top_p": Param(_NUM, 0, 1),
+    "max_tokens": Param(_INT, 16), "max_completion_tokens": Param(_INT, 16), "max_output_tokens": Param(_INT, 16),
+    "stream": Param(_BOOL), "user": Param(_STR), "parallel_tool_calls": Param(_BOOL),
+    "service_tier": Param(_STR, choices=("auto", "default", "flex", "scale", "priority")),
+    "reasoning_effort": Param(_STR, choices=("minimal", "low", "medium", "high")),
+    "verbosity": Param(_STR, choices=("low", "medium", "high")), "store": Param(_BOOL),
+    "metadata": Param(_OBJ), "prompt_cache_key": Param(_STR), "safety_identifier": Param(_STR),
+    "truncation": Param(_STR, choices=("auto", "disabled")),
+}
+# POST /images/generations (the step builds model and prompt); per-model values in `image_problems`
+IMAGE: dict[str, Param] = {
+    "n": Param(_INT, 1, 10), "size": Param(_STR), "quality": Param(_STR),
+    "style": Param(_STR, choices=("vivid", "natural")),
+    "response_format": Param(_STR, choices=("url", "b64_json")),
+    "background": Param(_STR, choices=("transparent", "opaque", "auto")),
+    "output_format": Param(_STR, choices=("png", "jpeg", "webp")), "output_compression": Param(_INT, 0, 100),
+    "moderation": Param(_STR, choices=("low", "auto")), "user": Param(_STR),
+}
+IMAGE_SIZES = {
+    "dall-e-2": ("256x256", "512x512", "1024x1024"),
+    "dall-e-3": ("1024x1024", "1792x1024", "1024x1792"),
+    "gpt-image-1": ("1024x1024", "1536x1024", "1024x1536", "auto"),
+}
+IMAGE_QUALITIES = {
+    "dall-e-2": ("standard",), "dall-e-3": ("standard", "hd"), "gpt-image-1": ("low", "medium", "high", "auto"),
+}
+_GPT_IMAGE_ONLY = ("background", "output_format", "output_compression", "moderation")
+
+
+def image_problems(model: str, params: Mapping[str, Any], step: str) -> list[str]:
+    """What `model` does not take of an image step's params (models other than these three: not checked)."""
+    if model not in IMAGE_SIZES:
+        return []
+    out: list[str] = []
+    for key, allowed in (("size", IMAGE_SIZES[model]), ("quality", IMAGE_QUALITIES[model])):
+        if key in params and params[key] not in allowed:
+            out.append(f"step `{step}`: params.{key} {params[key]!r} is not one {model} makes; "
+                       f"valid: {', '.join(allowed)}")
+    if "style" in params and model != "dall-e-3":
+        out.append(f"step `{step}`: params.style applies to dall-e-3 only, not {model}")
+    if model == "dall-e-3" and int(params.get("n") or 1) != 1:
+        out.append(f"step `{step}`: dall-e-3 makes one image per request; params.n must be 1, got {params['n']!r}")
+    if model == "gpt-image-1" and "response_format" in params:
+        out.append(f"step `{step}`: gpt-image-1 always answers b64_json; remove params.response_format")
+    for key in _GPT_IMAGE_ONLY:
+        if key in params and model != "gpt-image-1":
+            out.append(f"step `{step}`: params.{key} applies to gpt-image-1 only, not {model}")
+    return out
+
+
 BY_KIND: dict[str, tuple[str, dict[str, Param]]] = {
     "chat": ("chat completions (/chat/completions)", CHAT),
     "embed": ("embeddings (/embeddings)", EMBED),
     "transcribe": ("transcriptions (/audio/transcriptions)", TRANSCRIBE),
     "completion": ("legacy completions (/completions)", COMPLETION),
+    "responses": ("the Responses API (/responses)", RESPONSES),
+    "image": ("image generations (/images/generations)", IMAGE),
 }
 
 

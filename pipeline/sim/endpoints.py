@@ -93,7 +93,7 @@ class Endpoints:
 
     def __init__(self, sim: Simulator) -> None:
         self.sim = sim
-        self._downloads: dict[str, int] = {}  # image file -> GETs so far
+        self.downloads: dict[str, int] = {}  # image file -> GETs so far
 
     async def _json(self, request: web.Request, call: Call) -> tuple[bytes, dict[str, Any]]:
         raw = await request.read()
@@ -322,8 +322,8 @@ class Endpoints:
         """GET of an image URL answer (no key needed, as the real signed URLs); fails transiently first
         `image_download_failures` times per image."""
         name = request.match_info["name"]
-        seen = self._downloads.get(name, 0)
-        self._downloads[name] = seen + 1
+        seen = self.downloads.get(name, 0)
+        self.downloads[name] = seen + 1
         if seen < self.sim.config.image_download_failures:
             return web.Response(status=503, text="simulated download failure")
         return web.Response(body=images.png(name.removesuffix(".png")), content_type="image/png")

@@ -53,6 +53,11 @@ class Simulator:
 
     # ----- lifecycle and control
 
+    def image_downloads(self) -> dict[str, int]:
+        """GETs of each image file (`/v1/sim-files/<name>`) so far, failed ones included."""
+        ep = getattr(self, "_endpoints", None)
+        return dict(ep.downloads) if ep is not None else {}
+
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
         """Start serving; return the base url, e.g. http://127.0.0.1:PORT/v1."""
         if self._runner is not None:
@@ -60,6 +65,7 @@ class Simulator:
         self._stopping = asyncio.Event()
         app = web.Application(client_max_size=max(64 * 1024 * 1024, 2 * self.config.max_upload_bytes))
         ep = endpoints.Endpoints(self)
+        self._endpoints = ep
         r = app.router
         r.add_post("/v1/chat/completions", self._route(ep.chat))
         r.add_post("/v1/responses", self._route(ep.responses))
