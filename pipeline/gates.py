@@ -23,7 +23,11 @@ class LocalGates:
 
     def __call__(self, provider: ResolvedProvider, api_key: str | None) -> Gate:
         pool = self._pools.get(provider.name)
-        ident = hashlib.sha256(f"{provider.base_urls[0]}|{list(pool) if pool else api_key}".encode()).hexdigest()
+        # An images-per-minute provider's gate counts images where others count tokens: it never shares
+        # a gate with a token-counting provider of the same URL and key.
+        unit = f"ipm={provider.limits.ipm}" if provider.limits.ipm is not None else "tokens"
+        who = list(pool) if pool else api_key
+        ident = hashlib.sha256(f"{provider.base_urls[0]}|{who}|{unit}".encode()).hexdigest()
         if ident not in self._gates:
             new_gate = functools.partial(local_gate, provider)
             self._gates[ident] = make_gate(provider.name, pool, new_gate) if pool else new_gate()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import asyncio
+import dataclasses
 import inspect
 import json
 import random
@@ -83,6 +84,18 @@ def test_local_gates_are_shared_by_providers_with_one_key_and_url(tmp_path: Path
     gates = LocalGates()
     assert gates(p, "k1") is gates(p, "k1")
     assert gates(p, "k1") is not gates(p, "k2")
+
+
+def test_an_images_per_minute_provider_never_shares_a_token_gate(tmp_path: Path, sim: Any) -> None:
+    # a chat provider and an image provider on one URL and key: the image gate holds images, not tokens
+    plan = build_plan(write_job(tmp_path, sim.url, rows=1))
+    chat = plan.providers["local"]
+    images = dataclasses.replace(chat, limits=chat.limits.model_copy(update={"tpm": None, "ipm": 60}))
+    gates = LocalGates()
+    token_gate, image_gate = gates(chat, "k1"), gates(images, "k1")
+    assert token_gate is not image_gate
+    assert image_gate.tpm == 60 and token_gate.tpm == chat.limits.fixed("tpm")
+    assert gates(images, "k1") is image_gate
 
 
 def test_a_request_spec_is_plain_data() -> None:
