@@ -42,6 +42,15 @@ _SKEW_STEP = 0.01
 _SKEW_MAX = 0.05
 # Credit of the pacer in seconds of pace: absorbs the loop's lateness without letting a burst out.
 _CREDIT_S = 0.05
+# A request bigger than the pacer's credit (an embedding batch) that the pace would have let go at
+# some time but that went later (its coroutine woke up late on a loop busy with other work - a Parquet
+# part of embedding vectors written on it takes 0.1-0.3 s - or a window held it) banks up to this
+# much of the delay as pace credit, spent by the next requests: the delay is caught up instead of
+# lost. It is time that passed with nothing sent, and the windows (the long one, and the per-second
+# one when on) still cap what the catch-up lets out. Requests within the credit (chat's one request
+# of 50 a second) do not: their credit absorbs the loop's usual lateness, and a catch-up burst of
+# them draws 429s from a per-second server.
+_LATE_S = 0.5
 # Floor for any nap: guarantees the clock moves even when float rounding puts a deadline a hair away.
 _MIN_NAP = 1e-6
 
@@ -187,9 +196,15 @@ class _Pace:
     cannot fit a per-second server anyway, and the window is the hard cap). So in any T seconds at
     most credit + rate * T (plus one oversized request) goes out, evenly: the bucket starts with its
     small credit, never with a period's budget.
+
+    Late requests: a request bigger than the credit that goes `late` seconds after the pace would
+    have let it (`due`) keeps up to _LATE_S of that as a bank above the cap, which the next requests
+    spend (it never grows by waiting: only a request held past its time adds to it). Then a late
+    wake-up or a window's hold costs the run nothing, and in any T seconds at most
+    cap + rate * (T + _LATE_S) goes out.
     """
 
-    __slots__ = ("at", "cap", "credit", "credit_s", "level", "max_debt", "rate")
+    __slots__ = ("at", "banked", "cap", "credit", "credit_s", "due", "level", "max_debt", "rate")
 
     def __init__(self, rate: float, credit_s: float, unit: float, max_debt: float) -> None:
         self.rate = rate
@@ -199,10 +214,24 @@ class _Pace:
         self.max_debt = max_debt
         self.level = self.credit
         self.at: float | None = None
+        self.due: float | None = None  # when the pace would have let the waiting request go
+        self.banked = False  # the level is above the cap by a late request's bank
 
-    def fill(self, now: float) -> None:
+    def forget_delay(self) -> None:
+        """The waiting request was held by a pause or left: no catch-up for the time it waited."""
+        self.due = None
+        self.level = min(self.level, self.cap)
+        self.banked = False
+
+    def fill(self, now: float, bank: float = 0.0) -> None:
         if self.at is not None and now > self.at:
-            self.level = min(self.cap, self.level + self.rate * (now - self.at))
+            # `bank`: how far above the cap a late request may fill it; a bank above the cap kept
+            # from earlier stays until spent, but does not grow
+            top = self.cap + bank
+            if self.banked and self.level > top:
+                top = min(self.level, self.cap + self.rate * _LATE_S)
+            self.level = min(top, self.level + self.rate * (now - self.at))
+            self.banked = self.level > self.cap
         self.at = now if self.at is None else max(self.at, now)
 
     def set_rate(self, now: float, rate: float, unit: float) -> None:
@@ -216,21 +245,25 @@ class _Pace:
 
     def ready_at(self, now: float, amount: float) -> float:
         # A waiting request bigger than the credit may bank up to its own size, so a late wake-up
-        # does not lose the time it was late by (the spacing then stays its size / rate).
+        # does not lose the time it was late by (the spacing then stays its size / rate); past its
+        # due time it banks the delay (up to _LATE_S) on top.
         self.cap = max(self.credit, min(amount, self.credit + self.max_debt))
-        self.fill(now)
+        late = now - self.due if self.due is not None and now > self.due and amount > self.credit else 0.0
+        self.fill(now, self.rate * min(late, _LATE_S))
         missing = min(amount, self.credit) - self.level
-        if missing <= 1e-9 * self.credit:
-            return now
-        return now + missing / self.rate
+        go = now if missing <= 1e-9 * self.credit else now + missing / self.rate
+        self.due = go if self.due is None else min(self.due, go)
+        return go
 
     def pay(self, now: float, amount: float) -> None:
         self.fill(now)
         self.level = max(-self.max_debt, self.level - amount)
         self.cap = self.credit
+        self.due = None
 
     def give_back(self, amount: float) -> None:
-        self.level = min(self.cap, self.level + amount)
+        capped = min(self.cap, self.level + amount)
+        self.level = max(self.level, capped) if self.banked else capped
 
 
 class _Dim:
@@ -412,7 +445,11 @@ class AdmissionGate:
                 async with self._turn:
                     amount = tokens if isinstance(tokens, int) else tokens()
                     self.check_fits(amount)
-                    now = await self._wait_for_rate(amount)
+                    try:
+                        now = await self._wait_for_rate(amount)
+                    except BaseException:
+                        self._forget_delays()  # the head left: the next one does not inherit its wait
+                        raise
                     # No await between the final check and the reservation: nothing can slip in.
                     return self._reserve(amount, now)
             except BaseException:
@@ -421,6 +458,12 @@ class AdmissionGate:
                 raise
         finally:
             self._waiting -= 1
+
+    def _forget_delays(self) -> None:
+        """No catch-up for time spent in a 429 pause or by a waiter that left (see _Pace)."""
+        for dim in (self._req, self._tok):
+            if dim is not None:
+                dim.pace.forget_delay()
 
     def release(self, ticket: Ticket, actual_tokens: int | None = None, *, rejected: bool = False) -> None:
         """Free the ticket's slot and, given `actual_tokens`, correct its token reservation.
@@ -527,6 +570,7 @@ class AdmissionGate:
             now = loop.time()
             if now < self._paused_until:
                 await self._nap(loop, self._paused_until, "429 pauses")
+                self._forget_delays()
                 continue
             factor = self._factor_at(now)
             go_at, why, held = now, "", None
