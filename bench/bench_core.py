@@ -46,7 +46,8 @@ class SimProcess:
         self.config.write_text(json.dumps(opts))
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "pipeline.cli", "sim", "--port", str(self.port), "--config", str(self.config)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
         )
         deadline = time.monotonic() + 30
         while True:
@@ -72,10 +73,16 @@ class SimProcess:
 
 
 def make_rows(path: Path, n: int) -> None:
-    texts = ["Great value, works as described.", "Broke after two days, very disappointed.",
-             "It is okay for the price.", "这个产品很好，我很喜欢。", "Llegó tarde pero funciona bien."]
-    pl.DataFrame({"id": [f"d{i:07d}" for i in range(n)],
-                  "text": [f"{texts[i % len(texts)]} #{i}" for i in range(n)]}).write_parquet(path)
+    texts = [
+        "Great value, works as described.",
+        "Broke after two days, very disappointed.",
+        "It is okay for the price.",
+        "这个产品很好，我很喜欢。",
+        "Llegó tarde pero funciona bien.",
+    ]
+    pl.DataFrame(
+        {"id": [f"d{i:07d}" for i in range(n)], "text": [f"{texts[i % len(texts)]} #{i}" for i in range(n)]}
+    ).write_parquet(path)
 
 
 def write_job(work: Path, url: str, rows: int, limits: str, *, max_tokens: int = 5, cache: bool = True) -> Path:
@@ -102,8 +109,8 @@ steps:
       - {{role: system, content: "Label the sentiment: positive, negative or neutral."}}
       - {{role: user, content: "{{{{ row.text }}}}"}}
     params: {{temperature: 0, max_tokens: {max_tokens}}}
-output: {{path: {work / 'out.parquet'}}}
-cache: {{dir: {work / 'cache'}, enabled: {str(cache).lower()}}}
+output: {{path: {work / "out.parquet"}}}
+cache: {{dir: {work / "cache"}, enabled: {str(cache).lower()}}}
 """)
     return job
 
@@ -130,8 +137,12 @@ def run_client(job: Path, *extra: str) -> tuple[float, int, str]:
     """Run `pipeline run` in a child; (wall seconds, peak RSS in MB, stderr)."""
     env = {**os.environ, "BENCH_KEY": "bench"}
     t0 = time.monotonic()
-    proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "run", str(job), "--quiet", *extra],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pipeline.cli", "run", str(job), "--quiet", *extra],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     stop = threading.Event()
     watcher = threading.Thread(target=_watch_anon, args=(proc.pid, stop), daemon=True)
     watcher.start()
@@ -168,8 +179,10 @@ def bench_rpm(minutes: float) -> None:
         worst = max(worst, i - j + 1)
     span = starts[-1] - starts[0]
     achieved = (len(starts) - 1) / span * 60 if span > 0 else 0
-    print(f"rpm: {len(recs)} requests in {span:.1f}s (client wall {wall:.1f}s); achieved {achieved:,.0f} req/min "
-          f"= {achieved / rpm:.1%} of {rpm}; busiest 60 s window {worst} starts; 429s received: {n429}")
+    print(
+        f"rpm: {len(recs)} requests in {span:.1f}s (client wall {wall:.1f}s); achieved {achieved:,.0f} req/min "
+        f"= {achieved / rpm:.1%} of {rpm}; busiest 60 s window {worst} starts; 429s received: {n429}"
+    )
 
 
 def bench_throughput(rows: int) -> None:
@@ -183,8 +196,10 @@ def bench_throughput(rows: int) -> None:
     finally:
         sim.stop()
         shutil.rmtree(work, ignore_errors=True)
-    print(f"throughput: {n:,} requests in {wall:.1f}s wall (process start, input, cache writes and Parquet "
-          f"included) = {n / wall:,.0f} requests/s; peak RSS {rss} MB  [load average {load:.2f}]")
+    print(
+        f"throughput: {n:,} requests in {wall:.1f}s wall (process start, input, cache writes and Parquet "
+        f"included) = {n / wall:,.0f} requests/s; peak RSS {rss} MB  [load average {load:.2f}]"
+    )
 
 
 def bench_memory(rows: int) -> None:
@@ -198,8 +213,10 @@ def bench_memory(rows: int) -> None:
     finally:
         sim.stop()
         shutil.rmtree(work, ignore_errors=True)
-    print(f"memory: {rows:,}-row job, {ok:,} rows ok, peak RSS {rss} MB (of which anonymous/heap "
-          f"{PEAK_ANON_MB[-1]} MB; the rest is shared-library code), {wall:.1f}s ({rows / wall:,.0f} rows/s)")
+    print(
+        f"memory: {rows:,}-row job, {ok:,} rows ok, peak RSS {rss} MB (of which anonymous/heap "
+        f"{PEAK_ANON_MB[-1]} MB; the rest is shared-library code), {wall:.1f}s ({rows / wall:,.0f} rows/s)"
+    )
 
 
 def bench_cached(rows: int) -> None:
@@ -218,9 +235,11 @@ def bench_cached(rows: int) -> None:
     finally:
         sim.stop()
         shutil.rmtree(work, ignore_errors=True)
-    print(f"cached: re-run of {rows:,} rows from the cache (--fresh) in {wall:.2f}s = {rows / wall:,.0f} rows/s, "
-          f"{after - before} requests sent, peak RSS {rss} MB; re-run of the finished job: {resume_wall:.2f}s  "
-          f"[load average {load:.2f}]")
+    print(
+        f"cached: re-run of {rows:,} rows from the cache (--fresh) in {wall:.2f}s = {rows / wall:,.0f} rows/s, "
+        f"{after - before} requests sent, peak RSS {rss} MB; re-run of the finished job: {resume_wall:.2f}s  "
+        f"[load average {load:.2f}]"
+    )
 
 
 def main() -> None:

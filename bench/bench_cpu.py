@@ -71,8 +71,12 @@ def run_client(job: Path) -> tuple[float, float, float]:
     """(wall s, user+sys CPU s, monotonic time at launch)."""
     env = {**os.environ, "BENCH_KEY": "bench"}
     t0 = time.monotonic()
-    proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "run", str(job), "--quiet"], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pipeline.cli", "run", str(job), "--quiet"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     _, status, usage = os.wait4(proc.pid, 0)
     wall = time.monotonic() - t0
     if os.waitstatus_to_exitcode(status) != 0:
@@ -85,8 +89,12 @@ def startup_cpu(job: Path, sim: SimProcess) -> tuple[float, float]:
     env = {**os.environ, "BENCH_KEY": "bench"}
     n0 = len(sim.records())
     t0 = time.monotonic()
-    proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "run", str(job), "--quiet", "--fresh"],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pipeline.cli", "run", str(job), "--quiet", "--fresh"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     while len(recs := sim.records()) == n0 and proc.poll() is None:
         time.sleep(0.02)
     try:
@@ -119,10 +127,12 @@ def bench(kind: str, seconds: float) -> None:
     finally:
         sim.stop()
         shutil.rmtree(work, ignore_errors=True)
-    print(f"{kind}: {n:,} requests ({rows:,} rows) in {wall:.1f}s wall = {n / wall:.1f} req/s; client CPU "
-          f"{cpu:.2f}s = {cpu / n * 1000:.2f} s per 1,000 requests ({(cpu - start_cpu) / n * 1000:.2f} without "
-          f"start-up); start-up to first request {start_s:.2f}s ({start_cpu:.2f} s CPU)  "
-          f"[load average {load:.2f} at start, {load_end:.2f} at end]")
+    print(
+        f"{kind}: {n:,} requests ({rows:,} rows) in {wall:.1f}s wall = {n / wall:.1f} req/s; client CPU "
+        f"{cpu:.2f}s = {cpu / n * 1000:.2f} s per 1,000 requests ({(cpu - start_cpu) / n * 1000:.2f} without "
+        f"start-up); start-up to first request {start_s:.2f}s ({start_cpu:.2f} s CPU)  "
+        f"[load average {load:.2f} at start, {load_end:.2f} at end]"
+    )
 
 
 def bench_help() -> None:

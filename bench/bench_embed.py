@@ -55,15 +55,15 @@ providers:
     api_key_env: BENCH_KEY
     limits: {{rpm: {RPM}, tpm: {TPM}, concurrency: {CONCURRENCY}}}
     timeout_s: 120
-input: {{path: {work / 'docs.parquet'}, id: doc_id}}
+input: {{path: {work / "docs.parquet"}, id: doc_id}}
 steps:
   - name: emb
     kind: embed
     provider: bench
     model: {MODEL}
     input: "{{{{ row.text }}}}"
-output: {{path: {work / 'out.parquet'}}}
-cache: {{dir: {work / 'cache'}}}
+output: {{path: {work / "out.parquet"}}}
+cache: {{dir: {work / "cache"}}}
 """)
     return job
 
@@ -88,7 +88,9 @@ def main() -> None:
 
     sim = SimProcess(
         default_limits={"rpm": RPM, "tpm": TPM, "concurrency": CONCURRENCY},
-        latency_s=0.3, latency_per_input_token_s=30e-6, jitter=0.5,
+        latency_s=0.3,
+        latency_per_input_token_s=30e-6,
+        jitter=0.5,
     )
     work = Path(tempfile.mkdtemp(prefix="bench-embed-"))
     try:
@@ -107,10 +109,10 @@ def main() -> None:
     ok = out.filter(pl.col("emb__status") == "ok")
     sample = random.Random(1).sample(range(out.height), min(a.check, out.height))
     mixups = sum(
-        1 for i in sample
+        1
+        for i in sample
         if out["emb"][i] is None
-        or not np.array_equal(np.asarray(out["emb"][i], dtype=np.float32),
-                              sim_embedding(docs["text"][i], MODEL))
+        or not np.array_equal(np.asarray(out["emb"][i], dtype=np.float32), sim_embedding(docs["text"][i], MODEL))
     )
     answered = [r for r in recs if r["status"] == 200]
     n429 = sum(1 for r in recs if r["status"] == 429)
@@ -129,21 +131,33 @@ def main() -> None:
     # steady state: the minutes after the first one (the first holds the pacer's initial burst)
     steady = [(t, k) for t, k in starts if t >= t0 + 60]
     steady_rate = sum(k for _, k in steady) / (t1 - t0 - 60) * 60 if t1 - t0 > 120 else float("nan")
-    print(f"embed benchmark: {a.rows:,} documents, {tokens:,} tokens (simulator's count), model {MODEL}, "
-          f"limits {RPM} RPM / {TPM:,} TPM / {CONCURRENCY} concurrent")
-    print(f"  rows ok {ok.height:,} of {out.height:,}; vectors checked against the simulator: "
-          f"{len(sample):,}, mix-ups {mixups}")
-    print(f"  requests {len(recs):,} ({len(answered):,} answered, 429s: {n429}); rows per request "
-          f"{a.rows / max(1, len(answered)):,.0f}")
-    print(f"  tokens/min {per_min:,.0f} = {per_min / TPM:.1%} of {TPM:,} over the whole run "
-          f"({span:.1f} s from first request to last answer); after the first minute "
-          f"{steady_rate:,.0f} = {steady_rate / TPM:.1%}")
-    print(f"  busiest 60 s window: {busiest(starts, 60.0):,} tokens, "
-          f"{busiest([(t, 1) for t, _ in starts], 60.0)} requests (limits {TPM:,} / {RPM}); "
-          f"peak in flight {peak} (limit {CONCURRENCY})")
+    print(
+        f"embed benchmark: {a.rows:,} documents, {tokens:,} tokens (simulator's count), model {MODEL}, "
+        f"limits {RPM} RPM / {TPM:,} TPM / {CONCURRENCY} concurrent"
+    )
+    print(
+        f"  rows ok {ok.height:,} of {out.height:,}; vectors checked against the simulator: "
+        f"{len(sample):,}, mix-ups {mixups}"
+    )
+    print(
+        f"  requests {len(recs):,} ({len(answered):,} answered, 429s: {n429}); rows per request "
+        f"{a.rows / max(1, len(answered)):,.0f}"
+    )
+    print(
+        f"  tokens/min {per_min:,.0f} = {per_min / TPM:.1%} of {TPM:,} over the whole run "
+        f"({span:.1f} s from first request to last answer); after the first minute "
+        f"{steady_rate:,.0f} = {steady_rate / TPM:.1%}"
+    )
+    print(
+        f"  busiest 60 s window: {busiest(starts, 60.0):,} tokens, "
+        f"{busiest([(t, 1) for t, _ in starts], 60.0)} requests (limits {TPM:,} / {RPM}); "
+        f"peak in flight {peak} (limit {CONCURRENCY})"
+    )
     print(f"  latency per request: median {latency[len(latency) // 2]:.2f} s, max {latency[-1]:.2f} s")
-    print(f"  rows/s {a.rows / span:,.0f} (requests span), {a.rows / wall:,.0f} (client wall {wall:.1f} s "
-          f"incl. start-up and final file); client peak RSS {rss} MB")
+    print(
+        f"  rows/s {a.rows / span:,.0f} (requests span), {a.rows / wall:,.0f} (client wall {wall:.1f} s "
+        f"incl. start-up and final file); client peak RSS {rss} MB"
+    )
 
 
 if __name__ == "__main__":

@@ -30,8 +30,14 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _cli(work: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "pipeline.cli", *args], cwd=work, capture_output=True,
-                          text=True, timeout=3600, env={**os.environ, "COLUMNS": "200"})
+    return subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", *args],
+        cwd=work,
+        capture_output=True,
+        text=True,
+        timeout=3600,
+        env={**os.environ, "COLUMNS": "200"},
+    )
 
 
 def _estimate(work: Path, job: str) -> dict[str, Any]:
@@ -72,18 +78,33 @@ def one(job: Path) -> None:
     print(f"\n{job.name}: run {run_s:.1f}s (wall {wall:.1f}s with start-up), load average {load:.2f} at start")
     print(f"  {'':28} {'estimate':>12} {'after run':>12} {'actual':>12}  est/actual")
     est_p = sum(s["prompt_tokens"] for s in before["steps"])
-    act_p = sum(int(df[f"{s['name']}__prompt_tokens"].sum() or 0) for s in before["steps"]
-                if f"{s['name']}__prompt_tokens" in df.columns)
-    act_c = sum(int(df[f"{s['name']}__completion_tokens"].sum() or 0) for s in before["steps"]
-                if f"{s['name']}__completion_tokens" in df.columns)
-    act_cost = sum(float(df[f"{s['name']}__cost"].sum() or 0) for s in before["steps"]
-                   if f"{s['name']}__cost" in df.columns)
+    act_p = sum(
+        int(df[f"{s['name']}__prompt_tokens"].sum() or 0)
+        for s in before["steps"]
+        if f"{s['name']}__prompt_tokens" in df.columns
+    )
+    act_c = sum(
+        int(df[f"{s['name']}__completion_tokens"].sum() or 0)
+        for s in before["steps"]
+        if f"{s['name']}__completion_tokens" in df.columns
+    )
+    act_cost = sum(
+        float(df[f"{s['name']}__cost"].sum() or 0) for s in before["steps"] if f"{s['name']}__cost" in df.columns
+    )
     rows = [
-        ("requests", sum(s["requests"] for s in before["steps"]),
-         sum(s["requests"] for s in observed["steps"]), requests),
+        (
+            "requests",
+            sum(s["requests"] for s in before["steps"]),
+            sum(s["requests"] for s in observed["steps"]),
+            requests,
+        ),
         ("prompt tokens", est_p, sum(s["prompt_tokens"] for s in observed["steps"]), act_p),
-        ("completion tokens", sum(s["completion_tokens"] for s in before["steps"]),
-         sum(s["completion_tokens"] for s in observed["steps"]), act_c),
+        (
+            "completion tokens",
+            sum(s["completion_tokens"] for s in before["steps"]),
+            sum(s["completion_tokens"] for s in observed["steps"]),
+            act_c,
+        ),
         ("duration s", before["duration_s"], observed["duration_s"], run_s),
         ("cost USD", before.get("cost_usd") or 0, observed.get("cost_usd") or 0, act_cost),
     ]

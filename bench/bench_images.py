@@ -33,12 +33,12 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=1, help="images per request")
     a = ap.parse_args()
     rows = -(-a.images // a.n)
-    sim = SimProcess(default_limits={"ipm": a.ipm, "rpm": 100000}, latency_s=0.2, jitter=0.3,
-                     limit_retry_after=True)
+    sim = SimProcess(default_limits={"ipm": a.ipm, "rpm": 100000}, latency_s=0.2, jitter=0.3, limit_retry_after=True)
     work = Path(tempfile.mkdtemp(prefix="bench-images-"))
     try:
-        pl.DataFrame({"id": [f"i{i:05d}" for i in range(rows)],
-                      "subject": [f"a lamp, variant {i}" for i in range(rows)]}).write_csv(work / "rows.csv")
+        pl.DataFrame(
+            {"id": [f"i{i:05d}" for i in range(rows)], "subject": [f"a lamp, variant {i}" for i in range(rows)]}
+        ).write_csv(work / "rows.csv")
         job = work / "job.yaml"
         job.write_text(f"""
 version: 1
@@ -48,7 +48,7 @@ providers:
     base_url: {sim.url}
     api_key_env: BENCH_KEY
     limits: {{ipm: {a.ipm}, rpm: 100000, concurrency: 8}}
-input: {{path: {work / 'rows.csv'}, id: id}}
+input: {{path: {work / "rows.csv"}, id: id}}
 steps:
   - name: pic
     kind: image
@@ -56,11 +56,15 @@ steps:
     model: dall-e-2
     prompt: "A product photo of {{{{ row.subject }}}}"
     params: {{size: 256x256, n: {a.n}, response_format: b64_json}}
-output: {{path: {work / 'out.parquet'}}}
-cache: {{enabled: false, dir: {work / 'cache'}}}
+output: {{path: {work / "out.parquet"}}}
+cache: {{enabled: false, dir: {work / "cache"}}}
 """)
-        proc = subprocess.run([sys.executable, "-m", "pipeline.cli", "run", str(job), "--quiet"],
-                              env={**os.environ, "BENCH_KEY": "bench"}, capture_output=True, text=True)
+        proc = subprocess.run(
+            [sys.executable, "-m", "pipeline.cli", "run", str(job), "--quiet"],
+            env={**os.environ, "BENCH_KEY": "bench"},
+            capture_output=True,
+            text=True,
+        )
         recs = [r for r in sim.records() if r["path"].endswith("/images/generations")]
     finally:
         sim.stop()
@@ -77,10 +81,13 @@ cache: {{enabled: false, dir: {work / 'cache'}}}
     # whole-run rate over [first start, last start]: the last request's own images are not counted
     per_min = (images - a.n) / span * 60 if span > 0 else float("nan")
     most = max(sum(a.n for t in starts if s <= t < s + 60) for s in starts)
-    print(f"{images} images ({len(ok)} requests of {a.n}) in {span:.1f}s: held {per_min:.1f}/min = "
-          f"{per_min / a.ipm:.1%} of the {a.ipm}/min limit (the first window's burst included); most in any "
-          f"60 s window {most} = {most / a.ipm:.1%} of the limit; 429s {n429} of {len(recs)} requests; "
-          f"client exit {proc.returncode}; load {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}", flush=True)
+    print(
+        f"{images} images ({len(ok)} requests of {a.n}) in {span:.1f}s: held {per_min:.1f}/min = "
+        f"{per_min / a.ipm:.1%} of the {a.ipm}/min limit (the first window's burst included); most in any "
+        f"60 s window {most} = {most / a.ipm:.1%} of the limit; 429s {n429} of {len(recs)} requests; "
+        f"client exit {proc.returncode}; load {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}",
+        flush=True,
+    )
 
 
 if __name__ == "__main__":

@@ -58,8 +58,8 @@ steps:
     messages:
       - {{role: user, content: "{{{{ row.text }}}}"}}
     params: {{max_tokens: 5}}
-output: {{path: {work / 'out.parquet'}}}
-cache: {{enabled: false, dir: {work / 'cache'}}}
+output: {{path: {work / "out.parquet"}}}
+cache: {{enabled: false, dir: {work / "cache"}}}
 """)
     return job
 
@@ -89,17 +89,24 @@ def run(scenario: str, rows: int) -> None:
     try:
         job = write_job(work, sim.url, rows)
         env = {**os.environ, **{f"BENCH_KEY_{i + 1}": k for i, k in enumerate(KEYS)}}
-        proc = subprocess.run([sys.executable, "-m", "pipeline.cli", "run", str(job)], env=env,
-                              capture_output=True, text=True)
+        proc = subprocess.run(
+            [sys.executable, "-m", "pipeline.cli", "run", str(job)], env=env, capture_output=True, text=True
+        )
         recs = [r for r in sim.records() if r["path"].endswith("/chat/completions")]
-        statuses = (pl.read_parquet(work / "out.parquet")["label__status"].value_counts()
-                    if (work / "out.parquet").exists() else None)
+        statuses = (
+            pl.read_parquet(work / "out.parquet")["label__status"].value_counts()
+            if (work / "out.parquet").exists()
+            else None
+        )
     finally:
         sim.stop()
         shutil.rmtree(work, ignore_errors=True)
     if not recs:
-        print(f"{scenario}: no request reached the server; client exit {proc.returncode}: "
-              f"{re.sub(chr(92) + 's+', ' ', proc.stderr[-1500:])}", flush=True)
+        print(
+            f"{scenario}: no request reached the server; client exit {proc.returncode}: "
+            f"{re.sub(chr(92) + 's+', ' ', proc.stderr[-1500:])}",
+            flush=True,
+        )
         return
     recs.sort(key=lambda r: r["t_start"])
     t0 = recs[0]["t_start"]
@@ -107,18 +114,26 @@ def run(scenario: str, rows: int) -> None:
     n429 = sum(1 for r in recs if r["status"] == 429)
     n401 = sum(1 for r in recs if r["status"] == 401)
     rows_ok = 0 if statuses is None else int(statuses.filter(pl.col("label__status") == "ok")["count"].sum())
-    print(f"{scenario}: {rows:,} rows, {len(ok):,} requests ok, {n429} 429s, {n401} 401s in "
-          f"{ok[-1]['t_start'] - t0:.1f}s; rows ok {rows_ok:,}/{rows:,}; client exit {proc.returncode}; {load()}",
-          flush=True)
+    print(
+        f"{scenario}: {rows:,} rows, {len(ok):,} requests ok, {n429} 429s, {n401} 401s in "
+        f"{ok[-1]['t_start'] - t0:.1f}s; rows ok {rows_ok:,}/{rows:,}; client exit {proc.returncode}; {load()}",
+        flush=True,
+    )
     for key in KEYS:
         mine = [r["t_start"] for r in ok if r["key"] == key]
-        print(f"  key ...{key[-4:]}: {len(mine):,} ok at {per_min(mine):,.0f}/min = {per_min(mine) / RPM_PER_KEY:.1%} "
-              f"of {RPM_PER_KEY}; {load()}", flush=True)
+        print(
+            f"  key ...{key[-4:]}: {len(mine):,} ok at {per_min(mine):,.0f}/min = {per_min(mine) / RPM_PER_KEY:.1%} "
+            f"of {RPM_PER_KEY}; {load()}",
+            flush=True,
+        )
     if scenario == "pool":
         rate = per_min([r["t_start"] for r in ok])
         cap = RPM_PER_KEY * len(KEYS)
-        print(f"  pool: {rate:,.0f}/min = {rate / cap:.1%} of {cap:,} RPM (target >= 97%); "
-              f"429s {n429} (target 0); {load()}", flush=True)
+        print(
+            f"  pool: {rate:,.0f}/min = {rate / cap:.1%} of {cap:,} RPM (target >= 97%); "
+            f"429s {n429} (target 0); {load()}",
+            flush=True,
+        )
     else:
         cut = next((r["t_start"] for r in recs if r["status"] == 401), None)
         if cut is None:
@@ -126,10 +141,16 @@ def run(scenario: str, rows: int) -> None:
         else:
             before = [r["t_start"] for r in ok if r["t_start"] < cut]
             after = [r["t_start"] for r in ok if r["t_start"] >= cut and r["key"] != KEYS[3]]
-            print(f"  before the revocation (at {cut - t0:.1f}s): {per_min(before):,.0f}/min = "
-                  f"{per_min(before) / 2400:.1%} of 2,400 RPM; {load()}", flush=True)
-            print(f"  after it, three keys: {per_min(after):,.0f}/min = {per_min(after) / 1800:.1%} of 1,800 RPM "
-                  f"(target >= 97%); every row ok: {rows_ok == rows}; {load()}", flush=True)
+            print(
+                f"  before the revocation (at {cut - t0:.1f}s): {per_min(before):,.0f}/min = "
+                f"{per_min(before) / 2400:.1%} of 2,400 RPM; {load()}",
+                flush=True,
+            )
+            print(
+                f"  after it, three keys: {per_min(after):,.0f}/min = {per_min(after) / 1800:.1%} of 1,800 RPM "
+                f"(target >= 97%); every row ok: {rows_ok == rows}; {load()}",
+                flush=True,
+            )
     for line in proc.stderr.splitlines():
         if line.startswith(("limits of", "  key ")) or "removed from the pool" in line:
             print(f"  client: {line.strip()}", flush=True)

@@ -46,8 +46,32 @@ SCENARIOS: dict[str, dict[str, Any]] = {
     "headers": {"limit_scale": 0.5, "rate_headers": True},
 }
 KINDS = ("chat", "embed")
-WORDS = ["alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta", "theta", "iota", "kappa", "lambda", "mu",
-         "nu", "xi", "omicron", "pi", "rho", "sigma", "tau", "upsilon", "phi", "chi", "psi", "omega"]
+WORDS = [
+    "alpha",
+    "beta",
+    "gamma",
+    "delta",
+    "epsilon",
+    "zeta",
+    "eta",
+    "theta",
+    "iota",
+    "kappa",
+    "lambda",
+    "mu",
+    "nu",
+    "xi",
+    "omicron",
+    "pi",
+    "rho",
+    "sigma",
+    "tau",
+    "upsilon",
+    "phi",
+    "chi",
+    "psi",
+    "omega",
+]
 
 
 def write_inputs(work: Path, kind: str, seconds: float, scale: float) -> Path:
@@ -94,8 +118,8 @@ providers:
     timeout_s: 120
 input: {{path: {data}, id: id}}
 steps:{step}
-output: {{path: {work / 'out.parquet'}}}
-cache: {{enabled: false, dir: {work / 'cache'}}}
+output: {{path: {work / "out.parquet"}}}
+cache: {{enabled: false, dir: {work / "cache"}}}
 """)
     return job
 
@@ -107,23 +131,33 @@ def longest_gap(times: list[float]) -> float:
 def run(kind: str, scenario: str, seconds: float) -> None:
     opts = SCENARIOS[scenario]
     scale = opts.get("limit_scale", 1.0)
-    latency = {"chat": {"latency_s": 0.5, "jitter": 0.3}, "embed": {"latency_s": 0.1, "jitter": 0.3,
-                                                                      "latency_per_input_token_s": 1e-5}}[kind]
-    sim = SimProcess(default_limits={"rpm": RPM, "tpm": TPM, "concurrency": CONC}, limit_retry_after=True,
-                     **latency, **opts)
+    latency = {
+        "chat": {"latency_s": 0.5, "jitter": 0.3},
+        "embed": {"latency_s": 0.1, "jitter": 0.3, "latency_per_input_token_s": 1e-5},
+    }[kind]
+    sim = SimProcess(
+        default_limits={"rpm": RPM, "tpm": TPM, "concurrency": CONC}, limit_retry_after=True, **latency, **opts
+    )
     work = Path(tempfile.mkdtemp(prefix=f"bench-limits-{kind}-{scenario}-"))
     try:
         job = write_job(work, sim.url, kind, write_inputs(work, kind, seconds, scale))
-        proc = subprocess.run([sys.executable, "-m", "pipeline.cli", "run", str(job)],
-                              env={**os.environ, "BENCH_KEY": "bench"}, capture_output=True, text=True)
+        proc = subprocess.run(
+            [sys.executable, "-m", "pipeline.cli", "run", str(job)],
+            env={**os.environ, "BENCH_KEY": "bench"},
+            capture_output=True,
+            text=True,
+        )
         recs = [r for r in sim.records() if r["path"].endswith(("/chat/completions", "/embeddings"))]
     finally:
         sim.stop()
         shutil.rmtree(work, ignore_errors=True)
     load = os.getloadavg()
     if not recs:
-        print(f"{kind} {scenario}: no request reached the server; client exit {proc.returncode}: "
-              f"{re.sub(chr(92) + 's+', ' ', proc.stderr[-1500:])}", flush=True)
+        print(
+            f"{kind} {scenario}: no request reached the server; client exit {proc.returncode}: "
+            f"{re.sub(chr(92) + 's+', ' ', proc.stderr[-1500:])}",
+            flush=True,
+        )
         return
     recs.sort(key=lambda r: r["t_start"])
     t0 = recs[0]["t_start"]
@@ -143,12 +177,15 @@ def run(kind: str, scenario: str, seconds: float) -> None:
     # whole-run rate over [first start, last start]: the last request's own share is not counted
     per_min = (amount - (1 if kind == "chat" else counted[-1]["prompt_tokens"])) / span * 60 if span > 0 else 0
     summary = [ln for ln in proc.stderr.splitlines() if ln.startswith("limits of")]
-    print(f"{kind:5} {scenario:8} {len(ok):6,} ok in {end:6.1f}s: {per_min:12,.0f}/min = {per_min / real:6.1%} of "
-          f"the real {'RPM' if kind == 'chat' else 'TPM'} {real:,.0f}"
-          f"{' (after the first minute)' if skip else ''}; 429s {n429} = {n429 / len(recs):.2%} of "
-          f"{len(recs):,} requests (first at {'-' if first_429 is None else f'{first_429:.2f}s'}); "
-          f"longest stall {longest_gap([r['t_start'] for r in ok]):.2f}s; exit {proc.returncode}; "
-          f"load {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}", flush=True)
+    print(
+        f"{kind:5} {scenario:8} {len(ok):6,} ok in {end:6.1f}s: {per_min:12,.0f}/min = {per_min / real:6.1%} of "
+        f"the real {'RPM' if kind == 'chat' else 'TPM'} {real:,.0f}"
+        f"{' (after the first minute)' if skip else ''}; 429s {n429} = {n429 / len(recs):.2%} of "
+        f"{len(recs):,} requests (first at {'-' if first_429 is None else f'{first_429:.2f}s'}); "
+        f"longest stall {longest_gap([r['t_start'] for r in ok]):.2f}s; exit {proc.returncode}; "
+        f"load {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}",
+        flush=True,
+    )
     for line in summary:
         print(f"      client: {line}", flush=True)
     if proc.returncode not in (0, 1):
@@ -159,8 +196,12 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("kind", choices=[*KINDS, "all"])
     ap.add_argument("scenario", choices=[*SCENARIOS, "all"])
-    ap.add_argument("--seconds", type=float, default=90.0,
-                    help="work for this long at the job's limits (half-limit servers take twice as long)")
+    ap.add_argument(
+        "--seconds",
+        type=float,
+        default=90.0,
+        help="work for this long at the job's limits (half-limit servers take twice as long)",
+    )
     a = ap.parse_args()
     for kind in KINDS if a.kind == "all" else (a.kind,):
         for scenario in SCENARIOS if a.scenario == "all" else (a.scenario,):

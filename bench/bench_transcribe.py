@@ -64,7 +64,7 @@ providers:
     base_url: {url}
     api_key_env: BENCH_KEY
     limits: {{rpm: 3000, tpm: 1000000, concurrency: {conc}}}
-input: {{path: "{work / 'archive'}/*.wav"}}
+input: {{path: "{work / "archive"}/*.wav"}}
 steps:
   - name: transcript
     kind: transcribe
@@ -72,8 +72,8 @@ steps:
     model: whisper-1
     audio: "{{{{ row.path }}}}"
     response_format: verbose_json
-output: {{path: {work / 'out.parquet'}}}
-cache: {{dir: {work / 'cache'}, enabled: false}}
+output: {{path: {work / "out.parquet"}}}
+cache: {{dir: {work / "cache"}, enabled: false}}
 """)
     return job
 
@@ -81,23 +81,29 @@ cache: {{dir: {work / 'cache'}, enabled: false}}
 def warm_up(sim: SimProcess, sample: Path) -> None:
     """One request before the measured run (the simulator loads its tokenizer on first use), then reset."""
     boundary = "benchwarmup"
-    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"model\"\r\n\r\nwhisper-1\r\n"
-            f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"w.wav\"\r\n"
-            "Content-Type: audio/wav\r\n\r\n").encode()
+    body = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="model"\r\n\r\nwhisper-1\r\n'
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="w.wav"\r\n'
+        "Content-Type: audio/wav\r\n\r\n"
+    ).encode()
     body += sample.read_bytes() + f"\r\n--{boundary}--\r\n".encode()
-    req = urllib.request.Request(sim.url + "/audio/transcriptions", data=body, method="POST", headers={
-        "Authorization": "Bearer bench", "Content-Type": f"multipart/form-data; boundary={boundary}"})
+    req = urllib.request.Request(
+        sim.url + "/audio/transcriptions",
+        data=body,
+        method="POST",
+        headers={"Authorization": "Bearer bench", "Content-Type": f"multipart/form-data; boundary={boundary}"},
+    )
     with urllib.request.urlopen(req, timeout=60) as r:
         r.read()
-    with urllib.request.urlopen(urllib.request.Request(sim.url.removesuffix("/v1") + "/_sim/reset",
-                                                       method="POST"), timeout=10) as r:
+    with urllib.request.urlopen(
+        urllib.request.Request(sim.url.removesuffix("/v1") + "/_sim/reset", method="POST"), timeout=10
+    ) as r:
         r.read()
 
 
 def occupancy(recs: list[dict[str, Any]], t0: float, t1: float, conc: int) -> tuple[float, int]:
     """(mean in flight / conc over [t0, t1], peak in flight)."""
-    events = sorted([(r["t_start"], 1) for r in recs] + [(r["t_end"], -1) for r in recs],
-                    key=lambda e: (e[0], e[1]))
+    events = sorted([(r["t_start"], 1) for r in recs] + [(r["t_end"], -1) for r in recs], key=lambda e: (e[0], e[1]))
     level = peak = 0
     area = 0.0
     last = t0
@@ -145,15 +151,21 @@ def main() -> None:
     latencies = [r["t_end"] - r["t_start"] for r in ok]
     ideal = conc / lat  # audio seconds per second with every slot always busy
     print(json.dumps({"files": args.files, "ok": len(ok), "429s": n429, "audio_s": round(audio_total, 1)}))
-    print(f"transcribe: {len(ok)}/{args.files} files ok, {n429} 429s, audio {audio_total / 60:.1f} min "
-          f"({args.min_s:g}-{args.max_s:g} s each), latency {lat:g} s per audio second "
-          f"(mean {np.mean(latencies):.2f} s, max {max(latencies):.2f} s), concurrency {conc}")
+    print(
+        f"transcribe: {len(ok)}/{args.files} files ok, {n429} 429s, audio {audio_total / 60:.1f} min "
+        f"({args.min_s:g}-{args.max_s:g} s each), latency {lat:g} s per audio second "
+        f"(mean {np.mean(latencies):.2f} s, max {max(latencies):.2f} s), concurrency {conc}"
+    )
     print(f"  busy period {span:.1f} s (client wall {wall:.1f} s incl. start-up, peak RSS {rss} MB)")
-    print(f"  throughput: {len(ok) / span * 3600:,.0f} files/hour, {audio_sent / span:,.2f} audio-hours/hour "
-          f"(= {audio_sent / span / ideal:.1%} of the {ideal:.4g} audio-s/s of {conc} always-busy slots)")
-    print(f"  occupancy: {occ_backlog:.1%} while files were waiting (first to last start, "
-          f"{last_start - first_start:.1f} s), {occ_busy:.1%} over the whole busy period incl. the final "
-          f"drain; peak in flight {peak} (limit {conc})")
+    print(
+        f"  throughput: {len(ok) / span * 3600:,.0f} files/hour, {audio_sent / span:,.2f} audio-hours/hour "
+        f"(= {audio_sent / span / ideal:.1%} of the {ideal:.4g} audio-s/s of {conc} always-busy slots)"
+    )
+    print(
+        f"  occupancy: {occ_backlog:.1%} while files were waiting (first to last start, "
+        f"{last_start - first_start:.1f} s), {occ_busy:.1%} over the whole busy period incl. the final "
+        f"drain; peak in flight {peak} (limit {conc})"
+    )
 
 
 if __name__ == "__main__":

@@ -40,23 +40,32 @@ def make_work(out: Path, rows: int, part_rows: int = 2000) -> tuple[Path, pa.Sch
 
     work = WorkDir(out, "bench")
     work.prepare(fresh=True)
-    fields = [pa.field(ROW, pa.uint32()), pa.field("doc_id", pa.string()),
-              *step_fields("emb", [pa.field("emb", pa.list_(pa.float32())), pa.field("emb__truncated", pa.bool_())])]
+    fields = [
+        pa.field(ROW, pa.uint32()),
+        pa.field("doc_id", pa.string()),
+        *step_fields("emb", [pa.field("emb", pa.list_(pa.float32())), pa.field("emb__truncated", pa.bool_())]),
+    ]
     schema = pa.schema(fields)
     rng = np.random.default_rng(1)
     # rows finish about in input order, give or take the rows in flight (an embed run holds ~9,000)
     order = np.argsort(np.arange(rows) + rng.uniform(0, 9000, rows), kind="stable")
     for i, lo in enumerate(range(0, rows, part_rows)):
-        idx = np.sort(order[lo:lo + part_rows]).astype(np.uint32)
+        idx = np.sort(order[lo : lo + part_rows]).astype(np.uint32)
         n = len(idx)
         vec = pa.FixedSizeListArray.from_arrays(pa.array(rng.standard_normal(n * DIM, dtype=np.float32)), DIM)
         cols = {
-            ROW: pa.array(idx), "doc_id": pa.array([f"d{j:08d}" for j in idx]),
-            "emb": vec.cast(pa.list_(pa.float32())), "emb__truncated": pa.array([False] * n),
-            "emb__status": pa.array(["ok"] * n), "emb__error": pa.nulls(n, pa.string()),
-            "emb__attempts": pa.array([1] * n, pa.int32()), "emb__prompt_tokens": pa.array([10] * n, pa.int64()),
-            "emb__completion_tokens": pa.array([0] * n, pa.int64()), "emb__cached": pa.array([False] * n),
-            "emb__tokens_estimated": pa.array([False] * n), "emb__cost": pa.array([2e-7] * n),
+            ROW: pa.array(idx),
+            "doc_id": pa.array([f"d{j:08d}" for j in idx]),
+            "emb": vec.cast(pa.list_(pa.float32())),
+            "emb__truncated": pa.array([False] * n),
+            "emb__status": pa.array(["ok"] * n),
+            "emb__error": pa.nulls(n, pa.string()),
+            "emb__attempts": pa.array([1] * n, pa.int32()),
+            "emb__prompt_tokens": pa.array([10] * n, pa.int64()),
+            "emb__completion_tokens": pa.array([0] * n, pa.int64()),
+            "emb__cached": pa.array([False] * n),
+            "emb__tokens_estimated": pa.array([False] * n),
+            "emb__cost": pa.array([2e-7] * n),
         }
         table = pa.table({k: v for k, v in cols.items() if k in schema.names}, schema=schema)
         pq.write_table(table, work.path / f"part-{i + 1:06d}.parquet", **write_options(schema))  # as PartWriter
@@ -88,15 +97,18 @@ def bench_write(rows: int) -> None:
         _, schema = make_work(out, rows)
         Path(str(out) + ".schema").write_bytes(pickle.dumps(schema))
         load = os.getloadavg()[0]
-        res = subprocess.run([sys.executable, __file__, "_child", str(out), str(rows)], capture_output=True,
-                             text=True, check=True)
+        res = subprocess.run(
+            [sys.executable, __file__, "_child", str(out), str(rows)], capture_output=True, text=True, check=True
+        )
         dt, peak, base = res.stdout.split()
         mb = rows * DIM * 4 / 1e6
         t = pq.read_table(out, columns=["doc_id"])
         assert t.num_rows == rows and t["doc_id"][0].as_py() == "d00000000", "order lost"
-        print(f"final write: {rows:,} rows x {DIM}-d = {mb:,.0f} MB of vectors in {float(dt):.2f}s = "
-              f"{mb / float(dt):,.0f} MB/s; child peak RSS {peak} MB (after imports {base} MB)  "
-              f"[load average {load:.2f}]")
+        print(
+            f"final write: {rows:,} rows x {DIM}-d = {mb:,.0f} MB of vectors in {float(dt):.2f}s = "
+            f"{mb / float(dt):,.0f} MB/s; child peak RSS {peak} MB (after imports {base} MB)  "
+            f"[load average {load:.2f}]"
+        )
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -124,15 +136,20 @@ cache: {{enabled: false}}
 """)
         load = os.getloadavg()[0]
         t0 = time.monotonic()
-        proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "run", str(job), "--quiet"],
-                                env={**os.environ, "BENCH_KEY": "b"}, stderr=subprocess.PIPE)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "pipeline.cli", "run", str(job), "--quiet"],
+            env={**os.environ, "BENCH_KEY": "b"},
+            stderr=subprocess.PIPE,
+        )
         _, status, usage = os.wait4(proc.pid, 0)
         wall = time.monotonic() - t0
         if os.waitstatus_to_exitcode(status) != 0:
             raise RuntimeError(proc.stderr.read().decode()[-2000:] if proc.stderr else "failed")
         n = pq.ParquetFile(work / "out.parquet").metadata.num_rows
-        print(f"embed run: {n:,} rows x {DIM}-d, client peak RSS {usage.ru_maxrss // 1024} MB, {wall:.1f}s wall "
-              f"({n / wall:,.0f} rows/s), CPU {usage.ru_utime + usage.ru_stime:.1f}s  [load average {load:.2f}]")
+        print(
+            f"embed run: {n:,} rows x {DIM}-d, client peak RSS {usage.ru_maxrss // 1024} MB, {wall:.1f}s wall "
+            f"({n / wall:,.0f} rows/s), CPU {usage.ru_utime + usage.ru_stime:.1f}s  [load average {load:.2f}]"
+        )
     finally:
         sim.stop()
         shutil.rmtree(work, ignore_errors=True)

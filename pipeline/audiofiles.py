@@ -19,8 +19,15 @@ from .errors import PipelineError
 # What /audio/transcriptions accepts (API_FACTS.md); anything else fails its row before any request.
 AUDIO_EXTENSIONS = ("flac", "m4a", "mp3", "mp4", "mpeg", "mpga", "ogg", "wav", "webm")
 CONTENT_TYPES = {
-    "flac": "audio/flac", "m4a": "audio/mp4", "mp3": "audio/mpeg", "mp4": "audio/mp4", "mpeg": "audio/mpeg",
-    "mpga": "audio/mpeg", "ogg": "audio/ogg", "wav": "audio/wav", "webm": "audio/webm",
+    "flac": "audio/flac",
+    "m4a": "audio/mp4",
+    "mp3": "audio/mpeg",
+    "mp4": "audio/mp4",
+    "mpeg": "audio/mpeg",
+    "mpga": "audio/mpeg",
+    "ogg": "audio/ogg",
+    "wav": "audio/wav",
+    "webm": "audio/webm",
 }
 
 # Pieces of a split file are re-encoded to mono 16 kHz MP3 at a constant 64 kbit/s: what the models
@@ -85,9 +92,7 @@ def inspect_file(path: Path) -> AudioFile:
         raise AudioFileError(f"{path} is a folder, not an audio file")
     if ext not in AUDIO_EXTENSIONS:
         shown = f"`.{ext}`" if ext else "no extension"
-        raise AudioFileError(
-            f"unsupported audio format ({shown}) for {path}; supported: {', '.join(AUDIO_EXTENSIONS)}"
-        )
+        raise AudioFileError(f"unsupported audio format ({shown}) for {path}; supported: {', '.join(AUDIO_EXTENSIONS)}")
     if st.st_size == 0:
         raise AudioFileError(f"audio file is empty (0 bytes): {path}")
     h = hashlib.sha256()
@@ -121,8 +126,13 @@ async def run_ffmpeg(args: list[str], timeout_s: float) -> tuple[int, str]:
     if exe is None:
         raise AudioFileError("ffmpeg is not available (install the imageio-ffmpeg package)")
     proc = await asyncio.create_subprocess_exec(
-        exe, "-hide_banner", "-nostdin", *args,
-        stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+        exe,
+        "-hide_banner",
+        "-nostdin",
+        *args,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
     )
     try:
         async with asyncio.timeout(timeout_s):
@@ -208,8 +218,9 @@ def parse_silences(stderr: str, duration: float) -> list[tuple[float, float]]:
     return out
 
 
-def plan_cuts(duration: float, silences: list[tuple[float, float]], max_piece_s: float,
-              min_piece_s: float = MIN_PIECE_S) -> list[float]:
+def plan_cuts(
+    duration: float, silences: list[tuple[float, float]], max_piece_s: float, min_piece_s: float = MIN_PIECE_S
+) -> list[float]:
     """Cut times so that every piece is at most `max_piece_s` long and the last at least `min_piece_s`.
 
     Each cut goes in the middle of the latest silence (its part inside the allowed range) in the second
@@ -251,11 +262,22 @@ async def split(src: Path, out_dir: Path, *, max_bytes: int, max_duration_s: flo
     """
     max_piece_s = max_piece_seconds(max_bytes, max_duration_s)
     if max_piece_s < MIN_MAX_PIECE_S:
-        raise AudioFileError(f"max_upload_mb is too small to split {src}: pieces would be under "
-                             f"{MIN_MAX_PIECE_S:g} s at {PIECE_BITRATE // 1000} kbit/s")
+        raise AudioFileError(
+            f"max_upload_mb is too small to split {src}: pieces would be under "
+            f"{MIN_MAX_PIECE_S:g} s at {PIECE_BITRATE // 1000} kbit/s"
+        )
     rc, err = await run_ffmpeg(
-        ["-i", str(src), "-map", "0:a:0",
-         "-af", f"silencedetect=noise={SILENCE_NOISE_DB}dB:duration={SILENCE_MIN_S}", "-f", "null", "-"],
+        [
+            "-i",
+            str(src),
+            "-map",
+            "0:a:0",
+            "-af",
+            f"silencedetect=noise={SILENCE_NOISE_DB}dB:duration={SILENCE_MIN_S}",
+            "-f",
+            "null",
+            "-",
+        ],
         timeout_s=3600,
     )
     times = _TIME.findall(err)
@@ -264,12 +286,37 @@ async def split(src: Path, out_dir: Path, *, max_bytes: int, max_duration_s: flo
     duration = _hms(times[-1])
     cuts = plan_cuts(duration, parse_silences(err, duration), max_piece_s)
     listing = out_dir / "pieces.csv"
-    args = ["-i", str(src), "-map", "0:a:0", "-ac", "1", "-ar", "16000",
-            # no bit reservoir: every frame decodes on its own, so each piece starts clean
-            "-c:a", "libmp3lame", "-b:a", str(PIECE_BITRATE), "-reservoir", "0",
-            "-map_metadata", "-1", "-fflags", "+bitexact", "-flags:a", "+bitexact",
-            "-f", "segment", "-reset_timestamps", "1", "-segment_list", str(listing),
-            "-segment_list_type", "csv"]
+    args = [
+        "-i",
+        str(src),
+        "-map",
+        "0:a:0",
+        "-ac",
+        "1",
+        "-ar",
+        "16000",
+        # no bit reservoir: every frame decodes on its own, so each piece starts clean
+        "-c:a",
+        "libmp3lame",
+        "-b:a",
+        str(PIECE_BITRATE),
+        "-reservoir",
+        "0",
+        "-map_metadata",
+        "-1",
+        "-fflags",
+        "+bitexact",
+        "-flags:a",
+        "+bitexact",
+        "-f",
+        "segment",
+        "-reset_timestamps",
+        "1",
+        "-segment_list",
+        str(listing),
+        "-segment_list_type",
+        "csv",
+    ]
     if cuts:
         args += ["-segment_times", ",".join(f"{c:.3f}" for c in cuts)]
     else:
@@ -287,6 +334,7 @@ async def split(src: Path, out_dir: Path, *, max_bytes: int, max_duration_s: flo
         raise AudioFileError(f"ffmpeg wrote no pieces for {src}")
     too_big = [p for p in pieces if p.size > max_bytes]
     if too_big:
-        raise AudioFileError(f"could not split {src} under {max_bytes:,} bytes: piece {too_big[0].path.name} "
-                             f"has {too_big[0].size:,}")
+        raise AudioFileError(
+            f"could not split {src} under {max_bytes:,} bytes: piece {too_big[0].path.name} has {too_big[0].size:,}"
+        )
     return pieces

@@ -178,9 +178,7 @@ class Batcher(Generic[P]):
         if slot is not None:
             slot.waiters.append(fut)
             return fut
-        if self._open and (
-            len(self._open) >= self.max_items or self._open_tokens + tokens > self.max_tokens
-        ):
+        if self._open and (len(self._open) >= self.max_items or self._open_tokens + tokens > self.max_tokens):
             self.flush()
         self._open[key] = Slot(key, payload, tokens, [fut])
         self._open_tokens += tokens

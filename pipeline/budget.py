@@ -103,8 +103,7 @@ def check_budget(plan: Any, limit: float | None) -> None:
     missing = []
     for s in plan.job.spec.steps:
         price = plan.prices.get(s.model)
-        lacking = [k for k in needs.get(s.kind, ("input", "output"))
-                   if price is None or getattr(price, k) is None]
+        lacking = [k for k in needs.get(s.kind, ("input", "output")) if price is None or getattr(price, k) is None]
         if lacking:
             missing.append(f"step `{s.name}` (model {s.model}: {', '.join(lacking)})")
     if missing:
@@ -128,10 +127,15 @@ def earlier_spend(written: pl.LazyFrame | None, steps: list[str], total_rows: in
     if not err_cols:
         return 0.0, unsent
     latest = (
-        written.select(ROW, PART, *cost_cols, *err_cols).collect()
-        .sort([ROW, PART]).unique(subset=[ROW], keep="last", maintain_order=True)
-        .with_columns(pl.any_horizontal([pl.col(c).str.contains(MARK, literal=True).fill_null(False)
-                                         for c in err_cols]).alias("__unsent"))
+        written.select(ROW, PART, *cost_cols, *err_cols)
+        .collect()
+        .sort([ROW, PART])
+        .unique(subset=[ROW], keep="last", maintain_order=True)
+        .with_columns(
+            pl.any_horizontal([pl.col(c).str.contains(MARK, literal=True).fill_null(False) for c in err_cols]).alias(
+                "__unsent"
+            )
+        )
     )
     spent = float(sum(latest[c].sum() or 0.0 for c in cost_cols))
     rows = latest.filter(pl.col("__unsent"))[ROW].to_numpy()

@@ -83,11 +83,13 @@ class ResponseCache:
         nobody asked for is dropped. Falls back to one `get` per key if the query fails."""
         self._ahead = {}
         keys = list(dict.fromkeys(keys))
-        select = ("SELECT key, mode, filename, value FROM Cache WHERE raw = 1 AND key IN ({}) "
-                  "AND (expire_time IS NULL OR expire_time > ?)")
+        select = (
+            "SELECT key, mode, filename, value FROM Cache WHERE raw = 1 AND key IN ({}) "
+            "AND (expire_time IS NULL OR expire_time > ?)"
+        )
         try:
             for lo in range(0, len(keys), 500):
-                part = keys[lo:lo + 500]
+                part = keys[lo : lo + 500]
                 found = {}
                 rows = self._dc._sql(select.format(",".join("?" * len(part))), (*part, time.time())).fetchall()
                 for key, mode, filename, value in rows:

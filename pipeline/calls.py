@@ -187,8 +187,7 @@ class ProviderClient:
                 raise self._fatal
             try:
                 result, ticket = await self._probed(
-                    functools.partial(self._attempt, req, tokens, cache_key, parse, completion_charge, attempt,
-                                      charge)
+                    functools.partial(self._attempt, req, tokens, cache_key, parse, completion_charge, attempt, charge)
                 )
             except BudgetReached as exc:
                 raise CallError(exc, attempt - 1) from None
@@ -217,15 +216,24 @@ class ProviderClient:
                     self.stats.retries += 1
                     continue
             if attempt >= self.retry.max_attempts:
-                event(log, logging.INFO, "request.gave_up", provider=self.name, attempts=attempt,
-                      error=err.short()[:300])
+                event(
+                    log, logging.INFO, "request.gave_up", provider=self.name, attempts=attempt, error=err.short()[:300]
+                )
                 raise CallError(err, attempt)
             self.stats.retries += 1
             wait = backoff_delay(attempt, base=self.retry.backoff_base_s, cap=self.retry.backoff_cap_s, rng=self._rng)
             if err.retry_after is not None and not isinstance(err, RateLimited):
                 wait = max(wait, err.retry_after)  # a 429's Retry-After is enforced by the gate's pause
-            event(log, logging.INFO, "request.retry", provider=self.name, attempt=attempt, wait_s=round(wait, 3),
-                  status=err.status, error=err.short()[:300])
+            event(
+                log,
+                logging.INFO,
+                "request.retry",
+                provider=self.name,
+                attempt=attempt,
+                wait_s=round(wait, 3),
+                status=err.status,
+                error=err.short()[:300],
+            )
             await asyncio.sleep(wait)
 
     async def _probed(self, attempt: Callable[[], Awaitable[_Outcome[T]]]) -> _Outcome[T]:

@@ -68,8 +68,9 @@ def _simulator(plan_job: Path, latency_s: float) -> Iterator[str]:
             p = resolve_provider(step.provider, spec.providers)
         except JobError:
             continue  # reported by the plan with the other problems
-        keys[f"sim-{step.provider}"] = KeyLimits(rpm=p.limits.fixed("rpm"), tpm=p.limits.fixed("tpm"),
-                                                 concurrency=p.limits.concurrency)
+        keys[f"sim-{step.provider}"] = KeyLimits(
+            rpm=p.limits.fixed("rpm"), tpm=p.limits.fixed("tpm"), concurrency=p.limits.concurrency
+        )
         period = p.limits.period_s
     sim = SimulatorThread(SimConfig(keys=keys or None, window_s=period, latency_s=latency_s, jitter=0.3))
     url = sim.start()
@@ -109,8 +110,15 @@ class _ProgressView:
         self.live = err.is_terminal and not quiet
         self._last_line = 0.0
         self.bar = Progress(
-            TextColumn("[bold]rows"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
-            TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), console=err, transient=False,
+            TextColumn("[bold]rows"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[info]}"),
+            TimeElapsedColumn(),
+            TextColumn("ETA"),
+            TimeRemainingColumn(),
+            console=err,
+            transient=False,
             refresh_per_second=2,  # a redraw costs CPU: twice a second is enough for a long batch job
         )
         self.task = self.bar.add_task("rows", total=total, info="")
@@ -125,8 +133,10 @@ class _ProgressView:
             self.bar.stop()
 
     def __call__(self, p: RunProgress) -> None:
-        info = (f"{p.req_per_min:,.0f} req/min  {p.tok_per_min:,.0f} tok/min  cache {p.cache_hits:,}  "
-                f"err {p.rows_failed:,}  429 {p.rate_limited:,}")
+        info = (
+            f"{p.req_per_min:,.0f} req/min  {p.tok_per_min:,.0f} tok/min  cache {p.cache_hits:,}  "
+            f"err {p.rows_failed:,}  429 {p.rate_limited:,}"
+        )
         if p.audio_s_done is not None:
             left = "" if p.audio_s_left is None else f", ~{p.audio_s_left / 60:,.0f} left"
             info += f"  audio {p.audio_s_done / 60:,.1f} min done{left}"
@@ -168,12 +178,19 @@ def run(
     retry_failed: bool = typer.Option(False, "--retry-failed", help="redo rows that failed in earlier runs"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress display"),
     max_cost: float | None = typer.Option(
-        None, "--max-cost", min=0.0, help="USD: send nothing that could take the job's cost over this "
-        "(over the job's `budget:`); a later run with a higher budget continues"),
+        None,
+        "--max-cost",
+        min=0.0,
+        help="USD: send nothing that could take the job's cost over this "
+        "(over the job's `budget:`); a later run with a higher budget continues",
+    ),
     prices: Path | None = typer.Option(None, help="a YAML/JSON price table over the shipped one and the job's"),
     log_file: Path | None = typer.Option(
-        None, "--log", help="append the run's events (retries, 429s, failovers, learned limits, aborts, totals) "
-        "to this file as JSON lines; keys are masked"),
+        None,
+        "--log",
+        help="append the run's events (retries, 429s, failovers, learned limits, aborts, totals) "
+        "to this file as JSON lines; keys are masked",
+    ),
 ) -> None:
     """Run a job: every row through every step; results to the output Parquet file."""
     from .executor import RunOptions, execute
@@ -187,8 +204,11 @@ def run(
             stack.enter_context(json_log(log_file, secrets=plan.api_keys.values()))
         where = "the simulator" if sim else ", ".join(p.base_urls[0] for p in plan.providers.values())
         if not quiet:
-            err.print(f"[bold]{plan.job.spec.name}[/]: {plan.total_rows:,} rows, {len(plan.steps)} step(s) "
-                      f"-> {plan.output}  (against {where})", highlight=False)
+            err.print(
+                f"[bold]{plan.job.spec.name}[/]: {plan.total_rows:,} rows, {len(plan.steps)} step(s) "
+                f"-> {plan.output}  (against {where})",
+                highlight=False,
+            )
             for note in plan.notes:
                 err.print(f"[yellow]note[/]: {escape(note)}", highlight=False)
         with _warnings_shown(), _ProgressView(plan.total_rows, quiet) as view:
@@ -212,12 +232,15 @@ def run(
             f"requests {s.requests:,}  cache hits {s.cache_hits:,}  retries {s.retries:,}  429s {s.rate_limited:,}  "
             f"tokens {s.prompt_tokens + s.completion_tokens:,}  re-asks {s.repairs:,}  "
             f"resumed rows {summary.rows_resumed:,}  "
-            f"time {summary.elapsed_s:,.1f}s", highlight=False,
+            f"time {summary.elapsed_s:,.1f}s",
+            highlight=False,
         )
         if summary.cost_usd is not None:
-            err.print(f"cost ${summary.cost_usd:,.4f} this run, ${summary.cost_total_usd or 0:,.4f} for the job so far"
-                      + (f" (budget ${summary.budget_usd:,.2f})" if summary.budget_usd is not None else ""),
-                      highlight=False)
+            err.print(
+                f"cost ${summary.cost_usd:,.4f} this run, ${summary.cost_total_usd or 0:,.4f} for the job so far"
+                + (f" (budget ${summary.budget_usd:,.2f})" if summary.budget_usd is not None else ""),
+                highlight=False,
+            )
         for name, gate in summary.limits.items():
             err.print(f"limits of {name}: {gate.describe()}", highlight=False, soft_wrap=True)
             for line in getattr(gate, "key_lines", list)():  # key pools (issue 10b): one line per key
@@ -227,30 +250,41 @@ def run(
         err.print(f"[bold red]run aborted:[/] {escape(summary.aborted)}", highlight=False)
         # rows that failed before the stop are done for a plain resume: say how to send them again
         again = f"{resume_cmd} --retry-failed" if summary.failed_rows else resume_cmd
-        err.print(f"finished rows are kept; fix the cause and resume with: {again}", highlight=False,
-                  soft_wrap=True)
+        err.print(f"finished rows are kept; fix the cause and resume with: {again}", highlight=False, soft_wrap=True)
         if summary.failed_rows:
-            err.print(f"({summary.failed_rows:,} row(s) were marked failed; --retry-failed sends them again)",
-                      highlight=False)
+            err.print(
+                f"({summary.failed_rows:,} row(s) were marked failed; --retry-failed sends them again)", highlight=False
+            )
         raise typer.Exit(EXIT_ABORTED)
     if summary.interrupted:
-        err.print(f"[yellow]interrupted[/]: finished rows are kept. Resume with: {resume_cmd}", highlight=False,
-                  soft_wrap=True)
+        err.print(
+            f"[yellow]interrupted[/]: finished rows are kept. Resume with: {resume_cmd}",
+            highlight=False,
+            soft_wrap=True,
+        )
         raise typer.Exit(EXIT_INTERRUPTED)
     err.print(f"wrote {summary.output}", highlight=False)
     if summary.budget_unsent_rows:
-        err.print(f"[bold yellow]budget reached[/]: ${summary.cost_total_usd or 0:,.4f} of ${summary.budget_usd:,.2f} "
-                  f"spent; {summary.budget_unsent_rows:,} row(s) not sent (their error says BudgetReached). "
-                  f"Continue with: {resume_cmd} --max-cost <more USD>", highlight=False)
+        err.print(
+            f"[bold yellow]budget reached[/]: ${summary.cost_total_usd or 0:,.4f} of ${summary.budget_usd:,.2f} "
+            f"spent; {summary.budget_unsent_rows:,} row(s) not sent (their error says BudgetReached). "
+            f"Continue with: {resume_cmd} --max-cost <more USD>",
+            highlight=False,
+        )
         raise typer.Exit(EXIT_BUDGET)
     if summary.failed_rows:
-        err.print(f"{summary.failed_rows:,} row(s) failed: see `pipeline inspect {summary.output}`; "
-                  f"redo them with `{resume_cmd} --retry-failed`", highlight=False, soft_wrap=True)
+        err.print(
+            f"{summary.failed_rows:,} row(s) failed: see `pipeline inspect {summary.output}`; "
+            f"redo them with `{resume_cmd} --retry-failed`",
+            highlight=False,
+            soft_wrap=True,
+        )
         raise typer.Exit(EXIT_FAILED_ROWS)
 
 
 def _compact(body: dict[str, Any]) -> dict[str, Any]:
     """A request body for display: JSON Schemas (answer, tool parameters) shown by their size only."""
+
     def summary(schema: Any) -> str:
         props = schema.get("properties") if isinstance(schema, dict) else None
         return f"<JSON Schema: {len(props) if isinstance(props, dict) else 0} top-level properties>"
@@ -265,7 +299,8 @@ def _compact(body: dict[str, Any]) -> dict[str, Any]:
     if isinstance(out.get("tools"), list):
         out["tools"] = [
             {**t, "function": {**t["function"], "parameters": summary(t["function"].get("parameters"))}}
-            if isinstance(t, dict) and isinstance(t.get("function"), dict) else t
+            if isinstance(t, dict) and isinstance(t.get("function"), dict)
+            else t
             for t in out["tools"]
         ]
     return out
@@ -289,8 +324,11 @@ def validate(
         raise _fail(str(exc)) from None
     from .keypool import read_keys
 
-    missing = [f"{n}: {', '.join(unset)}" for n, p in plan.providers.items()  # every variable of a key pool
-               if (unset := read_keys(p.api_key_envs)[1]) and not (p.key_optional and plan.api_keys.get(n) is None)]
+    missing = [
+        f"{n}: {', '.join(unset)}"
+        for n, p in plan.providers.items()  # every variable of a key pool
+        if (unset := read_keys(p.api_key_envs)[1]) and not (p.key_optional and plan.api_keys.get(n) is None)
+    ]
     out.print(f"{job}: {plan.total_rows:,} rows, {len(plan.steps)} step(s), output {plan.output}", highlight=False)
     for step in plan.steps:
         cols = ", ".join(f"{f.name} ({f.type})" for f in step.output_fields())
@@ -303,8 +341,11 @@ def validate(
                 try:
                     prep = step.prepare(row)
                 except NullValue as exc:  # data, not a mistake: the row is `skipped` in this step
-                    out.print(f"  row {row.get(plan.id_column, '?')!r}, step {step.name}: skipped ({exc})",
-                              highlight=False, markup=False)
+                    out.print(
+                        f"  row {row.get(plan.id_column, '?')!r}, step {step.name}: skipped ({exc})",
+                        highlight=False,
+                        markup=False,
+                    )
                     continue
                 except Exception as exc:  # the template, the sandbox or the tokenizer refused this row
                     failures.append(f"row {row.get(plan.id_column, '?')!r}, step {step.name}: {exc}")
@@ -321,8 +362,9 @@ def validate(
         err.print(f"[yellow]note[/]: API key variable(s) not set: {', '.join(missing)} (needed by `run`)")
     if failures:
         shown = "\n  ".join(failures)
-        raise _fail(f"{len(failures)} sample request(s) could not be built; `run` would fail these rows:\n  "
-                    f"{escape(shown)}")
+        raise _fail(
+            f"{len(failures)} sample request(s) could not be built; `run` would fail these rows:\n  {escape(shown)}"
+        )
     model_warnings, model_notes = _check_models(plan, offline)  # a job that passes the rest: its models
     for note in model_notes:
         out.print(f"note: {note}", highlight=False, markup=False)
@@ -340,7 +382,8 @@ def _check_models(plan: Any, offline: bool) -> tuple[list[str], list[str]]:
     steps = [StepModel(s.name, s.provider, s.model) for s in spec.steps]
     cache = ModelListCache(spec.cache.dir if spec.cache.enabled else None)
     result: tuple[list[str], list[str]] = _run_async(
-        check_step_models(steps, plan.providers, plan.api_keys, cache, time.time(), offline=offline))
+        check_step_models(steps, plan.providers, plan.api_keys, cache, time.time(), offline=offline)
+    )
     return result
 
 
@@ -348,8 +391,10 @@ def _check_models(plan: Any, offline: bool) -> tuple[list[str], list[str]]:
 def estimate(
     job: Path = typer.Argument(..., help="the job file (YAML)"),
     prices: Path | None = typer.Option(
-        None, help="YAML/JSON {model: {input, output, cached_input: USD/1M tokens, audio_minute, image}} "
-        "over the shipped prices and the job's `prices:`"),
+        None,
+        help="YAML/JSON {model: {input, output, cached_input: USD/1M tokens, audio_minute, image}} "
+        "over the shipped prices and the job's `prices:`",
+    ),
     as_json: bool = typer.Option(False, "--json", help="print JSON for scripts"),
     sim: bool = typer.Option(False, "--sim", help="for `run --sim`: its cache entries and earlier results"),
 ) -> None:
@@ -372,20 +417,32 @@ def estimate(
     for s in est.steps:
         cost = "-" if s.cost is None else f"{s.cost:,.4f}"
         completion = f"{s.completion_tokens:,}" if s.kind != "transcribe" else f"{s.audio_minutes or 0:,.1f} audio min"
-        t.add_row(s.name, s.model, f"{s.requests:,}", f"{s.cached:,}", f"{s.skipped:,}", f"{s.prompt_tokens:,}",
-                  completion, cost)
+        t.add_row(
+            s.name,
+            s.model,
+            f"{s.requests:,}",
+            f"{s.cached:,}",
+            f"{s.skipped:,}",
+            f"{s.prompt_tokens:,}",
+            completion,
+            cost,
+        )
     out.print(t)
     for s in est.steps:
         if s.completion_basis:
             out.print(f"{s.name}: completion tokens from {s.completion_basis}", highlight=False)
     for name, minutes in est.minutes_by_provider.items():
-        out.print(f"{name}: at least {minutes:,.1f} min ({minutes * 60:,.0f} s) under its limits "
-                  f"(binding: {est.binding_limit[name]})", highlight=False)
+        out.print(
+            f"{name}: at least {minutes:,.1f} min ({minutes * 60:,.0f} s) under its limits "
+            f"(binding: {est.binding_limit[name]})",
+            highlight=False,
+        )
     total = est.cost
     missing = sorted({s.model for s in est.steps if s.cost is None})
     if missing:
-        out.print(f"no price for: {', '.join(missing)} (add them under `prices:` in the job or --prices)",
-                  highlight=False)
+        out.print(
+            f"no price for: {', '.join(missing)} (add them under `prices:` in the job or --prices)", highlight=False
+        )
     elif total is not None:
         out.print(f"cost: ${total:,.4f} (prices as of {est.prices_as_of}, overridable)", highlight=False)
 
@@ -413,8 +470,11 @@ def sim(
         except Exception as exc:
             raise _fail(f"cannot read simulator config {config}: {exc}") from None
     else:
-        cfg = SimConfig(default_limits=KeyLimits(rpm=rpm or None, tpm=tpm or None, concurrency=concurrency or None),
-                        window_s=window, latency_s=latency)
+        cfg = SimConfig(
+            default_limits=KeyLimits(rpm=rpm or None, tpm=tpm or None, concurrency=concurrency or None),
+            window_s=window,
+            latency_s=latency,
+        )
 
     def ready(url: str) -> None:
         err.print(f"simulator listening on {url}  (Ctrl-C to stop)", highlight=False)
@@ -462,9 +522,12 @@ def models(
     finally:
         stack.close()
     if listed.models is None:
-        err.print(f"`{provider}` ({listed.url}) does not list its models: GET /models answered HTTP "
-                  f"{listed.status}. Jobs can still name any model the server serves.", highlight=False,
-                  soft_wrap=True)
+        err.print(
+            f"`{provider}` ({listed.url}) does not list its models: GET /models answered HTTP "
+            f"{listed.status}. Jobs can still name any model the server serves.",
+            highlight=False,
+            soft_wrap=True,
+        )
         if as_json:
             print("[]")
         return
@@ -549,8 +612,12 @@ def inspect(
             answer = pl.col(f"{step}__raw")
             if isinstance(lf.collect_schema()[f"{step}__raw"], pl.List):
                 answer = answer.list.drop_nulls().list.join(" | ")
-        bad = (lf.filter(pl.col(f"{step}__status").is_in(["error", "invalid"]))
-               .select(id_col, f"{step}__status", f"{step}__error", answer).head(failed).collect())
+        bad = (
+            lf.filter(pl.col(f"{step}__status").is_in(["error", "invalid"]))
+            .select(id_col, f"{step}__status", f"{step}__error", answer)
+            .head(failed)
+            .collect()
+        )
         if bad.height:
             out.print(f"[bold]{step}[/]: failed rows (first {bad.height})")
             for rid, status, error, answer in bad.iter_rows():

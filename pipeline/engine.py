@@ -232,9 +232,16 @@ class RowEngine:
                 ctx.update(r.values)
         return None
 
-    async def _row_task(self, row_index: int, ctx: dict[str, Any], results: list[StepResult],
-                        prepared: Prepared, emit: Callable[[Record], None], window: asyncio.Semaphore,
-                        size: int) -> None:
+    async def _row_task(
+        self,
+        row_index: int,
+        ctx: dict[str, Any],
+        results: list[StepResult],
+        prepared: Prepared,
+        emit: Callable[[Record], None],
+        window: asyncio.Semaphore,
+        size: int,
+    ) -> None:
         try:
             steps = self.steps
             next_prep: Prepared | None = prepared
@@ -293,8 +300,16 @@ class RowEngine:
             if not isinstance(batch, list) or any(k is None for k in known):
                 # local work, a key to prove, or an answer the cache lacks: the row's task goes on
                 pending = batch if not isinstance(batch, list) else tuple(batch)
-                return _Resume(prep.request, prep.tokens, prep.cache_key, prep.completion_charge,
-                               prep.prompt_estimate, exchange=exchange, batch=pending, known=tuple(known))
+                return _Resume(
+                    prep.request,
+                    prep.tokens,
+                    prep.cache_key,
+                    prep.completion_charge,
+                    prep.prompt_estimate,
+                    exchange=exchange,
+                    batch=pending,
+                    known=tuple(known),
+                )
             try:
                 batch = exchange.send(list(zip(batch, known, strict=True)))
             except StopIteration as stop:
@@ -319,9 +334,11 @@ class RowEngine:
                 if not isinstance(batch, tuple | list):
                     answer = await self._need(step, batch, cleanups)
                 elif step.sends_at_once and len(batch) > 1:
-                    answer = await self._send_at_once(step, [
-                        (ask, hit) for ask, hit in zip(batch, known or [None] * len(batch), strict=True)
-                    ], not looked)
+                    answer = await self._send_at_once(
+                        step,
+                        [(ask, hit) for ask, hit in zip(batch, known or [None] * len(batch), strict=True)],
+                        not looked,
+                    )
                 else:
                     # one after the other: a request on the wire belongs to this row's task (graceful stop)
                     answer = []
@@ -359,8 +376,9 @@ class RowEngine:
         for key, body in done.store:
             await cache.store(key, body)
 
-    async def _send_at_once(self, step: StepRuntime, batch: list[tuple[Prepared, Reply[Any] | None]],
-                            check_cache: bool) -> list[tuple[Prepared, Outcome]]:
+    async def _send_at_once(
+        self, step: StepRuntime, batch: list[tuple[Prepared, Reply[Any] | None]], check_cache: bool
+    ) -> list[tuple[Prepared, Outcome]]:
         """Send every request of `batch` at once, each in its own task; what came of each, in order.
 
         When the row's task is cancelled (a stop), requests already on the wire are let finish, so
@@ -399,8 +417,13 @@ class RowEngine:
     def _packer(self, step: StepRuntime) -> Packer[Any]:
         packer = self._packers.get(step.name)
         if packer is None:
-            packer = Packer(cast(PackingKind[Any], step), self.clients[step.provider], spawn=self.spawn,
-                            charge=step.charge, linger_s=PACK_LINGER_S)
+            packer = Packer(
+                cast(PackingKind[Any], step),
+                self.clients[step.provider],
+                spawn=self.spawn,
+                charge=step.charge,
+                linger_s=PACK_LINGER_S,
+            )
             self._packers[step.name] = packer
         return packer
 
@@ -417,8 +440,13 @@ class RowEngine:
 
         try:
             reply = await self.clients[step.provider].call(
-                ask.request, tokens=ask.tokens, cache_key=ask.cache_key, check_cache=check_cache,
-                parse=step.parse, completion_charge=ask.completion_charge, hand_back=hand_back,
+                ask.request,
+                tokens=ask.tokens,
+                cache_key=ask.cache_key,
+                check_cache=check_cache,
+                parse=step.parse,
+                completion_charge=ask.completion_charge,
+                hand_back=hand_back,
                 charge=ask.priced if ask.priced is not None else step.charge,
             )
         except CallError as exc:
@@ -488,10 +516,12 @@ class RowEngine:
             c.streak = c.streak + 1 if sig == c.streak_sig else 1
             c.streak_sig = sig
             if c.streak >= self.stop_after:
-                self.set_abort(RunAborted(
-                    f"{c.streak} rows in a row failed with the same error, stopping instead of failing "
-                    f"every row: {bad.error}"
-                ))
+                self.set_abort(
+                    RunAborted(
+                        f"{c.streak} rows in a row failed with the same error, stopping instead of failing "
+                        f"every row: {bad.error}"
+                    )
+                )
         else:
             c.streak = 0
             c.streak_sig = None

@@ -51,10 +51,18 @@ class StepEstimate:
 
     def as_json(self) -> dict[str, Any]:
         return {
-            "name": self.name, "requests": self.requests, "prompt_tokens": self.prompt_tokens,
-            "completion_tokens": self.completion_tokens, "cost_usd": self.cost, "kind": self.kind,
-            "provider": self.provider, "model": self.model, "rows": self.rows, "cached_rows": self.cached,
-            "skipped_rows": self.skipped, "completion_basis": self.completion_basis,
+            "name": self.name,
+            "requests": self.requests,
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "cost_usd": self.cost,
+            "kind": self.kind,
+            "provider": self.provider,
+            "model": self.model,
+            "rows": self.rows,
+            "cached_rows": self.cached,
+            "skipped_rows": self.skipped,
+            "completion_basis": self.completion_basis,
             "audio_minutes": self.audio_minutes,
         }
 
@@ -84,8 +92,10 @@ class Estimate:
             "binding_limit": f"{slowest}: {self.binding_limit[slowest]}" if slowest else "none",
             "cost_usd": self.cost,
             "prices_as_of": self.prices_as_of,
-            "providers": {n: {"duration_s": round(m * 60, 3), "binding_limit": self.binding_limit[n]}
-                          for n, m in self.minutes_by_provider.items()},
+            "providers": {
+                n: {"duration_s": round(m * 60, 3), "binding_limit": self.binding_limit[n]}
+                for n, m in self.minutes_by_provider.items()
+            },
         }
 
 
@@ -195,8 +205,7 @@ def estimate(plan: Plan, prices: PriceTable | None = None) -> Estimate:
                         est.skipped += 1
                         prep = StepResult.skipped("")
                     if isinstance(prep, Prepared):
-                        _count(rt, est, prep, cache, packs.get(rt.name), observed.get(rt.name), audio_s,
-                               stride)
+                        _count(rt, est, prep, cache, packs.get(rt.name), observed.get(rt.name), audio_s, stride)
                     for f in rt.output_fields():
                         row.setdefault(f.name, "x" * 20)
     finally:
@@ -210,14 +219,20 @@ def estimate(plan: Plan, prices: PriceTable | None = None) -> Estimate:
         if pack is not None:
             est.requests = pack.requests()
         if est.kind == "chat":
-            est.completion_basis = (f"observed mean of earlier answers ({observed[est.name]:.1f})"
-                                    if est.name in observed else "max_tokens (an upper bound)")
+            est.completion_basis = (
+                f"observed mean of earlier answers ({observed[est.name]:.1f})"
+                if est.name in observed
+                else "max_tokens (an upper bound)"
+            )
         elif est.kind == "transcribe":
             est.audio_minutes = round(audio_s[est.name] / 60, 3)
         price = prices.get(est.model) if prices else None
         if price is not None:
-            est.cost = (price.audio(audio_s[est.name]) if est.kind == "transcribe"
-                        else price.tokens(est.prompt_tokens, est.completion_tokens))
+            est.cost = (
+                price.audio(audio_s[est.name])
+                if est.kind == "transcribe"
+                else price.tokens(est.prompt_tokens, est.completion_tokens)
+            )
         if not est.requests:
             est.cost = 0.0
     result = Estimate(steps, prices_as_of=prices.as_of if prices else None)
@@ -229,8 +244,10 @@ def estimate(plan: Plan, prices: PriceTable | None = None) -> Estimate:
         reqs = sum(e.requests for e in ests)
         toks = sum(e.limit_tokens for e in ests)
         rpm, tpm = lim.fixed("rpm"), lim.fixed("tpm")
-        bounds = {"requests/min": reqs / rpm * lim.period_s / 60 if rpm else 0.0,
-                  "tokens/min": toks / tpm * lim.period_s / 60 if tpm else 0.0}
+        bounds = {
+            "requests/min": reqs / rpm * lim.period_s / 60 if rpm else 0.0,
+            "tokens/min": toks / tpm * lim.period_s / 60 if tpm else 0.0,
+        }
         if lim.ipm is not None:  # image requests reserve their images where tokens go (see gates.local_gate)
             bounds["images/min"] = toks / lim.ipm * lim.period_s / 60
         which = max(bounds, key=lambda k: bounds[k])
@@ -239,8 +256,16 @@ def estimate(plan: Plan, prices: PriceTable | None = None) -> Estimate:
     return result
 
 
-def _count(rt: Any, est: StepEstimate, prep: Prepared, cache: Any, pack: _Packs | None,
-           observed: float | None, audio_s: dict[str, float], stride: int) -> None:
+def _count(
+    rt: Any,
+    est: StepEstimate,
+    prep: Prepared,
+    cache: Any,
+    pack: _Packs | None,
+    observed: float | None,
+    audio_s: dict[str, float],
+    stride: int,
+) -> None:
     if prep.cache_key is not None and cache.get(prep.cache_key) is not None:
         est.cached += 1
         return

@@ -77,16 +77,23 @@ def _fatal_message(plan: Plan, step: Any, exc: FatalError) -> str:
     where = f"provider `{step.provider}`" + (f" ({p.base_urls[0]})" if p is not None else "")
     model = getattr(getattr(step, "spec", None), "model", None)
     if exc.code == "model_not_found" and model:
-        return (f"model `{model}` of step `{step.name}` is not served by {where}: {exc.short()}. "
-                f"`pipeline models --provider {step.provider} --job {plan.job.path}` lists the models it serves")
+        return (
+            f"model `{model}` of step `{step.name}` is not served by {where}: {exc.short()}. "
+            f"`pipeline models --provider {step.provider} --job {plan.job.path}` lists the models it serves"
+        )
     return f"{where} refused step `{step.name}`: {exc.short()}"
 
 
 class Executor:
     """Runs a plan against its input and output files on this machine, through one RowEngine."""
 
-    def __init__(self, plan: Plan, options: RunOptions, observer: Callable[[Progress], None] | None = None,
-                 gates: GateFactory | None = None) -> None:
+    def __init__(
+        self,
+        plan: Plan,
+        options: RunOptions,
+        observer: Callable[[Progress], None] | None = None,
+        gates: GateFactory | None = None,
+    ) -> None:
         self.plan = plan
         self.options = options
         self.observer = observer
@@ -117,8 +124,13 @@ class Executor:
         for name, p in self.plan.providers.items():
             key = self.plan.api_keys.get(name)
             clients[name] = ProviderClient(
-                Transport(p, key, session), self.gates(p, key), self.cache, spec.retry, self.stats,
-                rng=random.Random(), stopping=self._stopping,
+                Transport(p, key, session),
+                self.gates(p, key),
+                self.cache,
+                spec.retry,
+                self.stats,
+                rng=random.Random(),
+                stopping=self._stopping,
             )
         return clients
 
@@ -128,16 +140,22 @@ class Executor:
             return opt
         conc = [p.limits.concurrency or 256 for p in self.plan.providers.values()]
         # steps that pack many rows into one request need enough rows waiting to fill their requests
-        hints = [h for s in self.plan.steps
-                 if (h := s.rows_in_flight_hint(self.plan.providers[s.provider].limits.concurrency))]
+        hints = [
+            h
+            for s in self.plan.steps
+            if (h := s.rows_in_flight_hint(self.plan.providers[s.provider].limits.concurrency))
+        ]
         return max(64, 4 * max(conc), *hints)
 
     def _engine_for(self, clients: dict[str, ProviderClient], window: int) -> RowEngine:
         plan = self.plan
         return RowEngine(
-            plan.steps, clients, self.stats,
+            plan.steps,
+            clients,
+            self.stats,
             RecordShape(plan.carried_columns, plan.id_column, DEFAULT_ID),
-            window=window, charges=self._charges,
+            window=window,
+            charges=self._charges,
             stop_after_identical_failures=plan.job.spec.run.stop_after_identical_failures,
             fatal_message=lambda step, exc: _fatal_message(plan, step, exc),
             max_bytes_in_flight=MAX_BYTES_IN_FLIGHT,
@@ -164,15 +182,28 @@ class Executor:
         rows_done = (rows.done if rows else 0) + self._resumed
         clients = engine.clients.values() if engine is not None else ()
         return Progress(
-            total_rows=self.plan.total_rows, rows_done=rows_done, rows_ok=rows.ok if rows else 0,
-            rows_failed=rows.failed if rows else 0, rows_skipped=rows.skipped if rows else 0,
+            total_rows=self.plan.total_rows,
+            rows_done=rows_done,
+            rows_ok=rows.ok if rows else 0,
+            rows_failed=rows.failed if rows else 0,
+            rows_skipped=rows.skipped if rows else 0,
             rows_resumed=self._resumed,
-            requests=s.requests, cache_hits=s.cache_hits, retries=s.retries, rate_limited=s.rate_limited,
-            tokens=tokens, elapsed_s=el, req_per_min=s.requests / el * 60, tok_per_min=tokens / el * 60,
-            cost_usd=s.spend.spent if all(self._charges.values()) else None, budget_usd=self.budget,
+            requests=s.requests,
+            cache_hits=s.cache_hits,
+            retries=s.retries,
+            rate_limited=s.rate_limited,
+            tokens=tokens,
+            elapsed_s=el,
+            req_per_min=s.requests / el * 60,
+            tok_per_min=tokens / el * 60,
+            cost_usd=s.spend.spent if all(self._charges.values()) else None,
+            budget_usd=self.budget,
             limits="; ".join(sorted({c.gate.stats().describe() for c in clients})) or None,
-            metrics=({k: dict(v) for k, v in engine.metrics.items()} if engine is not None
-                     else {s.name: dict.fromkeys(s.counters, 0.0) for s in self.plan.steps}),
+            metrics=(
+                {k: dict(v) for k, v in engine.metrics.items()}
+                if engine is not None
+                else {s.name: dict.fromkeys(s.counters, 0.0) for s in self.plan.steps}
+            ),
         )
 
     async def _report(self) -> None:
@@ -189,8 +220,12 @@ class Executor:
                 engine.cancel_all()
             return
         self._interrupted = True
-        event(log, logging.WARNING, "run.interrupted",
-              in_flight=sum(len(c.inflight) for c in engine.clients.values()) if engine is not None else 0)
+        event(
+            log,
+            logging.WARNING,
+            "run.interrupted",
+            in_flight=sum(len(c.inflight) for c in engine.clients.values()) if engine is not None else 0,
+        )
         self._stop_requested = True
         if engine is not None:
             engine.halt()
@@ -250,19 +285,40 @@ class Executor:
         rows = engine.rows
         failed = rows.failed + int((prior.failed & ~todo).sum())
         st = self.stats
-        event(log, logging.INFO, "run.end", job=plan.job.spec.name, rows_processed=rows.processed, rows_ok=rows.ok,
-              rows_failed=rows.failed, rows_skipped=rows.skipped, requests=st.requests, retries=st.retries,
-              rate_limited=st.rate_limited, cache_hits=st.cache_hits, tokens=st.prompt_tokens + st.completion_tokens,
-              elapsed_s=round(time.monotonic() - t0, 3), complete=complete, interrupted=self._interrupted)
+        event(
+            log,
+            logging.INFO,
+            "run.end",
+            job=plan.job.spec.name,
+            rows_processed=rows.processed,
+            rows_ok=rows.ok,
+            rows_failed=rows.failed,
+            rows_skipped=rows.skipped,
+            requests=st.requests,
+            retries=st.retries,
+            rate_limited=st.rate_limited,
+            cache_hits=st.cache_hits,
+            tokens=st.prompt_tokens + st.completion_tokens,
+            elapsed_s=round(time.monotonic() - t0, 3),
+            complete=complete,
+            interrupted=self._interrupted,
+        )
         return RunSummary(
-            output=str(plan.output), total_rows=plan.total_rows, rows_resumed=self._resumed,
-            rows_processed=rows.processed, status_counts=engine.counts, stats=self.stats,
-            elapsed_s=time.monotonic() - t0, interrupted=self._interrupted,
-            aborted=str(abort) if abort is not None else None, failed_rows=failed,
+            output=str(plan.output),
+            total_rows=plan.total_rows,
+            rows_resumed=self._resumed,
+            rows_processed=rows.processed,
+            status_counts=engine.counts,
+            stats=self.stats,
+            elapsed_s=time.monotonic() - t0,
+            interrupted=self._interrupted,
+            aborted=str(abort) if abort is not None else None,
+            failed_rows=failed,
             output_counts=whole,
             cost_usd=self.stats.spend.spent if all(self._charges.values()) else None,
             cost_total_usd=self.stats.spend.total if all(self._charges.values()) else None,
-            budget_usd=self.budget, budget_unsent_rows=rows.unsent,
+            budget_usd=self.budget,
+            budget_unsent_rows=rows.unsent,
             limits=limits,
         )
 
@@ -278,7 +334,11 @@ class Executor:
             await asyncio.sleep(0)  # let replies in between batches of cache hits
 
 
-async def execute(plan: Plan, options: RunOptions | None = None,
-                  observer: Callable[[Progress], None] | None = None, gates: GateFactory | None = None) -> RunSummary:
+async def execute(
+    plan: Plan,
+    options: RunOptions | None = None,
+    observer: Callable[[Progress], None] | None = None,
+    gates: GateFactory | None = None,
+) -> RunSummary:
     """Run a plan to the end (or to a stop); the final file is written when every row is done."""
     return await Executor(plan, options or RunOptions(), observer, gates).run()

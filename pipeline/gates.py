@@ -45,6 +45,12 @@ def local_gate(provider: ResolvedProvider, burst_s: float | None = None) -> Admi
     # ipm (images per minute): image requests reserve their `n` images as tokens, so the token dimension
     # holds images for a provider that sets ipm (it may not set tpm as well)
     tpm = lim.ipm if lim.ipm is not None else lim.fixed("tpm")
-    return AdmissionGate(rpm=lim.fixed("rpm"), tpm=tpm, concurrency=lim.concurrency,
-                         period_s=lim.period_s + margin, nominal_period_s=lim.period_s,
-                         auto=tuple(n for n in ("rpm", "tpm") if getattr(lim, n) == "auto"), **extra)
+    return AdmissionGate(
+        rpm=lim.fixed("rpm"),
+        tpm=tpm,
+        concurrency=lim.concurrency,
+        period_s=lim.period_s + margin,
+        nominal_period_s=lim.period_s,
+        auto=tuple(n for n in ("rpm", "tpm") if getattr(lim, n) == "auto"),
+        **extra,
+    )

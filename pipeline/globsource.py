@@ -101,17 +101,22 @@ class GlobSource(Source):
     folder: bool  # a folder was given: its audio files, recursively, any letter case
 
     @classmethod
-    def open_glob(cls, pattern: str, *, id_column: str | None, limit: int | None,
-                  format: str | None = None) -> GlobSource:
+    def open_glob(
+        cls, pattern: str, *, id_column: str | None, limit: int | None, format: str | None = None
+    ) -> GlobSource:
         if format is not None:
-            raise InputError(f"input.format {format!r} does not apply to {pattern}, a glob or folder of "
-                             "files; drop input.format")
+            raise InputError(
+                f"input.format {format!r} does not apply to {pattern}, a glob or folder of files; drop input.format"
+            )
         folder = Path(pattern).is_dir()
         root = Path(pattern) if folder else glob_root(pattern)
         src = cls(Path(pattern), "glob", id_column or "path", limit, pattern, root, folder)
         if src.listing.height == 0:
-            what = (f"no audio files ({', '.join(AUDIO_EXTENSIONS)}) in the folder {pattern}" if folder
-                    else f"no files match the input glob {pattern}")
+            what = (
+                f"no audio files ({', '.join(AUDIO_EXTENSIONS)}) in the folder {pattern}"
+                if folder
+                else f"no files match the input glob {pattern}"
+            )
             raise InputError(f"{what} (relative paths are read from {Path.cwd()})")
         # A glob is a list of files, one row per file: tables matched by it would be read as files, not
         # as rows. Several tables are not concatenated: row positions (resume) and the fingerprint are

@@ -28,8 +28,17 @@ __all__ = ["KeyPool", "PoolStats", "make_gate", "read_keys"]
 log = logging.getLogger("pipeline.keypool")
 
 # Refusals that are about the key (its account, its quota), not the request: the key leaves the pool.
-KEY_CODES = frozenset({"insufficient_quota", "insufficient_user_quota", "invalid_api_key", "account_deactivated",
-                       "billing_hard_limit_reached", "access_terminated", "pre_consume_token_quota_failed"})
+KEY_CODES = frozenset(
+    {
+        "insufficient_quota",
+        "insufficient_user_quota",
+        "invalid_api_key",
+        "account_deactivated",
+        "billing_hard_limit_reached",
+        "access_terminated",
+        "pre_consume_token_quota_failed",
+    }
+)
 
 
 def read_keys(names: Sequence[str]) -> tuple[list[str], list[str]]:
@@ -78,8 +87,7 @@ class PoolStats(GateStats):
 
 
 class _Key:
-    __slots__ = ("active", "gate", "gone", "in_flight", "key", "queued", "rate_limited", "requests",
-                 "why_removed")
+    __slots__ = ("active", "gate", "gone", "in_flight", "key", "queued", "rate_limited", "requests", "why_removed")
 
     def __init__(self, key: str, gate: AdmissionGate) -> None:
         self.key = key
@@ -98,8 +106,9 @@ class _Key:
         return limit is not None and self.in_flight + self.queued >= limit
 
     def stats(self) -> KeyStats:
-        return KeyStats(mask_secret(self.key), self.requests, self.rate_limited, self.active, self.why_removed,
-                        self.gate.stats())
+        return KeyStats(
+            mask_secret(self.key), self.requests, self.rate_limited, self.active, self.why_removed, self.gate.stats()
+        )
 
 
 class KeyPool:
@@ -111,8 +120,10 @@ class KeyPool:
         self.provider = provider
         first = new_gate()
         burst = _burst(first)
-        self._keys = [_Key(k, first if i == 0 and burst is None else new_gate(**({"burst_s": burst} if burst else {})))
-                      for i, k in enumerate(keys)]
+        self._keys = [
+            _Key(k, first if i == 0 and burst is None else new_gate(**({"burst_s": burst} if burst else {})))
+            for i, k in enumerate(keys)
+        ]
         self._by_key = {m.key: m for m in self._keys}
         self._held: set[Ticket] = set()  # admitted, not yet released
         self._waiters: deque[asyncio.Future[None]] = deque()  # callers waiting for any key's free slot
@@ -246,8 +257,9 @@ class KeyPool:
         if ticket is not None and ticket.key in self._by_key:
             self._by_key[ticket.key].gate.observe(headers)
 
-    def slow_down(self, retry_after: float | None = None, *, ticket: Ticket | None = None,
-                  concurrency: bool = False) -> None:
+    def slow_down(
+        self, retry_after: float | None = None, *, ticket: Ticket | None = None, concurrency: bool = False
+    ) -> None:
         """A 429 pauses and slows the key that answered it, not the others."""
         members = [self._member(ticket)] if ticket is not None else self._keys
         for m in members:
@@ -269,9 +281,14 @@ class KeyPool:
                 return False
             m.active = False
             m.why_removed = f"{error.status or ''} {error.code or ''}".strip() or "refused"
-            log.warning("provider `%s`: key %s removed from the pool after %s; %d key(s) left",
-                        self.provider, mask_secret(m.key), error.short(), len(others),
-                        extra={"provider": self.provider, "key": mask_secret(m.key)})
+            log.warning(
+                "provider `%s`: key %s removed from the pool after %s; %d key(s) left",
+                self.provider,
+                mask_secret(m.key),
+                error.short(),
+                len(others),
+                extra={"provider": self.provider, "key": mask_secret(m.key)},
+            )
             if m.gone is not None and not m.gone.done():
                 m.gone.set_result(None)
         return any(k.active for k in self._keys)
@@ -281,8 +298,7 @@ class KeyPool:
     def stats(self) -> PoolStats:
         """The active keys' figures summed (limits too: the pool's capacity), with every key's own."""
         keys = [m.stats() for m in self._keys]
-        live = [k.gate for k in keys if k.active and k.gate is not None] or \
-            [k.gate for k in keys if k.gate is not None]
+        live = [k.gate for k in keys if k.active and k.gate is not None] or [k.gate for k in keys if k.gate is not None]
 
         def total(values: list[int | None]) -> int | None:
             return None if any(v is None for v in values) else sum(v for v in values if v is not None)
@@ -329,4 +345,3 @@ def _burst(gate: AdmissionGate) -> float | None:
 def make_gate(provider: str, keys: Sequence[str], new_gate: Callable[..., AdmissionGate]) -> AdmissionGate | KeyPool:
     """One gate for one key, a pool of gates for several."""
     return KeyPool(provider, keys, new_gate) if len(keys) > 1 else new_gate()
-

@@ -69,9 +69,7 @@ class RequestTooLarge(ValueError):
     """A single request needs more tokens than the provider allows in a whole period: it can never run."""
 
     def __init__(self, tokens: int, tpm: int, period_s: float) -> None:
-        super().__init__(
-            f"request needs {tokens} tokens but the provider's budget is {tpm} tokens per {period_s:g}s"
-        )
+        super().__init__(f"request needs {tokens} tokens but the provider's budget is {tpm} tokens per {period_s:g}s")
         self.tokens = tokens
         self.tpm = tpm
         self.period_s = period_s
@@ -114,8 +112,15 @@ class Ticket:
 
     __slots__ = ("_entries", "_gate", "_released", "edge", "key", "peers", "reserved", "started_at")
 
-    def __init__(self, gate: AdmissionGate, reserved: int, started_at: float,
-                 entries: tuple[list[float] | None, ...], peers: int = 1, edge: bool = False) -> None:
+    def __init__(
+        self,
+        gate: AdmissionGate,
+        reserved: int,
+        started_at: float,
+        entries: tuple[list[float] | None, ...],
+        peers: int = 1,
+        edge: bool = False,
+    ) -> None:
         self.edge = edge  # admitted with a second's share (nearly) full: a 429 for it is clock skew
         self.reserved = reserved  # tokens reserved at admission
         self.started_at = started_at  # loop time of admission
@@ -269,11 +274,24 @@ class _Pace:
 class _Dim:
     """One rate limit (requests or tokens): its long window, its short window and its pace."""
 
-    __slots__ = ("configured", "discovering", "found", "grow_at", "learned", "long", "name", "pace", "short",
-                 "short_on", "short_ratio", "unit")
+    __slots__ = (
+        "configured",
+        "discovering",
+        "found",
+        "grow_at",
+        "learned",
+        "long",
+        "name",
+        "pace",
+        "short",
+        "short_on",
+        "short_ratio",
+        "unit",
+    )
 
-    def __init__(self, name: str, limit: int, period_s: float, short_s: float, credit_s: float,
-                 unit: float, auto: bool = False) -> None:
+    def __init__(
+        self, name: str, limit: int, period_s: float, short_s: float, credit_s: float, unit: float, auto: bool = False
+    ) -> None:
         self.name = name
         self.configured = limit
         self.discovering = auto  # an `auto` limit still growing
@@ -583,8 +601,9 @@ class AdmissionGate:
                 return now
             if held is not None and held.discovering and held.grow(now, self._grow_s):
                 continue  # an `auto` limit holding demand back grows (until the server says where it is)
-            await self._nap(loop, go_at if held is None or not held.discovering else min(go_at, held.grow_at or go_at),
-                            why)
+            await self._nap(
+                loop, go_at if held is None or not held.discovering else min(go_at, held.grow_at or go_at), why
+            )
 
     async def _nap(self, loop: asyncio.AbstractEventLoop, until: float, why: str) -> None:
         """Sleep until `until` in loop time, or less if a refund makes room earlier."""
@@ -626,8 +645,9 @@ class AdmissionGate:
             if remaining == 0 and reset is not None and 0 < reset <= 60 * self._scale:
                 self._paused_until = max(self._paused_until, now + reset)
 
-    def slow_down(self, retry_after: float | None = None, *, ticket: Ticket | None = None,
-                  concurrency: bool = False) -> None:
+    def slow_down(
+        self, retry_after: float | None = None, *, ticket: Ticket | None = None, concurrency: bool = False
+    ) -> None:
         """Report a 429: pause every admission for Retry-After and lower the pace.
 
         The pause lasts `retry_after` seconds exactly, or else a backoff of 1, 2, 4 ... up to 30 s
@@ -669,8 +689,9 @@ class AdmissionGate:
         self._streak = self._streak + 1 if now - self._paused_until <= self._last_pause else 1
         if wait is None:
             wait = min(2.0 ** (self._streak - 1), _BACKOFF_CAP) * self._scale
-        elif wait <= _SHORT_PAUSE * self._scale and ticket is not None and ticket.edge \
-                and self._short_margin < _SKEW_MAX:
+        elif (
+            wait <= _SHORT_PAUSE * self._scale and ticket is not None and ticket.edge and self._short_margin < _SKEW_MAX
+        ):
             # Refused with its second held to the share: the server's arrival clock and our
             # admission clock differ by more than the second's margin. Widen the second; the pace
             # was right and stays.
@@ -745,8 +766,7 @@ class AdmissionGate:
         slots.set_limit(cap)
         event(log, logging.INFO, "gate.concurrency_lowered", concurrency=cap)
         if self._conc_timer is None:
-            self._conc_timer = asyncio.get_running_loop().call_later(
-                _CONC_RECOVER_S * self._scale, self._regain_slot)
+            self._conc_timer = asyncio.get_running_loop().call_later(_CONC_RECOVER_S * self._scale, self._regain_slot)
 
     def _regain_slot(self) -> None:
         self._conc_timer = None
@@ -755,8 +775,7 @@ class AdmissionGate:
             return
         slots.set_limit(slots.limit + 1)
         if slots.limit < configured:
-            self._conc_timer = asyncio.get_running_loop().call_later(
-                _CONC_RECOVER_S * self._scale, self._regain_slot)
+            self._conc_timer = asyncio.get_running_loop().call_later(_CONC_RECOVER_S * self._scale, self._regain_slot)
 
     # -- observation -------------------------------------------------------------------------
 

@@ -120,8 +120,9 @@ def json_log(path: Path, secrets: Iterable[str | None] = ()) -> Iterator[JsonLin
         path.parent.mkdir(parents=True, exist_ok=True)
         stream = path.open("a", encoding="utf-8")
     except OSError as exc:
-        raise JobError(f"--log {path}: cannot write the log file ({exc.strerror or exc}); "
-                       "give a path in a writable directory") from None
+        raise JobError(
+            f"--log {path}: cannot write the log file ({exc.strerror or exc}); give a path in a writable directory"
+        ) from None
     handler = JsonLines(stream, secrets)
     logger = logging.getLogger(ROOT)
     old_level = logger.level

@@ -50,8 +50,13 @@ def parse_models(body: bytes) -> tuple[ModelInfo, ...]:
         if isinstance(m, dict) and isinstance(m.get("id"), str):
             created = m.get("created")
             owner = m.get("owned_by")
-            out.append(ModelInfo(m["id"], owner if isinstance(owner, str) else None,
-                                 created if isinstance(created, int) and not isinstance(created, bool) else None))
+            out.append(
+                ModelInfo(
+                    m["id"],
+                    owner if isinstance(owner, str) else None,
+                    created if isinstance(created, int) and not isinstance(created, bool) else None,
+                )
+            )
     return tuple(sorted(out, key=lambda m: m.id))
 
 
@@ -94,8 +99,9 @@ class ModelListCache:
             if not 0 <= now - float(data["fetched_at"]) < self.ttl_s:
                 return None
             models = data["models"]
-            return ModelList(None if models is None else tuple(ModelInfo(**m) for m in models), data["url"],
-                             int(data["status"]))
+            return ModelList(
+                None if models is None else tuple(ModelInfo(**m) for m in models), data["url"], int(data["status"])
+            )
         except (OSError, ValueError, KeyError, TypeError):
             return None
 
@@ -104,7 +110,9 @@ class ModelListCache:
         if self.directory is None:
             return
         data: dict[str, Any] = {
-            "fetched_at": now, "url": models.url, "status": models.status,
+            "fetched_at": now,
+            "url": models.url,
+            "status": models.status,
             "models": None if models.models is None else [asdict(m) for m in models.models],
         }
         try:
@@ -130,8 +138,10 @@ def unknown_model_warning(step: str, model: str, provider: str, listed: ModelLis
         return None
     near = closest(model, ids)
     hint = f"; closest: {', '.join(near)}" if near else ""
-    return (f"step `{step}`: model {model!r} is not in the models `{provider}` lists ({len(ids)} at "
-            f"{listed.url}){hint}. `run` will still send it; `pipeline models --provider {provider}` lists them")
+    return (
+        f"step `{step}`: model {model!r} is not in the models `{provider}` lists ({len(ids)} at "
+        f"{listed.url}){hint}. `run` will still send it; `pipeline models --provider {provider}` lists them"
+    )
 
 
 @dataclass(frozen=True)

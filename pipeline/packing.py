@@ -51,8 +51,9 @@ class PackingKind(Protocol[P_contra]):
         """Per input, the cache entry a one-input request would have got (with its share of tokens)."""
         ...
 
-    def row_results(self, payload: P_contra, parsed: Parsed, index: int, share: int | None, attempts: int,
-                    waiters: int) -> list[StepResult]:
+    def row_results(
+        self, payload: P_contra, parsed: Parsed, index: int, share: int | None, attempts: int, waiters: int
+    ) -> list[StepResult]:
         """The results of the rows waiting for input `index` (rows sharing one input: the first
         carries its tokens, so the rows' tokens sum to the answer's usage)."""
         ...
@@ -61,17 +62,24 @@ class PackingKind(Protocol[P_contra]):
 class Packer(Generic[P]):
     """Packs one step's rows into shared requests and sends them (see the module doc)."""
 
-    def __init__(self, kind: PackingKind[P], client: ProviderClient, *,
-                 spawn: Callable[[Coroutine[Any, Any, None]], Any], charge: Charge | None,
-                 linger_s: float) -> None:
+    def __init__(
+        self,
+        kind: PackingKind[P],
+        client: ProviderClient,
+        *,
+        spawn: Callable[[Coroutine[Any, Any, None]], Any],
+        charge: Charge | None,
+        linger_s: float,
+    ) -> None:
         self.kind = kind
         self.client = client
         self.charge = charge
         self.calibration = TokenCalibration()
         capacity = client.capacity
         items, mbt, self._target = kind.pack_limits(capacity.token_share(1.0))
-        self.batcher: Batcher[P] = Batcher(self._send, max_items=items, max_tokens=mbt, linger_s=linger_s,
-                                           spawn=spawn, busy=capacity.busy)
+        self.batcher: Batcher[P] = Batcher(
+            self._send, max_items=items, max_tokens=mbt, linger_s=linger_s, spawn=spawn, busy=capacity.busy
+        )
 
     def submit(self, key: str, payload: P, tokens: int) -> Awaitable[StepResult]:
         """Queue one row's input; the awaitable gives the row's result."""
@@ -92,8 +100,12 @@ class Packer(Generic[P]):
             return min(tokens, tpm) if tpm is not None and estimate <= tpm else tokens
 
         reply = await self.client.call(
-            request, tokens=reserve, cache_key=None, parse=lambda b: kind.parse_pack(b, n, estimate),
-            completion_charge=0, charge=self.charge,
+            request,
+            tokens=reserve,
+            cache_key=None,
+            parse=lambda b: kind.parse_pack(b, n, estimate),
+            completion_charge=0,
+            charge=self.charge,
         )
         parsed = reply.parsed
         for s in slots:

@@ -123,12 +123,19 @@ def build_plan(
     for name, p in providers.items():
         for header, value in p.headers:
             if looks_like_key(value) or header.lower() in _SECRET_HEADERS:
-                notes.append(f"provider `{name}` sets header {header}: {mask_secret(value)} in the job file; keys "
-                             "belong in an environment variable (api_key_env), not in a file others may read")
+                notes.append(
+                    f"provider `{name}` sets header {header}: {mask_secret(value)} in the job file; keys "
+                    "belong in an environment variable (api_key_env), not in a file others may read"
+                )
 
     try:
-        source = Source.open(spec.input.path, format=spec.input.format, id_column=spec.input.id,
-                             limit=spec.input.limit, dtypes=spec.input.dtypes)
+        source = Source.open(
+            spec.input.path,
+            format=spec.input.format,
+            id_column=spec.input.id,
+            limit=spec.input.limit,
+            dtypes=spec.input.dtypes,
+        )
     except InputError as exc:
         raise JobError(_named(job.path, [*problems, str(exc)])) from exc
     output = Path(spec.output.path)
@@ -144,15 +151,19 @@ def build_plan(
         ns = f"{step.provider}@sim" if sim_url is not None else step.provider
         resolved = providers.get(step.provider)
         try:
-            rt = build_runtime(step, ns, resolved.tokenizer if resolved else None, input_dir=source.base_dir,
-                               structured_via=resolved.structured_via if resolved else None,
-                               output=output, id_column=source.id_column)
+            rt = build_runtime(
+                step,
+                ns,
+                resolved.tokenizer if resolved else None,
+                input_dir=source.base_dir,
+                structured_via=resolved.structured_via if resolved else None,
+                output=output,
+                id_column=source.id_column,
+            )
         except JobError as exc:
             problems.append(str(exc))
             continue
-        problems += check_columns(
-            [(t, "columns available here are") for t in rt.templates()], available
-        )
+        problems += check_columns([(t, "columns available here are") for t in rt.templates()], available)
         param_kind = "responses" if getattr(step, "api", "chat") == "responses" else step.kind
         param_problems, param_notes = check_params(
             param_kind, step.params, step.name, step.provider, resolved.extra_params if resolved else "error"
@@ -160,8 +171,10 @@ def build_plan(
         if step.kind == "image":
             param_problems += image_problems(step.model, step.params, step.name)
         elif resolved is not None and resolved.limits.ipm is not None:
-            param_problems.append(f"step `{step.name}` (kind: {step.kind}) uses provider `{step.provider}`, whose "
-                                  "limits set ipm (images per minute, held where tpm is): give it another provider")
+            param_problems.append(
+                f"step `{step.name}` (kind: {step.kind}) uses provider `{step.provider}`, whose "
+                "limits set ipm (images per minute, held where tpm is): give it another provider"
+            )
         problems += param_problems
         notes += param_notes
         if resolved is not None:
@@ -170,8 +183,9 @@ def build_plan(
         clash = sorted({c for c in written if c in taken or written.count(c) > 1})
         if clash:
             shown = ", ".join(f"`{c}`" for c in clash)
-            problems.append(f"step `{step.name}` writes column(s) {shown}, which already exist; "
-                            "set `output:` to another name")
+            problems.append(
+                f"step `{step.name}` writes column(s) {shown}, which already exist; set `output:` to another name"
+            )
         taken.update(written)
         steps.append(rt)
         available += [f.name for f in rt.output_fields()]
@@ -181,8 +195,9 @@ def build_plan(
     keep = spec.output.keep if spec.output.keep is not None else input_cols
     missing_keep = [c for c in keep if c not in input_cols]
     if missing_keep:
-        problems.append(f"output.keep names unknown column(s) {', '.join(missing_keep)}; "
-                        f"input columns are: {', '.join(input_cols)}")
+        problems.append(
+            f"output.keep names unknown column(s) {', '.join(missing_keep)}; input columns are: {', '.join(input_cols)}"
+        )
     input_id = source.id_column  # input.id, or the source's natural key (a glob's `path`)
     if input_id is None and DEFAULT_ID in input_cols:
         problems.append(f"the input has a column `{DEFAULT_ID}`; set input.id to it (or to another unique column)")
@@ -209,15 +224,25 @@ def build_plan(
     fp = hashlib.sha256()
     fp.update(source.fingerprint().encode())
     volatile = {"run", "cache", "retry", "providers", "prices", "budget"}  # not part of what the rows hold
-    fp.update(json.dumps(spec.model_dump(mode="json", exclude=volatile),
-                         sort_keys=True).encode())
+    fp.update(json.dumps(spec.model_dump(mode="json", exclude=volatile), sort_keys=True).encode())
     fp.update(b"sim" if sim_url is not None else b"real")
     for rt in steps:
         fp.update(rt.identity().encode())
     return Plan(
-        job=job, source=source, total_rows=total, providers=providers, api_keys=api_keys, key_pools=key_pools,
+        job=job,
+        source=source,
+        total_rows=total,
+        providers=providers,
+        api_keys=api_keys,
+        key_pools=key_pools,
         steps=steps,
-        id_column=id_column, keep=list(keep), carried_columns=carried, output=output,
-        part_schema=part_schema, prices=prices,
-        fingerprint=fp.hexdigest()[:20], simulated=sim_url is not None, notes=notes,
+        id_column=id_column,
+        keep=list(keep),
+        carried_columns=carried,
+        output=output,
+        part_schema=part_schema,
+        prices=prices,
+        fingerprint=fp.hexdigest()[:20],
+        simulated=sim_url is not None,
+        notes=notes,
     )

@@ -34,8 +34,9 @@ class Price:
             return None
         cached = min(cached, prompt)
         cached_price = self.cached_input if self.cached_input is not None else self.input
-        return ((prompt - cached) * (self.input or 0.0) + cached * (cached_price or 0.0)
-                + completion * (self.output or 0.0)) / 1e6
+        return (
+            (prompt - cached) * (self.input or 0.0) + cached * (cached_price or 0.0) + completion * (self.output or 0.0)
+        ) / 1e6
 
     def audio(self, seconds: float | None) -> float | None:
         if self.audio_minute is None or seconds is None:
@@ -75,8 +76,10 @@ class PriceTable:
 
 def _price(where: str, model: str, raw: Any) -> Price:
     if not isinstance(raw, dict) or not raw or not set(raw) <= set(PRICE_KEYS):
-        raise JobError(f"{where}: model {model!r} needs `input` and `output` prices (USD per 1M tokens; "
-                       f"also `cached_input`), or `audio_minute` / `image`; got {raw!r}")
+        raise JobError(
+            f"{where}: model {model!r} needs `input` and `output` prices (USD per 1M tokens; "
+            f"also `cached_input`), or `audio_minute` / `image`; got {raw!r}"
+        )
     try:
         values = {k: (None if v is None else float(v)) for k, v in raw.items()}
     except (TypeError, ValueError):
@@ -91,8 +94,7 @@ def parse_prices(where: str, raw: Any) -> dict[str, Price]:
     if isinstance(raw, dict) and isinstance(raw.get("models"), dict):
         raw = raw["models"]
     if not isinstance(raw, dict):
-        raise JobError(f"{where}: a price table maps model names to {{input: ..., output: ...}} "
-                       "(USD per 1M tokens)")
+        raise JobError(f"{where}: a price table maps model names to {{input: ..., output: ...}} (USD per 1M tokens)")
     return {str(m): _price(where, str(m), p) for m, p in raw.items()}
 
 
@@ -119,8 +121,9 @@ def job_prices(spec_prices: Any, job_dir: Path, extra: Path | None = None) -> Pr
         p = Path(spec_prices).expanduser()
         table = table.over(load_price_file(p if p.is_absolute() else job_dir / p))
     elif isinstance(spec_prices, dict):
-        table = table.over({m: Price(**{f.name: getattr(v, f.name) for f in fields(Price)})
-                            for m, v in spec_prices.items()})
+        table = table.over(
+            {m: Price(**{f.name: getattr(v, f.name) for f in fields(Price)}) for m, v in spec_prices.items()}
+        )
     if extra is not None:
         table = table.over(load_price_file(extra))
     return table

@@ -210,8 +210,12 @@ def parse_rate_headers(headers: Mapping[str, str]) -> RateHeaders | None:
     if not hasattr(headers, "getall"):  # a plain dict (tests): aiohttp's headers are case-insensitive
         headers = {k.lower(): v for k, v in headers.items()}
     get = headers.get
-    if get("x-ratelimit-limit-requests") is None and get("x-ratelimit-limit-tokens") is None \
-            and get("x-ratelimit-remaining-requests") is None and get("x-ratelimit-remaining-tokens") is None:
+    if (
+        get("x-ratelimit-limit-requests") is None
+        and get("x-ratelimit-limit-tokens") is None
+        and get("x-ratelimit-remaining-requests") is None
+        and get("x-ratelimit-remaining-tokens") is None
+    ):
         return None
     reset_r, reset_t = get("x-ratelimit-reset-requests"), get("x-ratelimit-reset-tokens")
     return RateHeaders(
@@ -229,7 +233,9 @@ def _reset_wait(headers: Mapping[str, str]) -> float | None:
     h = parse_rate_headers(headers)
     if h is None:
         return None
-    waits = [reset for remaining, reset in ((h.remaining_requests, h.reset_requests_s),
-                                            (h.remaining_tokens, h.reset_tokens_s))
-             if remaining == 0 and reset is not None]
+    waits = [
+        reset
+        for remaining, reset in ((h.remaining_requests, h.reset_requests_s), (h.remaining_tokens, h.reset_tokens_s))
+        if remaining == 0 and reset is not None
+    ]
     return max(waits) if waits else None

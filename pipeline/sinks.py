@@ -36,9 +36,12 @@ def write_options(schema: pa.Schema) -> dict[str, Any]:
     """Parquet options for `schema`: vector columns (lists of floats) skip dictionary encoding and
     statistics, which cost most of their write time (a dictionary of floats is given up on after
     trying) and buy nothing; twice the write and read speed of vector data."""
+
     def vector(t: pa.DataType) -> bool:
-        return bool((pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t))
-                    and pa.types.is_floating(t.value_type))
+        return bool(
+            (pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t))
+            and pa.types.is_floating(t.value_type)
+        )
 
     if not any(vector(f.type) for f in schema):
         return {"compression": "zstd"}
@@ -80,34 +83,41 @@ def output_problems(output: Path, inputs: Sequence[Path], job_name: str) -> list
     for src in inputs:
         with contextlib.suppress(OSError):
             if target == src.resolve() or (output.exists() and src.exists() and os.path.samefile(output, src)):
-                return [f"output.path {output} is the input file: writing it would destroy the input; "
-                        "choose another output.path"]
+                return [
+                    f"output.path {output} is the input file: writing it would destroy the input; "
+                    "choose another output.path"
+                ]
     for parent in target.parents:
         if parent.exists() and not parent.is_dir():
-            return [f"output.path {output} is under {parent}, which is a file, not a folder; "
-                    "choose another output.path"]
+            return [
+                f"output.path {output} is under {parent}, which is a file, not a folder; choose another output.path"
+            ]
     if output.is_dir():
-        return [f"output.path {output} is an existing folder; the output is one Parquet file: "
-                f"name a file, e.g. {output / 'out.parquet'}"]
+        return [
+            f"output.path {output} is an existing folder; the output is one Parquet file: "
+            f"name a file, e.g. {output / 'out.parquet'}"
+        ]
     problems = []
     if output.exists():
         owner = _written_by(output)
         if owner is None:
-            problems.append(f"output.path {output} exists and was not written by pipeline; it is never "
-                            f"replaced: {fix}")
+            problems.append(f"output.path {output} exists and was not written by pipeline; it is never replaced: {fix}")
         elif owner and owner != job_name:
-            problems.append(f"output.path {output} is the output of another job (`{owner}`), not of "
-                            f"`{job_name}`; it is never replaced: {fix}")
+            problems.append(
+                f"output.path {output} is the output of another job (`{owner}`), not of "
+                f"`{job_name}`; it is never replaced: {fix}"
+            )
     lock = lock_path(output)
     with contextlib.suppress(OSError, UnicodeDecodeError):
         # ours holds a pid, or nothing when a run died between creating and writing it
         if lock.exists() and not (lock.is_file() and re.fullmatch(r"\d*", lock.read_text().strip())):
-            problems.append(f"{lock} exists and is not a lock file of pipeline (a run holds it while it writes "
-                            f"{output.name}): {fix}")
+            problems.append(
+                f"{lock} exists and is not a lock file of pipeline (a run holds it while it writes "
+                f"{output.name}): {fix}"
+            )
     work = work_path(output)
     if work.exists() and not (work.is_dir() and (work / "state.json").is_file()):
-        problems.append(f"{work} exists and is not a work folder of pipeline (the run keeps its progress "
-                        f"there): {fix}")
+        problems.append(f"{work} exists and is not a work folder of pipeline (the run keeps its progress there): {fix}")
     return problems
 
 
@@ -260,9 +270,11 @@ class WorkDir:
         cols = [ROW, PART, *status_columns]
         lf = pl.concat([f.select(cols) for f in frames], how="vertical_relaxed")
         latest = (
-            lf.sort([ROW, PART]).unique(subset=[ROW], keep="last", maintain_order=True)
+            lf.sort([ROW, PART])
+            .unique(subset=[ROW], keep="last", maintain_order=True)
             .with_columns(pl.any_horizontal([pl.col(c).is_in(FAILED) for c in status_columns]).alias("__failed"))
-            .select(ROW, "__failed").collect()
+            .select(ROW, "__failed")
+            .collect()
         )
         rows = latest[ROW].to_numpy()
         keep = rows < total_rows
@@ -295,8 +307,11 @@ class WorkDir:
         sources = self._sources(fresh)
         self.output.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.output.with_name(f".{self.output.name}.{os.getpid()}.tmp")
-        meta = {**(schema.metadata or {}), FINGERPRINT_KEY.encode(): self.fingerprint.encode(),
-                JOB_KEY.encode(): self.job_name.encode()}
+        meta = {
+            **(schema.metadata or {}),
+            FINGERPRINT_KEY.encode(): self.fingerprint.encode(),
+            JOB_KEY.encode(): self.job_name.encode(),
+        }
         out_schema = schema.with_metadata(meta)
         writer: pq.ParquetWriter | None = None
         try:
@@ -308,7 +323,7 @@ class WorkDir:
             if len(rows) == 0:
                 writer.write_table(schema.empty_table().cast(out_schema))
             for lo in range(0, len(rows), step):
-                s_ids, offsets = src[lo:lo + step], off[lo:lo + step]
+                s_ids, offsets = src[lo : lo + step], off[lo : lo + step]
                 pieces, order = [], []
                 for s_id in np.unique(s_ids):
                     where = np.flatnonzero(s_ids == s_id)
@@ -379,8 +394,9 @@ class _Source:
 
     @staticmethod
     def _conform(t: pa.Table, schema: pa.Schema) -> pa.Table:
-        cols = [t.column(f.name).cast(f.type) if f.name in t.column_names else pa.nulls(t.num_rows, f.type)
-                for f in schema]
+        cols = [
+            t.column(f.name).cast(f.type) if f.name in t.column_names else pa.nulls(t.num_rows, f.type) for f in schema
+        ]
         return pa.Table.from_arrays(cols, schema=schema.remove_metadata())
 
 
@@ -454,9 +470,7 @@ class VectorColumn:
             .collect()
         )
         if sizes.height > 1:
-            shown = "; ".join(
-                f"{d} ({n:,} rows, e.g. {', '.join(map(str, ids))})" for d, n, ids in sizes.iter_rows()
-            )
+            shown = "; ".join(f"{d} ({n:,} rows, e.g. {', '.join(map(str, ids))})" for d, n, ids in sizes.iter_rows())
             raise RunAborted(
                 f"step `{self.step}`: the vectors of the finished rows differ in size: {shown}. The server "
                 "changed its model between runs? The final file was not written; to embed every row "

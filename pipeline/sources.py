@@ -16,8 +16,14 @@ from .errors import InputError
 ROW = "__row"  # 0-based input position; the output is sorted by it
 # `input.schema` type names and the polars types they read as
 DTYPES: dict[str, pl.DataType] = {
-    "string": pl.String(), "int64": pl.Int64(), "int32": pl.Int32(), "float64": pl.Float64(),
-    "float32": pl.Float32(), "bool": pl.Boolean(), "date": pl.Date(), "datetime": pl.Datetime("us"),
+    "string": pl.String(),
+    "int64": pl.Int64(),
+    "int32": pl.Int32(),
+    "float64": pl.Float64(),
+    "float32": pl.Float32(),
+    "bool": pl.Boolean(),
+    "date": pl.Date(),
+    "datetime": pl.Datetime("us"),
 }
 _TRUE = ["true", "t", "yes", "y", "1"]
 _FALSE = ["false", "f", "no", "n", "0"]
@@ -36,15 +42,24 @@ class Source:
     dtypes: tuple[tuple[str, str], ...] = field(default=(), kw_only=True)
 
     @classmethod
-    def open(cls, path: str | Path, *, format: str | None, id_column: str | None, limit: int | None,
-             dtypes: Mapping[str, str] | None = None) -> Source:
+    def open(
+        cls,
+        path: str | Path,
+        *,
+        format: str | None,
+        id_column: str | None,
+        limit: int | None,
+        dtypes: Mapping[str, str] | None = None,
+    ) -> Source:
         from .globsource import GlobSource, is_glob
 
         p = Path(path)
         if p.is_dir() or (is_glob(str(path)) and not p.is_file()):
             if dtypes:
-                raise InputError(f"input.schema does not apply to {path}, a glob or folder of files "
-                                 "(its columns are path, size_bytes, modified_at); drop input.schema")
+                raise InputError(
+                    f"input.schema does not apply to {path}, a glob or folder of files "
+                    "(its columns are path, size_bytes, modified_at); drop input.schema"
+                )
             return GlobSource.open_glob(str(path), id_column=id_column, limit=limit, format=format)
         if not p.exists():
             raise InputError(f"input file not found: {p} (relative paths are read from {Path.cwd()})")
@@ -126,8 +141,10 @@ class Source:
             raise InputError(f"cannot read {self.format} input {self.path}: {_first_line(exc)}") from exc
         unknown = [n for n, _ in self.dtypes if n not in schema]
         if unknown:
-            raise InputError(f"input.schema names column(s) {', '.join(unknown)}, which {self.path} does not "
-                             f"have; columns are: {', '.join(schema.names())}")
+            raise InputError(
+                f"input.schema names column(s) {', '.join(unknown)}, which {self.path} does not "
+                f"have; columns are: {', '.join(schema.names())}"
+            )
         return schema
 
     def _where(self, index: int) -> str:
@@ -146,8 +163,11 @@ class Source:
         for name, type_name in self.dtypes:
             if name not in exprs:
                 continue
-            bad = (raw.with_row_index(ROW).filter(pl.col(name).is_not_null() & exprs[name].is_null())
-                   .select(ROW, pl.col(name).cast(pl.String)))
+            bad = (
+                raw.with_row_index(ROW)
+                .filter(pl.col(name).is_not_null() & exprs[name].is_null())
+                .select(ROW, pl.col(name).cast(pl.String))
+            )
             found = bad.head(1).collect()
             if found.height:
                 n = bad.select(pl.len()).collect().item()
@@ -166,11 +186,16 @@ class Source:
                 if first.is_numeric() and full.is_numeric():
                     continue  # ints widened to floats: no value changes
                 as_text = pl.scan_ndjson(self.path, schema_overrides={name: pl.String()}, infer_schema_length=None)
-                clash = (as_text.with_row_index(ROW)
-                         .filter(pl.col(name).is_not_null() & pl.col(name).cast(first, strict=False).is_null())
-                         .select(ROW, name).head(1).collect())
-                where, value = ((self._where(clash.row(0)[0]), clash.row(0)[1]) if clash.height
-                                else ("a later line", "?"))
+                clash = (
+                    as_text.with_row_index(ROW)
+                    .filter(pl.col(name).is_not_null() & pl.col(name).cast(first, strict=False).is_null())
+                    .select(ROW, name)
+                    .head(1)
+                    .collect()
+                )
+                where, value = (
+                    (self._where(clash.row(0)[0]), clash.row(0)[1]) if clash.height else ("a later line", "?")
+                )
                 problems.append(
                     f"{self.path}, {where}: field `{name}` holds {value!r}, but the lines before hold {first} "
                     f"values (mixed types); declare its type in input.schema (e.g. `{name}: string`) or fix "
@@ -198,17 +223,26 @@ class Source:
                     f"input.id column `{self.id_column}` is not in {self.path}; columns are: {', '.join(cols)}"
                 )
             idc = pl.col(self.id_column)
-            stats = lf.select(pl.len().alias("n"), idc.null_count().alias("nulls"),
-                              idc.n_unique().alias("unique")).collect().row(0, named=True)
+            stats = (
+                lf.select(pl.len().alias("n"), idc.null_count().alias("nulls"), idc.n_unique().alias("unique"))
+                .collect()
+                .row(0, named=True)
+            )
             if stats["nulls"]:
-                first = (lf.with_row_index(ROW).filter(idc.is_null()).select(ROW).head(5).collect()[ROW].to_list())
+                first = lf.with_row_index(ROW).filter(idc.is_null()).select(ROW).head(5).collect()[ROW].to_list()
                 raise InputError(
                     f"{self.path}: id column `{self.id_column}` has {stats['nulls']} null value(s), "
                     f"first at row(s) {', '.join(str(r + 1) for r in first)} (1-based, header excluded)"
                 )
             if stats["unique"] != stats["n"]:
-                dups = (lf.group_by(self.id_column).agg(pl.len().alias("count"))
-                        .filter(pl.col("count") > 1).sort("count", descending=True).head(5).collect())
+                dups = (
+                    lf.group_by(self.id_column)
+                    .agg(pl.len().alias("count"))
+                    .filter(pl.col("count") > 1)
+                    .sort("count", descending=True)
+                    .head(5)
+                    .collect()
+                )
                 shown = ", ".join(f"{v!r} ({c} times)" for v, c in dups.iter_rows())
                 raise InputError(
                     f"{self.path}: id column `{self.id_column}` has {stats['n'] - stats['unique']} "

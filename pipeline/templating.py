@@ -86,7 +86,6 @@ class Template:
         except Exception as exc:  # a filter or a sandbox check failed on this row's value
             raise RenderError(f"{self.where}: {type(exc).__name__}: {exc}") from exc
 
-
     def _render_pieces(self, row: Mapping[str, Any]) -> str:
         out = []
         for text, column in self._pieces or ():
@@ -112,11 +111,15 @@ def _simple_pieces(ast: nodes.Template) -> tuple[tuple[str, str | None], ...] | 
         for node in stmt.nodes:
             if isinstance(node, nodes.TemplateData):
                 pieces.append((node.data, None))
-            elif (isinstance(node, nodes.Getattr) and isinstance(node.node, nodes.Name)
-                  and node.node.name == "row"):
+            elif isinstance(node, nodes.Getattr) and isinstance(node.node, nodes.Name) and node.node.name == "row":
                 pieces.append(("", node.attr))
-            elif (isinstance(node, nodes.Getitem) and isinstance(node.node, nodes.Name) and node.node.name == "row"
-                  and isinstance(node.arg, nodes.Const) and isinstance(node.arg.value, str)):
+            elif (
+                isinstance(node, nodes.Getitem)
+                and isinstance(node.node, nodes.Name)
+                and node.node.name == "row"
+                and isinstance(node.arg, nodes.Const)
+                and isinstance(node.arg.value, str)
+            ):
                 pieces.append(("", node.arg.value))
             else:
                 return None

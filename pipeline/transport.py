@@ -59,8 +59,11 @@ class Transport:
         return self.provider.base_urls[self._url_index]
 
     def _pick_url(self) -> tuple[int, str]:
-        if (self._url_index and self._left_primary_at is not None
-                and asyncio.get_running_loop().time() - self._left_primary_at >= PRIMARY_RETRY_S):
+        if (
+            self._url_index
+            and self._left_primary_at is not None
+            and asyncio.get_running_loop().time() - self._left_primary_at >= PRIMARY_RETRY_S
+        ):
             self._url_index = 0
             self._left_primary_at = None
         return self._url_index, self.provider.base_urls[self._url_index]
@@ -72,8 +75,14 @@ class Transport:
             self._url_index = (index + 1) % len(urls)
             self.failovers += 1
             self._left_primary_at = asyncio.get_running_loop().time() if self._url_index else None
-            event(log, logging.WARNING, "provider.failover", provider=self.provider.name, from_url=urls[index],
-                  to_url=urls[self._url_index])
+            event(
+                log,
+                logging.WARNING,
+                "provider.failover",
+                provider=self.provider.name,
+                from_url=urls[index],
+                to_url=urls[self._url_index],
+            )
 
     def _keyed(self, headers: dict[str, str], key: str) -> dict[str, str]:
         """`headers` sending `key` instead of the transport's own (key pools: the ticket's key)."""
@@ -92,9 +101,7 @@ class Transport:
         url = base + req.endpoint
         limit = req.timeout_s or self.provider.timeout_s
         if req.stream is not None:
-            timeout = aiohttp.ClientTimeout(
-                total=None, sock_read=limit, sock_connect=self.provider.connect_timeout_s
-            )
+            timeout = aiohttp.ClientTimeout(total=None, sock_read=limit, sock_connect=self.provider.connect_timeout_s)
         else:
             timeout = aiohttp.ClientTimeout(total=limit, sock_connect=self.provider.connect_timeout_s)
         opened: list[IO[bytes]] = []
@@ -111,8 +118,9 @@ class Transport:
                 headers = self._json_headers
             if key is not None:  # key pools (issue 10b): the request carries its ticket's key
                 headers = self._keyed(headers, key)
-            async with self._session.post(url, data=data, headers=headers, timeout=timeout,
-                                          proxy=self._proxies.get(base)) as resp:
+            async with self._session.post(
+                url, data=data, headers=headers, timeout=timeout, proxy=self._proxies.get(base)
+            ) as resp:
                 sse = resp.content_type == "text/event-stream"
                 if req.stream is not None and 200 <= resp.status < 300 and sse:
                     body = await _read_events(resp, req.stream())
@@ -156,8 +164,9 @@ class Transport:
         index, base = self._pick_url()
         timeout = aiohttp.ClientTimeout(total=self.provider.connect_timeout_s + 30)
         try:
-            async with self._session.get(base + endpoint, headers=self._headers, timeout=timeout,
-                                         proxy=self._proxies.get(base)) as resp:
+            async with self._session.get(
+                base + endpoint, headers=self._headers, timeout=timeout, proxy=self._proxies.get(base)
+            ) as resp:
                 return HttpResponse(resp.status, await resp.read(), resp.headers, base + endpoint)
         except aiohttp.ClientConnectorError as exc:
             self.mark_failing(index)

@@ -1342,9 +1342,7 @@ def compose_review(rng: random.Random, lang: str, prod: Product, stars: int) -> 
 
     pk = _Picker(rng)
     # Openers go first so that e.g. "Great value for money." blocks a later "Way overpriced".
-    opener = (
-        pk.pick(b[f"open_{pol}"] + (b["open_5"] * 2 if stars == 5 else [])) if rng.random() < 0.85 else None
-    )
+    opener = pk.pick(b[f"open_{pol}"] + (b["open_5"] * 2 if stars == 5 else [])) if rng.random() < 0.85 else None
     context = pk.pick(b["context"]) if rng.random() < 0.45 else None
 
     # body: aspect sentences consistent with the star rating
@@ -1417,9 +1415,7 @@ def make_reviews(seed: int = REVIEWS_SEED) -> list[dict[str, object]]:
         else:  # pragma: no cover - the banks are large enough
             raise RuntimeError("could not compose a unique review")
         seen.add(text)
-        rows.append(
-            {"review_id": f"r{i:04d}", "product": prod.name, "stars": stars, "lang": lang, "text": text}
-        )
+        rows.append({"review_id": f"r{i:04d}", "product": prod.name, "stars": stars, "lang": lang, "text": text})
     return rows
 
 
@@ -3316,8 +3312,7 @@ NEWS: dict[str, dict[str, dict[str, dict[str, list]]]] = {
                     "Morning commute disrupted on Line {line}",
                 ],
                 "lead": [
-                    "Passengers on Line {line} faced delays of up to {mins} minutes on {weekday} morning "
-                    "after {cause}."
+                    "Passengers on Line {line} faced delays of up to {mins} minutes on {weekday} morning after {cause}."
                 ],
                 "groups": [
                     [
@@ -3357,9 +3352,7 @@ NEWS: dict[str, dict[str, dict[str, dict[str, list]]]] = {
                         "Drivers will be diverted via {town2}, adding around {mins} minutes to the journey.",
                         "Pedestrians and cyclists will still be able to cross on a temporary walkway.",
                     ],
-                    [
-                        "Inspectors found corrosion in several steel supports during a routine check last year."
-                    ],
+                    ["Inspectors found corrosion in several steel supports during a routine check last year."],
                     ["The work is expected to cost around ${cost} million."],
                 ],
             },
@@ -3386,8 +3379,7 @@ NEWS: dict[str, dict[str, dict[str, dict[str, list]]]] = {
             "library": {
                 "titles": ["{town} library extends opening hours", "Later opening hours at {town} library"],
                 "lead": [
-                    "The public library in {town} will stay open until {hour_pm} p.m. on weekdays from "
-                    "next month."
+                    "The public library in {town} will stay open until {hour_pm} p.m. on weekdays from next month."
                 ],
                 "groups": [
                     [
@@ -3395,9 +3387,7 @@ NEWS: dict[str, dict[str, dict[str, dict[str, list]]]] = {
                         "working hours.",
                         "The library will also open on Sunday afternoons.",
                     ],
-                    [
-                        "Staff say visitor numbers have grown steadily since the reading café opened last year."
-                    ],
+                    ["Staff say visitor numbers have grown steadily since the reading café opened last year."],
                     ["Membership remains free for all residents."],
                 ],
             },
@@ -4126,9 +4116,7 @@ NEWS["es"] = {
                 "{company} eleva sus ventas un {pct} %",
                 "{company} contratará a {jobs} personas en {town}",
             ],
-            "lead": [
-                "{company} aumentó su facturación un {pct} % en el {quarter} trimestre gracias a {driver}."
-            ],
+            "lead": ["{company} aumentó su facturación un {pct} % en el {quarter} trimestre gracias a {driver}."],
             "groups": [
                 ["La empresa prevé contratar a {jobs} personas en su planta de {town}."],
                 ["{person}, al frente de la compañía, aseguró que la empresa seguirá {ceo_up}."],
@@ -4137,9 +4125,7 @@ NEWS["es"] = {
         },
         "down": {
             "titles": ["Las ventas de {company} caen un {pct} %", "{company} aplaza su ampliación en {town}"],
-            "lead": [
-                "{company} registró una caída del {pct} % en sus ventas del {quarter} trimestre por {headwind}."
-            ],
+            "lead": ["{company} registró una caída del {pct} % en sus ventas del {quarter} trimestre por {headwind}."],
             "groups": [
                 ["La compañía ha aplazado la ampliación de su fábrica de {town}."],
                 ["{person}, al frente de la compañía, aseguró que la empresa seguirá {ceo_down}."],
@@ -4260,8 +4246,7 @@ NEWS["fr"] = {
                 "Trimestre difficile pour {company}",
             ],
             "lead": [
-                "Le chiffre d'affaires de {company} a reculé de {pct} % au {quarter} trimestre en raison "
-                "{headwind}."
+                "Le chiffre d'affaires de {company} a reculé de {pct} % au {quarter} trimestre en raison {headwind}."
             ],
             "groups": [
                 ["Le groupe a reporté l'agrandissement de son usine de {town}."],
@@ -4321,8 +4306,7 @@ NEWS["de"] = {
         "main": {
             "titles": ["Das Wetter am {weekday}", "Wetteraussichten {region}", "Wetterbericht für {weekday}"],
             "lead": [
-                "Der Wetterdienst erwartet am {weekday} {cond} {region}, bei Temperaturen zwischen {lo} und {hi} "
-                "Grad.",
+                "Der Wetterdienst erwartet am {weekday} {cond} {region}, bei Temperaturen zwischen {lo} und {hi} Grad.",
                 "Für {weekday} sagt der Wetterdienst {cond} {region} voraus, die Höchstwerte liegen bei {hi} Grad.",
             ],
             "groups": [
@@ -4338,9 +4322,7 @@ NEWS["de"] = {
     "sports": {
         "win": {
             "titles": ["{winner} schlägt {loser} {s1}:{s2}", "Sieg für {winner} gegen {loser}"],
-            "lead": [
-                "{winner} hat am {weekday} vor {crowd} Zuschauern mit {s1}:{s2} gegen {loser} gewonnen."
-            ],
+            "lead": ["{winner} hat am {weekday} vor {crowd} Zuschauern mit {s1}:{s2} gegen {loser} gewonnen."],
             "groups": [
                 [
                     "{scorer} erzielte in der {minute}. Minute den Führungstreffer.",
@@ -4370,8 +4352,7 @@ NEWS["de"] = {
                 "{company} schafft {jobs} Stellen in {town}",
             ],
             "lead": [
-                "{company} hat im {quarter} Quartal den Umsatz um {pct} Prozent gesteigert, vor allem dank "
-                "{driver}."
+                "{company} hat im {quarter} Quartal den Umsatz um {pct} Prozent gesteigert, vor allem dank {driver}."
             ],
             "groups": [
                 ["Das Unternehmen will am Standort {town} {jobs} neue Stellen schaffen."],
@@ -4380,9 +4361,7 @@ NEWS["de"] = {
         },
         "down": {
             "titles": ["{company}: Umsatz sinkt um {pct} Prozent", "Schwaches Quartal für {company}"],
-            "lead": [
-                "Bei {company} ist der Umsatz im {quarter} Quartal um {pct} Prozent gesunken, weil {headwind}."
-            ],
+            "lead": ["Bei {company} ist der Umsatz im {quarter} Quartal um {pct} Prozent gesunken, weil {headwind}."],
             "groups": [
                 ["Die geplante Erweiterung des Werks in {town} wird verschoben."],
                 ["{person} aus der Geschäftsführung kündigte an, man werde {ceo_down}."],
@@ -4437,9 +4416,7 @@ def _cap(s: str) -> str:
 
 def _fmt_int(n: int, lang: str) -> str:
     s = f"{n:,}"
-    return {"en": s, "de": s.replace(",", "."), "es": s.replace(",", "."), "fr": s.replace(",", " ")}.get(
-        lang, str(n)
-    )
+    return {"en": s, "de": s.replace(",", "."), "es": s.replace(",", "."), "fr": s.replace(",", " ")}.get(lang, str(n))
 
 
 def _fmt_dec(x: float, lang: str) -> str:

@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Install the package with its dev extras (into the active virtualenv, or a `.venv` it creates in the
-# repository root), then lint, type-check and run the whole test suite (what CI runs).
+# repository root), then check formatting, lint, type-check and run the whole test suite (what CI runs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=scripts/venv.sh
 . scripts/venv.sh "[dev]"
+python -m ruff format --check pipeline tests bench scripts
 python -m ruff check pipeline tests bench scripts
 python -m mypy pipeline
 python -m pytest -q "$@"

@@ -78,7 +78,7 @@ def write_job(
                 limits: {limits}
                 timeout_s: {timeout}
             input:
-              path: {tmp_path / 'reviews.csv'}
+              path: {tmp_path / "reviews.csv"}
               id: review_id
             steps:
               - name: label
@@ -90,8 +90,8 @@ def write_job(
                   - {{role: user, content: "Review: {{{{ row.text }}}}"}}
                 params: {{temperature: 0, max_tokens: 5}}
             output:
-              path: {tmp_path / 'out' / 'labeled.parquet'}
-            cache: {{dir: {tmp_path / 'cache'}}}
+              path: {tmp_path / "out" / "labeled.parquet"}
+            cache: {{dir: {tmp_path / "cache"}}}
             retry: {retry}
             {extra}
             """

@@ -68,9 +68,7 @@ class VirtualClockLoop(asyncio.SelectorEventLoop):
         return super().call_at(max(when, self._now + _TICK), callback, *args, context=context)
 
 
-def run_virtual(
-    coro: Coroutine[Any, Any, T], *, start: float = 0.0, timeout: float | None = 7 * 86400.0
-) -> T:
+def run_virtual(coro: Coroutine[Any, Any, T], *, start: float = 0.0, timeout: float | None = 7 * 86400.0) -> T:
     """Run `coro` on a fresh `VirtualClockLoop` starting at `start` and return its result.
 
     `timeout` is virtual seconds: a deadlock (everyone waiting, no timer left) would otherwise block

@@ -33,8 +33,9 @@ from pipeline.sources import Source
     max_piece=st.floats(5, 3000),
     silences=st.lists(st.tuples(st.floats(0, 20_000), st.floats(0, 5)), max_size=40),
 )
-def test_cuts_keep_every_piece_within_bounds(duration: float, max_piece: float,
-                                              silences: list[tuple[float, float]]) -> None:
+def test_cuts_keep_every_piece_within_bounds(
+    duration: float, max_piece: float, silences: list[tuple[float, float]]
+) -> None:
     sil = sorted((s, s + d) for s, d in silences)
     cuts = plan_cuts(duration, sil, max_piece)
     bounds = [0.0, *cuts, duration]
@@ -56,9 +57,11 @@ def test_cuts_go_in_the_latest_silence() -> None:
 
 
 def test_parse_silences_closes_a_trailing_one() -> None:
-    err = ("[silencedetect @ 0x1] silence_start: 1.5\n"
-           "[silencedetect @ 0x1] silence_end: 2.25 | silence_duration: 0.75\n"
-           "[silencedetect @ 0x1] silence_start: 9.1\n")
+    err = (
+        "[silencedetect @ 0x1] silence_start: 1.5\n"
+        "[silencedetect @ 0x1] silence_end: 2.25 | silence_duration: 0.75\n"
+        "[silencedetect @ 0x1] silence_start: 9.1\n"
+    )
     assert parse_silences(err, 10.0) == [(1.5, 2.25), (9.1, 10.0)]
 
 
@@ -102,12 +105,22 @@ def test_parse_each_format() -> None:
 
 
 def test_join_shifts_segments_and_words() -> None:
-    a = Answer("Hello there.", language="english", duration=10.0,
-               segments=[{"start": 0.0, "end": 10.0, "text": "Hello there."}],
-               words=[{"start": 0.5, "end": 1.0, "word": "Hello"}], usage=Usage(10, 3))
-    b = Answer(" General Kenobi. ", language="english", duration=4.0,
-               segments=[{"start": 0.0, "end": 4.0, "text": "General Kenobi."}],
-               words=[{"start": 0.25, "end": 0.75, "word": "General"}], usage=Usage(5, 2))
+    a = Answer(
+        "Hello there.",
+        language="english",
+        duration=10.0,
+        segments=[{"start": 0.0, "end": 10.0, "text": "Hello there."}],
+        words=[{"start": 0.5, "end": 1.0, "word": "Hello"}],
+        usage=Usage(10, 3),
+    )
+    b = Answer(
+        " General Kenobi. ",
+        language="english",
+        duration=4.0,
+        segments=[{"start": 0.0, "end": 4.0, "text": "General Kenobi."}],
+        words=[{"start": 0.25, "end": 0.75, "word": "General"}],
+        usage=Usage(5, 2),
+    )
     j = join_answers([(0.0, a), (10.5, b)], "verbose_json")
     assert j.text == "Hello there. General Kenobi."
     assert [(s["start"], s["end"]) for s in j.segments or []] == [(0.0, 10.0), (10.5, 14.5)]
@@ -166,6 +179,7 @@ def test_glob_source_lists_files(tmp_path: Path) -> None:
     # a folder: its audio files at any depth, any letter case, no hidden files
     folder = Source.open(tmp_path, format=None, id_column=None, limit=2)
     assert folder.check() == 2 and next(folder.batches(10))["path"].to_list() == ["a/1.MP3", "a/deep/3.wav"]
+
     # the fingerprint follows the files: a touched file moves it
     def fingerprint() -> str:
         pattern = f"{tmp_path}/**/*.{{wav,MP3}}"

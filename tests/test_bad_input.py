@@ -57,8 +57,12 @@ def refused(job: Path, sim: Any, *commands: str) -> str:
 
 
 def post(sim: Any, path: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
-    req = urllib.request.Request(sim.url + path, data=json.dumps(body).encode(), method="POST",
-                                 headers={"Authorization": "Bearer any-key", "Content-Type": "application/json"})
+    req = urllib.request.Request(
+        sim.url + path,
+        data=json.dumps(body).encode(),
+        method="POST",
+        headers={"Authorization": "Bearer any-key", "Content-Type": "application/json"},
+    )
     try:
         with urllib.request.urlopen(req, timeout=30) as resp:
             return resp.status, json.loads(resp.read())
@@ -131,8 +135,14 @@ def test_output_that_is_an_existing_folder_is_refused_before_any_request(tmp_pat
 
 
 def test_csv_values_stay_text_unless_the_schema_says_otherwise(tmp_path: Path, sim: Any) -> None:
-    data = pl.DataFrame({"review_id": ["007", "7", "0x1"], "text": ["a", "b", "c"], "zip": ["01234", "2", "3"],
-                         "stars": ["4", "5", "1"]})
+    data = pl.DataFrame(
+        {
+            "review_id": ["007", "7", "0x1"],
+            "text": ["a", "b", "c"],
+            "zip": ["01234", "2", "3"],
+            "stars": ["4", "5", "1"],
+        }
+    )
     job = write_job(tmp_path, sim.url, data=data)
     edit(job, "Review: {{ row.text }}", "Review: {{ row.text }} from {{ row.zip }}, {{ row.stars + 1 }} stars")
     edit(job, "id: review_id", "id: review_id\n  schema: {stars: int64}")
@@ -158,8 +168,11 @@ def test_declared_types_convert_csv_text_and_name_what_does_not_fit(tmp_path: Pa
     assert df["id"].to_list() == ["001", "002"] and df["flag"].to_list() == [True, False]
     assert str(df["day"][0]) == "2024-01-31" and df["price"].to_list() == [1.5, 2.0] and df["n"].to_list() == [7, None]
     csv.write_text("id,day\n1,2024-01-31\n2,31/01/2024\n")
-    with pytest.raises(InputError, match=r"row 2 \(1-based, header excluded\): column `day` holds '31/01/2024', "
-                                         r"which is not date"):
+    with pytest.raises(
+        InputError,
+        match=r"row 2 \(1-based, header excluded\): column `day` holds '31/01/2024', "
+        r"which is not date",
+    ):
         Source.open(csv, format=None, id_column="id", limit=None, dtypes={"day": "date"}).check()
     with pytest.raises(InputError, match="input.schema names column\\(s\\) dya, which .* does not have"):
         Source.open(csv, format=None, id_column="id", limit=None, dtypes={"dya": "date"})
@@ -298,8 +311,10 @@ def test_a_rerun_shows_the_whole_outputs_state(tmp_path: Path, sim: Any) -> None
 @pytest.mark.parametrize(
     ("params", "expected"),
     [
-        ("{temprature: 0}", "params.temprature is not a parameter of chat completions (/chat/completions); "
-                            "did you mean `temperature`?"),
+        (
+            "{temprature: 0}",
+            "params.temprature is not a parameter of chat completions (/chat/completions); did you mean `temperature`?",
+        ),
         ("{temperature: hot}", "params.temperature must be a number from 0 to 2, got 'hot' (text)"),
         ("{max_tokens: -5}", "params.max_tokens must be a whole number >= 1, got -5"),
         ("{max_tokens: 0}", "params.max_tokens must be a whole number >= 1, got 0"),
@@ -317,8 +332,11 @@ def test_embed_params_and_extra_params_of_a_provider(tmp_path: Path, sim: Any) -
     res = cli("validate", str(job))
     assert res.exit_code == 2 and "did you mean `dimensions`?" in flat(res.output)
     # a server with its own parameters: allowed with a note, and then the server has the last word
-    job = edit(write_job(tmp_path, sim.url, rows=2), "params: {temperature: 0, max_tokens: 5}",
-               "params: {temperature: 0, top_k: 5}")
+    job = edit(
+        write_job(tmp_path, sim.url, rows=2),
+        "params: {temperature: 0, max_tokens: 5}",
+        "params: {temperature: 0, top_k: 5}",
+    )
     edit(job, "timeout_s: 10", "timeout_s: 10\n    extra_params: warn")
     res = cli("run", str(job))
     assert res.exit_code == 1
@@ -341,16 +359,27 @@ def test_the_simulator_rejects_what_the_api_rejects(sim: Any) -> None:
         assert status == 400 and body["error"]["param"] == param and body["error"]["code"] == code, body
     status, body = post(sim, "/embeddings", {"model": "text-embedding-3-small", "input": "x", "dimension": 3})
     assert status == 400 and body["error"]["param"] == "dimension"
-    status, body = post(sim, "/chat/completions", {"model": "gpt-4o-mini",
-                                                   "messages": [{"role": "user", "content": "x " * 600_000}]})
+    status, body = post(
+        sim, "/chat/completions", {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "x " * 600_000}]}
+    )
     assert status == 400 and body["error"]["code"] == "context_length_exceeded", body
-    form = b"".join(
-        b'--B\r\nContent-Disposition: form-data; name="%s"%s\r\n\r\n%s\r\n' % (k, extra, v)
-        for k, extra, v in [(b"model", b"", b"whisper-1"), (b"temprature", b"", b"0"),
-                            (b"file", b'; filename="a.wav"', b"RIFF")]
-    ) + b"--B--\r\n"
-    req = urllib.request.Request(sim.url + "/audio/transcriptions", data=form, method="POST", headers={
-        "Authorization": "Bearer any-key", "Content-Type": "multipart/form-data; boundary=B"})
+    form = (
+        b"".join(
+            b'--B\r\nContent-Disposition: form-data; name="%s"%s\r\n\r\n%s\r\n' % (k, extra, v)
+            for k, extra, v in [
+                (b"model", b"", b"whisper-1"),
+                (b"temprature", b"", b"0"),
+                (b"file", b'; filename="a.wav"', b"RIFF"),
+            ]
+        )
+        + b"--B--\r\n"
+    )
+    req = urllib.request.Request(
+        sim.url + "/audio/transcriptions",
+        data=form,
+        method="POST",
+        headers={"Authorization": "Bearer any-key", "Content-Type": "multipart/form-data; boundary=B"},
+    )
     with pytest.raises(urllib.error.HTTPError) as caught:
         urllib.request.urlopen(req, timeout=30)
     assert caught.value.code == 400 and json.loads(caught.value.read())["error"]["param"] == "temprature"
@@ -394,8 +423,9 @@ def _enospc(*args: Any, **kwargs: Any) -> Any:
     raise OSError(errno.ENOSPC, "No space left on device")
 
 
-def test_disk_full_while_writing_a_part_exits_3_and_resumes(tmp_path: Path, sim: Any,
-                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+def test_disk_full_while_writing_a_part_exits_3_and_resumes(
+    tmp_path: Path, sim: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     job = write_job(tmp_path, sim.url, rows=12)
     with monkeypatch.context() as m:
         m.setattr(sinks.pq, "write_table", _enospc)
@@ -411,8 +441,9 @@ def test_disk_full_while_writing_a_part_exits_3_and_resumes(tmp_path: Path, sim:
     assert len(sim.records) == sent and output(tmp_path).height == 12
 
 
-def test_disk_full_while_writing_the_final_file_keeps_the_parts(tmp_path: Path, sim: Any,
-                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+def test_disk_full_while_writing_the_final_file_keeps_the_parts(
+    tmp_path: Path, sim: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     job = write_job(tmp_path, sim.url, rows=12)
     with monkeypatch.context() as m:
         m.setattr(sinks.pq, "ParquetWriter", _enospc)
@@ -455,6 +486,7 @@ def test_readme_example_is_the_quickstart_job_and_every_command_and_flag_is_list
     assert yaml.safe_load(example.split("```", 1)[0]) == yaml.safe_load((root / "jobs/label_reviews.yaml").read_text())
     assert "jobs/label_reviews.yaml" in (root / "scripts/quickstart.sh").read_text()
     commands = readme.split("## Commands", 1)[1].split("## Output", 1)[0]
+
     def walk(cmd: Any, prefix: str) -> list[tuple[str, Any]]:
         if hasattr(cmd, "commands"):  # a group
             return [x for name, sub in cmd.commands.items() for x in walk(sub, f"{prefix} {name}")]

@@ -18,8 +18,14 @@ from .fakeclock import run_virtual, virtual_time
 class FakeServer:
     """A packed endpoint: answers every input with its own text, refuses requests holding a bad input."""
 
-    def __init__(self, bad: set[str] | None = None, message: str = "invalid input", param: str | None = None,
-                 blame: bool = False, latency: float = 0.1) -> None:
+    def __init__(
+        self,
+        bad: set[str] | None = None,
+        message: str = "invalid input",
+        param: str | None = None,
+        blame: bool = False,
+        latency: float = 0.1,
+    ) -> None:
         self.bad = bad or set()
         self.message = message
         self.param = param
@@ -34,8 +40,7 @@ class FakeServer:
         bad = [i for i, t in enumerate(texts) if t in self.bad]
         if bad:
             msg = f"'$.input[{bad[0]}]' is invalid" if self.blame else self.message
-            raise CallError(RowError(f"{msg} (request id: r{len(self.requests)})", status=400,
-                                     param=self.param), 1)
+            raise CallError(RowError(f"{msg} (request id: r{len(self.requests)})", status=400, param=self.param), 1)
         for s in slots:
             s.attempts += 1
             s.settle(StepResult("ok", {"v": s.payload.upper()}, attempts=s.attempts))
@@ -153,8 +158,7 @@ def test_a_blamed_input_costs_one_extra_request() -> None:
 
 
 def test_an_error_blaming_another_field_fails_the_batch_without_splitting() -> None:
-    server = FakeServer(bad={"t1"}, message="This model does not support specifying dimensions.",
-                        param="dimensions")
+    server = FakeServer(bad={"t1"}, message="This model does not support specifying dimensions.", param="dimensions")
 
     async def main() -> list[StepResult]:
         b = make(server)
@@ -186,8 +190,7 @@ def test_stop_and_fatal_reach_the_rows() -> None:
 
     async def main() -> None:
         for send, exc in ((stopped, Stopped), (fatal, FatalError)):
-            b: Batcher[str] = Batcher(send, max_items=2, max_tokens=100, linger_s=0.01,
-                                      spawn=asyncio.ensure_future)
+            b: Batcher[str] = Batcher(send, max_items=2, max_tokens=100, linger_s=0.01, spawn=asyncio.ensure_future)
             futs = submit_all(b, ["a", "b"])
             for f in futs:
                 with pytest.raises(exc):

@@ -51,8 +51,7 @@ def test_rows_carry_their_cost(tmp_path: Path, sim: Any) -> None:
 
 
 def test_budget_runs_out_mid_run_never_crossed_then_a_rerun_continues(tmp_path: Path, sim: Any) -> None:
-    job = write_job(tmp_path, sim.url, rows=60, extra=PRICES,
-                    limits="{rpm: 100000, tpm: 100000000, concurrency: 20}")
+    job = write_job(tmp_path, sim.url, rows=60, extra=PRICES, limits="{rpm: 100000, tpm: 100000000, concurrency: 20}")
     res = runner.invoke(app, ["run", str(job), "--max-cost", "4.00"])
     assert res.exit_code == 4, res.output
     assert "budget reached" in res.output and "--max-cost" in res.output

@@ -24,8 +24,9 @@ try:
 except ImportError:  # pragma: no cover
     from fakeclock import run_virtual, virtual_time  # type: ignore[no-redef]
 
-OK = json.dumps({"choices": [{"message": {"content": "hi"}}], "usage": {"prompt_tokens": 7,
-                 "completion_tokens": 1}}).encode()
+OK = json.dumps(
+    {"choices": [{"message": {"content": "hi"}}], "usage": {"prompt_tokens": 7, "completion_tokens": 1}}
+).encode()
 
 
 def err(status: int, code: str | None = None) -> bytes:
@@ -56,8 +57,14 @@ def parse(body: bytes) -> Parsed:
 def client(script: list[Any], *, attempts: int = 6, rpm: int | None = None) -> tuple[ProviderClient, FakeTransport]:
     t = FakeTransport(list(script))
     gate = AdmissionGate(rpm=rpm, tpm=None, concurrency=4)
-    c = ProviderClient(t, gate, NoCache(), Retry(max_attempts=attempts, backoff_base_s=1, backoff_cap_s=60),
-                       RunStats(), rng=random.Random(1))
+    c = ProviderClient(
+        t,
+        gate,
+        NoCache(),
+        Retry(max_attempts=attempts, backoff_base_s=1, backoff_cap_s=60),
+        RunStats(),
+        rng=random.Random(1),
+    )
     return c, t
 
 
@@ -68,6 +75,7 @@ def call(c: ProviderClient) -> Any:
 def run(make: Callable[[], Any]) -> Any:
     async def main() -> Any:
         return await make()
+
     return run_virtual(main())
 
 
@@ -99,7 +107,9 @@ def test_429_storm_without_retry_after_slows_everyone() -> None:
 
     async def many() -> list[Any]:
         import asyncio
+
         return await asyncio.gather(*(call(c) for _ in range(20)))
+
     replies = run(many)
     assert all(r.parsed.values == {"text": "hi"} for r in replies)
     # after the first 429 nobody is sent until the pause is over
@@ -127,7 +137,9 @@ def test_fatal_error_stops_every_caller_after_one_request() -> None:
 
     async def many() -> list[Any]:
         import asyncio
+
         return await asyncio.gather(*(call(c) for _ in range(10)), return_exceptions=True)
+
     results = run(many)
     assert all(isinstance(r, FatalError) for r in results)
     assert len(t.sent) == 1
@@ -150,6 +162,7 @@ def test_request_bigger_than_budget_fails_at_once() -> None:
 
     async def big() -> Any:
         return await c.call(HttpRequest("/x", json_body={}), tokens=5000, cache_key=None, parse=parse)
+
     with pytest.raises(CallError, match="5000 tokens"):
         run(big)
     assert t.sent == []

@@ -67,6 +67,7 @@ def _edit(old: str, new: str) -> Any:
         text = job.read_text()
         assert old in text
         job.write_text(text.replace(old, new))
+
     return f
 
 
@@ -94,8 +95,13 @@ def test_duplicate_ids(tmp_path: Path, sim: Any) -> None:
     def dup(job: Path) -> None:
         csv = tmp_path / "reviews.csv"
         df = pl.read_csv(csv)
-        df.with_columns(pl.when(pl.col("review_id") == "r00003").then(pl.lit("r00001"))
-                        .otherwise(pl.col("review_id")).alias("review_id")).write_csv(csv)
+        df.with_columns(
+            pl.when(pl.col("review_id") == "r00003")
+            .then(pl.lit("r00001"))
+            .otherwise(pl.col("review_id"))
+            .alias("review_id")
+        ).write_csv(csv)
+
     msg = _bad(tmp_path, sim, dup)
     assert "duplicate" in msg and "'r00001' (2 times)" in msg
 
@@ -131,8 +137,9 @@ def test_401_stops_the_run_quickly(tmp_path: Path, sim_factory: Any) -> None:
 def test_identical_failures_stop_the_run(tmp_path: Path, sim: Any) -> None:
     from pipeline.sim import FaultRule
 
-    sim.set_faults([FaultRule(kind="status", status=400, error_type="invalid_request_error",
-                              error_code="unsupported_parameter")])
+    sim.set_faults(
+        [FaultRule(kind="status", status=400, error_type="invalid_request_error", error_code="unsupported_parameter")]
+    )
     job = write_job(tmp_path, sim.url, rows=300, extra="run: {stop_after_identical_failures: 10}")
     res = cli("run", str(job), "--quiet")
     assert res.exit_code == 3, res.output
@@ -152,8 +159,12 @@ def test_cache_and_models_commands(tmp_path: Path, sim: Any) -> None:
 
 
 def _spawn(job: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
-    return subprocess.Popen([sys.executable, "-m", "pipeline.cli", "run", str(job), "--quiet"], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    return subprocess.Popen(
+        [sys.executable, "-m", "pipeline.cli", "run", str(job), "--quiet"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
 
 
 def _wait_for(sim: Any, n: int, timeout: float = 30) -> None:

@@ -26,12 +26,13 @@ def write_job(tmp_path: Path, url: str, *, rows: int = 8, params: str = "{max_to
     )
     df.write_csv(tmp_path / "reviews.csv")
     job = tmp_path / "job.yaml"
-    job.write_text(textwrap.dedent(f"""\
+    job.write_text(
+        textwrap.dedent(f"""\
         version: 1
         name: complete
         providers:
           local: {{base_url: {url}, api_key_env: {SIM_KEY_ENV}, limits: {{rpm: 100000, concurrency: 20}}}}
-        input: {{path: {tmp_path / 'reviews.csv'}, id: review_id}}
+        input: {{path: {tmp_path / "reviews.csv"}, id: review_id}}
         steps:
           - name: more
             kind: completion
@@ -39,10 +40,11 @@ def write_job(tmp_path: Path, url: str, *, rows: int = 8, params: str = "{max_to
             model: {MODEL}
             prompt: "{PROMPT}"
             params: {params}
-        output: {{path: {tmp_path / 'out.parquet'}}}
-        cache: {{dir: {tmp_path / 'cache'}}}
+        output: {{path: {tmp_path / "out.parquet"}}}
+        cache: {{dir: {tmp_path / "cache"}}}
         retry: {{max_attempts: 2, backoff_base_s: 0.01, backoff_cap_s: 0.02}}
-        """))
+        """)
+    )
     return job
 
 
@@ -93,8 +95,7 @@ def test_n_choices_land_as_a_list_column(tmp_path: Path, sim: Any) -> None:
 
 
 def test_failures_are_per_row(tmp_path: Path, sim: Any) -> None:
-    sim.set_faults([FaultRule(kind="status", status=400, error_type="invalid_request_error",
-                              when_contains="#3)")])
+    sim.set_faults([FaultRule(kind="status", status=400, error_type="invalid_request_error", when_contains="#3)")])
     job = write_job(tmp_path, sim.url)
     summary = run_job(job)
     df = pl.read_parquet(tmp_path / "out.parquet")

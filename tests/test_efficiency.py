@@ -30,14 +30,20 @@ def test_prefetch_answers_like_get_once(tmp_path: Path) -> None:
     cache.close()
 
 
-def test_streamed_final_write_keeps_order_latest_write_and_vectors(tmp_path: Path,
-                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+def test_streamed_final_write_keeps_order_latest_write_and_vectors(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # tiny slices and a tiny decoded-part budget: every slice draws on several parts, parts are evicted
     monkeypatch.setattr(sinks, "FINISH_BYTES", 3000)
     monkeypatch.setattr(sinks, "FINISH_CACHE_BYTES", 5000)
     dim, n = 8, 500
-    schema = pa.schema([pa.field(ROW, pa.uint32()), pa.field("id", pa.int64()),
-                        *step_fields("e", [pa.field("e", pa.list_(pa.float32()))])])
+    schema = pa.schema(
+        [
+            pa.field(ROW, pa.uint32()),
+            pa.field("id", pa.int64()),
+            *step_fields("e", [pa.field("e", pa.list_(pa.float32()))]),
+        ]
+    )
     work = WorkDir(tmp_path / "out.parquet", "fp")
     work.prepare(fresh=True)
     rng = np.random.default_rng(0)
@@ -53,7 +59,7 @@ def test_streamed_final_write_keeps_order_latest_write_and_vectors(tmp_path: Pat
         pq.write_table(pa.table(cols, schema=schema), work.path / f"part-{i:06d}.parquet", **write_options(schema))
 
     for i, lo in enumerate(range(0, n, 40)):
-        part(i + 1, order[lo:lo + 40], 0.0)
+        part(i + 1, order[lo : lo + 40], 0.0)
     part(99, np.array([3, 250, 499]), 0.5)  # a later run wrote these rows again: its write wins
     final = schema.remove(0).set(1, pa.field("e", pa.list_(pa.float32(), dim)))
     work.finish(final, n, fresh=False)
@@ -65,8 +71,7 @@ def test_streamed_final_write_keeps_order_latest_write_and_vectors(tmp_path: Pat
     assert pq.ParquetFile(tmp_path / "out.parquet").metadata.num_row_groups > 5  # written in slices
 
 
-def test_rows_in_flight_are_bounded_by_bytes(tmp_path: Path, sim_factory: Any,
-                                             monkeypatch: pytest.MonkeyPatch) -> None:
+def test_rows_in_flight_are_bounded_by_bytes(tmp_path: Path, sim_factory: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     from pipeline import executor
 
     from .conftest import output, reviews, run_job, write_job

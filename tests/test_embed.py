@@ -34,8 +34,7 @@ WORDS = ["river", "market", "council", "早上好", "天气", "Straße", "café"
 
 
 def docs(n: int, prefix: str = "doc") -> pl.DataFrame:
-    texts = [f"{prefix} {i}: " + " ".join(WORDS[(i * 7 + k) % len(WORDS)] for k in range(3 + i % 9))
-             for i in range(n)]
+    texts = [f"{prefix} {i}: " + " ".join(WORDS[(i * 7 + k) % len(WORDS)] for k in range(3 + i % 9)) for i in range(n)]
     return pl.DataFrame({"doc_id": [f"d{i:05d}" for i in range(n)], "text": texts})
 
 
@@ -121,12 +120,14 @@ def assert_own_vectors(df: pl.DataFrame, dims: int | None = None) -> None:
 
 
 def test_every_row_gets_its_own_vector_under_faults_and_packing(tmp_path: Path, sim: Any) -> None:
-    sim.set_faults([
-        FaultRule(kind="status", status=500, path="/embeddings", every=3, times=4),
-        FaultRule(kind="rate_limit", path="/embeddings", first=2, retry_after=0.05),
-        FaultRule(kind="reset", path="/embeddings", every=5, times=2),
-        FaultRule(kind="malformed_json", path="/embeddings", every=7, times=1),
-    ])
+    sim.set_faults(
+        [
+            FaultRule(kind="status", status=500, path="/embeddings", every=3, times=4),
+            FaultRule(kind="rate_limit", path="/embeddings", first=2, retry_after=0.05),
+            FaultRule(kind="reset", path="/embeddings", every=5, times=2),
+            FaultRule(kind="malformed_json", path="/embeddings", every=7, times=1),
+        ]
+    )
     job = write_embed_job(tmp_path, sim.url, rows=700, params="{dimensions: 256}", step="batch_size: 32")
     summary = run_job(job)
     df = result(tmp_path)
@@ -145,8 +146,9 @@ def test_every_row_gets_its_own_vector_under_faults_and_packing(tmp_path: Path, 
 
 
 def test_requests_are_packed(tmp_path: Path, sim: Any) -> None:
-    job = write_embed_job(tmp_path, sim.url, rows=2000, step="batch_size: 100",
-                          limits="{rpm: 100000, tpm: 100000000, concurrency: 50}")
+    job = write_embed_job(
+        tmp_path, sim.url, rows=2000, step="batch_size: 100", limits="{rpm: 100000, tpm: 100000000, concurrency: 50}"
+    )
     run_job(job)
     df = result(tmp_path)
     assert set(df["emb__status"]) == {"ok"}
@@ -172,8 +174,18 @@ def test_base64_is_asked_by_default(tmp_path: Path, sim: Any) -> None:
 
 
 def test_one_bad_input_fails_only_its_row(tmp_path: Path, sim: Any) -> None:
-    sim.set_faults([FaultRule(kind="status", status=400, path="/embeddings", when_contains="POISON",
-                              error_type="invalid_request_error", error_code="invalid_input")])
+    sim.set_faults(
+        [
+            FaultRule(
+                kind="status",
+                status=400,
+                path="/embeddings",
+                when_contains="POISON",
+                error_type="invalid_request_error",
+                error_code="invalid_input",
+            )
+        ]
+    )
     data = with_text(docs(64), {"d00021": "a POISON pill"})
     job = write_embed_job(tmp_path, sim.url, data=data, step="batch_size: 64")
     summary = run_job(job)
@@ -317,8 +329,7 @@ def test_non_text_value_in_a_row_fails_the_row(tmp_path: Path, sim: Any) -> None
     from pipeline.endpoints.embed import EmbedRuntime
     from pipeline.job.model import EmbedStep
 
-    rt = EmbedRuntime(EmbedStep(name="e", kind="embed", provider="p", model=MODEL, input="{{ row.t }}"),
-                      "ns", None)
+    rt = EmbedRuntime(EmbedStep(name="e", kind="embed", provider="p", model=MODEL, input="{{ row.t }}"), "ns", None)
     r = rt._prepare_or_result({"t": 42})
     assert not hasattr(r, "request") and r.status == "error"  # type: ignore[union-attr]
     assert r.error == "input column `t` holds int '42', not text"  # type: ignore[union-attr]
@@ -331,8 +342,7 @@ def test_oversized_batch_size(tmp_path: Path, sim: Any) -> None:
 
 
 def test_max_batch_tokens_over_the_budget(tmp_path: Path, sim: Any) -> None:
-    res = cli_run(write_embed_job(tmp_path, sim.url, step="max_batch_tokens: 50000",
-                                  limits="{tpm: 20000}"))
+    res = cli_run(write_embed_job(tmp_path, sim.url, step="max_batch_tokens: 50000", limits="{tpm: 20000}"))
     assert res.exit_code == 2
     assert "max_batch_tokens 50,000 is over the token budget of provider `local` (tpm 20,000)" in res.output
     res = cli_run(write_embed_job(tmp_path, sim.url, step="max_batch_tokens: 400000"))
@@ -345,8 +355,9 @@ def test_params_the_step_builds(tmp_path: Path, sim: Any) -> None:
 
 
 def test_dimensions_on_a_model_that_rejects_them(tmp_path: Path, sim: Any) -> None:
-    job = write_embed_job(tmp_path, sim.url, rows=20, model="text-embedding-ada-002",
-                          params="{dimensions: 256}", step="batch_size: 8")
+    job = write_embed_job(
+        tmp_path, sim.url, rows=20, model="text-embedding-ada-002", params="{dimensions: 256}", step="batch_size: 8"
+    )
     res = cli_run(job)
     assert res.exit_code == 1, res.output
     df = result(tmp_path)
@@ -357,8 +368,9 @@ def test_dimensions_on_a_model_that_rejects_them(tmp_path: Path, sim: Any) -> No
 
 
 def test_dimensions_error_on_a_big_job_stops_the_run(tmp_path: Path, sim: Any) -> None:
-    job = write_embed_job(tmp_path, sim.url, rows=200, model="text-embedding-ada-002",
-                          params="{dimensions: 256}", step="batch_size: 100")
+    job = write_embed_job(
+        tmp_path, sim.url, rows=200, model="text-embedding-ada-002", params="{dimensions: 256}", step="batch_size: 100"
+    )
     res = cli_run(job)
     assert res.exit_code == 3
     assert "does not support specifying dimensions" in res.output
@@ -381,12 +393,21 @@ def test_vector_sizes_must_agree(tmp_path: Path) -> None:
     rt = EmbedRuntime(spec, "ns", None)
     schema = {"__row": pl.UInt32, "__part": pl.Int32, "id": pl.String, "e": pl.List(pl.Float32)}
     # row 2 was first written with a 1-dimension vector, then redone by a later run
-    frame = pl.LazyFrame({"__row": [0, 1, 2, 2], "__part": [1, 1, 1, 2], "id": ["a", "b", "c", "c"],
-                          "e": [[1.0, 2.0], [3.0, 4.0], [1.0], None]}, schema=schema)
+    frame = pl.LazyFrame(
+        {
+            "__row": [0, 1, 2, 2],
+            "__part": [1, 1, 1, 2],
+            "id": ["a", "b", "c", "c"],
+            "e": [[1.0, 2.0], [3.0, 4.0], [1.0], None],
+        },
+        schema=schema,
+    )
     fields = widen_fields(rt.final_columns(), frame, "id")
     assert fields is not None and fields[0].type == pa.list_(pa.float32(), 2)
-    mixed = pl.LazyFrame({"__row": [0, 1, 2], "__part": [1, 1, 1], "id": ["a", "b", "c"],
-                          "e": [[1.0, 2.0], [3.0, 4.0], [1.0]]}, schema=schema)
+    mixed = pl.LazyFrame(
+        {"__row": [0, 1, 2], "__part": [1, 1, 1], "id": ["a", "b", "c"], "e": [[1.0, 2.0], [3.0, 4.0], [1.0]]},
+        schema=schema,
+    )
     with pytest.raises(RunAborted, match=r"differ in size: 2 \(2 rows, e.g. a, b\); 1 \(1 rows, e.g. c\)"):
         widen_fields(rt.final_columns(), mixed, "id")
 
@@ -411,8 +432,7 @@ def test_answers_are_stored_even_when_a_stop_comes_as_they_arrive(tmp_path: Path
 
     texts = [f"text {i}" for i in range(50)]
     cache = ResponseCache(tmp_path / "cache")
-    rt = EmbedRuntime(EmbedStep(name="e", kind="embed", provider="p", model=MODEL, input="{{ row.t }}"),
-                      "ns", None)
+    rt = EmbedRuntime(EmbedStep(name="e", kind="embed", provider="p", model=MODEL, input="{{ row.t }}"), "ns", None)
     preps = [rt.prepare({"t": t}) for t in texts]
 
     async def main() -> None:
@@ -424,8 +444,9 @@ def test_answers_are_stored_even_when_a_stop_comes_as_they_arrive(tmp_path: Path
             asyncio.get_running_loop().call_soon(task.cancel)  # the stop lands at the next wait
             return Reply(parse(body), 1, False)
 
-        client = SimpleNamespace(call=call, cache=cache, capacity=SimpleNamespace(
-            tpm=None, token_share=lambda s: None, busy=lambda: False))
+        client = SimpleNamespace(
+            call=call, cache=cache, capacity=SimpleNamespace(tpm=None, token_share=lambda s: None, busy=lambda: False)
+        )
         packer = Packer(rt, client, spawn=asyncio.ensure_future, charge=None, linger_s=0.005)  # type: ignore[arg-type]
         loop = asyncio.get_running_loop()
         slots = [Slot(p.cache_key or "", p, p.tokens, [loop.create_future()]) for p in preps]
@@ -443,12 +464,9 @@ def test_answers_are_stored_even_when_a_stop_comes_as_they_arrive(tmp_path: Path
 
 @pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT], ids=["kill-9", "ctrl-c"])
-def test_rerun_after_kill_resends_only_rows_without_a_stored_answer(
-    tmp_path: Path, sim_factory: Any, sig: int
-) -> None:
+def test_rerun_after_kill_resends_only_rows_without_a_stored_answer(tmp_path: Path, sim_factory: Any, sig: int) -> None:
     sim = sim_factory(latency_s=0.15)
-    job = write_embed_job(tmp_path, sim.url, rows=1200, step="batch_size: 20",
-                          limits="{rpm: 100000, concurrency: 2}")
+    job = write_embed_job(tmp_path, sim.url, rows=1200, step="batch_size: 20", limits="{rpm: 100000, concurrency: 2}")
     env = {**os.environ, SIM_KEY_ENV: "test-key"}
     cmd = [sys.executable, "-m", "pipeline.cli", "run", str(job), "--quiet"]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)

@@ -45,13 +45,26 @@ def test_engine_processes_rows_into_records_without_files(tmp_path: Path, sim: A
         stats = RunStats()
         gates = LocalGates()
         async with new_session(8) as session:
-            clients = {name: ProviderClient(Transport(p, plan.api_keys[name], session), gates(p, plan.api_keys[name]),
-                                            NoCache(), plan.job.spec.retry, stats, rng=random.Random(0))
-                       for name, p in plan.providers.items()}
-            engine = RowEngine(plan.steps, clients, stats,
-                               RecordShape(plan.carried_columns, plan.id_column, DEFAULT_ID),
-                               window=8, charges={},
-                               stop_after_identical_failures=100)
+            clients = {
+                name: ProviderClient(
+                    Transport(p, plan.api_keys[name], session),
+                    gates(p, plan.api_keys[name]),
+                    NoCache(),
+                    plan.job.spec.retry,
+                    stats,
+                    rng=random.Random(0),
+                )
+                for name, p in plan.providers.items()
+            }
+            engine = RowEngine(
+                plan.steps,
+                clients,
+                stats,
+                RecordShape(plan.carried_columns, plan.id_column, DEFAULT_ID),
+                window=8,
+                charges={},
+                stop_after_identical_failures=100,
+            )
             return await engine.process(rows)
 
     records = asyncio.run(main())
@@ -99,11 +112,18 @@ def test_an_images_per_minute_provider_never_shares_a_token_gate(tmp_path: Path,
 
 
 def test_a_request_spec_is_plain_data() -> None:
-    spec = HttpRequest("/audio/transcriptions", multipart=Multipart(
-        (("model", "whisper-1"), ("timestamp_granularities[]", "word"), ("timestamp_granularities[]", "segment")),
-        (FilePart(Path("/data/a.wav"), "a.wav", "audio/wav"),)))
-    assert spec.preview() == {"file": "/data/a.wav", "model": "whisper-1",
-                              "timestamp_granularities[]": ["word", "segment"]}
+    spec = HttpRequest(
+        "/audio/transcriptions",
+        multipart=Multipart(
+            (("model", "whisper-1"), ("timestamp_granularities[]", "word"), ("timestamp_granularities[]", "segment")),
+            (FilePart(Path("/data/a.wav"), "a.wav", "audio/wav"),),
+        ),
+    )
+    assert spec.preview() == {
+        "file": "/data/a.wav",
+        "model": "whisper-1",
+        "timestamp_granularities[]": ["word", "segment"],
+    }
     assert spec == HttpRequest("/audio/transcriptions", multipart=spec.multipart)
     tree = ast.parse(inspect.getsource(sys.modules["pipeline.requests"]))
     imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
@@ -150,8 +170,10 @@ class EchoTransport:
         self.sent.append(body)
         if "boom" in body["prompt"]:
             return HttpResponse(400, b'{"error": {"message": "bad prompt", "type": "invalid_request_error"}}')
-        answer = {"choices": [{"index": 0, "text": body["prompt"].upper(), "finish_reason": "stop"}],
-                  "usage": {"prompt_tokens": 3, "completion_tokens": 2}}
+        answer = {
+            "choices": [{"index": 0, "text": body["prompt"].upper(), "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 3, "completion_tokens": 2},
+        }
         return HttpResponse(200, json.dumps(answer).encode())
 
     async def get(self, endpoint: str) -> HttpResponse:
@@ -159,8 +181,11 @@ class EchoTransport:
 
 
 def test_the_engine_sends_and_caches_for_a_sans_io_kind_through_the_seams(tmp_path: Path) -> None:
-    step = CompletionRuntime(CompletionStep(name="c", kind="completion", provider="p", model="m",
-                                            prompt="say {{ row.word }}"), "ns", counter("heuristic"))
+    step = CompletionRuntime(
+        CompletionStep(name="c", kind="completion", provider="p", model="m", prompt="say {{ row.word }}"),
+        "ns",
+        counter("heuristic"),
+    )
     gate = AdmissionGate(rpm=None, tpm=None, concurrency=2)
     transport, cache = EchoTransport(), DictCache()
     rows = [(i, {"id": i, "word": w}) for i, w in enumerate(["hi", "boom", "yo"])]
@@ -168,8 +193,15 @@ def test_the_engine_sends_and_caches_for_a_sans_io_kind_through_the_seams(tmp_pa
     async def main() -> list[list[dict[str, Any]]]:
         stats = RunStats()
         client = ProviderClient(transport, gate, cache, Retry(max_attempts=2), stats)
-        engine = RowEngine([step], {"p": client}, stats, RecordShape(["id"], "id", DEFAULT_ID), window=4,
-                           charges={}, stop_after_identical_failures=10)
+        engine = RowEngine(
+            [step],
+            {"p": client},
+            stats,
+            RecordShape(["id"], "id", DEFAULT_ID),
+            window=4,
+            charges={},
+            stop_after_identical_failures=10,
+        )
         first = await engine.process(rows)
         again = await engine.process(rows[:1] + rows[2:])
         return [first, again]

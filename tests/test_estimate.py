@@ -26,8 +26,9 @@ def test_embed_estimate_counts_packed_requests_as_the_run_sends_them(tmp_path: P
     data = docs(1000)
     # duplicates are sent once; nulls are skipped
     data = data.vstack(data.head(50).with_columns(doc_id=data.head(50)["doc_id"] + "-dup"))
-    job = write_embed_job(tmp_path, sim.url, data=data, step="batch_size: 64",
-                          limits="{rpm: 100000, tpm: 100000000, concurrency: 50}")
+    job = write_embed_job(
+        tmp_path, sim.url, data=data, step="batch_size: 64", limits="{rpm: 100000, tpm: 100000000, concurrency: 50}"
+    )
     est = estimate(build_plan(job)).steps[0]
     assert est.rows == 1050 and est.cached == 0
     assert est.requests == 16  # ceil(1000 distinct texts / 64), not one per row
@@ -41,8 +42,9 @@ def test_embed_estimate_counts_packed_requests_as_the_run_sends_them(tmp_path: P
 def test_embed_estimate_packs_by_tokens_under_the_token_budget(tmp_path: Path, sim: Any) -> None:
     # tpm 60,000 per minute: 1,000 tokens a second; a request holds BATCH_SHARE of that (issue 8: a
     # request never holds more than a per-second server allows), and the estimate packs as the run does
-    job = write_embed_job(tmp_path, sim.url, rows=600, step="batch_size: 2048",
-                          limits="{rpm: 100000, tpm: 60000, concurrency: 50}")
+    job = write_embed_job(
+        tmp_path, sim.url, rows=600, step="batch_size: 2048", limits="{rpm: 100000, tpm: 60000, concurrency: 50}"
+    )
     est = estimate(build_plan(job))
     s = est.steps[0]
     assert s.prompt_tokens > 1000

@@ -32,18 +32,27 @@ ROOT = Path(__file__).resolve().parents[1]
 IDS = ["p/1", "p_1", "a b", "x.y", "id-5", "..", "id-7", "id-8"]
 
 
-def write_job(tmp_path: Path, url: str, *, model: str = "dall-e-2", params: str = "{size: 256x256, n: 2}",
-              limits: str = "{rpm: 100000, concurrency: 8}", ids: list[str] | None = None) -> Path:
+def write_job(
+    tmp_path: Path,
+    url: str,
+    *,
+    model: str = "dall-e-2",
+    params: str = "{size: 256x256, n: 2}",
+    limits: str = "{rpm: 100000, concurrency: 8}",
+    ids: list[str] | None = None,
+) -> Path:
     rows = ids or IDS
     pl.DataFrame({"pid": rows, "subject": [f"a lamp number {i}" for i in range(len(rows))]}).write_csv(
-        tmp_path / "products.csv")
+        tmp_path / "products.csv"
+    )
     job = tmp_path / "job.yaml"
-    job.write_text(textwrap.dedent(f"""\
+    job.write_text(
+        textwrap.dedent(f"""\
         version: 1
         name: pictures
         providers:
           local: {{base_url: {url}, api_key_env: {SIM_KEY_ENV}, limits: {limits}}}
-        input: {{path: {tmp_path / 'products.csv'}, id: pid}}
+        input: {{path: {tmp_path / "products.csv"}, id: pid}}
         steps:
           - name: pic
             kind: image
@@ -51,16 +60,24 @@ def write_job(tmp_path: Path, url: str, *, model: str = "dall-e-2", params: str 
             model: {model}
             prompt: "A product photo of {{{{ row.subject }}}}"
             params: {params}
-        output: {{path: {tmp_path / 'out' / 'shots.parquet'}}}
-        cache: {{dir: {tmp_path / 'cache'}}}
+        output: {{path: {tmp_path / "out" / "shots.parquet"}}}
+        cache: {{dir: {tmp_path / "cache"}}}
         retry: {{max_attempts: 4, backoff_base_s: 0.01, backoff_cap_s: 0.02}}
-        """))
+        """)
+    )
     return job
 
 
 def expected_png(subject: str, i: int, model: str = "dall-e-2", size: str = "256x256") -> bytes:
-    req = simi.parse({"model": model, "prompt": f"A product photo of {subject}", "size": size,
-                      "response_format": "b64_json", **({"n": 2} if model == "dall-e-2" else {})})
+    req = simi.parse(
+        {
+            "model": model,
+            "prompt": f"A product photo of {subject}",
+            "size": size,
+            "response_format": "b64_json",
+            **({"n": 2} if model == "dall-e-2" else {}),
+        }
+    )
     return simi.png(req.image_id(i))
 
 
@@ -85,13 +102,15 @@ def check_rows(df: pl.DataFrame, tmp_path: Path, n: int = 2) -> None:
 
 @pytest.mark.parametrize("fmt", ["url", "b64_json"])
 def test_each_rows_images_land_where_the_parquet_says_and_a_rerun_sends_nothing(
-        tmp_path: Path, sim_factory: Any, fmt: str) -> None:
+    tmp_path: Path, sim_factory: Any, fmt: str
+) -> None:
     sim = sim_factory(image_download_failures=1 if fmt == "url" else 0)
     job = write_job(tmp_path, sim.url, params=f"{{size: 256x256, n: 2, response_format: {fmt}}}")
     summary = run_job(job)
     df = pl.read_parquet(tmp_path / "out" / "shots.parquet")
-    assert df.schema["pic"] == pl.List(pl.Struct({"path": pl.String, "bytes": pl.Int64, "mime": pl.String,
-                                                  "revised_prompt": pl.String}))
+    assert df.schema["pic"] == pl.List(
+        pl.Struct({"path": pl.String, "bytes": pl.Int64, "mime": pl.String, "revised_prompt": pl.String})
+    )
     check_rows(df, tmp_path)
     assert len(gens(sim)) == 8
     downloads = sim.sim.image_downloads()
@@ -109,8 +128,9 @@ def test_each_rows_images_land_where_the_parquet_says_and_a_rerun_sends_nothing(
 
 
 def test_dalle3_revised_prompt_and_gpt_image_b64(tmp_path: Path, sim: Any) -> None:
-    job = write_job(tmp_path, sim.url, model="dall-e-3", params="{size: 1024x1024, quality: hd, style: natural}",
-                    ids=["a", "b"])
+    job = write_job(
+        tmp_path, sim.url, model="dall-e-3", params="{size: 1024x1024, quality: hd, style: natural}", ids=["a", "b"]
+    )
     run_job(job)
     df = pl.read_parquet(tmp_path / "out" / "shots.parquet")
     assert set(df["pic__status"]) == {"ok"}
@@ -120,8 +140,9 @@ def test_dalle3_revised_prompt_and_gpt_image_b64(tmp_path: Path, sim: Any) -> No
 
 
 def test_failures_stay_per_row(tmp_path: Path, sim: Any) -> None:
-    sim.set_faults([FaultRule(kind="status", status=400, error_type="invalid_request_error",
-                              when_contains="lamp number 3\"")])
+    sim.set_faults(
+        [FaultRule(kind="status", status=400, error_type="invalid_request_error", when_contains='lamp number 3"')]
+    )
     job = write_job(tmp_path, sim.url)
     summary = run_job(job)
     df = pl.read_parquet(tmp_path / "out" / "shots.parquet")
@@ -183,13 +204,22 @@ def test_names_are_sanitised_unique_and_mime_sniffed() -> None:
 def test_kill_9_resume_resends_nothing_answered(tmp_path: Path, sim_factory: Any) -> None:
     sim = sim_factory(latency_s=0.05)
     ids = [f"row{i:03d}" for i in range(120)]
-    job = write_job(tmp_path, sim.url, params="{size: 256x256, n: 1, response_format: url}",
-                    limits="{rpm: 100000, concurrency: 4}", ids=ids)
+    job = write_job(
+        tmp_path,
+        sim.url,
+        params="{size: 256x256, n: 1, response_format: url}",
+        limits="{rpm: 100000, concurrency: 4}",
+        ids=ids,
+    )
     env = {**os.environ, SIM_KEY_ENV: "test-key"}
 
     def spawn() -> subprocess.Popen[bytes]:
-        return subprocess.Popen([sys.executable, "-m", "pipeline.cli", "run", str(job), "--quiet"], env=env,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        return subprocess.Popen(
+            [sys.executable, "-m", "pipeline.cli", "run", str(job), "--quiet"],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
 
     proc = spawn()
     deadline = time.monotonic() + 30
@@ -216,16 +246,20 @@ def test_kill_9_resume_resends_nothing_answered(tmp_path: Path, sim_factory: Any
         req = simi.parse({"model": "dall-e-2", "prompt": prompt, "size": "256x256", "response_format": "url"})
         return f"{req.image_id(0)}.png"
 
-    regenerated = [r for r in later if r.path.endswith("/images/generations") and r.body
-                   and image_file(r.body["prompt"]) in stored_files]
+    regenerated = [
+        r
+        for r in later
+        if r.path.endswith("/images/generations") and r.body and image_file(r.body["prompt"]) in stored_files
+    ]
     assert regenerated == [], f"{len(regenerated)} answered generations were sent again"
     refetched = [name for name, k in fetched_later.items() if k and simi.png(Path(name).stem) in stored_images]
     assert refetched == [], f"{len(refetched)} stored images were downloaded again"
     df = pl.read_parquet(tmp_path / "out" / "shots.parquet")
     assert df.height == 120 and set(df["pic__status"]) == {"ok"}
     for row in df.iter_rows(named=True):
-        assert Path(row["pic"][0]["path"]).read_bytes() == simi.png(Path(image_file(
-            f"A product photo of {row['subject']}")).stem)
+        assert Path(row["pic"][0]["path"]).read_bytes() == simi.png(
+            Path(image_file(f"A product photo of {row['subject']}")).stem
+        )
 
 
 def test_sample_job_runs_with_every_row_ok(tmp_path: Path, monkeypatch: Any) -> None:

@@ -98,13 +98,16 @@ def test_missing_job_file(tmp_path: Path) -> None:
 
 
 def test_duplicate_step_names(tmp_path: Path) -> None:
-    text = GOOD.replace("output: {path", """  - name: s
+    text = GOOD.replace(
+        "output: {path",
+        """  - name: s
     kind: chat
     provider: sim
     model: m
     output: other
     messages: [{role: user, content: hi}]
-output: {path""")
+output: {path""",
+    )
     with pytest.raises(JobError, match="two steps are named 's'"):
         load_job(write(tmp_path, text))
 
@@ -117,8 +120,10 @@ def test_profile_override_merges_limits(tmp_path: Path) -> None:
 
 
 def test_unknown_provider() -> None:
-    with pytest.raises(JobError, match="unknown provider 'nope'; known providers: apiyi, infinity, litellm, "
-                                       "llamacpp, ollama, openai, sim, vllm"):
+    with pytest.raises(
+        JobError,
+        match="unknown provider 'nope'; known providers: apiyi, infinity, litellm, llamacpp, ollama, openai, sim, vllm",
+    ):
         resolve_provider("nope", {})
 
 

@@ -29,8 +29,13 @@ RUN = CliRunner()
 
 def pool(n: int = 2, **limits: Any) -> KeyPool:
     keys = [K1, K2, K3][:n]
-    return KeyPool("p", keys, lambda **kw: AdmissionGate(rpm=limits.get("rpm"), tpm=limits.get("tpm"),
-                                                         concurrency=limits.get("concurrency"), **kw))
+    return KeyPool(
+        "p",
+        keys,
+        lambda **kw: AdmissionGate(
+            rpm=limits.get("rpm"), tpm=limits.get("tpm"), concurrency=limits.get("concurrency"), **kw
+        ),
+    )
 
 
 def test_each_request_goes_to_the_key_that_can_admit_it_soonest() -> None:
@@ -190,8 +195,9 @@ def test_a_key_pasted_into_the_list_is_refused_masked(tmp_path: Path, sim: Any) 
     assert "sk-...1111" in res.output and K1 not in res.output
 
 
-def test_a_revoked_key_is_removed_and_every_row_ends_ok(tmp_path: Path, sim_factory: Any,
-                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_revoked_key_is_removed_and_every_row_ends_ok(
+    tmp_path: Path, sim_factory: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     sim = sim_factory(keys={K1: {"rpm": 100000}, K2: {"rpm": 100000}}, revoke_after={K1: 4})
     monkeypatch.setenv("POOL_KEYS", f"{K1},{K2}")  # one variable, two keys
     job = _pool_job(tmp_path, sim.url, "POOL_KEYS", rows=40)
@@ -209,8 +215,9 @@ def test_a_revoked_key_is_removed_and_every_row_ends_ok(tmp_path: Path, sim_fact
     assert K1 not in res.output and K2 not in res.output
 
 
-def test_every_key_revoked_stops_the_run_with_exit_3(tmp_path: Path, sim_factory: Any,
-                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+def test_every_key_revoked_stops_the_run_with_exit_3(
+    tmp_path: Path, sim_factory: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     sim = sim_factory(keys={K1: {}, K2: {}}, revoke_after={K1: 2, K2: 3})
     monkeypatch.setenv("POOL_A", K1)
     monkeypatch.setenv("POOL_B", K2)

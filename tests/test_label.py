@@ -156,9 +156,7 @@ def test_struct_layout_and_collisions(tmp_path: Path, sim: Any) -> None:
     data = reviews(3).with_columns(pl.lit("x").alias("review_note"))
     n = len(sim.records)
     job = job_file(tmp_path, sim.url, [schema_step()], data=data)
-    with pytest.raises(
-        JobError, match=r"step `review` writes column\(s\) `review_note`, which already exist"
-    ):
+    with pytest.raises(JobError, match=r"step `review` writes column\(s\) `review_note`, which already exist"):
         build_plan(job)
     assert len(sim.records) == n
 
@@ -213,13 +211,8 @@ def test_answer_that_stays_invalid_ends_invalid_with_raw_kept(tmp_path: Path, si
     assert bad["review__error"].startswith("schema violation: at /: 'sentiment' is a required property")
     assert bad["review__error"].endswith("(after 2 re-asks)")
     assert len(for_row(sim, 4)) == 3
-    res = CliRunner().invoke(
-        app, ["inspect", str(tmp_path / "out" / "labeled.parquet")], catch_exceptions=False
-    )
-    assert (
-        "'r00004': invalid: schema violation" in res.output
-        and f"answer: {bad['review__raw'][:40]}" in res.output
-    )
+    res = CliRunner().invoke(app, ["inspect", str(tmp_path / "out" / "labeled.parquet")], catch_exceptions=False)
+    assert "'r00004': invalid: schema violation" in res.output and f"answer: {bad['review__raw'][:40]}" in res.output
     assert set(df.filter(pl.col("review_id") != "r00004")["review__status"]) == {"ok"}
     # the invalid answers are not kept for replay: --retry-failed asks again
     sim.set_faults([])
@@ -273,13 +266,10 @@ def test_labels_normalise_case_and_whitespace(tmp_path: Path, sim: Any) -> None:
     assert df.schema["sentiment"] == pl.String and set(df["sentiment__status"]) == {"ok"}
     assert summary.stats.repairs == 0 and len(chat(sim)) == 16  # folded, not re-asked
     assert all(r.fault == "label_variant" for r in chat(sim))
-    assert (
-        chat(sim)[0].body["response_format"]["json_schema"]["schema"]["properties"]["label"]["enum"] == LABELS
-    )
+    assert chat(sim)[0].body["response_format"]["json_schema"]["schema"]["properties"]["label"]["enum"] == LABELS
     written = [json.loads(raw)["label"] for raw in df["sentiment__raw"]]
     assert all(
-        w != label and w.strip().strip(".").lower() == label
-        for w, label in zip(written, df["sentiment"], strict=True)
+        w != label and w.strip().strip(".").lower() == label for w, label in zip(written, df["sentiment"], strict=True)
     )
     assert {w != w.strip() for w in written} == {True, False} and any(w.isupper() for w in written)
     assert df["sentiment"].to_list() == [sentiment_label("Review: " + t) for t in df["text"]]
@@ -356,9 +346,7 @@ def test_truncated_stream_is_retried_and_the_answer_cached(tmp_path: Path, sim: 
     df = output(tmp_path)
     assert set(df["review__status"]) == {"ok"}, df["review__error"].to_list()
     assert summary.stats.retries == 4 and df["review__attempts"].max() == 2
-    assert all(
-        r.body["stream"] is True and r.body["stream_options"] == {"include_usage": True} for r in chat(sim)
-    )
+    assert all(r.body["stream"] is True and r.body["stream_options"] == {"include_usage": True} for r in chat(sim))
     assert (df["review__prompt_tokens"] > 0).all() and not df["review__tokens_estimated"].any()
     n = len(sim.records)
     run_job(job, fresh=True)  # the assembled answers were cached as plain completions
@@ -404,11 +392,7 @@ def test_two_step_job_skips_step_2_where_step_1_failed(tmp_path: Path, sim: Any)
     assert r5["topic__error"].startswith("step `extract` did not succeed (invalid: schema violation")
     ok = df.filter(~pl.col("review_id").is_in(["r00002", "r00005"]))
     assert set(ok["topic__status"]) == {"ok"} and set(ok["topic"]) <= {"quality", "price", "other"}
-    sent = [
-        r.body["messages"][0]["content"]
-        for r in chat(sim)
-        if r.body["messages"][0]["content"].startswith("Cl")
-    ]
+    sent = [r.body["messages"][0]["content"] for r in chat(sim) if r.body["messages"][0]["content"].startswith("Cl")]
     assert sorted(sent) == sorted("Classify: " + s for s in ok["extract_summary"])
     assert summary.failed_rows == 2 and summary.status_counts["topic"]["skipped"] == 2
 
@@ -422,9 +406,7 @@ def test_later_steps_see_field_columns_and_validate_checks_them(tmp_path: Path, 
     job = job_file(tmp_path, sim.url, [schema_step(), second], rows=2)
     res = CliRunner().invoke(app, ["validate", str(job)], catch_exceptions=False)
     assert res.exit_code == 2
-    assert (
-        "unknown column `review_sentimnt`" in res.output and "did you mean `review_sentiment`" in res.output
-    )
+    assert "unknown column `review_sentimnt`" in res.output and "did you mean `review_sentiment`" in res.output
     assert sim.records == []
 
 
@@ -467,9 +449,7 @@ def test_tool_call_streamed_and_a_failed_reask_keeps_the_answer(tmp_path: Path, 
     sim.set_faults(
         [
             # every re-ask (a body with the model's answer in it) is refused, as a too-long context would be
-            FaultRule(
-                "status", status=400, error_type="invalid_request_error", when_contains='"role":"tool"'
-            ),
+            FaultRule("status", status=400, error_type="invalid_request_error", when_contains='"role":"tool"'),
             FaultRule("schema_violation", when_contains="(#1)"),
         ]
     )
@@ -492,9 +472,7 @@ def test_tool_call_streamed_and_a_failed_reask_keeps_the_answer(tmp_path: Path, 
 
 
 @pytest.mark.parametrize("name", ["label_reviews", "extract_entities", "summarize_classify"])
-def test_sample_jobs_run_with_every_row_ok(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str
-) -> None:
+def test_sample_jobs_run_with_every_row_ok(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str) -> None:
     root = Path(__file__).resolve().parents[1]
     for d in ("sample_data", "schemas"):
         (tmp_path / d).symlink_to(root / d)

@@ -456,8 +456,7 @@ def test_factor_climbs_fast_below_the_ceiling_then_probes_slowly_then_forgets_it
         return seen
 
     # 0.8 during the pause; +0.05/s up to 0.96 (3.2 s); then +0.001/s, full pace 40 s later.
-    assert run_virtual(main()) == pytest.approx(
-        [0.8, 0.8, 0.9, 0.965, 0.96 + 0.001 * 26.8, 1.0, 1.0, 1.0], abs=1e-6)
+    assert run_virtual(main()) == pytest.approx([0.8, 0.8, 0.9, 0.965, 0.96 + 0.001 * 26.8, 1.0, 1.0, 1.0], abs=1e-6)
 
 
 def test_echoed_429s_extend_but_never_shorten_and_do_not_compound() -> None:

@@ -32,8 +32,9 @@ except ModuleNotFoundError:  # tests/ collected as plain directory
     from test_limits import drain, max_in_window  # type: ignore[no-redef]
 
 
-def saturate(gate: AdmissionGate, seconds: float, events: dict[float, Any] | None = None,
-             workers: int = 200, tokens: int = 0) -> list[float]:
+def saturate(
+    gate: AdmissionGate, seconds: float, events: dict[float, Any] | None = None, workers: int = 200, tokens: int = 0
+) -> list[float]:
     """Admission times under more demand than the gate allows; `events` maps a time to a gate call."""
     times: list[float] = []
 
@@ -64,8 +65,9 @@ def saturate(gate: AdmissionGate, seconds: float, events: dict[float, Any] | Non
 @given(
     rpm=st.integers(60, 3000),
     incidents=st.lists(
-        st.tuples(st.floats(0, 90), st.sampled_from(["429", "429-short", "echo", "header", "parallel"]),
-                  st.floats(0.001, 10)),
+        st.tuples(
+            st.floats(0, 90), st.sampled_from(["429", "429-short", "echo", "header", "parallel"]), st.floats(0.001, 10)
+        ),
         max_size=12,
     ),
 )
@@ -87,6 +89,7 @@ def test_no_window_ever_above_its_limit(rpm: int, incidents: list[tuple[float, s
                 limit = max(1, int(rpm * min(1.0, x / 10)))
                 learned.append((virtual_time(), limit))
                 g.observe(RateHeaders(limit_requests=limit))
+
         return go
 
     events = {at + i * 1e-6: act(kind, x) for i, (at, kind, x) in enumerate(incidents)}
@@ -140,8 +143,9 @@ def test_no_start_burst_above_the_per_second_share() -> None:
 
 
 def test_no_burst_after_a_pause() -> None:
-    times = saturate(AdmissionGate(rpm=3000, tpm=None, concurrency=None, period_s=60.65), 40,
-                     {10.0: lambda g: g.slow_down(5.0)})
+    times = saturate(
+        AdmissionGate(rpm=3000, tpm=None, concurrency=None, period_s=60.65), 40, {10.0: lambda g: g.slow_down(5.0)}
+    )
     after = [t for t in times if t >= 15.0]
     assert min(after) == pytest.approx(15.0)
     assert sum(1 for t in after if t < 16.0) <= 50 * 0.8 + 3  # the slowed pace, not a refill
@@ -167,8 +171,7 @@ def test_late_wake_ups_do_not_lose_throughput() -> None:
 
     stalls: dict[float, Any] = {2.0 * k + 0.05: stall for k in range(1, 30)}
     # 1M TPM in requests of 1,666 tokens (embed's default batch): about ten a second
-    times = saturate(AdmissionGate(rpm=None, tpm=1_000_000, concurrency=None, period_s=60), 60, stalls,
-                     tokens=1666)
+    times = saturate(AdmissionGate(rpm=None, tpm=1_000_000, concurrency=None, period_s=60), 60, stalls, tokens=1666)
     assert (len(times) - 1) * 1666 / (times[-1] - times[0]) >= 0.99 * 1_000_000 / 60
     assert times[-1] < 60 and len(times) * 1666 <= 1_000_000  # one window: never above its limit
     # the catch-up is at most the lateness banked (0.2 s of pace) on top of the usual pacing
@@ -327,8 +330,14 @@ def test_parallel_429_for_a_request_sent_alone_pauses_for_retry_after() -> None:
 def _client(script: list[Any], attempts: int = 2, concurrency: int = 4) -> tuple[ProviderClient, FakeTransport]:
     t = FakeTransport(list(script))
     gate = AdmissionGate(rpm=None, tpm=1000, concurrency=concurrency)
-    c = ProviderClient(t, gate, NoCache(), Retry(max_attempts=attempts, backoff_base_s=1, backoff_cap_s=60),
-                       RunStats(), rng=random.Random(1))
+    c = ProviderClient(
+        t,
+        gate,
+        NoCache(),
+        Retry(max_attempts=attempts, backoff_base_s=1, backoff_cap_s=60),
+        RunStats(),
+        rng=random.Random(1),
+    )
     return c, t
 
 
@@ -377,23 +386,56 @@ def test_headers_on_answers_reach_the_gate() -> None:
 
 def test_parse_rate_headers_and_durations() -> None:
     assert [parse_duration(s) for s in ("6m0s", "1s", "20ms", "1h2m3.5s", "0.25", "soon", "")] == [
-        360, 1, 0.02, 3723.5, 0.25, None, None]
-    h = parse_rate_headers(HttpResponse(200, b"", {
-        "X-RateLimit-Limit-Requests": "3000", "x-ratelimit-remaining-requests": "2999",
-        "x-ratelimit-reset-requests": "20ms", "x-ratelimit-limit-tokens": "1000000",
-        "x-ratelimit-remaining-tokens": "999000", "x-ratelimit-reset-tokens": "6m0s"}).headers)
+        360,
+        1,
+        0.02,
+        3723.5,
+        0.25,
+        None,
+        None,
+    ]
+    h = parse_rate_headers(
+        HttpResponse(
+            200,
+            b"",
+            {
+                "X-RateLimit-Limit-Requests": "3000",
+                "x-ratelimit-remaining-requests": "2999",
+                "x-ratelimit-reset-requests": "20ms",
+                "x-ratelimit-limit-tokens": "1000000",
+                "x-ratelimit-remaining-tokens": "999000",
+                "x-ratelimit-reset-tokens": "6m0s",
+            },
+        ).headers
+    )
     assert h == RateHeaders(3000, 1_000_000, 2999, 999_000, 0.02, 360)
     assert parse_rate_headers({"content-type": "application/json"}) is None
 
 
 def test_classify_parallel_request_429s_and_reset_as_retry_after() -> None:
-    litellm = json.dumps({"error": {"message": "Max parallel request limit reached Hit limit for api_key: sk-***. "
-                                    "current max_parallel_requests: 1. Limit type: max_parallel_requests",
-                                    "type": "None", "param": "None", "code": "429"}}).encode()
+    litellm = json.dumps(
+        {
+            "error": {
+                "message": "Max parallel request limit reached Hit limit for api_key: sk-***. "
+                "current max_parallel_requests: 1. Limit type: max_parallel_requests",
+                "type": "None",
+                "param": "None",
+                "code": "429",
+            }
+        }
+    ).encode()
     err = classify(429, litellm, {"retry-after": "60"})
     assert isinstance(err, ConcurrencyLimited) and err.retry_after == 60
-    plain = classify(429, b"", {"x-ratelimit-remaining-tokens": "0", "x-ratelimit-reset-tokens": "1.5s",
-                                "x-ratelimit-remaining-requests": "10", "x-ratelimit-reset-requests": "9s"})
+    plain = classify(
+        429,
+        b"",
+        {
+            "x-ratelimit-remaining-tokens": "0",
+            "x-ratelimit-reset-tokens": "1.5s",
+            "x-ratelimit-remaining-requests": "10",
+            "x-ratelimit-reset-requests": "9s",
+        },
+    )
     assert type(plain) is RateLimited and plain.retry_after == 1.5
 
 
@@ -452,10 +494,14 @@ def test_a_429_with_the_second_held_to_its_share_widens_the_second_not_the_pace(
 
 def test_binding_is_concurrency_only_while_every_slot_is_on_the_wire() -> None:
     seen: list[Any] = []
-    saturate(AdmissionGate(rpm=None, tpm=None, concurrency=5, period_s=60), 20,
-             {19.0: lambda g: seen.append(g.stats())})
-    saturate(AdmissionGate(rpm=6000, tpm=None, concurrency=20, period_s=60), 40,
-             {1.0: lambda g: g.slow_down(30), 39.0: lambda g: seen.append(g.stats())})
+    saturate(
+        AdmissionGate(rpm=None, tpm=None, concurrency=5, period_s=60), 20, {19.0: lambda g: seen.append(g.stats())}
+    )
+    saturate(
+        AdmissionGate(rpm=6000, tpm=None, concurrency=20, period_s=60),
+        40,
+        {1.0: lambda g: g.slow_down(30), 39.0: lambda g: seen.append(g.stats())},
+    )
     busy, paused = seen
     assert busy.binding == "concurrency" and busy.waited_s["concurrency"] > 15
     # a 30 s pause queues every caller behind full slots: that is the pause binding, not concurrency

@@ -24,14 +24,23 @@ def test_run_log_writes_the_events_as_json_lines_and_never_the_key(
     tmp_path: Path, sim_factory: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv(SIM_KEY_ENV, KEY)
-    sim = sim_factory(rate_headers=True, default_limits={"rpm": 50000, "tpm": 50_000_000}, faults=[
-        FaultRule(kind="rate_limit", first=3, retry_after=0.05),
-        FaultRule(kind="status", status=502, every=4, times=3),
-    ])
+    sim = sim_factory(
+        rate_headers=True,
+        default_limits={"rpm": 50000, "tpm": 50_000_000},
+        faults=[
+            FaultRule(kind="rate_limit", first=3, retry_after=0.05),
+            FaultRule(kind="status", status=502, every=4, times=3),
+        ],
+    )
     # the primary URL refuses connections: the client falls over to the simulator
     # (a 1 s period scales the gate's pause law: a 0.05 s Retry-After is a long pause, the pace comes down)
-    job = write_job(tmp_path, "http://127.0.0.1:9/v1", rows=12, fallback=f"[{sim.url}]",
-                    limits="{rpm: 100000, tpm: 100000000, concurrency: 50, period_s: 1}")
+    job = write_job(
+        tmp_path,
+        "http://127.0.0.1:9/v1",
+        rows=12,
+        fallback=f"[{sim.url}]",
+        limits="{rpm: 100000, tpm: 100000000, concurrency: 50, period_s: 1}",
+    )
     log = tmp_path / "logs" / "run.jsonl"
     res = CliRunner().invoke(app, ["run", str(job), "--log", str(log)], catch_exceptions=False)
     assert res.exit_code == 0, res.output
@@ -71,8 +80,11 @@ def test_key_mask_covers_message_arguments_and_fields() -> None:
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)
     try:
-        logger.warning("refused key %s", "sk-abcdefghijklmnop", extra={"event": "x.y", "auth": "Bearer abcdefgh12345",
-                                                                     "nested": {"k": ["plainsecretvalue"]}})
+        logger.warning(
+            "refused key %s",
+            "sk-abcdefghijklmnop",
+            extra={"event": "x.y", "auth": "Bearer abcdefgh12345", "nested": {"k": ["plainsecretvalue"]}},
+        )
         event(logger, logging.INFO, "request.retry", provider="p", attempt=2)
         event(logger, logging.DEBUG, "not.shown")
     finally:

@@ -68,8 +68,10 @@ def test_model_list_cache_ttl(tmp_path: Path) -> None:
 
 
 def test_validate_warns_on_an_unlisted_model_once_per_provider(tmp_path: Path, sim: Any) -> None:
-    steps = [{"name": "a", "model": "gpt-4o-mnii", "messages": [{"role": "user", "content": "{{ row.text }}"}]},
-             {"name": "b", "messages": [{"role": "user", "content": "{{ row.text }}"}]}]
+    steps = [
+        {"name": "a", "model": "gpt-4o-mnii", "messages": [{"role": "user", "content": "{{ row.text }}"}]},
+        {"name": "b", "messages": [{"role": "user", "content": "{{ row.text }}"}]},
+    ]
     job = job_file(tmp_path, sim.url, steps, rows=2)
     res = cli("validate", str(job))
     assert res.exit_code == 0, res.output  # a warning, not a failure

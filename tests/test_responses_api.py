@@ -33,8 +33,9 @@ def label_job(tmp_path: Path, url: str, api: str, *, rows: int = 12, **step: Any
         if not (tmp_path / name).exists():
             (tmp_path / name).symlink_to(ROOT / name)
     spec = yaml.safe_load((ROOT / "jobs" / "label_reviews.yaml").read_text())
-    spec["providers"] = {"apiyi": {"base_url": url, "api_key_env": SIM_KEY_ENV,
-                                   "limits": {"rpm": 100000, "concurrency": 20}}}
+    spec["providers"] = {
+        "apiyi": {"base_url": url, "api_key_env": SIM_KEY_ENV, "limits": {"rpm": 100000, "concurrency": 20}}
+    }
     spec["input"]["path"] = str(tmp_path / "sample_data" / "reviews.csv")
     spec["input"]["limit"] = rows
     spec["steps"][0]["response_schema"] = str(tmp_path / "schemas" / "sentiment.schema.json")
@@ -84,8 +85,16 @@ def test_responses_and_chat_give_the_same_typed_columns(tmp_path: Path, sim: Any
 def test_failures_stay_per_row(tmp_path: Path, sim: Any) -> None:
     df = pl.read_csv(ROOT / "sample_data" / "reviews.csv").head(12)
     target = df.filter(pl.col("product") == df["product"][2])["review_id"].to_list()
-    sim.set_faults([FaultRule(kind="status", status=400, error_type="invalid_request_error",
-                              when_contains=f"Product: {df['product'][2]}")])
+    sim.set_faults(
+        [
+            FaultRule(
+                kind="status",
+                status=400,
+                error_type="invalid_request_error",
+                when_contains=f"Product: {df['product'][2]}",
+            )
+        ]
+    )
     summary = run_job(label_job(tmp_path, sim.url, "responses"))
     out = pl.read_parquet(tmp_path / "out_responses.parquet")
     bad = out.filter(pl.col("review_id").is_in(target))
@@ -104,13 +113,15 @@ def test_incomplete_is_finish_reason_length(tmp_path: Path, sim: Any) -> None:
     assert all("length" in e or "max" in e or "cut" in e for e in out["analysis__error"]), out["analysis__error"]
 
 
-@pytest.mark.parametrize(("extra", "needle"), [
-    ({"params": {"stop": ["x"]}}, "params stop are chat completions parameters"),
-    ({"params": {"n": 2}}, "params n are chat completions parameters"),
-    ({"structured_via": "tools"}, "text.format json_schema only"),
-])
-def test_chat_only_settings_are_refused_before_any_request(tmp_path: Path, extra: dict[str, Any],
-                                                           needle: str) -> None:
+@pytest.mark.parametrize(
+    ("extra", "needle"),
+    [
+        ({"params": {"stop": ["x"]}}, "params stop are chat completions parameters"),
+        ({"params": {"n": 2}}, "params n are chat completions parameters"),
+        ({"structured_via": "tools"}, "text.format json_schema only"),
+    ],
+)
+def test_chat_only_settings_are_refused_before_any_request(tmp_path: Path, extra: dict[str, Any], needle: str) -> None:
     job = label_job(tmp_path, "http://127.0.0.1:9", "responses", **extra)
     with pytest.raises(JobError) as exc:
         load_job(job)
@@ -151,8 +162,9 @@ def test_tools_are_sent_in_the_responses_shape(tmp_path: Path, sim: Any) -> None
     outs = {}
     for api in ("chat", "responses"):
         spec = yaml.safe_load((ROOT / "jobs" / "extract_entities.yaml").read_text())
-        spec["providers"] = {"apiyi": {"base_url": sim.url, "api_key_env": SIM_KEY_ENV,
-                                       "limits": {"rpm": 100000, "concurrency": 20}}}
+        spec["providers"] = {
+            "apiyi": {"base_url": sim.url, "api_key_env": SIM_KEY_ENV, "limits": {"rpm": 100000, "concurrency": 20}}
+        }
         spec["input"]["path"] = str(tmp_path / "sample_data" / "corpus.jsonl")
         spec["input"]["limit"] = 5
         step = spec["steps"][0]
@@ -200,13 +212,20 @@ def test_kill_9_resume_resends_nothing_answered(tmp_path: Path, sim_factory: Any
     job = write_job(tmp_path, sim.url, rows=300, limits="{rpm: 100000, concurrency: 8}")
     text = job.read_text()
     assert "    kind: chat\n" in text and "max_tokens: 5" in text
-    job.write_text(text.replace("    kind: chat\n", "    kind: chat\n    api: responses\n")
-                   .replace("max_tokens: 5", "max_tokens: 16"))
+    job.write_text(
+        text.replace("    kind: chat\n", "    kind: chat\n    api: responses\n").replace(
+            "max_tokens: 5", "max_tokens: 16"
+        )
+    )
     env = {**os.environ, SIM_KEY_ENV: "test-key"}
 
     def spawn() -> subprocess.Popen[bytes]:
-        return subprocess.Popen([sys.executable, "-m", "pipeline.cli", "run", str(job), "--quiet"], env=env,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        return subprocess.Popen(
+            [sys.executable, "-m", "pipeline.cli", "run", str(job), "--quiet"],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
 
     proc = spawn()
     deadline = time.monotonic() + 30

@@ -26,14 +26,21 @@ def test_all_rows_ok_in_input_order(tmp_path: Path, sim: Any) -> None:
     assert df["review_id"].to_list() == reviews(40)["review_id"].to_list()
     assert set(df["label__status"]) == {"ok"}
     assert df.columns[:2] == ["review_id", "text"]
-    for col in ["label", "label__error", "label__attempts", "label__prompt_tokens", "label__completion_tokens",
-                "label__cached", "label__finish_reason"]:
+    for col in [
+        "label",
+        "label__error",
+        "label__attempts",
+        "label__prompt_tokens",
+        "label__completion_tokens",
+        "label__cached",
+        "label__finish_reason",
+    ]:
         assert col in df.columns
     # each row got the answer to its own prompt
     for rec in chat_records(sim):
         text = rec.body["messages"][1]["content"].removeprefix("Review: ")
         row = df.filter(pl.col("text") == text)
-        assert row["label"][0] == sim_chat_text(rec.body["messages"])[:len(row["label"][0])]
+        assert row["label"][0] == sim_chat_text(rec.body["messages"])[: len(row["label"][0])]
     assert len(chat_records(sim)) == 40
     assert (df["label__prompt_tokens"] > 0).all()
 
@@ -70,8 +77,9 @@ def test_rate_and_concurrency_limits_hold(tmp_path: Path) -> None:
     # on the loop clock (tests/loopsim.py): the server's windows and ours are one clock, whatever the load
     rpm, conc, period = 30, 4, 1.0
     sim = LoopSim(KeyLimits(rpm=rpm, concurrency=conc), window_s=period, latency_s=0.1)
-    job = write_job(tmp_path, "http://127.0.0.1:9/v1", rows=90,
-                    limits=f"{{rpm: {rpm}, concurrency: {conc}, period_s: {period}}}")
+    job = write_job(
+        tmp_path, "http://127.0.0.1:9/v1", rows=90, limits=f"{{rpm: {rpm}, concurrency: {conc}, period_s: {period}}}"
+    )
     summary = run_job_virtual(job, sim)
     recs = sim.records
     assert summary.failed_rows == 0 and len(recs) == 90
@@ -100,10 +108,12 @@ def test_concurrency_limit_holds_over_sockets(tmp_path: Path, sim_factory: Any) 
 
 def test_429_storms_end_with_every_row_ok(tmp_path: Path) -> None:
     # on the loop clock: the gate's pauses without Retry-After (1, 2, 4 ... s) cost no wall time
-    sim = LoopSim(faults=[
-        FaultRule(kind="rate_limit", first=15, retry_after=0.2),
-        FaultRule(kind="empty_429", every=3, times=12),
-    ])
+    sim = LoopSim(
+        faults=[
+            FaultRule(kind="rate_limit", first=15, retry_after=0.2),
+            FaultRule(kind="empty_429", every=3, times=12),
+        ]
+    )
     job = write_job(tmp_path, "http://127.0.0.1:9/v1", rows=30)
     summary = run_job_virtual(job, sim)
     df = output(tmp_path)
@@ -113,13 +123,15 @@ def test_429_storms_end_with_every_row_ok(tmp_path: Path) -> None:
 
 
 def test_transient_faults_are_retried(tmp_path: Path, sim: Any) -> None:
-    sim.set_faults([
-        FaultRule(kind="status", status=502, every=4, times=5),
-        FaultRule(kind="reset", every=5, times=3),
-        FaultRule(kind="malformed_json", every=6, times=3),
-        FaultRule(kind="error_in_200", every=7, times=2),
-        FaultRule(kind="hang", first=1, hang_s=30),
-    ])
+    sim.set_faults(
+        [
+            FaultRule(kind="status", status=502, every=4, times=5),
+            FaultRule(kind="reset", every=5, times=3),
+            FaultRule(kind="malformed_json", every=6, times=3),
+            FaultRule(kind="error_in_200", every=7, times=2),
+            FaultRule(kind="hang", first=1, hang_s=30),
+        ]
+    )
     job = write_job(tmp_path, sim.url, rows=30, timeout=1)
     summary = run_job(job)
     df = output(tmp_path)
@@ -129,8 +141,17 @@ def test_transient_faults_are_retried(tmp_path: Path, sim: Any) -> None:
 
 
 def test_bad_request_fails_only_that_row(tmp_path: Path, sim: Any) -> None:
-    sim.set_faults([FaultRule(kind="status", status=400, error_type="invalid_request_error",
-                              error_code="context_length_exceeded", when_contains="#7)")])
+    sim.set_faults(
+        [
+            FaultRule(
+                kind="status",
+                status=400,
+                error_type="invalid_request_error",
+                error_code="context_length_exceeded",
+                when_contains="#7)",
+            )
+        ]
+    )
     job = write_job(tmp_path, sim.url, rows=20)
     summary = run_job(job)
     df = output(tmp_path)
@@ -150,8 +171,9 @@ def test_failover_to_backup_url(tmp_path: Path, sim: Any) -> None:
 
 
 def test_null_input_is_skipped_not_sent(tmp_path: Path, sim: Any) -> None:
-    data = reviews(5).with_columns(pl.when(pl.col("review_id") == "r00002").then(None)
-                                   .otherwise(pl.col("text")).alias("text"))
+    data = reviews(5).with_columns(
+        pl.when(pl.col("review_id") == "r00002").then(None).otherwise(pl.col("text")).alias("text")
+    )
     job = write_job(tmp_path, sim.url, data=data)
     run_job(job)
     df = output(tmp_path)

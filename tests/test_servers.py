@@ -83,8 +83,9 @@ def test_llamacpp_refusing_json_schema_with_a_500_falls_back_to_json_object_once
     other = tmp_path / "other"
     other.mkdir()
     fresh_rows = pl.DataFrame({"review_id": ["a", "b", "c"], "text": ["new one", "another", "a third"]})
-    job2 = job_file(other, sim.url, [schema_step(name="again")], data=fresh_rows,
-                    cache={"dir": str(tmp_path / "cache")})
+    job2 = job_file(
+        other, sim.url, [schema_step(name="again")], data=fresh_rows, cache={"dir": str(tmp_path / "cache")}
+    )
     caplog.clear()
     run_job(job2)
     assert forms(sim)[-3:] == ["json_object+schema"] * 3 and len(chat(sim)) == n + 3
@@ -130,15 +131,28 @@ SCHEMA_STEP_SYSTEM = "Give the sentiment of the review."
 
 def test_labels_in_the_prompt_form_and_pinned_forms(tmp_path: Path, sim_factory: Any) -> None:
     sim = sim_factory()
-    job = job_file(tmp_path, sim.url, [{"name": "review", "messages": [{"role": "user", "content":
-                   "Classify: {{ row.text }}"}], "labels": LABELS, "structured_via": "prompt"}], rows=8)
+    job = job_file(
+        tmp_path,
+        sim.url,
+        [
+            {
+                "name": "review",
+                "messages": [{"role": "user", "content": "Classify: {{ row.text }}"}],
+                "labels": LABELS,
+                "structured_via": "prompt",
+            }
+        ],
+        rows=8,
+    )
     run_job(job)
     df = output(tmp_path)
     assert set(df["review__status"]) == {"ok"} and set(df["review"]) <= set(LABELS)
     assert forms(sim) == ["prompt"] * 8
     assert chat(sim)[0].body["messages"][0] == {
-        "role": "system", "content": 'Reply with only {"label": "<label>"}, where <label> is exactly one of: '
-        "positive, negative, neutral."}
+        "role": "system",
+        "content": 'Reply with only {"label": "<label>"}, where <label> is exactly one of: '
+        "positive, negative, neutral.",
+    }
     # a pinned form the server refuses fails the rows at once: no retry, no other form
     tmp2 = tmp_path / "pinned"
     tmp2.mkdir()
@@ -164,8 +178,12 @@ def test_the_llamacpp_profile_starts_from_json_object(tmp_path: Path, sim_factor
 
 
 def test_refusal_recognition() -> None:
-    llama = classify(500, b'{"error": {"message": "[{\'loc\': (\'body\', \'response_format\', \'type\'), '
-                          b'\'msg\': \\"Input should be \'text\' or \'json_object\'\\"}]"}}', {})
+    llama = classify(
+        500,
+        b"{\"error\": {\"message\": \"[{'loc': ('body', 'response_format', 'type'), "
+        b"'msg': \\\"Input should be 'text' or 'json_object'\\\"}]\"}}",
+        {},
+    )
     assert refuses_form(llama, "json_schema") and refuses_form(llama, "json_object")
     assert not refuses_form(llama, "tools") and not refuses_form(llama, "prompt")
     # our own schema refused in strict mode is a job problem, not a refused form; nor are 429s or 5xx
@@ -202,12 +220,20 @@ def test_streams_cut_again_and_again_turn_streaming_off(
     assert len(sim.records) == n
 
 
-def test_a_stream_ending_with_done_and_no_finish_reason_is_never_complete(
-    tmp_path: Path, sim_factory: Any
-) -> None:
+def test_a_stream_ending_with_done_and_no_finish_reason_is_never_complete(tmp_path: Path, sim_factory: Any) -> None:
     sim = sim_factory(faults=[{"kind": "truncated_stream", "first": 2}])
-    job = job_file(tmp_path, sim.url, [{"name": "review", "messages": [{"role": "user", "content":
-                   "Say something about {{ row.text }}"}], "params": {"stream": True}}], rows=1)
+    job = job_file(
+        tmp_path,
+        sim.url,
+        [
+            {
+                "name": "review",
+                "messages": [{"role": "user", "content": "Say something about {{ row.text }}"}],
+                "params": {"stream": True},
+            }
+        ],
+        rows=1,
+    )
     run_job(job)
     df = output(tmp_path)
     assert df["review__status"].to_list() == ["ok"] and df["review__attempts"].to_list() == [3]
@@ -293,8 +319,9 @@ def test_an_unknown_model_stops_the_run_after_one_request(tmp_path: Path, sim_fa
 
 def test_litellm_error_bodies_do_not_repeat_the_status(tmp_path: Path, sim_factory: Any) -> None:
     sim = sim_factory(error_style="litellm", faults=[{"kind": "status", "status": 400, "first": 1}])
-    job = job_file(tmp_path, sim.url, [{"name": "review", "messages": [{"role": "user", "content":
-                   "{{ row.text }}"}]}], rows=2)
+    job = job_file(
+        tmp_path, sim.url, [{"name": "review", "messages": [{"role": "user", "content": "{{ row.text }}"}]}], rows=2
+    )
     run_job(job)
     errors = [e for e in output(tmp_path)["review__error"].to_list() if e]
     assert errors and errors[0].startswith("HTTP 400: Simulated error 400")
@@ -306,8 +333,9 @@ def test_litellm_error_bodies_do_not_repeat_the_status(tmp_path: Path, sim_facto
 
 
 def keyless_job(tmp_path: Path, url: str) -> Path:
-    job = job_file(tmp_path, url, [{"name": "review", "messages": [{"role": "user", "content":
-                   "{{ row.text }}"}]}], rows=3)
+    job = job_file(
+        tmp_path, url, [{"name": "review", "messages": [{"role": "user", "content": "{{ row.text }}"}]}], rows=3
+    )
     spec = yaml.safe_load(job.read_text())
     del spec["providers"]["local"]["api_key_env"]
     job.write_text(yaml.safe_dump(spec))
@@ -317,8 +345,9 @@ def keyless_job(tmp_path: Path, url: str) -> Path:
 def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     """The CLI in a subprocess, without the test key variable unless `env` gives it."""
     full = {**{k: v for k, v in os.environ.items() if k != SIM_KEY_ENV}, **(env or {})}
-    return subprocess.run([sys.executable, "-m", "pipeline.cli", *args], env=full, capture_output=True,
-                          text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", *args], env=full, capture_output=True, text=True, timeout=120
+    )
 
 
 def test_a_keyless_provider_sends_no_authorization_and_needs_no_variable(tmp_path: Path, sim_factory: Any) -> None:
@@ -376,8 +405,20 @@ def test_structured_via_is_checked(tmp_path: Path, sim: Any) -> None:
     with pytest.raises(JobError, match="structured_via"):
         build_plan(job_file(tmp_path, sim.url, [schema_step(structured_via="xml")]))
     with pytest.raises(JobError, match="structured_via with tools"):
-        build_plan(job_file(tmp_path, sim.url, [{"name": "t", "messages": [{"role": "user", "content": "x"}],
-            "structured_via": "tools", "tools": [{"function": {"name": "f", "parameters": SCHEMA}}]}]))
+        build_plan(
+            job_file(
+                tmp_path,
+                sim.url,
+                [
+                    {
+                        "name": "t",
+                        "messages": [{"role": "user", "content": "x"}],
+                        "structured_via": "tools",
+                        "tools": [{"function": {"name": "f", "parameters": SCHEMA}}],
+                    }
+                ],
+            )
+        )
 
 
 def test_sim_switches_come_from_config_files() -> None:

@@ -227,15 +227,11 @@ async def test_chat_json_schema_and_tools(make_sim: Factory, http: aiohttp.Clien
     jsonschema.validate(answer, SCHEMA)
     assert answer["sentiment"] == "negative"
 
-    _, data, _ = await post(
-        http, url + "/chat/completions", chat_body(response_format={"type": "json_object"})
-    )
+    _, data, _ = await post(http, url + "/chat/completions", chat_body(response_format={"type": "json_object"}))
     assert isinstance(json.loads(data["choices"][0]["message"]["content"]), dict)
 
     tool = {"type": "function", "function": {"name": "save", "parameters": SCHEMA}}
-    body = chat_body(
-        messages=msgs, tools=[tool], tool_choice={"type": "function", "function": {"name": "save"}}
-    )
+    body = chat_body(messages=msgs, tools=[tool], tool_choice={"type": "function", "function": {"name": "save"}})
     _, data, _ = await post(http, url + "/chat/completions", body)
     choice = data["choices"][0]
     assert choice["finish_reason"] == "tool_calls" and choice["message"]["content"] is None
@@ -324,9 +320,7 @@ async def test_concurrency_limit(make_sim: Factory, http: aiohttp.ClientSession)
 # ----- faults
 
 
-async def test_fault_status_rate_limit_empty_error_in_200(
-    make_sim: Factory, http: aiohttp.ClientSession
-) -> None:
+async def test_fault_status_rate_limit_empty_error_in_200(make_sim: Factory, http: aiohttp.ClientSession) -> None:
     sim, url = await make_sim(
         faults=[
             FaultRule("status", first=1, status=503, error_type="server_error", error_code="overloaded"),
@@ -411,9 +405,7 @@ async def test_content_faults(make_sim: Factory, http: aiohttp.ClientSession) ->
     ]
 
 
-async def test_fault_selection_every_times_path_contains(
-    make_sim: Factory, http: aiohttp.ClientSession
-) -> None:
+async def test_fault_selection_every_times_path_contains(make_sim: Factory, http: aiohttp.ClientSession) -> None:
     sim, url = await make_sim(
         faults=[
             FaultRule(
@@ -618,9 +610,7 @@ async def test_label_variants_and_plain_servers(make_sim: Factory, http: aiohttp
     seen = set()
     for i in range(6):
         msgs = [{"role": "user", "content": f"Label the sentiment: I love it, great value (#{i})"}]
-        _, data, _ = await post(
-            http, url + "/chat/completions", chat_body(messages=msgs, response_format=LABEL_RF)
-        )
+        _, data, _ = await post(http, url + "/chat/completions", chat_body(messages=msgs, response_format=LABEL_RF))
         label = json.loads(data["choices"][0]["message"]["content"])["label"]
         assert label != "positive" and label.strip().rstrip(".").lower() == "positive"
         seen.add(label)
@@ -628,9 +618,7 @@ async def test_label_variants_and_plain_servers(make_sim: Factory, http: aiohttp
     _, data, _ = await post(http, url + "/chat/completions", chat_body(messages=LOVE))
     assert data["choices"][0]["message"]["content"] != "positive"  # plain text answers vary too
     _, plain = await make_sim(structured_outputs=False)
-    _, data, _ = await post(
-        http, plain + "/chat/completions", chat_body(messages=LOVE, response_format=LABEL_RF)
-    )
+    _, data, _ = await post(http, plain + "/chat/completions", chat_body(messages=LOVE, response_format=LABEL_RF))
     assert data["choices"][0]["message"]["content"] == "positive"  # the schema was ignored
 
 
@@ -653,9 +641,7 @@ async def test_strict_schemas_are_checked(make_sim: Factory, http: aiohttp.Clien
     status, data, _ = await post(http, url + "/chat/completions", chat_body(response_format=rf))
     assert status == 200 and "a" in json.loads(data["choices"][0]["message"]["content"])
     tool = {"type": "function", "function": {"name": "f", "strict": True, "parameters": loose}}
-    status, data, _ = await post(
-        http, url + "/chat/completions", chat_body(tools=[tool], tool_choice="required")
-    )
+    status, data, _ = await post(http, url + "/chat/completions", chat_body(tools=[tool], tool_choice="required"))
     assert status == 400 and data["error"]["param"] == "tools[0].function.parameters"
     nameless = {"type": "json_schema", "json_schema": {"schema": closed}}
     status, _, _ = await post(http, url + "/chat/completions", chat_body(response_format=nameless))
@@ -669,18 +655,14 @@ async def test_reask_answers_follow_the_task(make_sim: Factory, http: aiohttp.Cl
         {"role": "assistant", "content": '{"label": "bad"}'},
         {"role": "user", "content": "'bad' is not one of the allowed labels (positive, negative, neutral)."},
     ]
-    _, data, _ = await post(
-        http, url + "/chat/completions", chat_body(messages=msgs, response_format=LABEL_RF)
-    )
+    _, data, _ = await post(http, url + "/chat/completions", chat_body(messages=msgs, response_format=LABEL_RF))
     assert json.loads(data["choices"][0]["message"]["content"]) == {"label": "negative"}
     _, data, _ = await post(http, url + "/chat/completions", chat_body(messages=msgs))
     assert data["choices"][0]["message"]["content"] == "negative"
 
 
 async def test_content_faults_on_tool_calls(make_sim: Factory, http: aiohttp.ClientSession) -> None:
-    _, url = await make_sim(
-        faults=[FaultRule("schema_violation", first=1), FaultRule("invalid_json_answer", first=1)]
-    )
+    _, url = await make_sim(faults=[FaultRule("schema_violation", first=1), FaultRule("invalid_json_answer", first=1)])
     tool = {"type": "function", "function": {"name": "save", "parameters": SCHEMA}}
     body = chat_body(tools=[tool], tool_choice={"type": "function", "function": {"name": "save"}})
     args = []
@@ -694,20 +676,22 @@ async def test_content_faults_on_tool_calls(make_sim: Factory, http: aiohttp.Cli
     jsonschema.validate(json.loads(args[2]), SCHEMA)
 
 
-async def test_limits_are_per_key_and_a_key_can_be_revoked_mid_run(make_sim: Factory,
-                                                                    http: aiohttp.ClientSession) -> None:
+async def test_limits_are_per_key_and_a_key_can_be_revoked_mid_run(
+    make_sim: Factory, http: aiohttp.ClientSession
+) -> None:
     other = "sk-test-key-0002"
     sim, url = await make_sim(keys={KEY: KeyLimits(rpm=2), other: KeyLimits(rpm=2)}, revoke_after={other: 1})
 
     async def send(key: str) -> int:
-        return (await post(http, url + "/chat/completions", chat_body(),
-                           headers={"Authorization": f"Bearer {key}"}))[0]
+        return (await post(http, url + "/chat/completions", chat_body(), headers={"Authorization": f"Bearer {key}"}))[0]
 
     assert [await send(KEY) for _ in range(3)] == [200, 200, 429]  # each key has its own 2 per window
-    status, data, _ = await post(http, url + "/chat/completions", chat_body(),
-                                 headers={"Authorization": f"Bearer {other}"})
+    status, data, _ = await post(
+        http, url + "/chat/completions", chat_body(), headers={"Authorization": f"Bearer {other}"}
+    )
     assert status == 200
-    status, data, _ = await post(http, url + "/chat/completions", chat_body(),
-                                 headers={"Authorization": f"Bearer {other}"})
+    status, data, _ = await post(
+        http, url + "/chat/completions", chat_body(), headers={"Authorization": f"Bearer {other}"}
+    )
     assert status == 401 and data["error"]["code"] == "invalid_api_key" and "revoked" in data["error"]["message"]
     assert other not in data["error"]["message"]

@@ -24,16 +24,19 @@ BODY = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}],
 
 async def _post(url: str, n: int) -> list[tuple[int, Any, Any]]:
     async with aiohttp.ClientSession() as http:
+
         async def one() -> tuple[int, Any, Any]:
             async with http.post(url + "/chat/completions", json=BODY, headers=HEADERS) as r:
                 return r.status, r.headers.copy(), await r.json()
+
         return list(await asyncio.gather(*(one() for _ in range(n))))
 
 
 def test_per_second_enforcement_scale_headers_and_retry_after(sim_factory: Any) -> None:
     # 240 per minute enforced per second at half: 2 a second
-    sim = sim_factory(default_limits=KeyLimits(rpm=240), limit_period_s=1, limit_scale=0.5,
-                      rate_headers=True, limit_retry_after=True)
+    sim = sim_factory(
+        default_limits=KeyLimits(rpm=240), limit_period_s=1, limit_scale=0.5, rate_headers=True, limit_retry_after=True
+    )
     answers = asyncio.run(_post(sim.url, 3))
     assert sorted(s for s, _, _ in answers) == [200, 200, 429]
     ok = next(h for s, h, _ in answers if s == 200)
@@ -57,8 +60,13 @@ def test_litellm_max_parallel_requests(sim_factory: Any) -> None:
 def test_run_behind_a_parallel_request_limit_lowers_concurrency(tmp_path: Path, sim_factory: Any) -> None:
     # issue 14: 429s for parallel requests spend no attempt, and the gate sends fewer at once
     sim = sim_factory(max_parallel_requests=2, latency_s=0.05)
-    job = write_job(tmp_path, sim.url, rows=30, limits="{rpm: 100000, tpm: 100000000, concurrency: 8}",
-                    retry="{max_attempts: 1, backoff_base_s: 0.01, backoff_cap_s: 0.05}")
+    job = write_job(
+        tmp_path,
+        sim.url,
+        rows=30,
+        limits="{rpm: 100000, tpm: 100000000, concurrency: 8}",
+        retry="{max_attempts: 1, backoff_base_s: 0.01, backoff_cap_s: 0.05}",
+    )
     summary = run_job(job)
     df = output(tmp_path)
     assert df["label__status"].to_list() == ["ok"] * 30

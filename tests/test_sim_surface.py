@@ -38,10 +38,13 @@ async def http() -> AsyncIterator[aiohttp.ClientSession]:
     async with aiohttp.ClientSession(headers=AUTH) as session:
         yield session
 
+
 LABEL_SCHEMA = {
     "type": "object",
-    "properties": {"sentiment": {"type": "string", "enum": ["positive", "negative", "neutral"]},
-                   "reason": {"type": "string"}},
+    "properties": {
+        "sentiment": {"type": "string", "enum": ["positive", "negative", "neutral"]},
+        "reason": {"type": "string"},
+    },
     "required": ["sentiment", "reason"],
     "additionalProperties": False,
 }
@@ -146,9 +149,11 @@ async def test_responses_function_call(make_sim: Factory, http: aiohttp.ClientSe
     assert call["type"] == "function_call" and call["name"] == "record" and call["call_id"].startswith("call_")
     jsonschema.validate(json.loads(call["arguments"]), LABEL_SCHEMA)
     # without a forced choice the model answers in text; a function_call_output item is accepted back
-    items = [{"role": "user", "content": REVIEW},
-             {"type": "function_call", "call_id": call["call_id"], "name": "record", "arguments": call["arguments"]},
-             {"type": "function_call_output", "call_id": call["call_id"], "output": "saved"}]
+    items = [
+        {"role": "user", "content": REVIEW},
+        {"type": "function_call", "call_id": call["call_id"], "name": "record", "arguments": call["arguments"]},
+        {"type": "function_call_output", "call_id": call["call_id"], "output": "saved"},
+    ]
     s, data, _ = await post(http, url + "/responses", resp_body(input=items, tools=[tool]))
     assert s == 200 and data["output"][0]["type"] == "message"
 
@@ -224,8 +229,10 @@ _FN = {"type": "function", "name": "f", "parameters": LABEL_SCHEMA}
         ({"input": [{"role": "user", "content": 5}]}, "input[0].content"),
         ({"text": {"format": {"type": "json_schema", "schema": LABEL_SCHEMA}}}, "text.format.name"),
         ({"text": {"format": {"type": "yaml"}}}, "text.format.type"),
-        ({"text": {"format": {"type": "json_schema", "name": "x", "schema": _STRICT_BAD, "strict": True}}},
-         "text.format.schema"),
+        (
+            {"text": {"format": {"type": "json_schema", "name": "x", "schema": _STRICT_BAD, "strict": True}}},
+            "text.format.schema",
+        ),
         ({"text": {"format": {"type": "json_object"}}}, "input"),  # the input must say "json"
         ({"tools": [{"type": "function", "function": {"name": "f", "parameters": LABEL_SCHEMA}}]}, "tools[0].name"),
         ({"tools": [{"type": "function", "name": "f", "parameters": _STRICT_BAD}]}, "tools[0].parameters"),
@@ -262,8 +269,12 @@ async def test_completions_defaults_stop_echo(make_sim: Factory, http: aiohttp.C
     assert c["finish_reason"] == "length" and a["usage"]["completion_tokens"] == 16  # max_tokens defaults to 16
     assert full.startswith(c["text"]) and c["logprobs"] is None and c["index"] == 0
     _, data, _ = await post(http, url + "/completions", cmpl_body(max_tokens=200, stop=[":", "zzz"]))
-    assert data["choices"][0] == {"text": full[: full.index(":")], "index": 0, "logprobs": None,
-                                  "finish_reason": "stop"}
+    assert data["choices"][0] == {
+        "text": full[: full.index(":")],
+        "index": 0,
+        "logprobs": None,
+        "finish_reason": "stop",
+    }
     _, data, _ = await post(http, url + "/completions", cmpl_body(max_tokens=200, echo=True, suffix=" end"))
     assert data["choices"][0]["text"] == LONG + full
     # prompts x n, in order, each choice its own answer
@@ -294,8 +305,9 @@ async def test_completions_stream(make_sim: Factory, http: aiohttp.ClientSession
     _, url = await make_sim()
     body = cmpl_body(max_tokens=200, n=2)
     _, whole, _ = await post(http, url + "/completions", body)
-    async with http.post(url + "/completions", json={**body, "stream": True,
-                                                     "stream_options": {"include_usage": True}}) as r:
+    async with http.post(
+        url + "/completions", json={**body, "stream": True, "stream_options": {"include_usage": True}}
+    ) as r:
         events = [d for _, d in await _events(r)]
     assert events[-1] == "[DONE]" and events[-2]["usage"] == whole["usage"]
     for i in range(2):
@@ -371,13 +383,24 @@ async def test_images_per_model(make_sim: Factory, http: aiohttp.ClientSession) 
     # the same request as base64: the same bytes
     _, c, _ = await post(http, url + "/images/generations", {**body, "response_format": "b64_json"})
     assert base64.b64decode(c["data"][0]["b64_json"]) == from_url
-    s, d3, _ = await post(http, url + "/images/generations",
-                          {"model": "dall-e-3", "prompt": "a red bicycle", "size": "1792x1024", "quality": "hd",
-                           "style": "natural"})
+    s, d3, _ = await post(
+        http,
+        url + "/images/generations",
+        {"model": "dall-e-3", "prompt": "a red bicycle", "size": "1792x1024", "quality": "hd", "style": "natural"},
+    )
     assert s == 200 and "a red bicycle" in d3["data"][0]["revised_prompt"] and "url" in d3["data"][0]
-    s, g, _ = await post(http, url + "/images/generations",
-                         {"model": "gpt-image-1", "prompt": "a red bicycle", "n": 3, "quality": "low",
-                          "background": "transparent", "output_format": "png"})
+    s, g, _ = await post(
+        http,
+        url + "/images/generations",
+        {
+            "model": "gpt-image-1",
+            "prompt": "a red bicycle",
+            "n": 3,
+            "quality": "low",
+            "background": "transparent",
+            "output_format": "png",
+        },
+    )
     assert s == 200 and len(g["data"]) == 3 and all(set(d) == {"b64_json"} for d in g["data"])
     assert g["usage"]["output_tokens"] == 3 * 272 and g["background"] == "transparent"
     assert len({d["b64_json"] for d in g["data"]}) == 3
@@ -424,12 +447,17 @@ async def test_images_per_minute_limit(make_sim: Factory, http: aiohttp.ClientSe
         if s == 429:
             refused = data
     assert statuses == [200, 200, 429, 200]  # 4 used + 2 > 5; then 4 + 1 fits
-    assert refused["error"]["code"] == "rate_limit_exceeded" and "images per min (IPM): Limit 5, Used 4" in (
-        refused["error"]["message"])
+    assert (
+        refused["error"]["code"] == "rate_limit_exceeded"
+        and "images per min (IPM): Limit 5, Used 4" in (refused["error"]["message"])
+    )
     assert (await post(http, url + "/images/generations", {"prompt": "one more"}))[0] == 429
     # chat is not counted in images, and the refused image requests consumed no request of the rpm
-    assert (await post(http, url + "/chat/completions",
-                       {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}))[0] == 200
+    assert (
+        await post(
+            http, url + "/chat/completions", {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
+        )
+    )[0] == 200
     assert [r.status for r in sim.records] == [200, 200, 429, 200, 429, 200]
 
 

@@ -95,9 +95,7 @@ def test_arrow_types_from_schema() -> None:
     )
     schema = {
         "type": "object",
-        "$defs": {
-            "pt": {"type": "object", "properties": {"x": {"type": "number"}, "y": {"type": "integer"}}}
-        },
+        "$defs": {"pt": {"type": "object", "properties": {"x": {"type": "number"}, "y": {"type": "integer"}}}},
         "properties": {
             "p": {"$ref": "#/$defs/pt"},
             "mixed": {"type": ["string", "integer"]},
@@ -150,9 +148,7 @@ def test_decode_json() -> None:
 def test_checker_validates_and_types() -> None:
     c = checker(SENTIMENT)
     ok = c.judge_text(
-        json.dumps(
-            {"sentiment": "negative", "stars": 1, "confidence": 0.9, "would_recommend": False, "aspects": []}
-        )
+        json.dumps({"sentiment": "negative", "stars": 1, "confidence": 0.9, "would_recommend": False, "aspects": []})
     )
     assert ok.ok and ok.values == {
         "sentiment": "negative",
@@ -161,9 +157,7 @@ def test_checker_validates_and_types() -> None:
         "would_recommend": False,
         "aspects": [],
     }
-    bad = c.judge_text(
-        json.dumps({"sentiment": "meh", "stars": 9, "confidence": 0.5, "would_recommend": None})
-    )
+    bad = c.judge_text(json.dumps({"sentiment": "meh", "stars": 9, "confidence": 0.5, "would_recommend": None}))
     assert not bad.ok and bad.reason is not None and bad.feedback is not None
     assert "at /sentiment: 'meh' is not one of" in bad.reason
     assert "at /stars: 9 is greater than the maximum of 5" in bad.reason
@@ -271,11 +265,7 @@ def test_stream_assembles_text_tools_and_usage() -> None:
     s.feed(_chunk({"tool_calls": [{"index": 0, "function": {"arguments": '{"a":'}}]}, index=1))
     s.feed(_chunk({"tool_calls": [{"index": 0, "function": {"arguments": " 1}"}}]}, index=1))
     s.feed(_chunk({}, "tool_calls", index=1))
-    s.feed(
-        json.dumps(
-            {"id": "c1", "choices": [], "usage": {"prompt_tokens": 5, "completion_tokens": 7}}
-        ).encode()
-    )
+    s.feed(json.dumps({"id": "c1", "choices": [], "usage": {"prompt_tokens": 5, "completion_tokens": 7}}).encode())
     body = json.loads(s.finish())
     assert body["object"] == "chat.completion" and body["usage"]["completion_tokens"] == 7
     first, second = body["choices"]
@@ -334,8 +324,7 @@ output: {path: out.parquet}
             "labels builds response_format",
         ),
         (
-            "    tools: [{function: {name: f, parameters: {type: object}}}]\n"
-            "    tool_choice: {function: {name: g}}",
+            "    tools: [{function: {name: f, parameters: {type: object}}}]\n    tool_choice: {function: {name: g}}",
             "tool_choice names 'g', which is not one of the tools (f)",
         ),
         ("    tools: [{function: {name: 'bad name', parameters: {}}}]", "must be 1-64 letters"),

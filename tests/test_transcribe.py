@@ -61,9 +61,18 @@ LONG_LAYOUT = [p for i in range(6) for p in ((24.0, 300.0 + 40 * i), (1.5, 0.0))
 LONG_SILENCES = [(25.5 * i + 24.0, 25.5 * (i + 1)) for i in range(6)]
 
 
-def write_job(tmp_path: Path, url: str, input_path: str, *, step: str = "",
-              limits: str = "{concurrency: 8}", timeout: float = 30, fmt: str = "verbose_json",
-              model: str = "whisper-1", attempts: int = 3) -> Path:
+def write_job(
+    tmp_path: Path,
+    url: str,
+    input_path: str,
+    *,
+    step: str = "",
+    limits: str = "{concurrency: 8}",
+    timeout: float = 30,
+    fmt: str = "verbose_json",
+    model: str = "whisper-1",
+    attempts: int = 3,
+) -> Path:
     """A transcribe job over `input_path`; `step` adds lines (YAML) to the step."""
     extra = "".join(f"    {line}\n" for line in step.splitlines())
     job = tmp_path / "job.yaml"
@@ -127,8 +136,9 @@ def test_every_row_gets_the_transcript_of_its_own_file(tmp_path: Path, sim: Any)
         text, segments = sim_transcript(f.read_bytes(), rec.body["duration_s"])
         assert row["tr"] == text, row["path"]
         assert row["tr__duration"] == pytest.approx(rec.body["duration_s"], abs=1e-3)
-        assert [(s["start"], s["end"], s["text"]) for s in row["tr__segments"]] == \
-            [(s["start"], s["end"], s["text"]) for s in segments]
+        assert [(s["start"], s["end"], s["text"]) for s in row["tr__segments"]] == [
+            (s["start"], s["end"], s["text"]) for s in segments
+        ]
         assert row["tr__language"] == "english" and row["tr__attempts"] == 1
         if row["path"].startswith("samples/"):  # the simulator measured every format (ffmpeg for non-WAV)
             assert 6.0 < rec.body["duration_s"] < 11.0, row["path"]
@@ -142,8 +152,12 @@ def test_every_row_gets_the_transcript_of_its_own_file(tmp_path: Path, sim: Any)
 
 def test_table_of_paths_relative_to_the_input_file(tmp_path: Path, sim: Any) -> None:
     shutil.copytree(SAMPLES, tmp_path / "audio")
-    job = write_job(tmp_path, sim.url, str(tmp_path / "audio" / "manifest.csv"),
-                    step='language: "{{ row.lang }}"\nprompt: "Expected: {{ row.spoken_text }}"')
+    job = write_job(
+        tmp_path,
+        sim.url,
+        str(tmp_path / "audio" / "manifest.csv"),
+        step='language: "{{ row.lang }}"\nprompt: "Expected: {{ row.spoken_text }}"',
+    )
     run(job)
     df = out(tmp_path)
     assert set(df["tr__status"]) == {"ok"}, df["tr__error"].to_list()
@@ -300,8 +314,10 @@ def test_job_checks_before_any_request(tmp_path: Path, sim: Any) -> None:
     write_wav(tmp_path / "in" / "a.wav", [(1.0, 300.0)])
     glob = str(tmp_path / "in" / "*.wav")
     bad = [
-        (dict(step="timestamp_granularities: [word]", fmt="json"),
-         "timestamp_granularities needs response_format: verbose_json"),
+        (
+            dict(step="timestamp_granularities: [word]", fmt="json"),
+            "timestamp_granularities needs response_format: verbose_json",
+        ),
         (dict(model="gpt-4o-transcribe", fmt="srt"), "answers response_format json only"),
         (dict(step='language: "{{ row.lang }}"'), "unknown column `lang` in step `tr`, language"),
         (dict(step="params: {file: x}"), "params may not set file"),
@@ -318,8 +334,12 @@ def test_job_checks_before_any_request(tmp_path: Path, sim: Any) -> None:
 
 def _spawn(job: Path) -> subprocess.Popen[bytes]:
     env = {**os.environ, SIM_KEY_ENV: "test-key"}
-    return subprocess.Popen([sys.executable, "-m", "pipeline.cli", "run", str(job), "--quiet"], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    return subprocess.Popen(
+        [sys.executable, "-m", "pipeline.cli", "run", str(job), "--quiet"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
 
 
 @pytest.mark.slow
@@ -341,15 +361,15 @@ def test_rerun_after_kill_sends_only_unfinished_files(tmp_path: Path, sim_factor
     # those are unfinished. Every answer the client stored (read from its cache, not guessed from the
     # time) must not be sent again.
     stored = stored_answers(tmp_path / "cache")
-    answered = {r.body["file_sha256"] for r in audio_records(sim)
-                if r.status == 200 and r.body.get("answer_sha256") in stored}
+    answered = {
+        r.body["file_sha256"] for r in audio_records(sim) if r.status == 200 and r.body.get("answer_sha256") in stored
+    }
     assert 6 <= len(answered) < 39
     before = max(r.seq for r in sim.records)
     proc = _spawn(job)
     _, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 0, stderr.decode()
-    resent = [r.body["file_sha256"] for r in audio_records(sim)
-              if r.seq > before and r.body["file_sha256"] in answered]
+    resent = [r.body["file_sha256"] for r in audio_records(sim) if r.seq > before and r.body["file_sha256"] in answered]
     assert resent == [], f"{len(resent)} answered files or pieces were sent again"
     df = out(tmp_path)
     assert df.height == 37 and set(df["tr__status"]) == {"ok"}
@@ -357,15 +377,16 @@ def test_rerun_after_kill_sends_only_unfinished_files(tmp_path: Path, sim_factor
 
 
 def test_failed_attempts_resend_the_whole_file(tmp_path: Path, sim: Any) -> None:
-    sim.set_faults([
-        FaultRule(kind="hang", path="/audio/transcriptions", first=1, hang_s=30),
-        FaultRule(kind="status", status=502, path="/audio/transcriptions", every=3, times=3),
-        FaultRule(kind="reset", path="/audio/transcriptions", every=4, times=2),
-    ])
+    sim.set_faults(
+        [
+            FaultRule(kind="hang", path="/audio/transcriptions", first=1, hang_s=30),
+            FaultRule(kind="status", status=502, path="/audio/transcriptions", every=3, times=3),
+            FaultRule(kind="reset", path="/audio/transcriptions", every=4, times=2),
+        ]
+    )
     d = tmp_path / "in"
     files = [write_wav(d / f"f{i}.wav", [(1.0 + i * 0.25, 300.0 + 30 * i)], seed=i) for i in range(8)]
-    run(write_job(tmp_path, sim.url, str(d / "*.wav"), step="timeout_s: 1", limits="{concurrency: 2}",
-                      attempts=8))
+    run(write_job(tmp_path, sim.url, str(d / "*.wav"), step="timeout_s: 1", limits="{concurrency: 2}", attempts=8))
     df = out(tmp_path)
     assert set(df["tr__status"]) == {"ok"}, df["tr__error"].to_list()
     assert df["tr__attempts"].max() >= 2
@@ -381,8 +402,9 @@ def test_failed_attempts_resend_the_whole_file(tmp_path: Path, sim: Any) -> None
 def test_ctrl_c_lets_pieces_on_the_wire_finish(tmp_path: Path, sim_factory: Any) -> None:
     sim = sim_factory(max_upload_bytes=500_000, latency_s=2.0)
     write_wav(tmp_path / "in" / "long.wav", LONG_LAYOUT, seed=7)
-    job = write_job(tmp_path, sim.url, str(tmp_path / "in" / "*.wav"), step="max_upload_mb: 0.5",
-                    limits="{concurrency: 2}")
+    job = write_job(
+        tmp_path, sim.url, str(tmp_path / "in" / "*.wav"), step="max_upload_mb: 0.5", limits="{concurrency: 2}"
+    )
 
     async def interrupted() -> Any:
         ex = Executor(build_plan(job), RunOptions())
@@ -411,8 +433,9 @@ def test_ctrl_c_lets_pieces_on_the_wire_finish(tmp_path: Path, sim_factory: Any)
 
 
 @pytest.mark.parametrize("fmt", ["json", "verbose_json"])
-def test_whisper_style_leading_space_is_trimmed_as_in_a_joined_answer(tmp_path: Path, sim_factory: Any,
-                                                                      fmt: str) -> None:
+def test_whisper_style_leading_space_is_trimmed_as_in_a_joined_answer(
+    tmp_path: Path, sim_factory: Any, fmt: str
+) -> None:
     """faster-whisper-server (and whisper.cpp) answer `text` as the segments joined, each starting with a
     space: the column holds it trimmed, as OpenAI's answers and the joined answer of a split file are."""
     sim = sim_factory(transcript_style="whisper", max_upload_bytes=500_000)

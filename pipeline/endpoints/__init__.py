@@ -17,10 +17,16 @@ from .transcribe import TranscribeRuntime
 __all__ = ["Prepared", "StepRuntime", "build_runtime"]
 
 
-def build_runtime(spec: ChatStep | EmbedStep | TranscribeStep | CompletionStep | ImageStep, cache_ns: str,
-                  tokenizer: str | None, *,
-                  input_dir: Path | None = None, structured_via: StructuredVia | None = None,
-                  output: Path | None = None, id_column: str | None = None) -> StepRuntime:
+def build_runtime(
+    spec: ChatStep | EmbedStep | TranscribeStep | CompletionStep | ImageStep,
+    cache_ns: str,
+    tokenizer: str | None,
+    *,
+    input_dir: Path | None = None,
+    structured_via: StructuredVia | None = None,
+    output: Path | None = None,
+    id_column: str | None = None,
+) -> StepRuntime:
     """The runtime of a step spec (templates compiled; raises JobError on template errors).
 
     `input_dir` is where relative file paths in rows are read from (the input file's folder);

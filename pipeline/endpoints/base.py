@@ -123,8 +123,12 @@ class StepRuntime(ABC):
         self.provider = provider
         self.cache_ns = cache_ns  # provider identity in cache keys ("apiyi", "apiyi@sim", ...)
 
-    def bind(self, client: ProviderClient, spawner: Callable[[Coroutine[Any, Any, None]], asyncio.Task[None]],
-             charge: Charge | None) -> Self:
+    def bind(
+        self,
+        client: ProviderClient,
+        spawner: Callable[[Coroutine[Any, Any, None]], asyncio.Task[None]],
+        charge: Charge | None,
+    ) -> Self:
         """A copy of this step for one run: bound to the run's client, with the run's state fresh (the
         step itself is not changed, so one plan can be run by several engines, or rebuilt elsewhere)."""
         run = copy.copy(self)
@@ -201,8 +205,9 @@ class StepRuntime(ABC):
         """Prepare `rows` ahead and read their cached answers in one go: the next `try_cached` of each
         row (the same dict, unchanged) uses them. For the first step of a batch of input rows."""
         self._ahead = {id(r): self._prepare_or_result(r) for r in rows}
-        self.client.cache.prefetch(p.cache_key for p in self._ahead.values()
-                                   if isinstance(p, Prepared) and p.cache_key is not None)
+        self.client.cache.prefetch(
+            p.cache_key for p in self._ahead.values() if isinstance(p, Prepared) and p.cache_key is not None
+        )
 
     def request_for(self, row: Mapping[str, Any]) -> Prepared | StepResult:
         """The row's first request, or its result when nothing is to be sent (skipped, bad input)."""

@@ -107,8 +107,9 @@ def label_probability(entries: list[dict[str, Any]], content: str, label: str) -
 
 
 class ChatRuntime(StepRuntime):
-    def __init__(self, spec: ChatStep, cache_ns: str, count: Counter,
-                 structured_via: StructuredVia | None = None) -> None:
+    def __init__(
+        self, spec: ChatStep, cache_ns: str, count: Counter, structured_via: StructuredVia | None = None
+    ) -> None:
         super().__init__(spec.name, spec.output_column, spec.provider, cache_ns)
         self.spec = spec
         self._count = count
@@ -220,9 +221,7 @@ class ChatRuntime(StepRuntime):
         )
 
     def prepare(self, row: Mapping[str, Any]) -> _Ask:
-        return self._ask(
-            [{"role": role, "content": tpl.render(row)} for role, tpl in self._messages], self._n
-        )
+        return self._ask([{"role": role, "content": tpl.render(row)} for role, tpl in self._messages], self._n)
 
     # ----------------------------------------------------------------- answers
     def _logprob_rows(self, lp: Any) -> list[dict[str, Any]] | None:
@@ -237,9 +236,7 @@ class ChatRuntime(StepRuntime):
             if isinstance(e, dict):
                 row = entry(e)
                 if self._top:
-                    row["top_logprobs"] = [
-                        entry(t) for t in e.get("top_logprobs") or [] if isinstance(t, dict)
-                    ]
+                    row["top_logprobs"] = [entry(t) for t in e.get("top_logprobs") or [] if isinstance(t, dict)]
                 rows.append(row)
         return rows
 
@@ -247,9 +244,7 @@ class ChatRuntime(StepRuntime):
         obj = load_json(body)
         choices = obj.get("choices")
         if isinstance(choices, list) and len(choices) > 1:
-            choices = sorted(
-                (c for c in choices if isinstance(c, dict)), key=lambda c: int(c.get("index") or 0)
-            )
+            choices = sorted((c for c in choices if isinstance(c, dict)), key=lambda c: int(c.get("index") or 0))
         if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
             raise TransientError(f"answer has no choices: {body[:200]!r}")
         verdicts: list[Verdict] = []
@@ -299,9 +294,7 @@ class ChatRuntime(StepRuntime):
         tries = [0] * len(verdicts)
         while True:
             todo = [
-                i
-                for i, v in enumerate(verdicts)
-                if not v.ok and v.followup and tries[i] < self.spec.repair_attempts
+                i for i, v in enumerate(verdicts) if not v.ok and v.followup and tries[i] < self.spec.repair_attempts
             ]
             if not todo:
                 break
@@ -444,7 +437,9 @@ class ChatRuntime(StepRuntime):
         if choice.refused(ask.form, err) is None:
             return RowError(
                 f"the server refuses structured output as {ask.form} (pinned by structured_via; other forms: "
-                f"json_schema, json_object, tools, prompt): {err.short()}", status=err.status, code=err.code,
+                f"json_schema, json_object, tools, prompt): {err.short()}",
+                status=err.status,
+                code=err.code,
             )
         return self._ask(ask.messages, ask.n)
 

@@ -42,9 +42,7 @@ def _no_content(message: Message, finish: str | None, raw: str | None = None) ->
         refusal = str(message["refusal"])
         return Verdict(None, refusal, f"the model refused: {refusal}", finish_reason=finish)
     if finish == "content_filter":
-        return Verdict(
-            None, raw, "the answer was withheld by the provider's content filter", finish_reason=finish
-        )
+        return Verdict(None, raw, "the answer was withheld by the provider's content filter", finish_reason=finish)
     raise TransientError(f"answer has no content (finish_reason={finish!r})")
 
 
@@ -128,8 +126,7 @@ def _fields(schema: dict[str, Any], where: str) -> list[tuple[str, Col]]:
     fields = field_types(schema)
     if fields is None:
         raise JobError(
-            f"{where}: the schema must describe a JSON object with `properties` "
-            "(its fields become the columns)"
+            f"{where}: the schema must describe a JSON object with `properties` (its fields become the columns)"
         )
     return fields
 
@@ -137,8 +134,7 @@ def _fields(schema: dict[str, Any], where: str) -> list[tuple[str, Col]]:
 def _decide_strict(wanted: bool | None, issues: list[StrictIssue], where: str) -> bool:
     if wanted and issues:
         raise JobError(
-            f"{where}: strict: true, but strict mode cannot take this schema:\n"
-            + "\n".join(f"  - {i}" for i in issues)
+            f"{where}: strict: true, but strict mode cannot take this schema:\n" + "\n".join(f"  - {i}" for i in issues)
         )
     return (not issues) if wanted is None else wanted
 
@@ -169,17 +165,14 @@ class SchemaShape(Shape):
         self.schema = schema
         fields = _fields(schema, where)
         self.checker = Checker(schema, fields, spec.labels)
-        self.place = _Placement(
-            spec.output_column, fields, spec.output_layout, single=spec.labels is not None
-        )
+        self.place = _Placement(spec.output_column, fields, spec.output_layout, single=spec.labels is not None)
         self.issues = strict_issues(schema)
         self.strict = _decide_strict(spec.strict, self.issues, where)
         self._where = where
         self._name = re.sub(r"[^A-Za-z0-9_-]", "_", str(schema.get("title") or spec.name))[:64]
         if spec.labels is not None:
             self.instruction = (
-                f'Reply with only {{"label": "<label>"}}, where <label> is exactly one of: '
-                f"{', '.join(spec.labels)}."
+                f'Reply with only {{"label": "<label>"}}, where <label> is exactly one of: {", ".join(spec.labels)}.'
             )
         else:
             self.instruction = "Reply with only the corrected JSON object, with no other text."
@@ -214,8 +207,10 @@ class SchemaShape(Shape):
         if self.labels is not None:
             text = self.instruction
         else:
-            text = ("Reply with only a JSON object, with no other text, that matches this JSON Schema:\n"
-                    + canonical_json(self.schema).decode())
+            text = (
+                "Reply with only a JSON object, with no other text, that matches this JSON Schema:\n"
+                + canonical_json(self.schema).decode()
+            )
         if messages and messages[0].get("role") == "system" and isinstance(messages[0].get("content"), str):
             return [{**messages[0], "content": f"{messages[0]['content']}\n\n{text}"}, *messages[1:]]
         return [{"role": "system", "content": text}, *messages]
@@ -257,7 +252,6 @@ class SchemaShape(Shape):
             {"role": "user", "content": f"{feedback}\n{self.instruction}"},
         )
         return Verdict(None, content, reason, follow, finish)
-
 
     def _judge_call(self, message: Message, finish: str | None) -> Verdict:
         """An answer given as a function call (the `tools` form): its arguments are the answer."""
@@ -302,9 +296,7 @@ class _Call:
         self.echo: Message = {
             "role": "assistant",
             "content": None,
-            "tool_calls": [
-                {"id": self.id, "type": "function", "function": {"name": self.name, "arguments": self.raw}}
-            ],
+            "tool_calls": [{"id": self.id, "type": "function", "function": {"name": self.name, "arguments": self.raw}}],
         }
 
     def reply(self, text: str) -> Message:
@@ -359,9 +351,7 @@ class ToolShape(Shape):
         elif choice is not None:
             self.choice = choice
         else:
-            self.choice = (
-                {"type": "function", "function": {"name": names[0]}} if len(names) == 1 else "required"
-            )
+            self.choice = {"type": "function", "function": {"name": names[0]}} if len(names) == 1 else "required"
         self.call_hint = (
             f"the function `{names[0]}`"
             if len(names) == 1

@@ -41,8 +41,10 @@ class CompletionRuntime(StepRuntime):
         def per_choice(t: pa.DataType) -> pa.DataType:
             return pa.list_(t) if self._n > 1 else t
 
-        return [pa.field(self.output_column, per_choice(pa.string())),
-                pa.field(self.col_finish, per_choice(pa.string()))]
+        return [
+            pa.field(self.output_column, per_choice(pa.string())),
+            pa.field(self.col_finish, per_choice(pa.string())),
+        ]
 
     def prepare(self, row: Mapping[str, Any]) -> Prepared:
         prompt = self._prompt.render(row)
@@ -71,5 +73,6 @@ class CompletionRuntime(StepRuntime):
         else:
             u = Usage(0, sum(self._count(t or "") for t in texts), estimated=True)
         many = self._n > 1
-        return Parsed({self.output_column: texts if many else texts[0],
-                       self.col_finish: finish if many else finish[0]}, u)
+        return Parsed(
+            {self.output_column: texts if many else texts[0], self.col_finish: finish if many else finish[0]}, u
+        )

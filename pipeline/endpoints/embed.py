@@ -30,7 +30,9 @@ from .base import BadInput, Done, Prepared, StepRuntime, load_json
 ENDPOINT = "/embeddings"
 # Vector sizes of known models (without `dimensions`): the final column's size when no row succeeded.
 KNOWN_DIMENSIONS = {
-    "text-embedding-3-small": 1536, "text-embedding-3-large": 3072, "text-embedding-ada-002": 1536,
+    "text-embedding-3-small": 1536,
+    "text-embedding-3-large": 3072,
+    "text-embedding-ada-002": 1536,
 }
 # Estimated tokens per request when the provider sets no token budget (OpenAI allows 300,000).
 DEFAULT_MAX_BATCH_TOKENS = 100_000
@@ -54,8 +56,9 @@ class EmbedPrepared(Prepared):
 def _is_text(t: pa.DataType) -> bool:
     if pa.types.is_dictionary(t):
         t = t.value_type
-    return bool(pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t)
-                or pa.types.is_null(t))
+    return bool(
+        pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t) or pa.types.is_null(t)
+    )
 
 
 def decode_vector(value: Any) -> tuple[np.ndarray, str | None]:
@@ -146,9 +149,7 @@ class EmbedRuntime(StepRuntime):
         if value is None:
             raise NullValue(f"column `{self._column}` is null")
         if not isinstance(value, str):
-            raise BadInput(
-                f"input column `{self._column}` holds {type(value).__name__} {str(value)[:60]!r}, not text"
-            )
+            raise BadInput(f"input column `{self._column}` holds {type(value).__name__} {str(value)[:60]!r}, not text")
         return value
 
     def prepare(self, row: Mapping[str, Any]) -> EmbedPrepared:
@@ -166,8 +167,9 @@ class EmbedRuntime(StepRuntime):
                 # stops counting once over the limit: a 2 MB text is cut, not encoded whole
                 ids = encode_safely(enc, text, stop_after=limit + 1)
             except Exception as exc:  # the vocabulary refused it: this row fails, not the run
-                raise BadInput(f"cannot count the tokens of this input ({len(text):,} characters): "
-                               f"{type(exc).__name__}: {exc}") from exc
+                raise BadInput(
+                    f"cannot count the tokens of this input ({len(text):,} characters): {type(exc).__name__}: {exc}"
+                ) from exc
             exact = len(ids)
             if exact > limit:
                 if self.spec.on_too_long == "error":
@@ -191,14 +193,26 @@ class EmbedRuntime(StepRuntime):
             truncated=truncated,
         )
 
-    def _ok(self, prep: EmbedPrepared, vector: np.ndarray, usage: Usage | None, attempts: int,
-            cached: bool, tokens: int | None = None) -> StepResult:
+    def _ok(
+        self,
+        prep: EmbedPrepared,
+        vector: np.ndarray,
+        usage: Usage | None,
+        attempts: int,
+        cached: bool,
+        tokens: int | None = None,
+    ) -> StepResult:
         estimated = usage is None or usage.estimated
         if tokens is None:
             tokens = prep.prompt_estimate if usage is None or estimated else usage.prompt_tokens
         return StepResult(
-            "ok", {self.output_column: vector, self._trunc_col: prep.truncated}, attempts=attempts,
-            prompt_tokens=tokens, completion_tokens=0, cached=cached, tokens_estimated=estimated,
+            "ok",
+            {self.output_column: vector, self._trunc_col: prep.truncated},
+            attempts=attempts,
+            prompt_tokens=tokens,
+            completion_tokens=0,
+            cached=cached,
+            tokens_estimated=estimated,
         )
 
     # Rows are packed into shared requests: the engine hands each to the step's packer (`packing`).
@@ -219,9 +233,7 @@ class EmbedRuntime(StepRuntime):
         vectors, _, usage = self._parse_answer(body, 1, 0)
         return Parsed({self.output_column: vectors[0]}, usage)
 
-    def _parse_answer(
-        self, body: bytes, n: int, estimate: int
-    ) -> tuple[list[np.ndarray], list[str | None], Usage]:
+    def _parse_answer(self, body: bytes, n: int, estimate: int) -> tuple[list[np.ndarray], list[str | None], Usage]:
         """The vectors of an answer to `n` inputs, by `index` (never by position), and its usage."""
         obj = load_json(body)
         data = obj.get("data")
@@ -233,19 +245,15 @@ class EmbedRuntime(StepRuntime):
         b64: list[str | None] = [None] * n
         for item in data:
             idx = item.get("index") if isinstance(item, dict) else None
-            if (not isinstance(idx, int) or isinstance(idx, bool) or not 0 <= idx < n
-                    or vectors[idx] is not None):
-                raise TransientError(f"answer has a missing, repeated or out-of-range index {idx!r} "
-                                     f"(inputs 0-{n - 1})")
+            if not isinstance(idx, int) or isinstance(idx, bool) or not 0 <= idx < n or vectors[idx] is not None:
+                raise TransientError(f"answer has a missing, repeated or out-of-range index {idx!r} (inputs 0-{n - 1})")
             vectors[idx], b64[idx] = decode_vector(item.get("embedding"))
         sizes = {len(v) for v in vectors if v is not None}
         if len(sizes) != 1:
             raise TransientError(f"answer mixes vectors of sizes {sorted(sizes)}")
         (dim,) = sizes
         if self._dims is not None and dim != self._dims:
-            raise RowError(
-                f"asked for {self._dims} dimensions (params.dimensions), the server returned {dim}"
-            )
+            raise RowError(f"asked for {self._dims} dimensions (params.dimensions), the server returned {dim}")
         usage = obj.get("usage")
         tokens = usage.get("prompt_tokens") if isinstance(usage, dict) else None
         if isinstance(tokens, int) and not isinstance(tokens, bool) and tokens >= 0:
@@ -258,8 +266,10 @@ class EmbedRuntime(StepRuntime):
         if self._seen_dim is None:
             self._seen_dim = dim
         elif dim != self._seen_dim:
-            return (f"the server returned a {dim}-dimension vector; this step's other rows have "
-                    f"{self._seen_dim} (the output column needs one size)")
+            return (
+                f"the server returned a {dim}-dimension vector; this step's other rows have "
+                f"{self._seen_dim} (the output column needs one size)"
+            )
         return None
 
     # ------------------------------------------------------------------ packing
@@ -298,8 +308,9 @@ class EmbedRuntime(StepRuntime):
         model = self.spec.model
         return [_row_entry(model, v, b, t) for v, b, t in zip(vectors, b64s, shares, strict=True)]
 
-    def row_results(self, payload: EmbedPrepared, parsed: Parsed, index: int, share: int | None,
-                    attempts: int, waiters: int) -> list[StepResult]:
+    def row_results(
+        self, payload: EmbedPrepared, parsed: Parsed, index: int, share: int | None, attempts: int, waiters: int
+    ) -> list[StepResult]:
         vec = parsed.values["answer"][0][index]
         first = self._ok(payload, vec, parsed.usage, attempts, False, share)
         # rows sharing one input: the first carries its tokens, so the rows' tokens sum to the usage
@@ -311,9 +322,10 @@ def _row_entry(model: str, vector: np.ndarray, b64: str | None, tokens: int | No
     """One row's cache entry: the answer a one-input request would have got."""
     emb = b64 if b64 is not None else base64.b64encode(vector.astype("<f4").tobytes()).decode()
     answer: dict[str, Any] = {
-        "object": "list", "data": [{"object": "embedding", "index": 0, "embedding": emb}], "model": model,
+        "object": "list",
+        "data": [{"object": "embedding", "index": 0, "embedding": emb}],
+        "model": model,
     }
     if tokens is not None:
         answer["usage"] = {"prompt_tokens": tokens, "total_tokens": tokens}
     return orjson.dumps(answer)
-

@@ -33,8 +33,14 @@ from ..templating import Template, compile_template
 from .base import BadInput, Done, Exchange, Prepared, StepRuntime, load_json
 
 ENDPOINT = "/images/generations"
-IMAGE_TYPE = pa.struct([pa.field("path", pa.string()), pa.field("bytes", pa.int64()),
-                        pa.field("mime", pa.string()), pa.field("revised_prompt", pa.string())])
+IMAGE_TYPE = pa.struct(
+    [
+        pa.field("path", pa.string()),
+        pa.field("bytes", pa.int64()),
+        pa.field("mime", pa.string()),
+        pa.field("revised_prompt", pa.string()),
+    ]
+)
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
 _EXT = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp", "image/gif": "gif"}
 
@@ -129,8 +135,13 @@ class ImageRuntime(StepRuntime):
             if not isinstance(b64, str) and not isinstance(url, str):
                 raise TransientError(f"an image of the answer has neither b64_json nor url: {str(d)[:200]}")
             rp = d.get("revised_prompt")
-            images.append(_Image(b64 if isinstance(b64, str) else None, url if isinstance(url, str) else None,
-                                 rp if isinstance(rp, str) else None))
+            images.append(
+                _Image(
+                    b64 if isinstance(b64, str) else None,
+                    url if isinstance(url, str) else None,
+                    rp if isinstance(rp, str) else None,
+                )
+            )
         return ImageAnswer({}, None, images=tuple(images))
 
     def row_cost(self, r: StepResult, price: Price) -> float | None:
@@ -141,12 +152,17 @@ class ImageRuntime(StepRuntime):
 
     # ----------------------------------------------------------------- the exchange
     def _downloads(self, answer: ImageAnswer) -> list[Prepared]:
-        return [Prepared(HttpRequest(im.url, method="GET"), tokens=0,
-                         cache_key=request_key(self.cache_ns, "GET", im.url.encode()))
-                for im in answer.images if im.b64 is None and im.url is not None]
+        return [
+            Prepared(
+                HttpRequest(im.url, method="GET"),
+                tokens=0,
+                cache_key=request_key(self.cache_ns, "GET", im.url.encode()),
+            )
+            for im in answer.images
+            if im.b64 is None and im.url is not None
+        ]
 
-    def _write(self, ask: _ImageAsk, answer: ImageAnswer, blobs: list[bytes], attempts: int,
-               cached: bool) -> Done:
+    def _write(self, ask: _ImageAsk, answer: ImageAnswer, blobs: list[bytes], attempts: int, cached: bool) -> Done:
         fetched = iter(blobs)
         out = []
         stem = file_stem(ask.row_id)
@@ -155,8 +171,9 @@ class ImageRuntime(StepRuntime):
                 try:
                     data = base64.b64decode(im.b64, validate=True)
                 except (binascii.Error, ValueError) as exc:
-                    return Done(StepResult("error", error=f"image {i}: b64_json does not decode: {exc}",
-                                           attempts=attempts))
+                    return Done(
+                        StepResult("error", error=f"image {i}: b64_json does not decode: {exc}", attempts=attempts)
+                    )
             else:
                 data = next(fetched)
             mime = sniff(data)
@@ -182,13 +199,23 @@ class ImageRuntime(StepRuntime):
             replies = yield downloads
             for i, (_, got) in enumerate(replies):
                 if isinstance(got, CallError):
-                    return Done(StepResult("error", error=f"downloading image {i}: {got.error.short()}",
-                                           attempts=attempts + got.attempts))
+                    return Done(
+                        StepResult(
+                            "error",
+                            error=f"downloading image {i}: {got.error.short()}",
+                            attempts=attempts + got.attempts,
+                        )
+                    )
                 attempts += got.attempts
                 cached = cached and got.cached
                 if not isinstance(got.parsed, ImageAnswer) or got.parsed.blob is None:
-                    return Done(StepResult("error", error=f"downloading image {i}: the URL answered JSON, not an "
-                                           "image", attempts=attempts))
+                    return Done(
+                        StepResult(
+                            "error",
+                            error=f"downloading image {i}: the URL answered JSON, not an image",
+                            attempts=attempts,
+                        )
+                    )
                 blobs.append(got.parsed.blob)
         return self._write(ask, answer, blobs, attempts, cached)
 

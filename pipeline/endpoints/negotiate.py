@@ -88,8 +88,9 @@ class FormChoice:
     so rows sent at once do not each discover the same refusal.
     """
 
-    def __init__(self, provider: str, base_url: str, model: str, start: StructuredVia,
-                 remembered: _Remembered, *, pinned: bool) -> None:
+    def __init__(
+        self, provider: str, base_url: str, model: str, start: StructuredVia, remembered: _Remembered, *, pinned: bool
+    ) -> None:
         self.provider = provider
         self.key = f"{base_url}|{model}"
         self.where = f"provider `{provider}` ({base_url}), model `{model}`"
@@ -120,7 +121,12 @@ class FormChoice:
         where = f" (remembered in {self._remembered.path})" if self._remembered.path else ""
         log.warning(
             "%s refuses structured output as %s (%s); sending %s from now on%s. Pin a form with "
-            "`structured_via:` on the step.", self.where, form, err.short()[:300], _described(nxt), where,
+            "`structured_via:` on the step.",
+            self.where,
+            form,
+            err.short()[:300],
+            _described(nxt),
+            where,
             extra={"event": "structured_form_fallback", "from_form": form, "to_form": nxt},
         )
         return nxt
@@ -158,7 +164,9 @@ class StreamWatch:
             log.warning(
                 "provider `%s` keeps cutting answer streams (%s: %s): its requests are sent without streaming "
                 "for the rest of the run (llama.cpp's server ends a stream whenever another request arrives).",
-                self.provider, what, err.message[:200],
+                self.provider,
+                what,
+                err.message[:200],
                 extra={"event": "streaming_off", "provider": self.provider},
             )
         return self.off
@@ -177,8 +185,9 @@ class ProviderQuirks:
     def form(self, model: str, start: StructuredVia, pinned: StructuredVia | None) -> FormChoice:
         key = (model, pinned)
         if key not in self._forms:
-            self._forms[key] = FormChoice(self.provider, self.base_url, model, pinned or start,
-                                          self._remembered, pinned=pinned is not None)
+            self._forms[key] = FormChoice(
+                self.provider, self.base_url, model, pinned or start, self._remembered, pinned=pinned is not None
+            )
         return self._forms[key]
 
 
@@ -190,7 +199,8 @@ def quirks_for(client: Any, provider: str) -> ProviderQuirks:
     q = _QUIRKS.get(client)
     if q is None:
         directory = getattr(client.cache, "directory", None)
-        q = ProviderQuirks(provider, client.transport.provider.base_urls[0],
-                           Path(directory) if directory is not None else None)
+        q = ProviderQuirks(
+            provider, client.transport.provider.base_urls[0], Path(directory) if directory is not None else None
+        )
         _QUIRKS[client] = q
     return q

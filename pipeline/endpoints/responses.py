@@ -38,16 +38,27 @@ def input_items(messages: list[dict[str, Any]] | tuple[dict[str, Any], ...]) -> 
     for m in messages:
         role = m.get("role")
         if role == "tool":
-            items.append({"type": "function_call_output", "call_id": m.get("tool_call_id") or "call_0",
-                          "output": str(m.get("content") or "")})
+            items.append(
+                {
+                    "type": "function_call_output",
+                    "call_id": m.get("tool_call_id") or "call_0",
+                    "output": str(m.get("content") or ""),
+                }
+            )
             continue
         content = m.get("content")
         if isinstance(content, str) and content:
             items.append({"role": role, "content": content})
         for call in m.get("tool_calls") or []:
             fn = call.get("function") or {}
-            items.append({"type": "function_call", "call_id": call.get("id") or "call_0",
-                          "name": fn.get("name"), "arguments": fn.get("arguments") or ""})
+            items.append(
+                {
+                    "type": "function_call",
+                    "call_id": call.get("id") or "call_0",
+                    "name": fn.get("name"),
+                    "arguments": fn.get("arguments") or "",
+                }
+            )
     return items
 
 
@@ -92,8 +103,13 @@ def as_chat(obj: Mapping[str, Any]) -> tuple[dict[str, Any], str | None]:
         if not isinstance(item, dict):
             continue
         if item.get("type") == "function_call":
-            calls.append({"id": item.get("call_id") or "call_0", "type": "function",
-                          "function": {"name": item.get("name"), "arguments": item.get("arguments")}})
+            calls.append(
+                {
+                    "id": item.get("call_id") or "call_0",
+                    "type": "function",
+                    "function": {"name": item.get("name"), "arguments": item.get("arguments")},
+                }
+            )
         elif item.get("type") == "message":
             for part in item.get("content") or []:
                 if isinstance(part, dict) and part.get("type") == "output_text":
@@ -139,16 +155,21 @@ class ResponsesRuntime(ChatRuntime):
     def _ask(self, messages: list[dict[str, Any]] | tuple[dict[str, Any], ...], n: int) -> _Ask:
         form: StructuredVia | None = self._start
         extra, extra_tokens = self._extra(form)
-        body: dict[str, Any] = {"model": self.spec.model, "input": input_items(messages), **self._wire_params,
-                                **request_extras(extra)}
+        body: dict[str, Any] = {
+            "model": self.spec.model,
+            "input": input_items(messages),
+            **self._wire_params,
+            **request_extras(extra),
+        }
         # the cache key leaves streaming out: a streamed answer is stored as the Response it assembles to
         key = request_key(self.cache_ns, ENDPOINT, canonical_json(body))
         if self._stream:
             body["stream"] = True
         prompt = chat_prompt_tokens(list(messages), self._count) + extra_tokens
         return _Ask(
-            HttpRequest(ENDPOINT, json_body=body, data=canonical_json(body),
-                        stream=ResponsesStream if self._stream else None),
+            HttpRequest(
+                ENDPOINT, json_body=body, data=canonical_json(body), stream=ResponsesStream if self._stream else None
+            ),
             tokens=prompt + self._reserve,
             cache_key=key,
             completion_charge=self._completion_charge,

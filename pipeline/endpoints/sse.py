@@ -47,8 +47,9 @@ class ChatStream:
         if obj.get("error"):
             err = classify(200, data, {})
             if type(err) is TransientError:  # e.g. a gateway losing its upstream mid-answer: a cut stream
-                raise StreamCut(f"the answer stream ended with an error event: {err.message}", status=err.status,
-                                code=err.code)
+                raise StreamCut(
+                    f"the answer stream ended with an error event: {err.message}", status=err.status, code=err.code
+                )
             raise err
         self._events += 1
         for key in ("id", "created", "model", "system_fingerprint"):
@@ -90,16 +91,19 @@ class ChatStream:
         cut = [i for i, st in self._choices.items() if st.finish is None]
         if cut:
             got = sum(len("".join(self._choices[i].content)) for i in cut)
-            raise StreamCut(
-                f"the answer stream was cut before its finish_reason (truncated after {got} characters)"
-            )
-        empty = [i for i, st in self._choices.items()
-                 if st.finish == "stop" and not "".join(st.content) and not st.tool_calls and not st.refusal]
+            raise StreamCut(f"the answer stream was cut before its finish_reason (truncated after {got} characters)")
+        empty = [
+            i
+            for i, st in self._choices.items()
+            if st.finish == "stop" and not "".join(st.content) and not st.tool_calls and not st.refusal
+        ]
         if empty:
             # LiteLLM relaying a stream its upstream cut (llama.cpp interrupted) closes it with a made-up
             # finish_reason "stop" and nothing before it
-            raise StreamCut("the answer stream ended with finish_reason 'stop' and no answer before it "
-                            "(a gateway closing a stream its server cut)")
+            raise StreamCut(
+                "the answer stream ended with finish_reason 'stop' and no answer before it "
+                "(a gateway closing a stream its server cut)"
+            )
         choices = []
         for i in sorted(self._choices):
             st = self._choices[i]
@@ -156,11 +160,21 @@ class ResponsesStream:
         self._events += 1
         kind = obj.get("type")
         if kind == "error" or kind == "response.failed":
-            err = classify(200, json.dumps({"error": obj.get("error") or (obj.get("response") or {}).get("error")
-                                            or {"message": str(obj)[:200]}}).encode(), {})
+            err = classify(
+                200,
+                json.dumps(
+                    {
+                        "error": obj.get("error")
+                        or (obj.get("response") or {}).get("error")
+                        or {"message": str(obj)[:200]}
+                    }
+                ).encode(),
+                {},
+            )
             if type(err) is TransientError:
-                raise StreamCut(f"the answer stream ended with an error event: {err.message}", status=err.status,
-                                code=err.code)
+                raise StreamCut(
+                    f"the answer stream ended with an error event: {err.message}", status=err.status, code=err.code
+                )
             raise err
         if kind == "response.output_text.delta" and isinstance(obj.get("delta"), str):
             self._text.setdefault(int(obj.get("output_index") or 0), []).append(obj["delta"])
@@ -173,8 +187,9 @@ class ResponsesStream:
         """The assembled Response; StreamCut when the stream ended before its terminal event."""
         if self._final is None:
             got = sum(len("".join(t)) for t in self._text.values())
-            raise StreamCut(f"the answer stream was cut before response.completed ({self._events} events, "
-                            f"{got} characters of text)")
+            raise StreamCut(
+                f"the answer stream was cut before response.completed ({self._events} events, {got} characters of text)"
+            )
         body = dict(self._final)
         if not body.get("output") and self._items:
             body["output"] = [self._items[i] for i in sorted(self._items)]

@@ -81,6 +81,7 @@ class AudioPrepared(Prepared):
 
 class TranscribeRuntime(StepRuntime):
     counters = ("audio_s", "audio_rows")  # audio transcribed, and the rows it came from
+
     def __init__(self, spec: TranscribeStep, cache_ns: str, input_dir: Path) -> None:
         super().__init__(spec.name, spec.output_column, spec.provider, cache_ns)
         self.spec = spec
@@ -109,8 +110,10 @@ class TranscribeRuntime(StepRuntime):
     def output_fields(self) -> list[pa.Field]:
         fields = [pa.field(self.output_column, pa.string())]
         if self._format == "verbose_json":
-            fields += [pa.field(f"{self.name}__language", pa.string()),
-                       pa.field(f"{self.name}__duration", pa.float64())]
+            fields += [
+                pa.field(f"{self.name}__language", pa.string()),
+                pa.field(f"{self.name}__duration", pa.float64()),
+            ]
         if self._segments:
             fields.append(pa.field(f"{self.name}__segments", pa.list_(SEGMENT)))
         if self._words:
@@ -209,12 +212,16 @@ class TranscribeRuntime(StepRuntime):
         async with self._probe_slots:
             return await audiofiles.probe_duration(path, ext)
 
-    def _split(self, info: AudioFile, fields: dict[str, Any], blob: bytes, key: str,
-               seconds: float | None) -> Generator[list[Prepared] | Need, Any, Done]:
+    def _split(
+        self, info: AudioFile, fields: dict[str, Any], blob: bytes, key: str, seconds: float | None
+    ) -> Generator[list[Prepared] | Need, Any, Done]:
         if audiofiles.ffmpeg_exe() is None:
-            return _audio_error(AudioFileError(
-                f"{info.path} is over max_upload_mb ({info.size:,} bytes) and splitting it needs ffmpeg: "
-                "install the imageio-ffmpeg package"))
+            return _audio_error(
+                AudioFileError(
+                    f"{info.path} is over max_upload_mb ({info.size:,} bytes) and splitting it needs ffmpeg: "
+                    "install the imageio-ffmpeg package"
+                )
+            )
         made: list[Path] = []
 
         async def split() -> list[Piece] | AudioFileError:
@@ -222,8 +229,9 @@ class TranscribeRuntime(StepRuntime):
             made.append(tmp)
             self._bind_loop()
             async with self._split_slots:
-                return await _or_error(audiofiles.split(info.path, tmp, max_bytes=self._max_bytes,
-                                                        max_duration_s=self.spec.max_duration_s))
+                return await _or_error(
+                    audiofiles.split(info.path, tmp, max_bytes=self._max_bytes, max_duration_s=self.spec.max_duration_s)
+                )
 
         async def remove() -> None:
             for tmp in made:
@@ -237,21 +245,25 @@ class TranscribeRuntime(StepRuntime):
         for i, (_, r) in enumerate(replies):
             if isinstance(r, CallError):
                 p = pieces[i]
-                return Done(StepResult(
-                    "error", attempts=r.attempts,
-                    error=f"piece {i + 1}/{n} ({p.offset_s:.1f}-{p.offset_s + p.duration_s:.1f} s) of "
-                          f"{info.path.name}: {r.error.short()}"))
+                return Done(
+                    StepResult(
+                        "error",
+                        attempts=r.attempts,
+                        error=f"piece {i + 1}/{n} ({p.offset_s:.1f}-{p.offset_s + p.duration_s:.1f} s) of "
+                        f"{info.path.name}: {r.error.short()}",
+                    )
+                )
         done = [r for _, r in replies if isinstance(r, Reply)]
         answers = [r.parsed.values["answer"] for r in done]
         answer = join_answers([(p.offset_s, a) for p, a in zip(pieces, answers, strict=True)], self._format)
         total = seconds if seconds is not None else pieces[-1].offset_s + pieces[-1].duration_s
         # The joined answer is this file's answer: a later run (or a renamed copy) needs no ffmpeg at all.
-        return Done(self._ok(answer, total, attempts=sum(r.attempts for r in done),
-                             cached=all(r.cached for r in done)),
-                    store=((key, answer_body(answer, self._format)),))
+        return Done(
+            self._ok(answer, total, attempts=sum(r.attempts for r in done), cached=all(r.cached for r in done)),
+            store=((key, answer_body(answer, self._format)),),
+        )
 
-    def _pieces(self, info: AudioFile, pieces: list[Piece], fields: dict[str, Any],
-                blob: bytes) -> list[Prepared]:
+    def _pieces(self, info: AudioFile, pieces: list[Piece], fields: dict[str, Any], blob: bytes) -> list[Prepared]:
         """One request per piece, in piece order (each keyed by the file's content and its place)."""
         n = len(pieces)
         stem = re.sub(r"[^A-Za-z0-9._-]+", "_", info.path.stem).strip("._")[:60] or "audio"
@@ -260,8 +272,14 @@ class TranscribeRuntime(StepRuntime):
             extra = f"audio-sha256:{info.sha256}|piece:{piece.offset_s:.3f}+{piece.duration_s:.3f}"
             name = f"{stem}.part{i + 1:03d}of{n:03d}.{audiofiles.PIECE_EXT}"
             req = self._request(piece.path, audiofiles.PIECE_EXT, name, fields, piece.duration_s, piece.size)
-            asks.append(Prepared(req, 0, request_key(self.cache_ns, ENDPOINT, blob, extra=extra),
-                                 priced=self._charge(piece.duration_s, piece.size)))
+            asks.append(
+                Prepared(
+                    req,
+                    0,
+                    request_key(self.cache_ns, ENDPOINT, blob, extra=extra),
+                    priced=self._charge(piece.duration_s, piece.size),
+                )
+            )
         return asks
 
     def row_cost(self, r: StepResult, price: Price) -> float | None:
@@ -282,8 +300,9 @@ class TranscribeRuntime(StepRuntime):
             seconds = size / _ASSUMED_BYTES_PER_S
         return TIMEOUT_BASE_S + TIMEOUT_PER_AUDIO_MIN_S * seconds / 60 + TIMEOUT_PER_MB_S * size / 1e6
 
-    def _request(self, path: Path, ext: str, name: str, fields: dict[str, Any], seconds: float | None,
-                 size: int) -> HttpRequest:
+    def _request(
+        self, path: Path, ext: str, name: str, fields: dict[str, Any], seconds: float | None, size: int
+    ) -> HttpRequest:
         content_type = audiofiles.CONTENT_TYPES.get(ext, "application/octet-stream")
         body = Multipart(_form_fields(fields), (FilePart(path, name, content_type),))
         # Longest audio first: the run ends when its last request does, so that one should be short.
@@ -293,10 +312,15 @@ class TranscribeRuntime(StepRuntime):
 
     def _ok(self, answer: Answer, seconds: float | None, *, attempts: int, cached: bool) -> StepResult:
         u = answer.usage
-        return StepResult("ok", self._values(answer), attempts=attempts,
-                          prompt_tokens=u.prompt_tokens if u else None,
-                          completion_tokens=u.completion_tokens if u else None, cached=cached,
-                          metrics={"audio_s": seconds, "audio_rows": 1} if seconds is not None else {})
+        return StepResult(
+            "ok",
+            self._values(answer),
+            attempts=attempts,
+            prompt_tokens=u.prompt_tokens if u else None,
+            completion_tokens=u.completion_tokens if u else None,
+            cached=cached,
+            metrics={"audio_s": seconds, "audio_rows": 1} if seconds is not None else {},
+        )
 
 
 async def _or_error(work: Awaitable[T]) -> T | AudioFileError:

@@ -66,23 +66,34 @@ def parse_answer(body: bytes, response_format: str) -> Answer:
         segments = None
         if isinstance(obj.get("segments"), list):
             segments = [
-                {"start": _num(s.get("start"), "segment start"), "end": _num(s.get("end"), "segment end"),
-                 "text": str(s.get("text") or "")}
-                for s in obj["segments"] if isinstance(s, dict)
+                {
+                    "start": _num(s.get("start"), "segment start"),
+                    "end": _num(s.get("end"), "segment end"),
+                    "text": str(s.get("text") or ""),
+                }
+                for s in obj["segments"]
+                if isinstance(s, dict)
             ]
         words = None
         if isinstance(obj.get("words"), list):
             words = [
-                {"start": _num(w.get("start"), "word start"), "end": _num(w.get("end"), "word end"),
-                 "word": str(w.get("word") or "")}
-                for w in obj["words"] if isinstance(w, dict)
+                {
+                    "start": _num(w.get("start"), "word start"),
+                    "end": _num(w.get("end"), "word end"),
+                    "word": str(w.get("word") or ""),
+                }
+                for w in obj["words"]
+                if isinstance(w, dict)
             ]
         duration = obj.get("duration")
         return Answer(
             text,
             language=obj.get("language") if isinstance(obj.get("language"), str) else None,
             duration=_num(duration, "duration") if duration is not None else None,
-            segments=segments, words=words, usage=usage, seconds=seconds,
+            segments=segments,
+            words=words,
+            usage=usage,
+            seconds=seconds,
         )
     text = body.decode("utf-8", "replace")
     stripped = text.lstrip()
@@ -122,7 +133,7 @@ def _cues(doc: str) -> list[tuple[float, float, str, list[str]]]:
             if m:
                 start = _parse_time(_CUE_TIME.match(m.group(1)))  # type: ignore[arg-type]
                 end = _parse_time(_CUE_TIME.match(m.group(7)))  # type: ignore[arg-type]
-                cues.append((start, end, m.group(13), lines[i + 1:]))
+                cues.append((start, end, m.group(13), lines[i + 1 :]))
                 break
     return cues
 
@@ -130,11 +141,15 @@ def _cues(doc: str) -> list[tuple[float, float, str, list[str]]]:
 def render_subtitles(cues: Sequence[tuple[float, float, str, list[str]]], fmt: str) -> str:
     """An srt (numbered from 1) or vtt document of `cues`."""
     if fmt == "srt":
-        blocks = [f"{i}\n{format_time(a, ',')} --> {format_time(b, ',')}{extra}\n" + "\n".join(lines) + "\n"
-                  for i, (a, b, extra, lines) in enumerate(cues, 1)]
+        blocks = [
+            f"{i}\n{format_time(a, ',')} --> {format_time(b, ',')}{extra}\n" + "\n".join(lines) + "\n"
+            for i, (a, b, extra, lines) in enumerate(cues, 1)
+        ]
         return "\n".join(blocks)
-    blocks = [f"{format_time(a, '.')} --> {format_time(b, '.')}{extra}\n" + "\n".join(lines) + "\n"
-              for a, b, extra, lines in cues]
+    blocks = [
+        f"{format_time(a, '.')} --> {format_time(b, '.')}{extra}\n" + "\n".join(lines) + "\n"
+        for a, b, extra, lines in cues
+    ]
     return "WEBVTT\n\n" + "\n".join(blocks)
 
 
@@ -144,30 +159,33 @@ def join_answers(pieces: Sequence[tuple[float, Answer]], response_format: str) -
         return pieces[0][1]
     answers = [a for _, a in pieces]
     usages = [a.usage for a in answers]
-    usage = (Usage(sum(u.prompt_tokens for u in usages if u), sum(u.completion_tokens for u in usages if u))
-             if all(usages) else None)
+    usage = (
+        Usage(sum(u.prompt_tokens for u in usages if u), sum(u.completion_tokens for u in usages if u))
+        if all(usages)
+        else None
+    )
     seconds = sum(a.seconds or 0 for a in answers) if all(a.seconds is not None for a in answers) else None
     if response_format in SUBTITLES:
-        cues = [(a + off, b + off, extra, lines)
-                for off, ans in pieces for a, b, extra, lines in _cues(ans.text)]
+        cues = [(a + off, b + off, extra, lines) for off, ans in pieces for a, b, extra, lines in _cues(ans.text)]
         return Answer(render_subtitles(cues, response_format), usage=usage, seconds=seconds)
     text = " ".join(t for t in (a.text.strip() for a in answers) if t)
     if response_format != "verbose_json":
         return Answer(text, usage=usage, seconds=seconds)
     segments = None
     if any(a.segments is not None for a in answers):
-        segments = [{**s, "start": s["start"] + off, "end": s["end"] + off}
-                    for off, a in pieces for s in (a.segments or [])]
+        segments = [
+            {**s, "start": s["start"] + off, "end": s["end"] + off} for off, a in pieces for s in (a.segments or [])
+        ]
     words = None
     if any(a.words is not None for a in answers):
-        words = [{**w, "start": w["start"] + off, "end": w["end"] + off}
-                 for off, a in pieces for w in (a.words or [])]
+        words = [{**w, "start": w["start"] + off, "end": w["end"] + off} for off, a in pieces for w in (a.words or [])]
     last_off, last = pieces[-1]
     duration = last_off + last.duration if last.duration is not None else None
     languages = [a.language for a in answers if a.language]
     language = max(set(languages), key=languages.count) if languages else None
-    return Answer(text, language=language, duration=duration, segments=segments, words=words,
-                  usage=usage, seconds=seconds)
+    return Answer(
+        text, language=language, duration=duration, segments=segments, words=words, usage=usage, seconds=seconds
+    )
 
 
 def answer_body(answer: Answer, response_format: str) -> bytes:
@@ -182,8 +200,11 @@ def answer_body(answer: Answer, response_format: str) -> bytes:
         if answer.words is not None:
             obj["words"] = answer.words
     if answer.usage is not None:
-        obj["usage"] = {"type": "tokens", "input_tokens": answer.usage.prompt_tokens,
-                        "output_tokens": answer.usage.completion_tokens}
+        obj["usage"] = {
+            "type": "tokens",
+            "input_tokens": answer.usage.prompt_tokens,
+            "output_tokens": answer.usage.completion_tokens,
+        }
     elif answer.seconds is not None:
         obj["usage"] = {"type": "duration", "seconds": answer.seconds}
     return json.dumps(obj, ensure_ascii=False).encode()

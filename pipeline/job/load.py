@@ -89,8 +89,13 @@ def _format_errors(exc: ValidationError, path: Path, lines: dict[tuple[Any, ...]
     for err in exc.errors():
         loc = tuple(err["loc"])
         # pydantic puts the union tag ("chat") into loc; it is not a key of the file
-        file_loc = tuple(p for p in loc if not (isinstance(p, str) and p in STEP_KINDS
-                                                and loc.index(p) > 0 and isinstance(loc[loc.index(p) - 1], int)))
+        file_loc = tuple(
+            p
+            for p in loc
+            if not (
+                isinstance(p, str) and p in STEP_KINDS and loc.index(p) > 0 and isinstance(loc[loc.index(p) - 1], int)
+            )
+        )
         line = None
         for n in range(len(file_loc), -1, -1):
             if file_loc[:n] in lines:
@@ -147,8 +152,9 @@ def load_job(path: str | Path) -> LoadedJob:
     except yaml.YAMLError as exc:
         raise JobError(f"{p}: YAML error: {exc}") from exc
     if not isinstance(raw, dict):
-        raise JobError(f"{p}: a job file is a YAML mapping (version, name, input, steps, output), "
-                       f"got {type(raw).__name__}")
+        raise JobError(
+            f"{p}: a job file is a YAML mapping (version, name, input, steps, output), got {type(raw).__name__}"
+        )
     if raw.get("version") not in (None, 1):
         raise JobError(f"{p}: job file version {raw.get('version')!r} is not supported; this pipeline reads version 1")
     lines: dict[tuple[Any, ...], int] = {}

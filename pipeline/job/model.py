@@ -29,21 +29,31 @@ class Limits(_Strict):
     """Client-side limits of one provider key. Omitted = unlimited."""
 
     rpm: Annotated[int, Field(gt=0)] | Literal["auto"] | None = Field(
-        None, description="requests per period (per minute by default); `auto`: found at run time from the "
-        "server's x-ratelimit headers and 429s, starting at 60/min")
+        None,
+        description="requests per period (per minute by default); `auto`: found at run time from the "
+        "server's x-ratelimit headers and 429s, starting at 60/min",
+    )
     tpm: Annotated[int, Field(gt=0)] | Literal["auto"] | None = Field(
-        None, description="tokens per period (prompt + max_tokens reserved); `auto`: found at run time, "
-        "starting at 40,000/min")
+        None,
+        description="tokens per period (prompt + max_tokens reserved); `auto`: found at run time, "
+        "starting at 40,000/min",
+    )
     concurrency: int | None = Field(None, gt=0, description="requests in flight at once")
     period_s: float = Field(60.0, gt=0, description="length of the rate window; 60 unless rehearsing")
-    ipm: int | None = Field(None, gt=0, description="images per period, for image providers: each image "
-                            "request holds `n` images (held as the gate's token dimension, so not with tpm)")
+    ipm: int | None = Field(
+        None,
+        gt=0,
+        description="images per period, for image providers: each image "
+        "request holds `n` images (held as the gate's token dimension, so not with tpm)",
+    )
 
     @model_validator(mode="after")
     def _images(self) -> Limits:
         if self.ipm is not None and self.tpm is not None:
-            raise ValueError("limits set both ipm and tpm: ipm (images per period) is held where tpm is; give "
-                             "the image endpoint a provider of its own")
+            raise ValueError(
+                "limits set both ipm and tpm: ipm (images per period) is held where tpm is; give "
+                "the image endpoint a provider of its own"
+            )
         return self
 
     def fixed(self, name: Literal["rpm", "tpm"]) -> int | None:
@@ -70,8 +80,9 @@ class Provider(_Strict):
     base_url: str | None = Field(None, description="e.g. https://api.apiyi.com/v1")
     fallback_urls: list[str] | None = Field(None, description="tried in order on connection errors / 5xx")
     api_key_env: str | list[str] | None = Field(
-        None, description="environment variable holding the key; a list of names (or one variable holding "
-        "comma-separated keys) makes a key pool: each key gets the provider's limits"
+        None,
+        description="environment variable holding the key; a list of names (or one variable holding "
+        "comma-separated keys) makes a key pool: each key gets the provider's limits",
     )
     limits: Limits | None = None
     timeout_s: float | None = Field(None, gt=0, description="whole-request timeout")
@@ -81,13 +92,15 @@ class Provider(_Strict):
         None, description="vocabulary for token estimates (default: by model)"
     )
     structured_via: StructuredVia | None = Field(
-        None, description="structured-output form chat steps start from on this server (default: json_schema, "
-        "then the next form each time the server refuses one)"
+        None,
+        description="structured-output form chat steps start from on this server (default: json_schema, "
+        "then the next form each time the server refuses one)",
     )
     extra_params: Literal["error", "warn", "allow"] | None = Field(
-        None, description="step params this pipeline does not know for the endpoint: refused before the run "
+        None,
+        description="step params this pipeline does not know for the endpoint: refused before the run "
         "(error, the default), sent with a note (warn), or sent silently (allow); for servers with their own "
-        "parameters (vLLM's top_k, ...)"
+        "parameters (vLLM's top_k, ...)",
     )
 
     @field_validator("api_key_env")
@@ -134,9 +147,13 @@ class Input(_Strict):
     id: str | None = Field(None, description="unique key column; default: the row number (`path` for a glob)")
     limit: int | None = Field(None, gt=0, description="only the first N rows (a trial run)")
     dtypes: dict[str, Literal["string", "int64", "int32", "float64", "float32", "bool", "date", "datetime"]] | None = (
-        Field(None, alias="schema", description="column types, e.g. {stars: int64}: CSV columns are read as "
-              "text unless named here (so `007` stays `007`); JSONL and Parquet keep their own types unless "
-              "named here. Every value is checked before the run")
+        Field(
+            None,
+            alias="schema",
+            description="column types, e.g. {stars: int64}: CSV columns are read as "
+            "text unless named here (so `007` stays `007`); JSONL and Parquet keep their own types unless "
+            "named here. Every value is checked before the run",
+        )
     )
 
 
@@ -167,13 +184,28 @@ class _StepBase(_Strict):
 _RESERVED_PARAMS = {"model", "messages", "stream_options"}
 # Set on the step itself (they change what the step stores), not in params.
 _STEP_KEYS = {
-    "tools": "tools", "tool_choice": "tool_choice", "functions": "tools", "function_call": "tool_choice",
+    "tools": "tools",
+    "tool_choice": "tool_choice",
+    "functions": "tools",
+    "function_call": "tool_choice",
 }
 # Chat completions parameters with no Responses API equivalent (`api: responses` refuses them).
-RESPONSES_CHAT_ONLY = frozenset({
-    "n", "stop", "presence_penalty", "frequency_penalty", "seed", "logprobs", "top_logprobs", "logit_bias",
-    "modalities", "audio", "prediction", "web_search_options",
-})
+RESPONSES_CHAT_ONLY = frozenset(
+    {
+        "n",
+        "stop",
+        "presence_penalty",
+        "frequency_penalty",
+        "seed",
+        "logprobs",
+        "top_logprobs",
+        "logit_bias",
+        "modalities",
+        "audio",
+        "prediction",
+        "web_search_options",
+    }
+)
 _TOOL_NAME = re.compile(r"^[A-Za-z0-9_\-]{1,64}$")
 
 
@@ -230,8 +262,9 @@ class ChatStep(_StepBase):
     )
     strict: bool | None = Field(None, description="send strict: true (default: when the schema allows it)")
     structured_via: StructuredVia | None = Field(
-        None, description="pin the structured-output form of response_schema/labels (default: the provider's, "
-        "stepping down json_schema -> json_object -> tools -> prompt when the server refuses one)"
+        None,
+        description="pin the structured-output form of response_schema/labels (default: the provider's, "
+        "stepping down json_schema -> json_object -> tools -> prompt when the server refuses one)",
     )
     output_layout: Literal["columns", "struct"] = Field(
         "columns", description="one column per top-level field (`<output>_<field>`), or one struct column"
@@ -241,8 +274,9 @@ class ChatStep(_StepBase):
         False, description="keep every raw answer in `<step>__raw` (it is always kept for invalid rows)"
     )
     api: Literal["chat", "responses"] = Field(
-        "chat", description="send as chat completions (/chat/completions) or to the Responses API (/responses): "
-        "same messages, schema, tools and columns"
+        "chat",
+        description="send as chat completions (/chat/completions) or to the Responses API (/responses): "
+        "same messages, schema, tools and columns",
     )
 
     @field_validator("params")
@@ -253,8 +287,10 @@ class ChatStep(_StepBase):
             raise ValueError(f"params may not set {', '.join(bad)}: the step builds them")
         moved = sorted(k for k in v if k in _STEP_KEYS)
         if moved:
-            raise ValueError(f"params may not set {', '.join(moved)}: set "
-                             f"{', '.join(sorted({_STEP_KEYS[k] for k in moved}))} on the step")
+            raise ValueError(
+                f"params may not set {', '.join(moved)}: set "
+                f"{', '.join(sorted({_STEP_KEYS[k] for k in moved}))} on the step"
+            )
         if "stream" in v and not isinstance(v["stream"], bool):
             raise ValueError(f"params.stream must be true or false, got {v['stream']!r}")
         n = v.get("n")
@@ -269,8 +305,10 @@ class ChatStep(_StepBase):
     def _label_text(cls, v: Any) -> Any:
         for label in v if isinstance(v, list) else []:
             if isinstance(label, bool | int | float) or label is None:
-                raise ValueError(f"label {label!r} is not text: YAML reads yes/no/on/off/true/false/null and "
-                                 "numbers as such; quote it, e.g. 'yes'")
+                raise ValueError(
+                    f"label {label!r} is not text: YAML reads yes/no/on/off/true/false/null and "
+                    "numbers as such; quote it, e.g. 'yes'"
+                )
         return v
 
     @field_validator("labels")
@@ -285,8 +323,10 @@ class ChatStep(_StepBase):
             if not key:
                 raise ValueError("labels may not be empty")
             if key in seen:
-                raise ValueError(f"labels {seen[key]!r} and {label!r} are the same once case and spaces are "
-                                 "ignored; answers could not tell them apart")
+                raise ValueError(
+                    f"labels {seen[key]!r} and {label!r} are the same once case and spaces are "
+                    "ignored; answers could not tell them apart"
+                )
             seen[key] = label
         return v
 
@@ -296,16 +336,22 @@ class ChatStep(_StepBase):
         if len(given) > 1:
             raise ValueError(f"step `{self.name}` sets {' and '.join(given)}: choose one")
         if given and "response_format" in self.params:
-            raise ValueError(f"step `{self.name}` sets {given[0]} and params.response_format: "
-                             f"{given[0]} builds response_format")
-        loose = sorted(self.model_fields_set & {"strict", "output_layout", "repair_attempts", "keep_raw",
-                                                "structured_via"})
+            raise ValueError(
+                f"step `{self.name}` sets {given[0]} and params.response_format: {given[0]} builds response_format"
+            )
+        loose = sorted(
+            self.model_fields_set & {"strict", "output_layout", "repair_attempts", "keep_raw", "structured_via"}
+        )
         if loose and not given:
-            raise ValueError(f"step `{self.name}` sets {', '.join(loose)}, which only apply to structured "
-                             "answers: set response_schema, labels or tools")
+            raise ValueError(
+                f"step `{self.name}` sets {', '.join(loose)}, which only apply to structured "
+                "answers: set response_schema, labels or tools"
+            )
         if self.structured_via is not None and self.tools is not None:
-            raise ValueError(f"step `{self.name}` sets structured_via with tools: tools are always sent as "
-                             "tools (structured_via applies to response_schema and labels)")
+            raise ValueError(
+                f"step `{self.name}` sets structured_via with tools: tools are always sent as "
+                "tools (structured_via applies to response_schema and labels)"
+            )
         if self.tool_choice is not None and self.tools is None:
             raise ValueError(f"step `{self.name}` sets tool_choice without tools")
         if self.tools is not None:
@@ -314,11 +360,14 @@ class ChatStep(_StepBase):
             if dup:
                 raise ValueError(f"step `{self.name}`: tools named {', '.join(dup)} more than once")
             if isinstance(self.tool_choice, ToolChoice) and self.tool_choice.function.name not in names:
-                raise ValueError(f"step `{self.name}`: tool_choice names {self.tool_choice.function.name!r}, "
-                                 f"which is not one of the tools ({', '.join(names)})")
+                raise ValueError(
+                    f"step `{self.name}`: tool_choice names {self.tool_choice.function.name!r}, "
+                    f"which is not one of the tools ({', '.join(names)})"
+                )
         if self.output_layout == "struct" and self.labels is not None:
-            raise ValueError(f"step `{self.name}`: output_layout struct does not apply to labels "
-                             "(the label is one column)")
+            raise ValueError(
+                f"step `{self.name}`: output_layout struct does not apply to labels (the label is one column)"
+            )
         if self.api == "responses":
             self._responses_only()
         return self
@@ -329,11 +378,14 @@ class ChatStep(_StepBase):
         if chat_only:
             raise ValueError(
                 f"step `{self.name}` has api: responses, but params {', '.join(chat_only)} are chat completions "
-                "parameters the Responses API has no equivalent for: remove them, or use api: chat")
+                "parameters the Responses API has no equivalent for: remove them, or use api: chat"
+            )
         if self.structured_via not in (None, "json_schema"):
-            raise ValueError(f"step `{self.name}` has api: responses with structured_via {self.structured_via}: "
-                             "the Responses API is asked for structured output as text.format json_schema only; "
-                             "remove structured_via, or use api: chat")
+            raise ValueError(
+                f"step `{self.name}` has api: responses with structured_via {self.structured_via}: "
+                "the Responses API is asked for structured output as text.format json_schema only; "
+                "remove structured_via, or use api: chat"
+            )
 
     @property
     def structured(self) -> bool:
@@ -342,8 +394,15 @@ class ChatStep(_StepBase):
 
 
 _TRANSCRIBE_RESERVED = {
-    "model", "file", "language", "prompt", "temperature", "response_format", "timestamp_granularities",
-    "timestamp_granularities[]", "stream",
+    "model",
+    "file",
+    "language",
+    "prompt",
+    "temperature",
+    "response_format",
+    "timestamp_granularities",
+    "timestamp_granularities[]",
+    "stream",
 }
 
 
@@ -355,8 +414,10 @@ class TranscribeStep(_StepBase):
     """
 
     kind: Literal["transcribe"]
-    audio: str = Field(description="path of the audio file, a template (e.g. {{ row.path }}); relative paths "
-                                   "are read from the input file's folder (a glob's folder for a glob)")
+    audio: str = Field(
+        description="path of the audio file, a template (e.g. {{ row.path }}); relative paths "
+        "are read from the input file's folder (a glob's folder for a glob)"
+    )
     language: str | None = Field(None, description="ISO-639-1 code, a template allowed; default: detected")
     prompt: str | None = Field(None, description="text to guide the model (a template allowed)")
     temperature: float | None = Field(None, ge=0, le=1)
@@ -387,9 +448,7 @@ class TranscribeStep(_StepBase):
         if self.timestamp_granularities and self.response_format != "verbose_json":
             raise ValueError("timestamp_granularities needs response_format: verbose_json")
         if self.model.startswith("gpt-4o") and self.response_format != "json":
-            raise ValueError(
-                f"model {self.model} answers response_format json only, not {self.response_format}"
-            )
+            raise ValueError(f"model {self.model} answers response_format json only, not {self.response_format}")
         return self
 
 
@@ -405,13 +464,16 @@ class EmbedStep(_StepBase):
     input: str = Field(description='the text to embed: a template, e.g. "{{ row.text }}"')
     batch_size: int = Field(512, ge=1, description=f"inputs per request, at most {MAX_EMBED_BATCH}")
     max_batch_tokens: int | None = Field(
-        None, ge=1, description="estimated tokens per request (default: about one second of the provider's "
-        f"tpm, at most 100,000; never over {MAX_EMBED_REQUEST_TOKENS:,})"
+        None,
+        ge=1,
+        description="estimated tokens per request (default: about one second of the provider's "
+        f"tpm, at most 100,000; never over {MAX_EMBED_REQUEST_TOKENS:,})",
     )
     max_input_tokens: int = Field(8191, ge=1, description="the model's limit on one input, in tokens")
     on_too_long: Literal["truncate", "error"] = Field(
-        "truncate", description="an input over max_input_tokens: cut it to the limit (marked in "
-        "`<step>__truncated`) or fail the row"
+        "truncate",
+        description="an input over max_input_tokens: cut it to the limit (marked in "
+        "`<step>__truncated`) or fail the row",
     )
 
     @field_validator("batch_size")
@@ -462,8 +524,9 @@ class CompletionStep(_StepBase):
     def _params(cls, v: dict[str, Any]) -> dict[str, Any]:
         bad = sorted(_COMPLETION_RESERVED_PARAMS & v.keys())
         if bad:
-            raise ValueError(f"params may not set {', '.join(bad)}: the step builds them "
-                             "(`prompt` is a key of the step)")
+            raise ValueError(
+                f"params may not set {', '.join(bad)}: the step builds them (`prompt` is a key of the step)"
+            )
         return v
 
 
@@ -482,8 +545,9 @@ class ImageStep(_StepBase):
     def _params(cls, v: dict[str, Any]) -> dict[str, Any]:
         bad = sorted(_IMAGE_RESERVED_PARAMS & v.keys())
         if bad:
-            raise ValueError(f"params may not set {', '.join(bad)}: the step builds them "
-                             "(`prompt` and `model` are keys of the step)")
+            raise ValueError(
+                f"params may not set {', '.join(bad)}: the step builds them (`prompt` and `model` are keys of the step)"
+            )
         if v.get("stream"):
             raise ValueError("params.stream: streamed (partial) images are not supported; remove it")
         return v
@@ -549,8 +613,9 @@ class JobFile(_Strict):
     retry: Retry = Field(default_factory=Retry)
     run: RunOptions = Field(default_factory=RunOptions)
     prices: dict[str, ModelPrice] | str | None = Field(
-        None, description="prices per model (over the shipped defaults), or a YAML/JSON file of them "
-        "(relative to the job file)"
+        None,
+        description="prices per model (over the shipped defaults), or a YAML/JSON file of them "
+        "(relative to the job file)",
     )
     budget: Budget | None = None
 

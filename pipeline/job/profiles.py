@@ -44,11 +44,13 @@ BUILTIN: dict[str, Provider] = {
         extra_params="warn",
     ),
     # vLLM batches requests continuously: many in flight are fine.
-    "vllm": Provider(base_url="http://127.0.0.1:8000/v1", limits=Limits(concurrency=32), timeout_s=900,
-                     extra_params="warn"),
+    "vllm": Provider(
+        base_url="http://127.0.0.1:8000/v1", limits=Limits(concurrency=32), timeout_s=900, extra_params="warn"
+    ),
     # infinity (embeddings) serves the OpenAI routes at the root (`--url-prefix` adds one, e.g. /v1).
-    "infinity": Provider(base_url="http://127.0.0.1:7997", limits=Limits(concurrency=8), timeout_s=600,
-                         extra_params="warn"),
+    "infinity": Provider(
+        base_url="http://127.0.0.1:7997", limits=Limits(concurrency=8), timeout_s=600, extra_params="warn"
+    ),
     # A LiteLLM proxy: a key only when the proxy has a master key or virtual keys (LITELLM_API_KEY).
     "litellm": Provider(
         base_url="http://127.0.0.1:4000/v1",
@@ -58,8 +60,9 @@ BUILTIN: dict[str, Provider] = {
         extra_params="warn",
     ),
     # Ollama: OLLAMA_NUM_PARALLEL requests at once per model (it queues the rest).
-    "ollama": Provider(base_url="http://127.0.0.1:11434/v1", limits=Limits(concurrency=4), timeout_s=900,
-                       extra_params="warn"),
+    "ollama": Provider(
+        base_url="http://127.0.0.1:11434/v1", limits=Limits(concurrency=4), timeout_s=900, extra_params="warn"
+    ),
 }
 
 # Profiles whose key variable may be unset (then no Authorization header is sent).
@@ -115,8 +118,9 @@ def resolve_provider(name: str, overrides: dict[str, Provider]) -> ResolvedProvi
         name=name,
         base_urls=(p.base_url, *(u.rstrip("/") for u in (p.fallback_urls or []))),
         api_key_env=p.api_key_env[0] if isinstance(p.api_key_env, list) else p.api_key_env,
-        api_key_envs=tuple(p.api_key_env) if isinstance(p.api_key_env, list) else
-        ((p.api_key_env,) if p.api_key_env else ()),
+        api_key_envs=tuple(p.api_key_env)
+        if isinstance(p.api_key_env, list)
+        else ((p.api_key_env,) if p.api_key_env else ()),
         limits=p.limits or Limits(),
         timeout_s=p.timeout_s or 600.0,
         connect_timeout_s=p.connect_timeout_s or 10.0,

@@ -31,9 +31,7 @@ _NEGATIVE_EN = re.compile(
 )
 _NEGATIVE_ZH = ("不好", "不喜欢", "差", "失望", "糟糕", "坏", "讨厌", "垃圾", "难用")
 _POSITIVE_ZH = ("好", "喜欢", "棒", "满意", "赞", "优秀", "不错")
-_ASKS_LABEL = re.compile(
-    r"\bsentiment\b|\blabels?\b|\bclassify\b|\bclassification\b|情感|情绪|分类|标签", re.I
-)
+_ASKS_LABEL = re.compile(r"\bsentiment\b|\blabels?\b|\bclassify\b|\bclassification\b|情感|情绪|分类|标签", re.I)
 REFUSAL = "I can't help with that."
 TOKENS_PER_CHUNK = 4
 
@@ -82,8 +80,7 @@ def label_variant(label: str, seed: str) -> str:
 def _vary_labels(instance: Any, seed: str) -> Any:
     if isinstance(instance, dict):
         return {
-            k: label_variant(v, seed) if isinstance(v, str) and is_label_name(k) else v
-            for k, v in instance.items()
+            k: label_variant(v, seed) if isinstance(v, str) and is_label_name(k) else v for k, v in instance.items()
         }
     return instance
 
@@ -137,9 +134,7 @@ def _text_choice(text: str, max_tokens: int | None) -> Choice:
     tokens = encode(text)
     if max_tokens is not None and len(tokens) > max_tokens:
         tokens = tokens[:max_tokens]
-        return Choice(
-            content=decode(tokens), finish_reason="length", completion_tokens=len(tokens), tokens=tokens
-        )
+        return Choice(content=decode(tokens), finish_reason="length", completion_tokens=len(tokens), tokens=tokens)
     return Choice(content=text, completion_tokens=len(tokens), tokens=tokens)
 
 
@@ -166,9 +161,7 @@ def _forced_tool(body: dict[str, Any]) -> dict[str, Any] | None:
         for fn in fns:
             if fn.get("name") == name:
                 return dict(fn)
-        raise SimError(
-            400, f"Invalid 'tool_choice': no function named {name!r} in 'tools'.", param="tool_choice"
-        )
+        raise SimError(400, f"Invalid 'tool_choice': no function named {name!r} in 'tools'.", param="tool_choice")
     return None
 
 
@@ -182,7 +175,7 @@ def _prompt_schema(messages: list[Any]) -> dict[str, Any] | None:
         at = text.find(_SCHEMA_IN_PROMPT)
         if at >= 0:
             try:
-                schema, _ = json.JSONDecoder().raw_decode(text[at + len(_SCHEMA_IN_PROMPT):])
+                schema, _ = json.JSONDecoder().raw_decode(text[at + len(_SCHEMA_IN_PROMPT) :])
             except ValueError:
                 return None
             return schema if isinstance(schema, dict) else None
@@ -203,9 +196,7 @@ def _json_schema(body: dict[str, Any], structured: bool = True) -> dict[str, Any
     return None
 
 
-def plan_chat(
-    body: dict[str, Any], prompt_tokens: int, fault: str | None = None, *, structured: bool = True
-) -> Plan:
+def plan_chat(body: dict[str, Any], prompt_tokens: int, fault: str | None = None, *, structured: bool = True) -> Plan:
     """The answer to a chat request (optionally altered by a content fault).
 
     `structured=False` plays a server without structured outputs: response_format json_schema is
@@ -239,9 +230,7 @@ def plan_chat(
                 "type": "function",
                 "function": {"name": tool.get("name", ""), "arguments": args},
             }
-            choices.append(
-                Choice(tool_calls=[call], finish_reason="tool_calls", completion_tokens=count_tokens(args))
-            )
+            choices.append(Choice(tool_calls=[call], finish_reason="tool_calls", completion_tokens=count_tokens(args)))
             continue
         if schema is not None:
             instance = schema_instance(schema, d, label)
@@ -273,9 +262,7 @@ def _logprob_entries(tokens: list[int], top: int) -> list[dict[str, Any]]:
         alts = [{"token": entry["token"], "logprob": lp, "bytes": entry["bytes"]}]
         for j in range(1, top):
             alt = token_bytes((t + 7919 * j) % 199_990)
-            alts.append(
-                {"token": alt.decode("utf-8", "replace"), "logprob": lp - 1.5 * j, "bytes": list(alt)}
-            )
+            alts.append({"token": alt.decode("utf-8", "replace"), "logprob": lp - 1.5 * j, "bytes": list(alt)})
         entry["top_logprobs"] = alts[:top]
         out.append(entry)
     return out
@@ -303,9 +290,7 @@ def chat_response(plan: Plan, body: dict[str, Any], meta: dict[str, Any]) -> dic
         msg: dict[str, Any] = {"role": "assistant", "content": c.content, "refusal": c.refusal}
         if c.tool_calls is not None:
             msg["tool_calls"] = c.tool_calls
-        choices.append(
-            {"index": i, "message": msg, "logprobs": _logprobs(body, c), "finish_reason": c.finish_reason}
-        )
+        choices.append({"index": i, "message": msg, "logprobs": _logprobs(body, c), "finish_reason": c.finish_reason})
     return {
         **meta,
         "object": "chat.completion",
@@ -357,11 +342,7 @@ def chat_chunks(
             for k, (text, group) in enumerate(_pieces(c.tokens)):
                 if truncated and k >= 2:
                     break
-                lp = (
-                    {"content": _logprob_entries(group, top), "refusal": None}
-                    if body.get("logprobs")
-                    else None
-                )
+                lp = {"content": _logprob_entries(group, top), "refusal": None} if body.get("logprobs") else None
                 yield chunk(i, {"content": text}, None, lp), len(group)
         if truncated:
             return

@@ -13,12 +13,24 @@ from .tokens import count_tokens, decode, encode, token_bytes
 
 _NUM, _INT, _BOOL, _STR, _OBJ, _ANY = "decimal", "integer", "boolean", "string", "object", "any"
 FIELDS: dict[str, tuple[str, float | None, float | None]] = {
-    "model": (_STR, None, None), "prompt": (_ANY, None, None), "suffix": (_STR, None, None),
-    "max_tokens": (_INT, 0, None), "temperature": (_NUM, 0, 2), "top_p": (_NUM, 0, 1), "n": (_INT, 1, 128),
-    "stream": (_BOOL, None, None), "stream_options": (_OBJ, None, None), "logprobs": (_INT, 0, 5),
-    "echo": (_BOOL, None, None), "stop": (_ANY, None, None), "presence_penalty": (_NUM, -2, 2),
-    "frequency_penalty": (_NUM, -2, 2), "best_of": (_INT, 0, 20), "logit_bias": (_OBJ, None, None),
-    "seed": (_INT, None, None), "user": (_STR, None, None),
+    "model": (_STR, None, None),
+    "prompt": (_ANY, None, None),
+    "suffix": (_STR, None, None),
+    "max_tokens": (_INT, 0, None),
+    "temperature": (_NUM, 0, 2),
+    "top_p": (_NUM, 0, 1),
+    "n": (_INT, 1, 128),
+    "stream": (_BOOL, None, None),
+    "stream_options": (_OBJ, None, None),
+    "logprobs": (_INT, 0, 5),
+    "echo": (_BOOL, None, None),
+    "stop": (_ANY, None, None),
+    "presence_penalty": (_NUM, -2, 2),
+    "frequency_penalty": (_NUM, -2, 2),
+    "best_of": (_INT, 0, 20),
+    "logit_bias": (_OBJ, None, None),
+    "seed": (_INT, None, None),
+    "user": (_STR, None, None),
 }
 DEFAULT_MAX_TOKENS = 16  # the legacy endpoint's default: short answers end with finish_reason "length"
 # Chat-only models the real /v1/completions refuses (with `strict_models`; local servers take any model)
@@ -56,23 +68,37 @@ def parse(body: dict[str, Any], strict_models: bool = False) -> Request:
     params.check(body, FIELDS)
     model = body.get("model")
     if strict_models and isinstance(model, str) and model.startswith(CHAT_ONLY_PREFIXES) and "instruct" not in model:
-        raise SimError(404, "This is a chat model and not supported in the v1/completions endpoint. Did you mean "
-                       "to use v1/chat/completions?", param="model")
+        raise SimError(
+            404,
+            "This is a chat model and not supported in the v1/completions endpoint. Did you mean "
+            "to use v1/chat/completions?",
+            param="model",
+        )
     prompt = body.get("prompt")
     prompts = [prompt] if isinstance(prompt, str) else prompt
     if prompt is None:
         raise SimError(400, "Missing required parameter: 'prompt'.", param="prompt", code="missing_required_parameter")
     if not isinstance(prompts, list) or not prompts or not all(isinstance(p, str) for p in prompts):
-        raise SimError(400, "Invalid type for 'prompt': expected a string or an array of strings.", param="prompt",
-                       code="invalid_type")
+        raise SimError(
+            400,
+            "Invalid type for 'prompt': expected a string or an array of strings.",
+            param="prompt",
+            code="invalid_type",
+        )
     stop = body.get("stop")
     stops = [stop] if isinstance(stop, str) else stop if stop is not None else []
     if not isinstance(stops, list) or not all(isinstance(s, str) for s in stops):
-        raise SimError(400, "Invalid type for 'stop': expected a string or an array of strings.", param="stop",
-                       code="invalid_type")
+        raise SimError(
+            400, "Invalid type for 'stop': expected a string or an array of strings.", param="stop", code="invalid_type"
+        )
     if len(stops) > 4:
-        raise SimError(400, "Invalid 'stop': array too long. Expected an array with maximum length 4, but got an "
-                       f"array with length {len(stops)} instead.", param="stop", code="array_above_max_length")
+        raise SimError(
+            400,
+            "Invalid 'stop': array too long. Expected an array with maximum length 4, but got an "
+            f"array with length {len(stops)} instead.",
+            param="stop",
+            code="array_above_max_length",
+        )
     n = body.get("n") or 1
     best_of = body.get("best_of")
     stream = bool(body.get("stream"))
@@ -81,9 +107,16 @@ def parse(body: dict[str, Any], strict_models: bool = False) -> Request:
     if stream and best_of is not None and best_of > 1:
         raise SimError(400, "Cannot stream results when best_of > 1.", param="best_of")
     max_tokens = body.get("max_tokens")
-    return Request(prompts, n, DEFAULT_MAX_TOKENS if max_tokens is None else max_tokens,
-                   [s for s in stops if s], bool(body.get("echo")), body.get("logprobs"), stream,
-                   bool((body.get("stream_options") or {}).get("include_usage")))
+    return Request(
+        prompts,
+        n,
+        DEFAULT_MAX_TOKENS if max_tokens is None else max_tokens,
+        [s for s in stops if s],
+        bool(body.get("echo")),
+        body.get("logprobs"),
+        stream,
+        bool((body.get("stream_options") or {}).get("include_usage")),
+    )
 
 
 def plan(req: Request) -> list[Choice]:
@@ -141,14 +174,21 @@ def logprobs(c: Choice, req: Request, start: int = 0) -> dict[str, Any] | None:
 
 def usage(req: Request, choices: list[Choice]) -> dict[str, int]:
     completion = sum(len(c.tokens) for c in choices)
-    return {"prompt_tokens": req.prompt_tokens, "completion_tokens": completion,
-            "total_tokens": req.prompt_tokens + completion}
+    return {
+        "prompt_tokens": req.prompt_tokens,
+        "completion_tokens": completion,
+        "total_tokens": req.prompt_tokens + completion,
+    }
 
 
 def response(req: Request, choices: list[Choice], meta: dict[str, Any]) -> dict[str, Any]:
     out = [
-        {"text": (c.prompt if req.echo else "") + c.text, "index": i, "logprobs": logprobs(c, req),
-         "finish_reason": c.finish_reason}
+        {
+            "text": (c.prompt if req.echo else "") + c.text,
+            "index": i,
+            "logprobs": logprobs(c, req),
+            "finish_reason": c.finish_reason,
+        }
         for i, c in enumerate(choices)
     ]
     return {**meta, "object": "text_completion", "choices": out, "usage": usage(req, choices)}
@@ -158,8 +198,11 @@ def chunks(req: Request, choices: list[Choice], meta: dict[str, Any]) -> Iterato
     """SSE chunks of a streamed completion (the echoed prompt first), each with its tokens (for pacing)."""
 
     def chunk(i: int, text: str, finish: str | None, lp: Any = None) -> dict[str, Any]:
-        return {**meta, "object": "text_completion",
-                "choices": [{"text": text, "index": i, "logprobs": lp, "finish_reason": finish}]}
+        return {
+            **meta,
+            "object": "text_completion",
+            "choices": [{"text": text, "index": i, "logprobs": lp, "finish_reason": finish}],
+        }
 
     for i, c in enumerate(choices):
         if req.echo:

@@ -25,9 +25,7 @@ FAULT_KINDS = frozenset(
 # Faults that replace the answer with a transport or HTTP-level failure (any endpoint).
 ERROR_FAULTS = frozenset({"status", "rate_limit", "empty_429", "reset", "malformed_json", "error_in_200"})
 # Faults that alter the content of a chat answer (chat completions only).
-CONTENT_FAULTS = frozenset(
-    {"truncated_stream", "invalid_json_answer", "schema_violation", "refusal", "label_variant"}
-)
+CONTENT_FAULTS = frozenset({"truncated_stream", "invalid_json_answer", "schema_violation", "refusal", "label_variant"})
 
 ERROR_STYLES = frozenset({"openai", "litellm", "vllm", "ollama"})
 TRANSCRIPT_STYLES = frozenset({"openai", "whisper"})
@@ -179,8 +177,9 @@ class SimConfig:
             if f.type == "float" and isinstance(value, str | int) and not isinstance(value, bool):
                 setattr(self, f.name, float(value))
         if self.transcript_style not in TRANSCRIPT_STYLES:
-            raise ValueError(f"SimConfig.transcript_style must be one of {sorted(TRANSCRIPT_STYLES)}, "
-                             f"got {self.transcript_style!r}")
+            raise ValueError(
+                f"SimConfig.transcript_style must be one of {sorted(TRANSCRIPT_STYLES)}, got {self.transcript_style!r}"
+            )
         if self.window_s <= 0:
             raise ValueError("SimConfig.window_s must be > 0")
         if self.error_style not in ERROR_STYLES:

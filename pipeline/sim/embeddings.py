@@ -40,9 +40,7 @@ def parse_request(body: dict[str, Any]) -> tuple[str, list[str], list[int], int 
         raise SimError(400, "'input' is a required property", param="input")
     inputs = [raw] if isinstance(raw, str) else raw
     if not isinstance(inputs, list) or not inputs:
-        raise SimError(
-            400, "'$.input' is invalid: expected a non-empty string or array of strings.", param="input"
-        )
+        raise SimError(400, "'$.input' is invalid: expected a non-empty string or array of strings.", param="input")
     if len(inputs) > MAX_INPUTS:
         raise SimError(
             400,
@@ -66,15 +64,11 @@ def parse_request(body: dict[str, Any]) -> tuple[str, list[str], list[int], int 
         tokens.append(n)
     total = sum(tokens)
     if total > MAX_REQUEST_TOKENS:
-        raise SimError(
-            400, f"Requested {total} tokens, max {MAX_REQUEST_TOKENS} tokens per request", param="input"
-        )
+        raise SimError(400, f"Requested {total} tokens, max {MAX_REQUEST_TOKENS} tokens per request", param="input")
     dims = body.get("dimensions")
     if dims is not None:
         if not model.startswith("text-embedding-3"):
-            raise SimError(
-                400, f"This model ({model}) does not support specifying dimensions.", param="dimensions"
-            )
+            raise SimError(400, f"This model ({model}) does not support specifying dimensions.", param="dimensions")
         if not isinstance(dims, int) or isinstance(dims, bool) or not 1 <= dims <= native_dimensions(model):
             raise SimError(
                 400,
@@ -98,9 +92,7 @@ def shuffled_order(inputs: list[str]) -> list[int]:
     return order
 
 
-def embeddings_response(
-    model: str, inputs: list[str], dims: int | None, fmt: str, total: int
-) -> dict[str, Any]:
+def embeddings_response(model: str, inputs: list[str], dims: int | None, fmt: str, total: int) -> dict[str, Any]:
     data = []
     for i in shuffled_order(inputs):
         v = sim_embedding(inputs[i], model, dims)

@@ -266,9 +266,7 @@ class Endpoints:
             else:
                 fields[name] = await part.text()
         if data is None:
-            raise SimError(
-                400, "'file' is a required property; upload the audio as a 'file' form field.", param="file"
-            )
+            raise SimError(400, "'file' is a required property; upload the audio as a 'file' form field.", param="file")
         params.check_form(fields)
         model = _model(fields, call)
         response_format = fields.get("response_format") or "json"
@@ -278,8 +276,13 @@ class Endpoints:
         except ValueError:
             raise SimError(400, "Invalid 'temperature': expected a number.", param="temperature") from None
         if not 0 <= temperature <= 1:
-            raise SimError(400, f"Invalid 'temperature': decimal out of range. Expected a value between 0 and 1, "
-                           f"but got {temperature} instead.", param="temperature", code="decimal_above_max_value")
+            raise SimError(
+                400,
+                f"Invalid 'temperature': decimal out of range. Expected a value between 0 and 1, "
+                f"but got {temperature} instead.",
+                param="temperature",
+                code="decimal_above_max_value",
+            )
         duration = await audio.audio_duration(data, ext)
         fields["duration_s"] = round(duration, 3)
         call.n_inputs = 1
@@ -288,7 +291,12 @@ class Endpoints:
         async def respond(request: web.Request, call: Call, fault: str | None) -> web.StreamResponse:
             assert data is not None
             ctype, payload = audio.transcription_body(
-                data, duration, response_format, language, granularities, temperature,
+                data,
+                duration,
+                response_format,
+                language,
+                granularities,
+                temperature,
                 self.sim.config.transcript_style,
             )
             text = payload if isinstance(payload, str) else payload["text"]
@@ -296,9 +304,7 @@ class Endpoints:
             fields["answer_sha256"] = hashlib.sha256(text.encode()).hexdigest()  # in the record: what was said
             await self.sim.sleep(call, self.sim.config.latency_per_audio_s * duration)
             if isinstance(payload, str):
-                return web.Response(
-                    text=payload, content_type=ctype, headers={"x-request-id": f"sim-{call.seq}"}
-                )
+                return web.Response(text=payload, content_type=ctype, headers={"x-request-id": f"sim-{call.seq}"})
             return self._ok(call, payload)
 
         return Job(json.dumps(fields, ensure_ascii=False).encode(), 0, respond)

@@ -20,10 +20,19 @@ from .faults import SimError
 
 _NUM, _INT, _STR, _BOOL = "decimal", "integer", "string", "boolean"
 FIELDS: dict[str, tuple[str, float | None, float | None]] = {
-    "prompt": (_STR, None, None), "model": (_STR, None, None), "n": (_INT, 1, 10), "size": (_STR, None, None),
-    "quality": (_STR, None, None), "style": (_STR, None, None), "response_format": (_STR, None, None),
-    "background": (_STR, None, None), "output_format": (_STR, None, None), "output_compression": (_INT, 0, 100),
-    "moderation": (_STR, None, None), "user": (_STR, None, None), "stream": (_BOOL, None, None),
+    "prompt": (_STR, None, None),
+    "model": (_STR, None, None),
+    "n": (_INT, 1, 10),
+    "size": (_STR, None, None),
+    "quality": (_STR, None, None),
+    "style": (_STR, None, None),
+    "response_format": (_STR, None, None),
+    "background": (_STR, None, None),
+    "output_format": (_STR, None, None),
+    "output_compression": (_INT, 0, 100),
+    "moderation": (_STR, None, None),
+    "user": (_STR, None, None),
+    "stream": (_BOOL, None, None),
     "partial_images": (_INT, 0, 3),
 }
 MODELS = ("dall-e-2", "dall-e-3", "gpt-image-1")
@@ -34,7 +43,9 @@ SIZES = {
     "gpt-image-1": ("1024x1024", "1536x1024", "1024x1536", "auto"),
 }
 QUALITIES = {
-    "dall-e-2": ("standard",), "dall-e-3": ("standard", "hd"), "gpt-image-1": ("low", "medium", "high", "auto"),
+    "dall-e-2": ("standard",),
+    "dall-e-3": ("standard", "hd"),
+    "gpt-image-1": ("low", "medium", "high", "auto"),
 }
 _GPT_IMAGE_ONLY = ("background", "output_format", "output_compression", "moderation", "partial_images", "stream")
 _CHOICES = {
@@ -52,8 +63,9 @@ def _listing(values: tuple[str, ...]) -> str:
 
 
 def _invalid(value: Any, allowed: tuple[str, ...], param: str) -> SimError:
-    return SimError(400, f"Invalid value: '{value}'. Supported values are: {_listing(allowed)}.", param=param,
-                    code="invalid_value")
+    return SimError(
+        400, f"Invalid value: '{value}'. Supported values are: {_listing(allowed)}.", param=param, code="invalid_value"
+    )
 
 
 @dataclass
@@ -87,16 +99,29 @@ def parse(body: dict[str, Any]) -> Request:
     if prompt is None:
         raise SimError(400, "Missing required parameter: 'prompt'.", param="prompt", code="missing_required_parameter")
     if not prompt:
-        raise SimError(400, "Invalid 'prompt': string too short. Expected a string with minimum length 1, but got "
-                       "an empty string instead.", param="prompt", code="string_below_min_length")
+        raise SimError(
+            400,
+            "Invalid 'prompt': string too short. Expected a string with minimum length 1, but got "
+            "an empty string instead.",
+            param="prompt",
+            code="string_below_min_length",
+        )
     if len(prompt) > PROMPT_MAX[model]:
-        raise SimError(400, f"Invalid 'prompt': string too long. Expected a string with maximum length "
-                       f"{PROMPT_MAX[model]}, but got a string with length {len(prompt)} instead.", param="prompt",
-                       code="string_above_max_length")
+        raise SimError(
+            400,
+            f"Invalid 'prompt': string too long. Expected a string with maximum length "
+            f"{PROMPT_MAX[model]}, but got a string with length {len(prompt)} instead.",
+            param="prompt",
+            code="string_above_max_length",
+        )
     n = body.get("n") or 1
     if model == "dall-e-3" and n > 1:
-        raise SimError(400, f"Invalid 'n': integer above maximum value. Expected a value <= 1, but got {n} instead.",
-                       param="n", code="integer_above_max_value")
+        raise SimError(
+            400,
+            f"Invalid 'n': integer above maximum value. Expected a value <= 1, but got {n} instead.",
+            param="n",
+            code="integer_above_max_value",
+        )
     size = body.get("size") or ("auto" if model == "gpt-image-1" else "1024x1024")
     if size not in SIZES[model]:
         raise _invalid(size, SIZES[model], "size")
@@ -104,13 +129,18 @@ def parse(body: dict[str, Any]) -> Request:
     if quality not in QUALITIES[model]:
         raise _invalid(quality, QUALITIES[model], "quality")
     if body.get("style") is not None and model != "dall-e-3":
-        raise SimError(400, f"The 'style' parameter is only supported for dall-e-3, not {model}.", param="style",
-                       code="invalid_value")
+        raise SimError(
+            400,
+            f"The 'style' parameter is only supported for dall-e-3, not {model}.",
+            param="style",
+            code="invalid_value",
+        )
     if model != "gpt-image-1":
         for name in _GPT_IMAGE_ONLY:
             if body.get(name) is not None:
-                raise SimError(400, f"The '{name}' parameter is only supported for gpt-image-1.", param=name,
-                               code="invalid_value")
+                raise SimError(
+                    400, f"The '{name}' parameter is only supported for gpt-image-1.", param=name, code="invalid_value"
+                )
     for name, allowed in _CHOICES.items():
         v = body.get(name)
         if v is not None and v not in allowed:
@@ -118,8 +148,17 @@ def parse(body: dict[str, Any]) -> Request:
     if body.get("stream"):
         raise SimError(400, "Streaming image generation is not supported by the simulator.", param="stream")
     fmt = "b64_json" if model == "gpt-image-1" else body.get("response_format") or "url"
-    return Request(prompt, model, n, size, quality, body.get("style"), fmt, body.get("output_format") or "png",
-                   body.get("background") or "auto")
+    return Request(
+        prompt,
+        model,
+        n,
+        size,
+        quality,
+        body.get("style"),
+        fmt,
+        body.get("output_format") or "png",
+        body.get("background") or "auto",
+    )
 
 
 def png(seed: str, side: int = 8) -> bytes:
@@ -154,11 +193,15 @@ def response(req: Request, base_url: str) -> dict[str, Any]:
         per_image = {"low": 272, "medium": 1056, "high": 4160, "auto": 1056}[req.quality]
         out.update(
             background="transparent" if req.background == "transparent" else "opaque",
-            output_format=req.output_format, quality=req.quality if req.quality != "auto" else "medium",
+            output_format=req.output_format,
+            quality=req.quality if req.quality != "auto" else "medium",
             size=req.size if req.size != "auto" else "1024x1024",
-            usage={"input_tokens": text_tokens, "output_tokens": per_image * req.n,
-                   "total_tokens": text_tokens + per_image * req.n,
-                   "input_tokens_details": {"text_tokens": text_tokens, "image_tokens": 0}},
+            usage={
+                "input_tokens": text_tokens,
+                "output_tokens": per_image * req.n,
+                "total_tokens": text_tokens + per_image * req.n,
+                "input_tokens_details": {"text_tokens": text_tokens, "image_tokens": 0},
+            },
         )
     return out
 

@@ -29,8 +29,18 @@ class KeyLimiter:
     flight. Rejections consume nothing.
     """
 
-    __slots__ = ("limits", "window_s", "period_s", "_rpm", "_tpm", "_per_minute", "_req", "_tok", "_tok_sum",
-                 "in_flight")
+    __slots__ = (
+        "limits",
+        "window_s",
+        "period_s",
+        "_rpm",
+        "_tpm",
+        "_per_minute",
+        "_req",
+        "_tok",
+        "_tok_sum",
+        "in_flight",
+    )
 
     def __init__(self, limits: KeyLimits, window_s: float, period_s: float | None = None, scale: float = 1.0) -> None:
         self.limits = limits
@@ -117,8 +127,14 @@ class KeyLimiter:
 class LimitBook:
     """The limiters of all keys."""
 
-    def __init__(self, keys: dict[str, KeyLimits] | None, default: KeyLimits, window_s: float,
-                 period_s: float | None = None, scale: float = 1.0) -> None:
+    def __init__(
+        self,
+        keys: dict[str, KeyLimits] | None,
+        default: KeyLimits,
+        window_s: float,
+        period_s: float | None = None,
+        scale: float = 1.0,
+    ) -> None:
         self._keys = keys
         self._default = default
         self._window_s = window_s

@@ -19,15 +19,31 @@ from .tokens import chat_prompt_tokens, encode
 
 _NUM, _INT, _BOOL, _STR, _OBJ, _ARR, _ANY = "decimal", "integer", "boolean", "string", "object", "array", "any"
 FIELDS: dict[str, tuple[str, float | None, float | None]] = {
-    "model": (_STR, None, None), "input": (_ANY, None, None), "instructions": (_STR, None, None),
-    "text": (_OBJ, None, None), "tools": (_ARR, None, None), "tool_choice": (_ANY, None, None),
-    "parallel_tool_calls": (_BOOL, None, None), "max_output_tokens": (_INT, 16, None),
-    "max_tool_calls": (_INT, 1, None), "temperature": (_NUM, 0, 2), "top_p": (_NUM, 0, 1),
-    "top_logprobs": (_INT, 0, 20), "stream": (_BOOL, None, None), "stream_options": (_OBJ, None, None),
-    "store": (_BOOL, None, None), "metadata": (_OBJ, None, None), "user": (_STR, None, None),
-    "previous_response_id": (_STR, None, None), "reasoning": (_OBJ, None, None), "truncation": (_STR, None, None),
-    "include": (_ARR, None, None), "background": (_BOOL, None, None), "service_tier": (_STR, None, None),
-    "prompt_cache_key": (_STR, None, None), "safety_identifier": (_STR, None, None),
+    "model": (_STR, None, None),
+    "input": (_ANY, None, None),
+    "instructions": (_STR, None, None),
+    "text": (_OBJ, None, None),
+    "tools": (_ARR, None, None),
+    "tool_choice": (_ANY, None, None),
+    "parallel_tool_calls": (_BOOL, None, None),
+    "max_output_tokens": (_INT, 16, None),
+    "max_tool_calls": (_INT, 1, None),
+    "temperature": (_NUM, 0, 2),
+    "top_p": (_NUM, 0, 1),
+    "top_logprobs": (_INT, 0, 20),
+    "stream": (_BOOL, None, None),
+    "stream_options": (_OBJ, None, None),
+    "store": (_BOOL, None, None),
+    "metadata": (_OBJ, None, None),
+    "user": (_STR, None, None),
+    "previous_response_id": (_STR, None, None),
+    "reasoning": (_OBJ, None, None),
+    "truncation": (_STR, None, None),
+    "include": (_ARR, None, None),
+    "background": (_BOOL, None, None),
+    "service_tier": (_STR, None, None),
+    "prompt_cache_key": (_STR, None, None),
+    "safety_identifier": (_STR, None, None),
 }
 # Chat Completions parameters that moved: the Responses API names the new place in its 400
 MOVED = {
@@ -37,8 +53,15 @@ MOVED = {
     "messages": "input",
 }
 _ROLES = ("user", "system", "developer", "assistant")
-_PART_TYPES = ("input_text", "input_image", "output_text", "refusal", "input_file", "computer_screenshot",
-               "summary_text")
+_PART_TYPES = (
+    "input_text",
+    "input_image",
+    "output_text",
+    "refusal",
+    "input_file",
+    "computer_screenshot",
+    "summary_text",
+)
 _ITEM_TYPES = ("message", "function_call", "function_call_output")
 
 
@@ -48,8 +71,9 @@ def _listing(values: tuple[str, ...]) -> str:
 
 
 def _invalid_value(value: Any, allowed: tuple[str, ...], param: str) -> SimError:
-    return SimError(400, f"Invalid value: '{value}'. Supported values are: {_listing(allowed)}.", param=param,
-                    code="invalid_value")
+    return SimError(
+        400, f"Invalid value: '{value}'. Supported values are: {_listing(allowed)}.", param=param, code="invalid_value"
+    )
 
 
 def _missing(param: str) -> SimError:
@@ -60,9 +84,13 @@ def check_fields(body: dict[str, Any]) -> None:
     """The Responses API's 400 for an unknown, moved, mistyped or out-of-range field."""
     for name in body:
         if name in MOVED:
-            raise SimError(400, f"Unsupported parameter: '{name}'. In the Responses API, this parameter has moved "
-                           f"to '{MOVED[name]}'. Try again with the new parameter.", param=name,
-                           code="unsupported_parameter")
+            raise SimError(
+                400,
+                f"Unsupported parameter: '{name}'. In the Responses API, this parameter has moved "
+                f"to '{MOVED[name]}'. Try again with the new parameter.",
+                param=name,
+                code="unsupported_parameter",
+            )
         if name not in FIELDS:
             raise SimError(400, f"Unknown parameter: '{name}'.", param=name, code="unknown_parameter")
     params.check(body, FIELDS)
@@ -80,8 +108,12 @@ def _messages(body: dict[str, Any]) -> list[dict[str, Any]]:
     if inp is None:
         raise _missing("input")
     if not isinstance(inp, list) or not inp:
-        raise SimError(400, "Invalid 'input': expected a string or a non-empty array of input items.",
-                       param="input", code="invalid_type")
+        raise SimError(
+            400,
+            "Invalid 'input': expected a string or a non-empty array of input items.",
+            param="input",
+            code="invalid_type",
+        )
     for i, item in enumerate(inp):
         where = f"input[{i}]"
         if not isinstance(item, dict):
@@ -111,9 +143,13 @@ def _messages(body: dict[str, Any]) -> list[dict[str, Any]]:
                 if ptype in ("input_text", "output_text") and not isinstance(part.get("text"), str):
                     raise _missing(f"{where}.content[{j}].text")
         elif not isinstance(content, str):
-            raise SimError(400, f"Invalid type for '{where}.content': expected one of a string or array of input "
-                           "content, but got " + ("null" if content is None else type(content).__name__)
-                           + " instead.", param=f"{where}.content", code="invalid_type")
+            raise SimError(
+                400,
+                f"Invalid type for '{where}.content': expected one of a string or array of input "
+                "content, but got " + ("null" if content is None else type(content).__name__) + " instead.",
+                param=f"{where}.content",
+                code="invalid_type",
+            )
         msgs.append({"role": role, "content": content})
     return msgs
 
@@ -125,8 +161,9 @@ def _format(body: dict[str, Any], messages: list[dict[str, Any]]) -> dict[str, A
     if fmt is None:
         return None
     if not isinstance(fmt, dict):
-        raise SimError(400, "Invalid type for 'text.format': expected an object.", param="text.format",
-                       code="invalid_type")
+        raise SimError(
+            400, "Invalid type for 'text.format': expected an object.", param="text.format", code="invalid_type"
+        )
     kind = fmt.get("type")
     if kind not in ("text", "json_object", "json_schema"):
         raise _invalid_value(kind, ("text", "json_object", "json_schema"), "text.format.type")
@@ -135,8 +172,12 @@ def _format(body: dict[str, Any], messages: list[dict[str, Any]]) -> dict[str, A
     if kind == "json_object":
         said = json.dumps([m.get("content") for m in messages], ensure_ascii=False).lower()
         if "json" not in said:
-            raise SimError(400, "Response input messages must contain the word 'json' in some form to use "
-                           "'text.format' of type 'json_object'.", param="input")
+            raise SimError(
+                400,
+                "Response input messages must contain the word 'json' in some form to use "
+                "'text.format' of type 'json_object'.",
+                param="input",
+            )
         return {"type": "json_object"}
     if not fmt.get("name"):
         raise _missing("text.format.name")
@@ -145,8 +186,12 @@ def _format(body: dict[str, Any], messages: list[dict[str, Any]]) -> dict[str, A
         raise _missing("text.format.schema")
     err = strict_error(schema) if fmt.get("strict") else None
     if err:
-        raise SimError(400, f"Invalid schema for response_format '{fmt['name']}': {err}", param="text.format.schema",
-                       code="invalid_json_schema")
+        raise SimError(
+            400,
+            f"Invalid schema for response_format '{fmt['name']}': {err}",
+            param="text.format.schema",
+            code="invalid_json_schema",
+        )
     return {"type": "json_schema", "json_schema": {"name": fmt["name"], "schema": schema, "strict": fmt.get("strict")}}
 
 
@@ -167,8 +212,12 @@ def _tools(body: dict[str, Any]) -> tuple[list[dict[str, Any]] | None, Any]:
         if tool.get("strict", True):  # the Responses API makes function tools strict by default
             err = strict_error(tool.get("parameters"))
             if err:
-                raise SimError(400, f"Invalid schema for function '{tool['name']}': {err}",
-                               param=f"{where}.parameters", code="invalid_function_parameters")
+                raise SimError(
+                    400,
+                    f"Invalid schema for function '{tool['name']}': {err}",
+                    param=f"{where}.parameters",
+                    code="invalid_function_parameters",
+                )
         out.append({"type": "function", "function": {"name": tool["name"], "parameters": tool.get("parameters")}})
     choice = body.get("tool_choice")
     names = [t.get("name") for t in tools]
@@ -176,8 +225,9 @@ def _tools(body: dict[str, Any]) -> tuple[list[dict[str, Any]] | None, Any]:
         if choice.get("type") != "function":
             raise _invalid_value(choice.get("type"), ("function",), "tool_choice.type")
         if choice.get("name") not in names:
-            raise SimError(400, f"Tool choice '{choice.get('name')}' not found in 'tools' parameter.",
-                           param="tool_choice")
+            raise SimError(
+                400, f"Tool choice '{choice.get('name')}' not found in 'tools' parameter.", param="tool_choice"
+            )
         return out, {"type": "function", "function": {"name": choice["name"]}}
     if choice is not None and choice not in ("none", "auto", "required"):
         raise _invalid_value(choice, ("none", "auto", "required"), "tool_choice")
@@ -219,17 +269,26 @@ def _item_id(prefix: str, seq: int, i: int) -> str:
 def _output(plan: answers.Plan, seq: int) -> list[dict[str, Any]]:
     c = plan.choices[0]
     if c.tool_calls is not None:
-        return [{"id": _item_id("fc", seq, k), "type": "function_call", "status": "completed",
-                 "call_id": call["id"], "name": call["function"]["name"],
-                 "arguments": call["function"]["arguments"]} for k, call in enumerate(c.tool_calls)]
+        return [
+            {
+                "id": _item_id("fc", seq, k),
+                "type": "function_call",
+                "status": "completed",
+                "call_id": call["id"],
+                "name": call["function"]["name"],
+                "arguments": call["function"]["arguments"],
+            }
+            for k, call in enumerate(c.tool_calls)
+        ]
     status = "incomplete" if c.finish_reason == "length" else "completed"
     part: dict[str, Any]
     if c.refusal is not None:
         part = {"type": "refusal", "refusal": c.refusal}
     else:
         part = {"type": "output_text", "text": c.content or "", "annotations": [], "logprobs": []}
-    return [{"id": _item_id("msg", seq, 0), "type": "message", "status": status, "role": "assistant",
-             "content": [part]}]
+    return [
+        {"id": _item_id("msg", seq, 0), "type": "message", "status": status, "role": "assistant", "content": [part]}
+    ]
 
 
 def response_object(req: Request, plan: answers.Plan, seq: int, *, done: bool = True) -> dict[str, Any]:
@@ -291,20 +350,37 @@ def events(
     yield ev("response.in_progress", response=response_object(req, plan, seq, done=False)), 0
     for idx, item in enumerate(final["output"]):
         if item["type"] == "function_call":
-            yield ev("response.output_item.added", output_index=idx, item={**item, "arguments": "",
-                                                                           "status": "in_progress"}), 0
+            yield (
+                ev(
+                    "response.output_item.added",
+                    output_index=idx,
+                    item={**item, "arguments": "", "status": "in_progress"},
+                ),
+                0,
+            )
             for k, (text, group) in enumerate(answers.pieces(encode(item["arguments"]))):
                 if truncated and k >= 2:
                     return
-                yield ev("response.function_call_arguments.delta", item_id=item["id"], output_index=idx,
-                         delta=text), len(group)
-            yield ev("response.function_call_arguments.done", item_id=item["id"], output_index=idx,
-                     arguments=item["arguments"]), 0
+                yield (
+                    ev("response.function_call_arguments.delta", item_id=item["id"], output_index=idx, delta=text),
+                    len(group),
+                )
+            yield (
+                ev(
+                    "response.function_call_arguments.done",
+                    item_id=item["id"],
+                    output_index=idx,
+                    arguments=item["arguments"],
+                ),
+                0,
+            )
             yield ev("response.output_item.done", output_index=idx, item=item), 0
             continue
         part = item["content"][0]
-        yield ev("response.output_item.added", output_index=idx,
-                 item={**item, "status": "in_progress", "content": []}), 0
+        yield (
+            ev("response.output_item.added", output_index=idx, item={**item, "status": "in_progress", "content": []}),
+            0,
+        )
         empty = {**part, "text": ""} if part["type"] == "output_text" else {**part, "refusal": ""}
         yield ev("response.content_part.added", item_id=item["id"], output_index=idx, content_index=0, part=empty), 0
         key = "text" if part["type"] == "output_text" else "refusal"

@@ -234,8 +234,9 @@ class Simulator:
         if revoke is not None and key in revoke:
             self._key_uses[key] = used = self._key_uses.get(key, 0) + 1
             if used > revoke[key]:
-                raise SimError(401, f"Incorrect API key provided: {_mask(key)}. The key was revoked.",
-                               code="invalid_api_key")
+                raise SimError(
+                    401, f"Incorrect API key provided: {_mask(key)}. The key was revoked.", code="invalid_api_key"
+                )
         return key
 
     def _limit_error(self, which: str, key: str, charge: int) -> SimError:
@@ -308,11 +309,7 @@ class Simulator:
                     raise self._limit_error(refused, call.key, job.charge)
                 self._images.try_admit(call.key, now, job.images, ipm)
                 call.t_start = now
-            rule = (
-                self._faults.pick(request.path, job.raw, chat=job.chat, stream=job.stream)
-                if limited
-                else None
-            )
+            rule = self._faults.pick(request.path, job.raw, chat=job.chat, stream=job.stream) if limited else None
             kind = rule.kind if rule is not None else None
             call.fault = kind
             if rule is not None and (kind == "hang" or kind in ERROR_FAULTS):

@@ -58,9 +58,7 @@ class Judgement:
 class Checker:
     """The compiled validator of one schema plus its columns; labels mode adds normalisation."""
 
-    def __init__(
-        self, schema: dict[str, Any], fields: list[tuple[str, Col]], labels: list[str] | None = None
-    ) -> None:
+    def __init__(self, schema: dict[str, Any], fields: list[tuple[str, Col]], labels: list[str] | None = None) -> None:
         self.schema = schema
         self.fields = fields
         cls = validator_for(schema, default=Draft202012Validator)
@@ -106,9 +104,7 @@ class Checker:
                     )
                 return self._typed({"label": label}, written)  # other keys are no reason to re-ask
         if err is not None:
-            return Judgement(
-                None, reason=f"invalid JSON: {err}", feedback=f"Your answer is not valid JSON ({err})."
-            )
+            return Judgement(None, reason=f"invalid JSON: {err}", feedback=f"Your answer is not valid JSON ({err}).")
         return self.judge_value(value)
 
     def judge_value(self, value: Any) -> Judgement:
@@ -118,9 +114,7 @@ class Checker:
     def _typed(self, value: Any, label: str | None) -> Judgement:
         errors = sorted(self.validator.iter_errors(value), key=lambda e: [str(p) for p in e.absolute_path])
         if errors:
-            lines = [
-                f"at {pointer(e.absolute_path) or '/'}: {_short(e.message)}" for e in errors[:MAX_MESSAGES]
-            ]
+            lines = [f"at {pointer(e.absolute_path) or '/'}: {_short(e.message)}" for e in errors[:MAX_MESSAGES]]
             if len(errors) > MAX_MESSAGES:
                 lines.append(f"... and {len(errors) - MAX_MESSAGES} more")
             return Judgement(
@@ -138,9 +132,7 @@ class Checker:
         try:
             values = {name: to_arrow_value(col, value.get(name), f"/{name}") for name, col in self.fields}
         except ConversionError as exc:
-            return Judgement(
-                None, reason=f"unusable value: {exc}", feedback=f"Your answer cannot be stored: {exc}."
-            )
+            return Judgement(None, reason=f"unusable value: {exc}", feedback=f"Your answer cannot be stored: {exc}.")
         return Judgement(values, label=label)
 
 
@@ -163,9 +155,7 @@ def _norm_walk(value: Any, node: Any, root: dict[str, Any], stack: tuple[str, ..
         return matches[0] if len(matches) == 1 else value
     if isinstance(value, dict) and isinstance(node.get("properties"), dict):
         props = node["properties"]
-        return {
-            k: _norm_walk(v, props[k], root, stack, depth + 1) if k in props else v for k, v in value.items()
-        }
+        return {k: _norm_walk(v, props[k], root, stack, depth + 1) if k in props else v for k, v in value.items()}
     if isinstance(value, list) and isinstance(node.get("items"), dict):
         return [_norm_walk(v, node["items"], root, stack, depth + 1) for v in value]
     return value

@@ -141,16 +141,12 @@ def describe(node: Any, root: dict[str, Any], stack: tuple[str, ...] = (), depth
     if kind == "array":
         items = node.get("items")
         if isinstance(items, dict | bool) and "prefixItems" not in node:
-            return Col(
-                "list", item=describe(items, root, stack, depth + 1) if isinstance(items, dict) else JSON
-            )
+            return Col("list", item=describe(items, root, stack, depth + 1) if isinstance(items, dict) else JSON)
         return JSON
     if kind == "object":
         props = node.get("properties")
         if isinstance(props, dict) and props:
-            return Col(
-                "struct", fields=tuple((k, describe(v, root, stack, depth + 1)) for k, v in props.items())
-            )
+            return Col("struct", fields=tuple((k, describe(v, root, stack, depth + 1)) for k, v in props.items()))
         return JSON
     return JSON
 

@@ -47,9 +47,7 @@ _STRICT_KEYWORDS = frozenset(
         "maxItems",
     }
 )
-_STRICT_FORMATS = frozenset(
-    {"date-time", "time", "date", "duration", "email", "hostname", "ipv4", "ipv6", "uuid"}
-)
+_STRICT_FORMATS = frozenset({"date-time", "time", "date", "duration", "email", "hostname", "ipv4", "ipv6", "uuid"})
 STRICT_MAX_DEPTH = 10
 STRICT_MAX_PROPERTIES = 5000
 STRICT_MAX_ENUM_VALUES = 1000
@@ -104,8 +102,7 @@ def load_schema(value: str | Mapping[str, Any], where: str) -> dict[str, Any]:
     path = Path(value)
     if not path.is_file():
         raise JobError(
-            f"{where}: schema file {value} not found (paths are relative to the working "
-            f"directory, {Path.cwd()})"
+            f"{where}: schema file {value} not found (paths are relative to the working directory, {Path.cwd()})"
         )
     try:
         text = path.read_text(encoding="utf-8")
@@ -182,9 +179,7 @@ class _StrictWalk:
 
     def _object(self, node: dict[str, Any], props: dict[str, Any], at: tuple[Any, ...], depth: int) -> None:
         if depth > STRICT_MAX_DEPTH:
-            self.add(
-                at, "properties", f"objects nest deeper than {STRICT_MAX_DEPTH} levels; flatten the schema"
-            )
+            self.add(at, "properties", f"objects nest deeper than {STRICT_MAX_DEPTH} levels; flatten the schema")
         if node.get("additionalProperties") is not False:
             self.add(at, "additionalProperties", 'every object needs "additionalProperties": false; add it')
         required = node.get("required") or []
@@ -212,9 +207,7 @@ def strict_issues(schema: dict[str, Any]) -> list[StrictIssue]:
         w.add((), "type", 'the root of a strict schema must be "type": "object"')
     w.walk(schema, (), 0)
     if w.properties > STRICT_MAX_PROPERTIES:
-        w.add(
-            (), "properties", f"{w.properties} properties in all; strict mode allows {STRICT_MAX_PROPERTIES}"
-        )
+        w.add((), "properties", f"{w.properties} properties in all; strict mode allows {STRICT_MAX_PROPERTIES}")
     if w.enum_values > STRICT_MAX_ENUM_VALUES:
         w.add((), "enum", f"{w.enum_values} enum values in all; strict mode allows {STRICT_MAX_ENUM_VALUES}")
     return w.issues
