@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import json
+import os
+import signal
+import subprocess
+import sys
 import textwrap
+import time
 from pathlib import Path
 from typing import Any
 
+import diskcache
 import polars as pl
+import pytest
 import yaml
 from typer.testing import CliRunner
 
@@ -119,3 +127,40 @@ def test_sample_job_runs_with_every_row_ok(tmp_path: Path, monkeypatch: Any) -> 
     df = pl.read_parquet(tmp_path / spec["output"]["path"])
     assert df.height == 20 and set(df["tagline__status"]) == {"ok"}
     assert df["tagline"].null_count() == 0 and df["tagline"].n_unique() == 20
+
+
+@pytest.mark.slow
+def test_kill_9_resume_resends_nothing_answered(tmp_path: Path, sim_factory: Any) -> None:
+    sim = sim_factory(latency_s=0.05)
+    job = write_job(tmp_path, sim.url, rows=300)
+    job.write_text(job.read_text().replace("concurrency: 20", "concurrency: 8"))
+    env = {**os.environ, SIM_KEY_ENV: "test-key"}
+
+    def spawn() -> subprocess.Popen[bytes]:
+        cmd = [sys.executable, "-m", "pipeline.cli", "run", str(job), "--quiet"]
+        return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+    proc = spawn()
+    deadline = time.monotonic() + 60
+    while sum(1 for r in calls(sim) if r.status == 200) < 40:  # waits on what the simulator answered
+        assert time.monotonic() < deadline and proc.poll() is None, "the run did not get going"
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate(timeout=60)
+    assert proc.returncode == -signal.SIGKILL
+    # the answers the client stored: their texts are the simulator's deterministic answers to one prompt
+    with diskcache.Cache(str(tmp_path / "cache")) as dc:
+        bodies = [dc.get(k) for k in dc.iterkeys()]
+    stored = {c["text"] for b in bodies if isinstance(b, bytes) for c in json.loads(b).get("choices", [])}
+    answered = {str(r.body["prompt"]) for r in calls(sim) if r.status == 200}
+    answered = {p for p in answered if expected(p.removeprefix("Continue the review: "), max_tokens=12)[0] in stored}
+    assert 0 < len(answered) < 299
+    before = len(sim.records)
+    proc = spawn()
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 0, stderr.decode()
+    later = [r for r in sim.records[before:] if r.path.endswith("/completions") and "chat" not in r.path]
+    resent = [r for r in later if str(r.body["prompt"]) in answered]
+    assert resent == [], f"{len(resent)} answered requests were sent again"
+    df = pl.read_parquet(tmp_path / "out.parquet")
+    assert df.height == 300 and (df["more__status"] != "error").all()
