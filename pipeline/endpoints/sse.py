@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from ..errors import StreamCut, TransientError
+from ..errors import RequestError, StreamCut, TransientError
 from ..retry import classify
 
 
@@ -38,19 +38,9 @@ class ChatStream:
 
     def feed(self, data: bytes) -> None:
         """One event's data (without the `data:` prefix)."""
-        try:
-            obj = json.loads(data)
-        except ValueError as exc:
-            raise TransientError(f"broken event in the answer stream: {data[:120]!r}") from exc
-        if not isinstance(obj, dict):
-            raise TransientError(f"unexpected event in the answer stream: {data[:120]!r}")
+        obj = _event(data)
         if obj.get("error"):
-            err = classify(200, data, {})
-            if type(err) is TransientError:  # e.g. a gateway losing its upstream mid-answer: a cut stream
-                raise StreamCut(
-                    f"the answer stream ended with an error event: {err.message}", status=err.status, code=err.code
-                )
-            raise err
+            raise _error_event(data)
         self._events += 1
         for key in ("id", "created", "model", "system_fingerprint"):
             if key not in self._meta and obj.get(key) is not None:
@@ -151,31 +141,12 @@ class ResponsesStream:
         self._events = 0
 
     def feed(self, data: bytes) -> None:
-        try:
-            obj = json.loads(data)
-        except ValueError as exc:
-            raise TransientError(f"broken event in the answer stream: {data[:120]!r}") from exc
-        if not isinstance(obj, dict):
-            raise TransientError(f"unexpected event in the answer stream: {data[:120]!r}")
+        obj = _event(data)
         self._events += 1
         kind = obj.get("type")
         if kind == "error" or kind == "response.failed":
-            err = classify(
-                200,
-                json.dumps(
-                    {
-                        "error": obj.get("error")
-                        or (obj.get("response") or {}).get("error")
-                        or {"message": str(obj)[:200]}
-                    }
-                ).encode(),
-                {},
-            )
-            if type(err) is TransientError:
-                raise StreamCut(
-                    f"the answer stream ended with an error event: {err.message}", status=err.status, code=err.code
-                )
-            raise err
+            error = obj.get("error") or (obj.get("response") or {}).get("error") or {"message": str(obj)[:200]}
+            raise _error_event(json.dumps({"error": error}).encode())
         if kind == "response.output_text.delta" and isinstance(obj.get("delta"), str):
             self._text.setdefault(int(obj.get("output_index") or 0), []).append(obj["delta"])
         elif kind == "response.output_item.done" and isinstance(obj.get("item"), dict):
@@ -194,3 +165,25 @@ class ResponsesStream:
         if not body.get("output") and self._items:
             body["output"] = [self._items[i] for i in sorted(self._items)]
         return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+def _event(data: bytes) -> dict[str, Any]:
+    """One stream event's JSON object; a broken or non-object event is a transient failure (retried)."""
+    try:
+        obj = json.loads(data)
+    except ValueError as exc:
+        raise TransientError(f"broken event in the answer stream: {data[:120]!r}") from exc
+    if not isinstance(obj, dict):
+        raise TransientError(f"unexpected event in the answer stream: {data[:120]!r}")
+    return obj
+
+
+def _error_event(body: bytes) -> RequestError:
+    """The error an error event inside a stream stands for: classified like an answer's error body; a
+    transient one (e.g. a gateway losing its upstream mid-answer) is a cut stream."""
+    err = classify(200, body, {})
+    if type(err) is TransientError:
+        return StreamCut(
+            f"the answer stream ended with an error event: {err.message}", status=err.status, code=err.code
+        )
+    return err

@@ -182,6 +182,15 @@ class _StepBase(_Strict):
 
 
 _RESERVED_PARAMS = {"model", "messages", "stream_options"}
+
+
+def _refuse_reserved(params: dict[str, Any], reserved: set[str], hint: str = "") -> None:
+    """Params a step builds itself (model, messages, prompt, input...) may not be set in `params`."""
+    bad = sorted(reserved & params.keys())
+    if bad:
+        raise ValueError(f"params may not set {', '.join(bad)}: the step builds them{hint}")
+
+
 # Set on the step itself (they change what the step stores), not in params.
 _STEP_KEYS = {
     "tools": "tools",
@@ -282,9 +291,7 @@ class ChatStep(_StepBase):
     @field_validator("params")
     @classmethod
     def _params(cls, v: dict[str, Any]) -> dict[str, Any]:
-        bad = sorted(_RESERVED_PARAMS & v.keys())
-        if bad:
-            raise ValueError(f"params may not set {', '.join(bad)}: the step builds them")
+        _refuse_reserved(v, _RESERVED_PARAMS)
         moved = sorted(k for k in v if k in _STEP_KEYS)
         if moved:
             raise ValueError(
@@ -498,9 +505,7 @@ class EmbedStep(_StepBase):
     @field_validator("params")
     @classmethod
     def _params(cls, v: dict[str, Any]) -> dict[str, Any]:
-        bad = sorted(_EMBED_RESERVED_PARAMS & v.keys())
-        if bad:
-            raise ValueError(f"params may not set {', '.join(bad)}: the step builds them (use `input:`)")
+        _refuse_reserved(v, _EMBED_RESERVED_PARAMS, " (use `input:`)")
         fmt = v.get("encoding_format")
         if fmt is not None and fmt not in ("float", "base64"):
             raise ValueError(f"params.encoding_format must be float or base64, got {fmt!r}")
@@ -522,11 +527,7 @@ class CompletionStep(_StepBase):
     @field_validator("params")
     @classmethod
     def _params(cls, v: dict[str, Any]) -> dict[str, Any]:
-        bad = sorted(_COMPLETION_RESERVED_PARAMS & v.keys())
-        if bad:
-            raise ValueError(
-                f"params may not set {', '.join(bad)}: the step builds them (`prompt` is a key of the step)"
-            )
+        _refuse_reserved(v, _COMPLETION_RESERVED_PARAMS, " (`prompt` is a key of the step)")
         return v
 
 
@@ -543,11 +544,7 @@ class ImageStep(_StepBase):
     @field_validator("params")
     @classmethod
     def _params(cls, v: dict[str, Any]) -> dict[str, Any]:
-        bad = sorted(_IMAGE_RESERVED_PARAMS & v.keys())
-        if bad:
-            raise ValueError(
-                f"params may not set {', '.join(bad)}: the step builds them (`prompt` and `model` are keys of the step)"
-            )
+        _refuse_reserved(v, _IMAGE_RESERVED_PARAMS, " (`prompt` and `model` are keys of the step)")
         if v.get("stream"):
             raise ValueError("params.stream: streamed (partial) images are not supported; remove it")
         return v
