@@ -266,8 +266,9 @@ class Executor:
                 await self._feed(engine, todo, writer)
                 await engine.drain()
                 limits = {name: c.gate.stats() for name, c in clients.items() if c.gate.stats().admitted}
-            writer.flush()
+            await writer.aflush()
         finally:
+            writer.shutdown()
             reporter.cancel()
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.remove_signal_handler(signal.SIGINT)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import fcntl
 import json
@@ -9,7 +10,9 @@ import os
 import re
 import shutil
 import time
+from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -492,44 +495,119 @@ def widen_fields(rules: Iterable[FinalColumn], written: pl.LazyFrame, id_column:
 
 
 class PartWriter:
-    """Buffers finished rows and writes them as Parquet parts (atomically: tmp file, then rename)."""
+    """Buffers finished rows and writes them as Parquet parts (atomically: tmp file, then rename).
 
-    def __init__(self, work: WorkDir, schema: pa.Schema, flush_rows: int, flush_interval_s: float) -> None:
+    Parts are built and written in one worker thread, in the order they were handed over, so the
+    caller's event loop never waits on Parquet encoding or the disk. A row counts as written (and a
+    later run resumes past it) only once its part is renamed in place. A failed write removes its tmp
+    file and raises DiskError from the next `add`, `flush` or `aflush` (and every one after); the rows
+    of the failed part are not written and are redone by the next run.
+    """
+
+    def __init__(
+        self, work: WorkDir, schema: pa.Schema, flush_rows: int, flush_interval_s: float, max_pending: int = 2
+    ) -> None:
         self.work = work
         self.schema = schema
         self.flush_rows = flush_rows
         self.flush_interval_s = flush_interval_s
+        self.max_pending = max_pending  # parts queued for the thread before `add` waits for the oldest
         self._rows: list[dict[str, Any]] = []
         self._last_flush = time.monotonic()
         existing = work.parts()
         self._next = (int(existing[-1].stem.split("-")[1]) + 1) if existing else 1
         self.rows_written = 0
+        self._pool: ThreadPoolExecutor | None = None
+        self._pending: deque[Future[None]] = deque()
+        self._error: BaseException | None = None
 
     def add(self, row: dict[str, Any]) -> None:
+        self._raise_failed()
         self._rows.append(row)
         if len(self._rows) >= self.flush_rows or time.monotonic() - self._last_flush >= self.flush_interval_s:
-            self.flush()
+            self.submit()
 
     def add_many(self, rows: Iterable[dict[str, Any]]) -> None:
+        self._raise_failed()
         self._rows.extend(rows)
         if len(self._rows) >= self.flush_rows:
-            self.flush()
+            self.submit()
 
-    def flush(self) -> None:
+    def submit(self) -> None:
+        """Hand the buffered rows to the writer thread as the next part; returns at once unless more
+        than `max_pending` parts are still queued (then waits for the oldest: the disk sets the pace)."""
         self._last_flush = time.monotonic()
+        self._raise_failed()
         if not self._rows:
             return
-        # sorted by input position: the final write then reads each part only for the slice it covers
-        table = pa.Table.from_pylist(self._rows, schema=self.schema).sort_by(ROW)
+        rows, self._rows = self._rows, []
         final = self.work.path / f"part-{self._next:06d}.parquet"
+        self._next += 1
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pipeline-parts")
+        self._pending.append(self._pool.submit(self._write, rows, final))
+        while len(self._pending) > self.max_pending:
+            self._settle(self._pending.popleft())
+
+    def flush(self) -> None:
+        """Write every buffered row and wait until every part is in place (blocking)."""
+        self.submit()
+        while self._pending:
+            self._settle(self._pending.popleft())
+        self._raise_failed()
+
+    async def aflush(self) -> None:
+        """`flush` without blocking the event loop."""
+        self.submit()
+        while self._pending:
+            fut = self._pending[0]
+            with contextlib.suppress(BaseException):  # _settle reports it
+                await asyncio.wrap_future(fut)
+            self._settle(self._pending.popleft())
+        self._raise_failed()
+
+    def close(self) -> None:
+        """Flush, then stop the writer thread."""
+        try:
+            self.flush()
+        finally:
+            self.shutdown()
+
+    def shutdown(self) -> None:
+        """Stop the writer thread once the parts handed to it are written; rows still buffered are
+        dropped (they stay to do). Errors are kept for the next `flush`, not raised."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+
+    def _settle(self, fut: Future[None]) -> None:
+        try:
+            fut.result()
+        except BaseException as exc:
+            if self._error is None:
+                self._error = exc
+
+    def _raise_failed(self) -> None:
+        for fut in list(self._pending):  # a failure seen as soon as its write ends, not when it is waited for
+            if not fut.done():
+                break
+            self._pending.popleft()
+            self._settle(fut)
+        if self._error is not None:
+            raise self._error
+
+    def _write(self, rows: list[dict[str, Any]], final: Path) -> None:
+        """In the writer thread: one part, atomically."""
         tmp = final.with_suffix(".tmp")
         try:
+            # sorted by input position: the final write then reads each part only for the slice it covers
+            table = pa.Table.from_pylist(rows, schema=self.schema).sort_by(ROW)
             pq.write_table(table, tmp, **write_options(self.schema))
             os.replace(tmp, final)
-        except OSError as exc:
+        except BaseException as exc:
             with contextlib.suppress(OSError):
                 tmp.unlink()
-            raise DiskError(final, exc) from exc
-        self._next += 1
-        self.rows_written += len(self._rows)
-        self._rows = []
+            if isinstance(exc, OSError):
+                raise DiskError(final, exc) from exc
+            raise
+        self.rows_written += len(rows)
