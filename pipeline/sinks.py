@@ -373,6 +373,7 @@ class WorkDir:
                     writer.write_table(chunk.replace_schema_metadata(meta), row_group_size=chunk.num_rows)
                     written += chunk.num_rows
                     del chunk
+                    pa.default_memory_pool().release_unused()  # hand freed slices back: RSS stays flat
             if not written:
                 writer.write_table(schema.empty_table().cast(out_schema))
             for s in sources:
