@@ -363,7 +363,7 @@ class WorkDir:
             per_row = max((s.bytes_per_row() for s in sources), default=0.0)
             step = max(1, min(FINISH_ROWS, int(FINISH_BYTES / per_row) if per_row else FINISH_ROWS))
             writer = pq.ParquetWriter(tmp, out_schema, **write_options(out_schema))
-            written = 0
+            written = slices_written = 0
             # the next slice is read and put in order in a thread while this one is written
             with ThreadPoolExecutor(max_workers=1, thread_name_prefix="pipeline-finish") as pool:
                 slices = _ordered_slices(sources, total_rows, step, plain)
@@ -373,7 +373,9 @@ class WorkDir:
                     writer.write_table(chunk.replace_schema_metadata(meta), row_group_size=chunk.num_rows)
                     written += chunk.num_rows
                     del chunk
-                    pa.default_memory_pool().release_unused()  # hand freed slices back: RSS stays flat
+                    slices_written += 1
+                    if slices_written % 8 == 0:  # hand freed slices back now and then: RSS stays flat
+                        pa.default_memory_pool().release_unused()
             if not written:
                 writer.write_table(schema.empty_table().cast(out_schema))
             for s in sources:
@@ -404,41 +406,44 @@ class _Source:
     def __init__(self, path: Path, final: bool) -> None:
         self.path = path
         self.final = final
-        self._file: pq.ParquetFile | None = pq.ParquetFile(path)
-        self.meta = self._file.metadata
-        self.num_rows = self.meta.num_rows
-        self.starts = np.cumsum([0] + [self.meta.row_group(g).num_rows for g in range(self.meta.num_row_groups)])
-        span: tuple[int, int] = (0, self.num_rows - 1) if final else self._row_range()
+        # only what the slices need is kept from the footer: a job has hundreds of parts
+        meta = pq.read_metadata(path)
+        self.num_rows = meta.num_rows
+        groups = [meta.row_group(g) for g in range(meta.num_row_groups)]
+        self.starts = np.cumsum([0] + [g.num_rows for g in groups])
+        self.size = sum(g.total_byte_size for g in groups)
+        span: tuple[int, int] = (0, self.num_rows - 1) if final else self._row_range(groups)
         self.first, self.last = span  # the smallest and largest input position held
+        self._file: pq.ParquetFile | None = None
         self._rows: np.ndarray | None = None
         self._perm: np.ndarray | None = None  # parts of older versions were not sorted
         self._group: tuple[int, tuple[str, ...] | None, pa.Table] | None = None  # the row group read last
 
     @property
     def file(self) -> pq.ParquetFile:
+        """The open file, while slices draw from it."""
         if self._file is None:
             self._file = pq.ParquetFile(self.path)
         return self._file
 
     def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
         self._file = None
-        self.forget_rows()
-
-    def forget_rows(self) -> None:
         self._rows = self._perm = None
         self._group = None
 
-    def _row_range(self) -> tuple[int, int]:
+    def _row_range(self, groups: list[Any]) -> tuple[int, int]:
         """The smallest and largest input position in the part, from its footer's statistics."""
         lo, hi = None, None
-        for g in range(self.meta.num_row_groups):
-            rg = self.meta.row_group(g)
+        for rg in groups:
             for c in range(rg.num_columns):
                 col = rg.column(c)
                 if col.path_in_schema == ROW:
                     st = col.statistics
                     if st is None or not st.has_min_max:
                         r = self.rows()
+                        self.close()
                         return (int(r[0]), int(r[-1])) if len(r) else (0, -1)
                     lo = st.min if lo is None else min(lo, st.min)
                     hi = st.max if hi is None else max(hi, st.max)
@@ -470,7 +475,7 @@ class _Source:
 
     def dims(self, column: str) -> set[int]:
         """The vector sizes of `column` in this store, from its footer (PartWriter notes them)."""
-        schema = self.file.schema_arrow
+        schema = pq.read_schema(self.path)
         if column not in schema.names:
             return set()
         t = schema.field(column).type
@@ -479,12 +484,11 @@ class _Source:
         noted = (schema.metadata or {}).get(DIMS_KEY.encode())
         if noted is not None:
             return {int(d) for d in json.loads(noted).get(column, [])}
-        col = self.file.read(columns=[column]).column(0).combine_chunks()  # a part of an older version
+        col = pq.read_table(self.path, columns=[column]).column(0).combine_chunks()  # a part of an older version
         return {int(d) for d in pc.unique(pc.list_value_length(col)).drop_null().to_pylist()}
 
     def bytes_per_row(self) -> float:
-        size = sum(self.meta.row_group(g).total_byte_size for g in range(self.meta.num_row_groups))
-        return size / self.num_rows if self.num_rows else 0.0
+        return self.size / self.num_rows if self.num_rows else 0.0
 
     def read_rows(self, offsets: np.ndarray, columns: list[str] | None, schema: pa.Schema | None) -> pa.Table:
         """The rows at `offsets` (in that order), in `schema`'s columns and types when given (columns
@@ -498,7 +502,7 @@ class _Source:
             if self._group is not None and self._group[0] == g and self._group[1] == key:
                 t = self._group[2]
             else:
-                t = self.file.read_row_group(g, columns=columns)
+                t = self.file.read_row_group(g, columns=columns, use_threads=False)
                 if schema is not None:
                     t = self._conform(t, schema)
                 t = t.combine_chunks()
@@ -533,7 +537,7 @@ def _latest_slices(
         for i, s in enumerate(sources):
             if s.last < lo or s.first >= hi:
                 if s.last < lo:
-                    s.close()  # slices have passed it
+                    s.close()  # slices have passed it (a no-op unless it was open)
                 continue
             rows, offsets = s.between(lo, hi)
             src[rows - lo] = i

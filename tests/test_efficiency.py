@@ -178,6 +178,7 @@ def test_vector_sizes_come_from_the_footers_when_every_write_agrees(
 
     with monkeypatch.context() as m:
         m.setattr(sinks._Source, "read_rows", no_reads)
+        m.setattr(sinks.pq, "read_table", no_reads)
         assert work.vector_sizes("e", "id", 12, fresh=False) == [(3, -1, [])]
     # a later run wrote row 5 again with another size: every write no longer agrees, rows are read
     w = PartWriter(work, VSCHEMA, flush_rows=5, flush_interval_s=60)
