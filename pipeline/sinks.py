@@ -35,6 +35,7 @@ FAILED = ("error", "invalid")
 FINISH_ROWS = 50_000  # input positions per slice of the final write, at most
 FINISH_BYTES = 4 * 2**20  # and about this much data per slice (vectors make rows big): a row group
 PART_GROUP_BYTES = 2**20  # data per row group of a part, about
+PART_VECTOR_BYTES = 8 * 2**20  # a part is written once its rows hold this much vector data (or flush_rows)
 DIMS_KEY = "pipeline.dims"  # in a part's footer: the vector sizes its rows hold, per vector column
 
 
@@ -653,13 +654,22 @@ class PartWriter:
     """
 
     def __init__(
-        self, work: WorkDir, schema: pa.Schema, flush_rows: int, flush_interval_s: float, max_pending: int = 2
+        self,
+        work: WorkDir,
+        schema: pa.Schema,
+        flush_rows: int,
+        flush_interval_s: float,
+        max_pending: int = 2,
+        flush_bytes: int = PART_VECTOR_BYTES,
     ) -> None:
         self.work = work
         self.schema = schema
         self.flush_rows = flush_rows
         self.flush_interval_s = flush_interval_s
         self.max_pending = max_pending  # parts queued for the thread before `add` waits for the oldest
+        self.flush_bytes = flush_bytes  # or once the buffered rows hold this much vector data
+        self._vectors = [f.name for f in schema if is_vector(f.type)]
+        self._bytes = 0
         self._rows: list[dict[str, Any]] = []
         self._last_flush = time.monotonic()
         existing = work.parts()
@@ -672,13 +682,26 @@ class PartWriter:
     def add(self, row: dict[str, Any]) -> None:
         self._raise_failed()
         self._rows.append(row)
-        if len(self._rows) >= self.flush_rows or time.monotonic() - self._last_flush >= self.flush_interval_s:
+        for name in self._vectors:
+            v = row.get(name)
+            if v is not None:
+                self._bytes += 4 * len(v)
+        if (
+            len(self._rows) >= self.flush_rows
+            or self._bytes >= self.flush_bytes
+            or time.monotonic() - self._last_flush >= self.flush_interval_s
+        ):
             self.submit()
 
     def add_many(self, rows: Iterable[dict[str, Any]]) -> None:
         self._raise_failed()
-        self._rows.extend(rows)
-        if len(self._rows) >= self.flush_rows:
+        for row in rows:
+            self._rows.append(row)
+            for name in self._vectors:
+                v = row.get(name)
+                if v is not None:
+                    self._bytes += 4 * len(v)
+        if len(self._rows) >= self.flush_rows or self._bytes >= self.flush_bytes:
             self.submit()
 
     def submit(self) -> None:
@@ -689,6 +712,7 @@ class PartWriter:
         if not self._rows:
             return
         rows, self._rows = self._rows, []
+        self._bytes = 0
         final = self.work.path / f"part-{self._next:06d}.parquet"
         self._next += 1
         if self._pool is None:

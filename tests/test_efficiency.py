@@ -190,3 +190,14 @@ def test_vector_sizes_come_from_the_footers_when_every_write_agrees(
     w.add(_row(5, "error", 0, 0.0))
     w.close()
     assert work.vector_sizes("e", "id", 12, fresh=False) == [(3, 8, ["r1", "r2", "r3", "r6", "r7"])]
+
+
+def test_a_part_is_written_once_its_vectors_reach_flush_bytes(tmp_path: Path) -> None:
+    work = WorkDir(tmp_path / "out.parquet", "fp")
+    work.prepare(fresh=False)
+    w = PartWriter(work, VSCHEMA, flush_rows=1000, flush_interval_s=60, flush_bytes=100)
+    for i in range(10):  # 8 floats = 32 bytes a row: a part every 4 rows; failed rows hold no vector
+        w.add(_row(i, "ok" if i != 2 else "error", 8, 0.0))
+    w.close()
+    sizes = [pq.ParquetFile(p).metadata.num_rows for p in work.parts()]
+    assert sizes == [5, 4, 1]
