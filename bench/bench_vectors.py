@@ -2,11 +2,13 @@
 
     python bench/bench_vectors.py write --rows 20000      # final file from parts: MB/s of vector data
     python bench/bench_vectors.py run --rows 10000 100000  # a whole embed run: peak RSS, rows/s
+    python bench/bench_vectors.py run --kind chat --rows 1000000  # a chat run (short answers)
 
 `write` builds a work folder as an embed run leaves it (Parquet parts of 2,000 rows, sorted by input
 position within a part, parts out of order as answers arrive) and times `WorkDir.finish` alone, in a
 child process whose peak RSS is reported. `run` runs `pipeline run` against a zero-latency simulator
-in its own process (no rate limits) and reports the client's peak RSS (ru_maxrss) and wall time.
+in its own process (no rate limits, no cache) and reports the client's peak RSS (ru_maxrss; and its
+anonymous part, sampled: without shared-library code) and wall time.
 Each figure is printed with the load average beside it.
 """
 
@@ -37,6 +39,7 @@ def make_work(out: Path, rows: int, part_rows: int = 2000) -> tuple[Path, pa.Sch
 
     # (older versions, for a before/after run: parts as they wrote them)
     write_options = getattr(sinks, "write_options", lambda schema: {"compression": "zstd"})
+    note_dims = getattr(sinks, "_note_dims", lambda table: table)  # the vector sizes in the part's footer
 
     work = WorkDir(out, "bench")
     work.prepare(fresh=True)
@@ -68,7 +71,9 @@ def make_work(out: Path, rows: int, part_rows: int = 2000) -> tuple[Path, pa.Sch
             "emb__cost": pa.array([2e-7] * n),
         }
         table = pa.table({k: v for k, v in cols.items() if k in schema.names}, schema=schema)
-        pq.write_table(table, work.path / f"part-{i + 1:06d}.parquet", **write_options(schema))  # as PartWriter
+        part = work.path / f"part-{i + 1:06d}.parquet"
+        group = max(1, int(getattr(sinks, "PART_GROUP_BYTES", 2**40) * n / table.nbytes))
+        pq.write_table(note_dims(table), part, row_group_size=group, **write_options(schema))  # as PartWriter
     final = schema.remove(0).set(schema.get_field_index("emb") - 1, pa.field("emb", pa.list_(pa.float32(), DIM)))
     return work.path, final
 
@@ -77,15 +82,25 @@ def child_write(out: str, rows: int) -> None:
     """In a child process: finish the prepared work folder; print seconds and peak RSS."""
     import pickle
 
-    from pipeline.sinks import WorkDir
+    from pipeline import sinks
+    from pipeline.sinks import VectorColumn, WorkDir
 
     schema = pickle.loads(Path(out + ".schema").read_bytes())
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    work = WorkDir(Path(out), "bench")
+    # the vector-size check the run does before the final file (older versions: a polars pass)
     t0 = time.perf_counter()
-    WorkDir(Path(out), "bench").finish(schema, rows, fresh=False)
+    rule = VectorColumn("emb", "emb", pa.float32())
+    if hasattr(sinks, "final_fields"):
+        sinks.final_fields([rule], work, False, rows, "doc_id")
+    else:
+        sinks.widen_fields([rule], work.written(False), "doc_id")  # type: ignore[arg-type]
+    check = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    work.finish(schema, rows, fresh=False)
     dt = time.perf_counter() - t0
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    print(f"{dt} {peak // 1024} {base // 1024}")
+    print(f"{dt} {peak // 1024} {base // 1024} {check}")
 
 
 def bench_write(rows: int) -> None:
@@ -100,29 +115,33 @@ def bench_write(rows: int) -> None:
         res = subprocess.run(
             [sys.executable, __file__, "_child", str(out), str(rows)], capture_output=True, text=True, check=True
         )
-        dt, peak, base = res.stdout.split()
+        dt, peak, base, check = res.stdout.split()
         mb = rows * DIM * 4 / 1e6
         t = pq.read_table(out, columns=["doc_id"])
         assert t.num_rows == rows and t["doc_id"][0].as_py() == "d00000000", "order lost"
         print(
             f"final write: {rows:,} rows x {DIM}-d = {mb:,.0f} MB of vectors in {float(dt):.2f}s = "
-            f"{mb / float(dt):,.0f} MB/s; child peak RSS {peak} MB (after imports {base} MB)  "
+            f"{mb / float(dt):,.0f} MB/s (with the vector-size check before it, {float(check):.2f}s: "
+            f"{mb / (float(dt) + float(check)):,.0f} MB/s); child peak RSS {peak} MB (after imports {base} MB)  "
             f"[load average {load:.2f}]"
         )
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def bench_run(rows: int) -> None:
+def bench_run(rows: int, kind: str = "embed") -> None:
     sys.path.insert(0, str(Path(__file__).parent))
-    from bench_core import SimProcess, make_rows
+    from bench_core import PEAK_ANON_MB, SimProcess, make_rows, run_client, write_job
 
     sim = SimProcess(latency_s=0.0)
     work = Path(tempfile.mkdtemp(prefix="bench-vrun-"))
     try:
-        make_rows(work / "rows.parquet", rows)
-        job = work / "job.yaml"
-        job.write_text(f"""
+        if kind == "chat":  # the sentiment-label job of bench_core, without its cache
+            job = write_job(work, sim.url, rows, "{concurrency: 64}", cache=False)
+        else:
+            make_rows(work / "rows.parquet", rows)
+            job = work / "job.yaml"
+            job.write_text(f"""
 version: 1
 name: bench-vectors
 providers:
@@ -135,20 +154,13 @@ output: {{path: {work / "out.parquet"}}}
 cache: {{enabled: false}}
 """)
         load = os.getloadavg()[0]
-        t0 = time.monotonic()
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "pipeline.cli", "run", str(job), "--quiet"],
-            env={**os.environ, "BENCH_KEY": "b"},
-            stderr=subprocess.PIPE,
-        )
-        _, status, usage = os.wait4(proc.pid, 0)
-        wall = time.monotonic() - t0
-        if os.waitstatus_to_exitcode(status) != 0:
-            raise RuntimeError(proc.stderr.read().decode()[-2000:] if proc.stderr else "failed")
+        wall, peak, _ = run_client(job)
         n = pq.ParquetFile(work / "out.parquet").metadata.num_rows
+        what = f"{DIM}-d" if kind == "embed" else "chat"
         print(
-            f"embed run: {n:,} rows x {DIM}-d, client peak RSS {usage.ru_maxrss // 1024} MB, {wall:.1f}s wall "
-            f"({n / wall:,.0f} rows/s), CPU {usage.ru_utime + usage.ru_stime:.1f}s  [load average {load:.2f}]"
+            f"{kind} run: {n:,} rows ({what}), client peak RSS {peak} MB (anonymous {PEAK_ANON_MB[-1]} MB), "
+            f"{wall:.1f}s wall ({n / wall:,.0f} rows/s)  [load average {load:.2f} at start, "
+            f"{os.getloadavg()[0]:.2f} at end]"
         )
     finally:
         sim.stop()
@@ -162,9 +174,15 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("which", choices=["write", "run"])
     ap.add_argument("--rows", type=int, nargs="+", default=[20_000])
+    ap.add_argument("--kind", choices=["embed", "chat"], default="embed", help="run: the job's kind")
+    ap.add_argument("--repeat", type=int, default=1, help="write: runs per size (each printed)")
     a = ap.parse_args()
     for rows in a.rows:
-        bench_write(rows) if a.which == "write" else bench_run(rows)
+        if a.which == "write":
+            for _ in range(a.repeat):
+                bench_write(rows)
+        else:
+            bench_run(rows, a.kind)
 
 
 if __name__ == "__main__":

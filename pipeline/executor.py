@@ -29,7 +29,7 @@ from .logs import event
 from .plan import DEFAULT_ID, Plan
 from .ports import GateFactory
 from .records import Progress
-from .sinks import PartWriter, WorkDir, status_counts, widen_fields
+from .sinks import PartWriter, WorkDir, final_fields, status_counts
 from .sources import ROW
 from .transport import Transport, new_session
 
@@ -164,11 +164,8 @@ class Executor:
     def _final_schema(self, work: WorkDir, fresh: bool) -> pa.Schema:
         """The final file's schema: the parts' one, with the columns steps only know from their results."""
         schema = self.plan.final_schema
-        written = work.written(fresh)
-        if written is None:
-            return schema
         rules = [rule for step in self.plan.steps for rule in step.final_columns()]
-        for f in widen_fields(rules, written, self.plan.id_column):
+        for f in final_fields(rules, work, fresh, self.plan.total_rows, self.plan.id_column):
             schema = schema.set(schema.get_field_index(f.name), f)
         return schema
 
@@ -266,8 +263,9 @@ class Executor:
                 await self._feed(engine, todo, writer)
                 await engine.drain()
                 limits = {name: c.gate.stats() for name, c in clients.items() if c.gate.stats().admitted}
-            writer.flush()
+            await writer.aflush()
         finally:
+            writer.shutdown()
             reporter.cancel()
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.remove_signal_handler(signal.SIGINT)

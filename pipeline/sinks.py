@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import fcntl
 import json
@@ -9,14 +10,18 @@ import os
 import re
 import shutil
 import time
+from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import polars as pl
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from .errors import DiskError, JobError, RunAborted
@@ -28,25 +33,34 @@ FINGERPRINT_KEY = "pipeline.fingerprint"
 JOB_KEY = "pipeline.job"  # the job name: a rerun of a changed job may replace its own earlier output
 FAILED = ("error", "invalid")
 FINISH_ROWS = 50_000  # input positions per slice of the final write, at most
-FINISH_BYTES = 16 * 2**20  # and about this much data per slice (vectors make rows big): a row group
-FINISH_CACHE_BYTES = 64 * 2**20  # parts kept decoded while consecutive slices draw from them
+FINISH_BYTES = 4 * 2**20  # and about this much data per slice (vectors make rows big): a row group
+PART_GROUP_BYTES = 2**20  # data per row group of a part, about
+PART_VECTOR_BYTES = 8 * 2**20  # a part is written once its rows hold this much vector data (or flush_rows)
+DIMS_KEY = "pipeline.dims"  # in a part's footer: the vector sizes its rows hold, per vector column
+
+
+def is_vector(t: pa.DataType) -> bool:
+    """A column of vectors: lists of floats (variable in the parts, fixed-size in the final file)."""
+    return bool(
+        (pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t))
+        and pa.types.is_floating(t.value_type)
+    )
 
 
 def write_options(schema: pa.Schema) -> dict[str, Any]:
     """Parquet options for `schema`: vector columns (lists of floats) skip dictionary encoding and
     statistics, which cost most of their write time (a dictionary of floats is given up on after
-    trying) and buy nothing; twice the write and read speed of vector data."""
-
-    def vector(t: pa.DataType) -> bool:
-        return bool(
-            (pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t))
-            and pa.types.is_floating(t.value_type)
-        )
-
-    if not any(vector(f.type) for f in schema):
+    trying) and buy nothing; and they are stored uncompressed: zstd saves under a tenth of the bytes
+    of float vectors at half the write speed and a third of the read speed."""
+    vectors = {f.name for f in schema if is_vector(f.type)}
+    if not vectors:
         return {"compression": "zstd"}
     flat = [f.name for f in schema if not pa.types.is_nested(f.type)]
-    return {"compression": "zstd", "use_dictionary": flat, "write_statistics": flat}
+    return {
+        "compression": {f.name: ("none" if f.name in vectors else "zstd") for f in schema},
+        "use_dictionary": flat,
+        "write_statistics": flat,
+    }
 
 
 def work_path(output: Path) -> Path:
@@ -296,13 +310,44 @@ class WorkDir:
         out += [_Source(p, final=False) for p in self.parts()]
         return out
 
+    def vector_sizes(
+        self, column: str, id_column: str, total_rows: int, fresh: bool
+    ) -> list[tuple[int, int, list[Any]]]:
+        """The sizes of the vectors in `column` among the latest writes of the rows: (size, rows, up to
+        five ids), most rows first. Read from the parts' footers when every write agrees on one size
+        (the row count is then not counted: -1); the rows are read only when they do not."""
+        sources = self._sources(fresh)
+        seen: set[int] = set()
+        for s in sources:
+            seen |= s.dims(column)
+        if len(seen) <= 1:
+            return [(d, -1, []) for d in seen]
+        counts: dict[int, int] = {}
+        ids: dict[int, list[Any]] = {}
+        step = max(1, min(FINISH_ROWS, int(FINISH_BYTES / max(1.0, max(s.bytes_per_row() for s in sources)))))
+        cols = [column, id_column]
+        for src, off, _ in _latest_slices(sources, total_rows, step):
+            for s_id, _, offsets in _by_source(src, off):
+                t = sources[s_id].read_rows(offsets, cols, None)
+                lengths = pc.list_value_length(t.column(column).combine_chunks()).to_numpy(zero_copy_only=False)
+                valid = np.asarray(t.column(column).is_valid().to_numpy(zero_copy_only=False), dtype=bool)
+                id_values = t.column(id_column)
+                for d in np.unique(lengths[valid]):
+                    hit = np.flatnonzero(valid & (lengths == d))
+                    counts[int(d)] = counts.get(int(d), 0) + len(hit)
+                    got = ids.setdefault(int(d), [])
+                    if len(got) < 5:
+                        got += id_values.take(pa.array(hit[: 5 - len(got)])).to_pylist()
+        return sorted(((d, n, ids[d]) for d, n in counts.items()), key=lambda x: -x[1])
+
     def finish(self, schema: pa.Schema, total_rows: int, fresh: bool) -> Path:
         """Write the final file in input order, atomically; then drop the work folder.
 
-        Streamed: an index of every write (input position, store, offset: a few bytes per row) picks
-        the latest write of each row; then slices of about FINISH_BYTES of data are gathered from the
-        stores that hold them (a part is decoded once while consecutive slices need it) and written as
-        row groups. Memory holds one slice and the few parts it draws from, whatever the job's size.
+        Streamed in slices of consecutive input positions (about FINISH_BYTES of data each, one row
+        group): for each slice, the latest write of each row is found from the positions of the parts
+        that overlap it (parts are sorted by position: a slice is one run of offsets in each), those
+        rows are read from only the row groups that hold them and put in input order. Memory holds
+        one slice and the row groups it draws from, whatever the job's size: nothing grows with rows.
         """
         sources = self._sources(fresh)
         self.output.parent.mkdir(parents=True, exist_ok=True)
@@ -313,35 +358,30 @@ class WorkDir:
             JOB_KEY.encode(): self.job_name.encode(),
         }
         out_schema = schema.with_metadata(meta)
+        plain = schema.remove_metadata()
         writer: pq.ParquetWriter | None = None
         try:
-            rows, src, off = _latest_writes(sources, total_rows)
             per_row = max((s.bytes_per_row() for s in sources), default=0.0)
             step = max(1, min(FINISH_ROWS, int(FINISH_BYTES / per_row) if per_row else FINISH_ROWS))
             writer = pq.ParquetWriter(tmp, out_schema, **write_options(out_schema))
-            cache = _DecodedParts(sources, schema, FINISH_CACHE_BYTES)
-            if len(rows) == 0:
+            written = slices_written = 0
+            # the next slice is read and put in order in a thread while this one is written
+            with ThreadPoolExecutor(max_workers=1, thread_name_prefix="pipeline-finish") as pool:
+                slices = _ordered_slices(sources, total_rows, step, plain)
+                ahead = pool.submit(next, slices, None)
+                while (chunk := ahead.result()) is not None:
+                    ahead = pool.submit(next, slices, None)
+                    writer.write_table(chunk.replace_schema_metadata(meta), row_group_size=chunk.num_rows)
+                    written += chunk.num_rows
+                    del chunk
+                    slices_written += 1
+                    if slices_written % 8 == 0:  # hand freed slices back now and then: RSS stays flat
+                        pa.default_memory_pool().release_unused()
+            if not written:
                 writer.write_table(schema.empty_table().cast(out_schema))
-            for lo in range(0, len(rows), step):
-                s_ids, offsets = src[lo : lo + step], off[lo : lo + step]
-                pieces, order = [], []
-                for s_id in np.unique(s_ids):
-                    where = np.flatnonzero(s_ids == s_id)
-                    source = sources[int(s_id)]
-                    if source.final:  # only the row groups this slice needs
-                        pieces.append(source.take(offsets[where], schema))
-                    else:
-                        pieces.append(cache.get(int(s_id)).take(pa.array(offsets[where])))
-                    order.append(where)
-                # the pieces, store by store, back into input order (takes on single chunks: memcpy speed)
-                chunk = pa.concat_tables(pieces)
-                if len(pieces) > 1:
-                    perm = np.empty(len(s_ids), dtype=np.int64)
-                    perm[np.concatenate(order)] = np.arange(len(s_ids))
-                    chunk = chunk.combine_chunks().take(pa.array(perm))
-                writer.write_table(chunk.replace_schema_metadata(meta), row_group_size=len(s_ids))
-                del chunk, pieces
-                pa.default_memory_pool().release_unused()  # hand freed slices back: RSS stays flat
+            for s in sources:
+                s.close()
+            pa.default_memory_pool().release_unused()  # hand freed slices back: RSS stays flat
             writer.close()
             writer = None
             with open(tmp, "rb") as fh:
@@ -361,80 +401,174 @@ class WorkDir:
 
 
 class _Source:
-    """One store of results: a part (rows keyed by `__row`) or this job's earlier final file."""
+    """One store of results: a part (rows keyed by `__row`, sorted by it) or this job's earlier final
+    file (row i is input position i). Opened lazily; row groups read once while slices need them."""
 
     def __init__(self, path: Path, final: bool) -> None:
         self.path = path
         self.final = final
-        self.meta = pq.ParquetFile(path).metadata
+        # only what the slices need is kept from the footer: a job has hundreds of parts
+        meta = pq.read_metadata(path)
+        self.num_rows = meta.num_rows
+        groups = [meta.row_group(g) for g in range(meta.num_row_groups)]
+        self.starts = np.cumsum([0] + [g.num_rows for g in groups])
+        self.size = sum(g.total_byte_size for g in groups)
+        span: tuple[int, int] = (0, self.num_rows - 1) if final else self._row_range(groups)
+        self.first, self.last = span  # the smallest and largest input position held
+        self._file: pq.ParquetFile | None = None
+        self._rows: np.ndarray | None = None
+        self._perm: np.ndarray | None = None  # parts of older versions were not sorted
+        self._group: tuple[int, tuple[str, ...] | None, pa.Table] | None = None  # the row group read last
+
+    @property
+    def file(self) -> pq.ParquetFile:
+        """The open file, while slices draw from it."""
+        if self._file is None:
+            self._file = pq.ParquetFile(self.path)
+        return self._file
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+        self._file = None
+        self._rows = self._perm = None
+        self._group = None
+
+    def _row_range(self, groups: list[Any]) -> tuple[int, int]:
+        """The smallest and largest input position in the part, from its footer's statistics."""
+        lo, hi = None, None
+        for rg in groups:
+            for c in range(rg.num_columns):
+                col = rg.column(c)
+                if col.path_in_schema == ROW:
+                    st = col.statistics
+                    if st is None or not st.has_min_max:
+                        r = self.rows()
+                        self.close()
+                        return (int(r[0]), int(r[-1])) if len(r) else (0, -1)
+                    lo = st.min if lo is None else min(lo, st.min)
+                    hi = st.max if hi is None else max(hi, st.max)
+        return (int(lo), int(hi)) if lo is not None and hi is not None else (0, -1)
 
     def rows(self) -> np.ndarray:
-        """The input position of each stored row, in storage order."""
+        """The input position of each stored row, in ascending order (see `offsets`)."""
         if self.final:
-            return np.arange(self.meta.num_rows, dtype=np.int64)
-        col = pq.read_table(self.path, columns=[ROW]).column(0)
-        return np.asarray(col.to_numpy(), dtype=np.int64)
+            return np.arange(self.num_rows, dtype=np.int64)
+        if self._rows is None:
+            col = self.file.read(columns=[ROW]).column(0)
+            rows = np.asarray(col.to_numpy(), dtype=np.int64)
+            if len(rows) > 1 and (np.diff(rows) < 0).any():
+                self._perm = np.argsort(rows, kind="stable")
+                rows = rows[self._perm]
+            self._rows = rows
+        return self._rows
+
+    def between(self, lo: int, hi: int) -> tuple[np.ndarray, np.ndarray]:
+        """(input positions, offsets in the store) of the stored rows with lo <= position < hi."""
+        if self.final:
+            a, b = max(lo, 0), min(hi, self.num_rows)
+            r = np.arange(a, max(a, b), dtype=np.int64)
+            return r, r
+        rows = self.rows()
+        a, b = np.searchsorted(rows, [lo, hi])
+        offsets = np.arange(a, b, dtype=np.int64) if self._perm is None else self._perm[a:b]
+        return rows[a:b], offsets
+
+    def dims(self, column: str) -> set[int]:
+        """The vector sizes of `column` in this store, from its footer (PartWriter notes them)."""
+        schema = pq.read_schema(self.path)
+        if column not in schema.names:
+            return set()
+        t = schema.field(column).type
+        if pa.types.is_fixed_size_list(t):  # a final file: one size (or no vector at all: then no row has one)
+            return {t.list_size}
+        noted = (schema.metadata or {}).get(DIMS_KEY.encode())
+        if noted is not None:
+            return {int(d) for d in json.loads(noted).get(column, [])}
+        col = pq.read_table(self.path, columns=[column]).column(0).combine_chunks()  # a part of an older version
+        return {int(d) for d in pc.unique(pc.list_value_length(col)).drop_null().to_pylist()}
 
     def bytes_per_row(self) -> float:
-        size = sum(self.meta.row_group(g).total_byte_size for g in range(self.meta.num_row_groups))
-        return size / self.meta.num_rows if self.meta.num_rows else 0.0
+        return self.size / self.num_rows if self.num_rows else 0.0
 
-    def read(self, schema: pa.Schema) -> pa.Table:
-        """The whole store in the final file's columns and types (columns it lacks are null)."""
-        return self._conform(pq.read_table(self.path, memory_map=True), schema).combine_chunks()
-
-    def take(self, offsets: np.ndarray, schema: pa.Schema) -> pa.Table:
-        """Rows at `offsets` (ascending), reading only the row groups that hold them."""
-        f = pq.ParquetFile(self.path, memory_map=True)
-        starts = np.cumsum([0] + [self.meta.row_group(g).num_rows for g in range(self.meta.num_row_groups)])
-        first = int(np.searchsorted(starts, offsets[0], side="right") - 1)
-        last = int(np.searchsorted(starts, offsets[-1], side="right") - 1)
-        t = f.read_row_groups(list(range(first, last + 1)))
-        return self._conform(t, schema).combine_chunks().take(pa.array(offsets - starts[first]))
+    def read_rows(self, offsets: np.ndarray, columns: list[str] | None, schema: pa.Schema | None) -> pa.Table:
+        """The rows at `offsets` (in that order), in `schema`'s columns and types when given (columns
+        the store lacks are null), reading only the row groups that hold them."""
+        lo, hi = int(offsets.min()), int(offsets.max())
+        first = int(np.searchsorted(self.starts, lo, side="right") - 1)
+        last = int(np.searchsorted(self.starts, hi, side="right") - 1)
+        key = tuple(columns) if columns is not None else None
+        tables = []
+        for g in range(first, last + 1):
+            if self._group is not None and self._group[0] == g and self._group[1] == key:
+                t = self._group[2]
+            else:
+                t = self.file.read_row_group(g, columns=columns, use_threads=False)
+                if schema is not None:
+                    t = self._conform(t, schema)
+                t = t.combine_chunks()
+            tables.append(t)
+        self._group = (last, key, tables[-1])  # the next slice starts where this one ends
+        t = tables[0] if len(tables) == 1 else pa.concat_tables(tables).combine_chunks()
+        local = offsets - self.starts[first]
+        start = int(local[0])
+        if int(local[-1]) - start + 1 == len(local) and (np.diff(local) == 1).all():
+            return t.slice(start, len(local))  # one run of rows (the usual case: parts are sorted): no copy
+        return t.take(pa.array(local))
 
     @staticmethod
     def _conform(t: pa.Table, schema: pa.Schema) -> pa.Table:
         cols = [
             t.column(f.name).cast(f.type) if f.name in t.column_names else pa.nulls(t.num_rows, f.type) for f in schema
         ]
-        return pa.Table.from_arrays(cols, schema=schema.remove_metadata())
+        return pa.Table.from_arrays(cols, schema=schema)
 
 
-class _DecodedParts:
-    """Stores decoded for the final write, the most recently used kept up to a byte budget."""
+def _latest_slices(
+    sources: list[_Source], total_rows: int, step: int
+) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Input positions `step` at a time: (store, offset in the store, position) of the latest write of
+    each position that has one, in input order. A later store's write wins. Only the stores whose
+    range of positions overlaps the slice are looked at; a part's positions are read when a slice
+    first reaches it and dropped once slices have passed it."""
+    for lo in range(0, total_rows, step):
+        hi = min(total_rows, lo + step)
+        src = np.full(hi - lo, -1, dtype=np.int64)
+        off = np.zeros(hi - lo, dtype=np.int64)
+        for i, s in enumerate(sources):
+            if s.last < lo or s.first >= hi:
+                if s.last < lo:
+                    s.close()  # slices have passed it (a no-op unless it was open)
+                continue
+            rows, offsets = s.between(lo, hi)
+            src[rows - lo] = i
+            off[rows - lo] = offsets
+        keep = np.flatnonzero(src >= 0)
+        yield src[keep], off[keep], keep + lo
 
-    def __init__(self, sources: list[_Source], schema: pa.Schema, budget: int) -> None:
-        self.sources, self.schema, self.budget = sources, schema, budget
-        self._tables: dict[int, pa.Table] = {}
 
-    def get(self, i: int) -> pa.Table:
-        t = self._tables.pop(i, None)
-        if t is None:
-            t = self.sources[i].read(self.schema)
-        self._tables[i] = t  # most recent last
-        while len(self._tables) > 1 and sum(x.nbytes for x in self._tables.values()) > self.budget:
-            del self._tables[next(iter(self._tables))]
-        return t
+def _ordered_slices(sources: list[_Source], total_rows: int, step: int, schema: pa.Schema) -> Iterator[pa.Table]:
+    """The final file's rows, a slice of input positions at a time: the latest write of each, in order."""
+    for src, off, _ in _latest_slices(sources, total_rows, step):
+        if not len(src):
+            continue
+        pieces, order = [], []
+        for s_id, where, offsets in _by_source(src, off):
+            pieces.append(sources[s_id].read_rows(offsets, None, schema))
+            order.append(where)
+        chunk = pa.concat_tables(pieces)
+        if len(pieces) > 1:  # the pieces, store by store, back into input order
+            perm = np.empty(len(src), dtype=np.int64)
+            perm[np.concatenate(order)] = np.arange(len(src))
+            chunk = chunk.combine_chunks().take(pa.array(perm))
+        yield chunk
 
 
-def _latest_writes(sources: list[_Source], total_rows: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(input position, store, offset in the store) of the latest write of each row, in input order."""
-    rows_l, src_l, off_l = [], [], []
-    for i, s in enumerate(sources):
-        r = s.rows()
-        rows_l.append(r)
-        src_l.append(np.full(len(r), i, dtype=np.int64))
-        off_l.append(np.arange(len(r), dtype=np.int64))
-    if not rows_l:
-        empty = np.zeros(0, dtype=np.int64)
-        return empty, empty, empty
-    rows, src, off = np.concatenate(rows_l), np.concatenate(src_l), np.concatenate(off_l)
-    order = np.lexsort((src, rows))  # by row, then by store: a later store's write wins
-    rows, src, off = rows[order], src[order], off[order]
-    last = np.ones(len(rows), dtype=bool)
-    last[:-1] = rows[1:] != rows[:-1]
-    keep = last & (rows < total_rows)
-    return rows[keep], src[keep], off[keep]
+def _by_source(src: np.ndarray, off: np.ndarray) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+    """(store, where in the slice, offsets in the store) for each store a slice draws from."""
+    for s_id in np.unique(src):
+        where = np.flatnonzero(src == s_id)
+        yield int(s_id), where, off[where]
 
 
 def keep_latest(written: pl.LazyFrame) -> pl.LazyFrame:
@@ -469,17 +603,25 @@ class VectorColumn:
             .sort("rows", descending=True)
             .collect()
         )
-        if sizes.height > 1:
-            shown = "; ".join(f"{d} ({n:,} rows, e.g. {', '.join(map(str, ids))})" for d, n, ids in sizes.iter_rows())
+        return self.decide([(int(d), int(n), list(ids)) for d, n, ids in sizes.iter_rows()])
+
+    def widen_work(self, work: WorkDir, fresh: bool, total_rows: int, id_column: str) -> pa.Field | None:
+        """`widen` from a work folder's stores, reading their footers only when every write agrees."""
+        return self.decide(work.vector_sizes(self.column, id_column, total_rows, fresh))
+
+    def decide(self, sizes: Sequence[tuple[int, int, list[Any]]]) -> pa.Field | None:
+        """The final field from the sizes of the latest writes: (size, rows, some ids), most rows first."""
+        if len(sizes) > 1:
+            shown = "; ".join(f"{d} ({n:,} rows, e.g. {', '.join(map(str, ids))})" for d, n, ids in sizes)
             raise RunAborted(
                 f"step `{self.step}`: the vectors of the finished rows differ in size: {shown}. The server "
                 "changed its model between runs? The final file was not written; to embed every row "
                 "again, clear the cache (`pipeline cache clear`) and run with --fresh"
             )
-        dim = int(sizes["__dim"][0]) if sizes.height else self.size
+        dim = sizes[0][0] if sizes else self.size
         if dim is None:
             return None
-        return pa.field(col, pa.list_(self.item, dim))
+        return pa.field(self.column, pa.list_(self.item, dim))
 
 
 # What a kind may declare about its columns' final types (one rule today).
@@ -491,45 +633,178 @@ def widen_fields(rules: Iterable[FinalColumn], written: pl.LazyFrame, id_column:
     return [f for rule in rules if (f := rule.widen(written, id_column)) is not None]
 
 
-class PartWriter:
-    """Buffers finished rows and writes them as Parquet parts (atomically: tmp file, then rename)."""
+def final_fields(
+    rules: Iterable[FinalColumn], work: WorkDir, fresh: bool, total_rows: int, id_column: str
+) -> list[pa.Field]:
+    """`widen_fields` from a work folder (what the final write uses): memory and reads do not grow with
+    rows when every write agrees. No store at all (no row): the part types are kept."""
+    if not work._sources(fresh):
+        return []
+    return [f for rule in rules if (f := rule.widen_work(work, fresh, total_rows, id_column)) is not None]
 
-    def __init__(self, work: WorkDir, schema: pa.Schema, flush_rows: int, flush_interval_s: float) -> None:
+
+class PartWriter:
+    """Buffers finished rows and writes them as Parquet parts (atomically: tmp file, then rename).
+
+    Parts are built and written in one worker thread, in the order they were handed over, so the
+    caller's event loop never waits on Parquet encoding or the disk. A row counts as written (and a
+    later run resumes past it) only once its part is renamed in place. A failed write removes its tmp
+    file and raises DiskError from the next `add`, `flush` or `aflush` (and every one after); the rows
+    of the failed part are not written and are redone by the next run.
+    """
+
+    def __init__(
+        self,
+        work: WorkDir,
+        schema: pa.Schema,
+        flush_rows: int,
+        flush_interval_s: float,
+        max_pending: int = 2,
+        flush_bytes: int = PART_VECTOR_BYTES,
+    ) -> None:
         self.work = work
         self.schema = schema
         self.flush_rows = flush_rows
         self.flush_interval_s = flush_interval_s
+        self.max_pending = max_pending  # parts queued for the thread before `add` waits for the oldest
+        self.flush_bytes = flush_bytes  # or once the buffered rows hold this much vector data
+        self._vectors = [f.name for f in schema if is_vector(f.type)]
+        self._bytes = 0
         self._rows: list[dict[str, Any]] = []
         self._last_flush = time.monotonic()
         existing = work.parts()
         self._next = (int(existing[-1].stem.split("-")[1]) + 1) if existing else 1
         self.rows_written = 0
+        self._pool: ThreadPoolExecutor | None = None
+        self._pending: deque[Future[None]] = deque()
+        self._error: BaseException | None = None
 
     def add(self, row: dict[str, Any]) -> None:
+        self._raise_failed()
         self._rows.append(row)
-        if len(self._rows) >= self.flush_rows or time.monotonic() - self._last_flush >= self.flush_interval_s:
-            self.flush()
+        for name in self._vectors:
+            v = row.get(name)
+            if v is not None:
+                self._bytes += 4 * len(v)
+        if (
+            len(self._rows) >= self.flush_rows
+            or self._bytes >= self.flush_bytes
+            or time.monotonic() - self._last_flush >= self.flush_interval_s
+        ):
+            self.submit()
 
     def add_many(self, rows: Iterable[dict[str, Any]]) -> None:
-        self._rows.extend(rows)
-        if len(self._rows) >= self.flush_rows:
-            self.flush()
+        self._raise_failed()
+        for row in rows:
+            self._rows.append(row)
+            for name in self._vectors:
+                v = row.get(name)
+                if v is not None:
+                    self._bytes += 4 * len(v)
+        if len(self._rows) >= self.flush_rows or self._bytes >= self.flush_bytes:
+            self.submit()
 
-    def flush(self) -> None:
+    def submit(self) -> None:
+        """Hand the buffered rows to the writer thread as the next part; returns at once unless more
+        than `max_pending` parts are still queued (then waits for the oldest: the disk sets the pace)."""
         self._last_flush = time.monotonic()
+        self._raise_failed()
         if not self._rows:
             return
-        # sorted by input position: the final write then reads each part only for the slice it covers
-        table = pa.Table.from_pylist(self._rows, schema=self.schema).sort_by(ROW)
+        rows, self._rows = self._rows, []
+        self._bytes = 0
         final = self.work.path / f"part-{self._next:06d}.parquet"
-        tmp = final.with_suffix(".tmp")
+        self._next += 1
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pipeline-parts")
+        self._pending.append(self._pool.submit(self._write, [rows], final))
+        while len(self._pending) > self.max_pending:
+            self._settle(self._pending.popleft())
+
+    def flush(self) -> None:
+        """Write every buffered row and wait until every part is in place (blocking)."""
+        self.submit()
+        while self._pending:
+            self._settle(self._pending.popleft())
+        self._raise_failed()
+
+    async def aflush(self) -> None:
+        """`flush` without blocking the event loop."""
+        self.submit()
+        while self._pending:
+            fut = self._pending[0]
+            with contextlib.suppress(BaseException):  # _settle reports it
+                await asyncio.wrap_future(fut)
+            self._settle(self._pending.popleft())
+        self._raise_failed()
+
+    def close(self) -> None:
+        """Flush, then stop the writer thread."""
         try:
-            pq.write_table(table, tmp, **write_options(self.schema))
+            self.flush()
+        finally:
+            self.shutdown()
+
+    def shutdown(self) -> None:
+        """Stop the writer thread once the parts handed to it are written; rows still buffered are
+        dropped (they stay to do). Errors are kept for the next `flush`, not raised."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+
+    def _settle(self, fut: Future[None]) -> None:
+        try:
+            fut.result()
+        except BaseException as exc:
+            if self._error is None:
+                self._error = exc
+
+    def _raise_failed(self) -> None:
+        for fut in list(self._pending):  # a failure seen as soon as its write ends, not when it is waited for
+            if not fut.done():
+                break
+            self._pending.popleft()
+            self._settle(fut)
+        if self._error is not None:
+            raise self._error
+
+    def _write(self, box: list[list[dict[str, Any]]], final: Path) -> None:
+        """In the writer thread: one part, atomically. `box` holds the rows, so that they are freed as
+        soon as they are in the table (the pool's work item would keep them until the part is written)."""
+        tmp = final.with_suffix(".tmp")
+        rows = box.pop()
+        n = len(rows)
+        try:
+            # sorted by input position: the final write then reads each part only for the slice it covers
+            rows.sort(key=itemgetter(ROW))
+            table = pa.Table.from_pylist(rows, schema=self.schema)
+            del rows
+            # row groups of about PART_GROUP_BYTES: the final write reads only the rows a slice needs
+            group = max(1, int(PART_GROUP_BYTES * table.num_rows / max(1, table.nbytes)))
+            pq.write_table(_note_dims(table), tmp, row_group_size=group, **write_options(self.schema))
+            del table
             os.replace(tmp, final)
-        except OSError as exc:
+        except BaseException as exc:
             with contextlib.suppress(OSError):
                 tmp.unlink()
-            raise DiskError(final, exc) from exc
-        self._next += 1
-        self.rows_written += len(self._rows)
-        self._rows = []
+            if isinstance(exc, OSError):
+                raise DiskError(final, exc) from exc
+            raise
+        finally:
+            pa.default_memory_pool().release_unused()  # this thread's freed pages back to the system
+        self.rows_written += n
+
+
+def _note_dims(table: pa.Table) -> pa.Table:
+    """`table` with the sizes of its vectors noted in its metadata (DIMS_KEY): the final write checks
+    that every row agrees from the parts' footers, without reading their vectors."""
+    dims = {
+        f.name: sorted(int(d) for d in pc.unique(pc.list_value_length(table.column(f.name))).drop_null().to_pylist())
+        for f in table.schema
+        if is_vector(f.type)
+    }
+    if not dims:
+        return table
+    return table.replace_schema_metadata(
+        {**(table.schema.metadata or {}), DIMS_KEY.encode(): json.dumps(dims).encode()}
+    )

@@ -14,7 +14,7 @@ import pytest
 
 from pipeline import sinks
 from pipeline.cache import ResponseCache
-from pipeline.sinks import WorkDir, step_fields, write_options
+from pipeline.sinks import PartWriter, WorkDir, step_fields, write_options
 from pipeline.sources import ROW
 
 
@@ -33,9 +33,8 @@ def test_prefetch_answers_like_get_once(tmp_path: Path) -> None:
 def test_streamed_final_write_keeps_order_latest_write_and_vectors(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # tiny slices and a tiny decoded-part budget: every slice draws on several parts, parts are evicted
+    # tiny slices: every slice draws on several parts
     monkeypatch.setattr(sinks, "FINISH_BYTES", 3000)
-    monkeypatch.setattr(sinks, "FINISH_CACHE_BYTES", 5000)
     dim, n = 8, 500
     schema = pa.schema(
         [
@@ -88,3 +87,117 @@ def test_rows_in_flight_are_bounded_by_bytes(tmp_path: Path, sim_factory: Any, m
         level += step
         peak = max(peak, level)
     assert 1 < peak <= 5  # 10 kB of ~2 kB rows, where the window alone would allow 50
+
+
+# ----- the final write streams parts: same file as the latest write of each row, in input order
+
+VSCHEMA = pa.schema(
+    [
+        pa.field(ROW, pa.uint32()),
+        pa.field("id", pa.string()),
+        *step_fields("e", [pa.field("e", pa.list_(pa.float32()))]),
+    ]
+)
+
+
+def _row(i: int, status: str, dim: int, tag: float) -> dict[str, object]:
+    ok = status == "ok"
+    return {
+        ROW: i,
+        "id": f"r{i}",
+        "e": np.full(dim, i + tag, dtype=np.float32) if ok else None,
+        "e__status": status,
+        "e__error": None if ok else f"failed {tag}",
+        "e__attempts": 1,
+    }
+
+
+def _reference(work: WorkDir, final: pa.Schema, fresh: bool = False) -> pa.Table:
+    """The final file as the whole-table path makes it: every write, the latest of each row, in order."""
+    written = work.written(fresh)
+    assert written is not None
+    df = sinks.keep_latest(written).collect()
+    return df.drop(ROW, sinks.PART).to_arrow().cast(final.remove_metadata())
+
+
+def _old_part(work: WorkDir, number: int, rows: list[dict[str, object]]) -> None:
+    """A part as an older version wrote it: rows in finishing order, one row group, no sizes noted."""
+    t = pa.Table.from_pylist(rows, schema=VSCHEMA)
+    pq.write_table(t, work.path / f"part-{number:06d}.parquet", compression="zstd")
+
+
+def test_final_file_is_the_latest_write_of_each_row_after_failures_and_resumes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sinks, "FINISH_BYTES", 2000)  # slices of a few rows
+    monkeypatch.setattr(sinks, "PART_GROUP_BYTES", 300)  # parts of many small row groups
+    dim, n = 6, 300
+    final = VSCHEMA.remove(0).set(1, pa.field("e", pa.list_(pa.float32(), dim)))
+    rng = np.random.default_rng(7)
+    out = tmp_path / "out.parquet"
+    work = WorkDir(out, "fp")
+    work.prepare(fresh=False)
+    order = np.argsort(np.arange(n) + rng.uniform(0, 60, n), kind="stable")  # rows finish about in order
+    statuses = rng.choice(["ok", "ok", "ok", "error", "invalid", "skipped"], n)
+    w = PartWriter(work, VSCHEMA, flush_rows=23, flush_interval_s=60)
+    for i in order[: n - 40]:
+        w.add(_row(int(i), str(statuses[i]), dim, 0.0))
+    w.close()
+    _old_part(work, 90, [_row(int(i), "ok", dim, 0.25) for i in order[n - 40 :]])  # unsorted, as written once
+    expected = _reference(work, final)
+    got = pq.read_table(work.finish(final, n, fresh=False))
+    assert got.cast(final.remove_metadata()).equals(expected)
+    # a second run of the same job redoes the failed rows: final file + new parts, the latest write wins
+    work2 = WorkDir(out, "fp")
+    work2.prepare(fresh=False)
+    failed = np.flatnonzero(work2.prior(n, ["e__status"], fresh=False).failed)
+    assert len(failed) > 20
+    w2 = PartWriter(work2, VSCHEMA, flush_rows=7, flush_interval_s=60)
+    for k, i in enumerate(rng.permutation(failed)):
+        w2.add(_row(int(i), "ok" if k % 3 else "error", dim, 0.5))
+    w2.close()
+    expected2 = _reference(work2, final)
+    got2 = pq.read_table(work2.finish(final, n, fresh=False))
+    assert got2.cast(final.remove_metadata()).equals(expected2)
+    assert got2["id"].to_pylist() == [f"r{i}" for i in range(n)]
+    assert pq.ParquetFile(out).metadata.num_row_groups > 10  # written in slices
+
+
+def test_vector_sizes_come_from_the_footers_when_every_write_agrees(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    work = WorkDir(tmp_path / "out.parquet", "fp")
+    work.prepare(fresh=False)
+    w = PartWriter(work, VSCHEMA, flush_rows=5, flush_interval_s=60)
+    for i in range(12):
+        w.add(_row(i, "ok" if i % 4 else "error", 3, 0.0))
+    w.close()
+
+    def no_reads(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("rows were read to find the vector sizes")
+
+    with monkeypatch.context() as m:
+        m.setattr(sinks._Source, "read_rows", no_reads)
+        m.setattr(sinks.pq, "read_table", no_reads)
+        assert work.vector_sizes("e", "id", 12, fresh=False) == [(3, -1, [])]
+    # a later run wrote row 5 again with another size: every write no longer agrees, rows are read
+    w = PartWriter(work, VSCHEMA, flush_rows=5, flush_interval_s=60)
+    w.add(_row(5, "ok", 2, 0.5))
+    w.close()
+    assert work.vector_sizes("e", "id", 12, fresh=False) == [(3, 8, ["r1", "r2", "r3", "r6", "r7"]), (2, 1, ["r5"])]
+    # ... and once that row's latest write has no vector, the sizes agree again
+    w = PartWriter(work, VSCHEMA, flush_rows=5, flush_interval_s=60)
+    w.add(_row(5, "error", 0, 0.0))
+    w.close()
+    assert work.vector_sizes("e", "id", 12, fresh=False) == [(3, 8, ["r1", "r2", "r3", "r6", "r7"])]
+
+
+def test_a_part_is_written_once_its_vectors_reach_flush_bytes(tmp_path: Path) -> None:
+    work = WorkDir(tmp_path / "out.parquet", "fp")
+    work.prepare(fresh=False)
+    w = PartWriter(work, VSCHEMA, flush_rows=1000, flush_interval_s=60, flush_bytes=100)
+    for i in range(10):  # 8 floats = 32 bytes a row: a part every 4 rows; failed rows hold no vector
+        w.add(_row(i, "ok" if i != 2 else "error", 8, 0.0))
+    w.close()
+    sizes = [pq.ParquetFile(p).metadata.num_rows for p in work.parts()]
+    assert sizes == [5, 4, 1]

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
+import errno
+import threading
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 import pyarrow as pa
 import pytest
 
 import pipeline.sinks as sinks
+from pipeline.errors import DiskError
 from pipeline.sinks import PartWriter, WorkDir
 from pipeline.sources import ROW
 
@@ -82,3 +87,87 @@ def test_half_written_part_is_ignored(tmp_path: Path) -> None:
     (work.path / "part-000001.tmp").write_bytes(b"PAR1 truncated by kill -9")
     assert WorkDir(tmp_path / "out.parquet", "fp1").prepare(fresh=False) is True
     assert not (work.path / "part-000001.tmp").exists()
+
+
+# ----- parts are written off the event loop
+
+
+class _HeldWrites:
+    """`pq.write_table` that waits for `release` (set from the test) and records which thread wrote."""
+
+    def __init__(self, fail: bool = False) -> None:
+        self.release = threading.Event()
+        self.started = threading.Event()
+        self.threads: list[str] = []
+        self.fail = fail
+        self.real = sinks.pq.write_table
+
+    def __call__(self, table: pa.Table, where: Any, **kwargs: Any) -> None:
+        self.threads.append(threading.current_thread().name)
+        if threading.current_thread() is threading.main_thread():
+            raise AssertionError("a part was written on the event loop's thread")
+        self.started.set()
+        self.release.wait()
+        Path(where).write_bytes(b"PAR1 half")  # the tmp file exists while it is written
+        if self.fail:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        self.real(table, where, **kwargs)
+
+
+async def test_a_part_being_written_does_not_hold_the_loop(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    held = _HeldWrites()
+    monkeypatch.setattr(sinks.pq, "write_table", held)
+    work = WorkDir(tmp_path / "out.parquet", "fp1")
+    work.prepare(fresh=False)
+    w = PartWriter(work, SCHEMA, flush_rows=3, flush_interval_s=60)
+    w.add_many(rows([5, 1, 3], "ok", "a"))  # a full part: handed to the writer thread, add returns
+    await asyncio.get_running_loop().run_in_executor(None, held.started.wait)
+    ticks = 0
+    for _ in range(100):  # the loop runs on while the part is being written
+        await asyncio.sleep(0)
+        ticks += 1
+    assert ticks == 100 and held.threads and held.threads[0].startswith("pipeline-parts")
+    # not in place yet: no row of it counts as done
+    assert work.parts() == [] and not work.prior(6, ["s__status"], fresh=False).done.any()
+    w.add_many(rows([0, 2], "ok", "a"))
+    held.release.set()
+    await w.aflush()
+    w.shutdown()
+    assert [p.name for p in work.parts()] == ["part-000001.parquet", "part-000002.parquet"]
+    assert work.prior(6, ["s__status"], fresh=False).done.tolist() == [True, True, True, True, False, True]
+    assert w.rows_written == 5 and not list(work.path.glob("*.tmp"))
+
+
+def test_parts_are_written_in_the_order_they_were_handed_over(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    held = _HeldWrites()
+    monkeypatch.setattr(sinks.pq, "write_table", held)
+    work = WorkDir(tmp_path / "out.parquet", "fp1")
+    work.prepare(fresh=False)
+    w = PartWriter(work, SCHEMA, flush_rows=2, flush_interval_s=60, max_pending=10)
+    w.add_many(rows([0, 1], "error", "a"))
+    w.add_many(rows([1, 2], "ok", "b"))  # row 1 again: this later write wins
+    w.add_many(rows([1, 3], "ok", "c"))  # and this one again
+    held.release.set()
+    w.close()
+    assert [p.name for p in work.parts()] == [f"part-00000{i}.parquet" for i in (1, 2, 3)]
+    out = pl.read_parquet(work.finish(SCHEMA.remove(0), 4, fresh=False))
+    assert out["v"].to_list() == ["a0", "c1", "b2", "c3"]
+
+
+async def test_a_failed_part_removes_its_tmp_and_stops_the_writer_with_a_disk_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    held = _HeldWrites(fail=True)
+    monkeypatch.setattr(sinks.pq, "write_table", held)
+    work = WorkDir(tmp_path / "out.parquet", "fp1")
+    work.prepare(fresh=False)
+    w = PartWriter(work, SCHEMA, flush_rows=2, flush_interval_s=60)
+    w.add_many(rows([0, 1], "ok", "a"))
+    held.release.set()
+    with pytest.raises(DiskError, match=r"part-000001\.parquet: No space left on device"):
+        await w.aflush()
+    with pytest.raises(DiskError, match=r"part-000001\.parquet"):  # every later call says so too
+        w.add(rows([2], "ok", "a")[0])
+    w.shutdown()
+    assert work.parts() == [] and not list(work.path.glob("*.tmp"))
+    assert not work.prior(3, ["s__status"], fresh=False).done.any()  # the failed part's rows stay to do

@@ -82,6 +82,12 @@ def decode_vector(value: Any) -> tuple[np.ndarray, str | None]:
     raise TransientError(f"an embedding is neither base64 text nor a list of numbers: {str(value)[:60]}")
 
 
+def _vector_block(n: int, dim: int) -> np.ndarray:
+    """An (n, dim) float32 array in memory of Arrow's pool: an answer's vectors stay in one buffer
+    until their part is written (not thousands of small allocations the process cannot give back)."""
+    return np.frombuffer(pa.allocate_buffer(n * dim * 4), dtype=np.float32).reshape(n, dim)
+
+
 class EmbedRuntime(StepRuntime):
     def __init__(self, spec: EmbedStep, cache_ns: str, tokenizer: str | None) -> None:
         super().__init__(spec.name, spec.output_column, spec.provider, cache_ns)
@@ -241,15 +247,22 @@ class EmbedRuntime(StepRuntime):
             raise TransientError(f"answer has no `data` list: {body[:200]!r}")
         if len(data) != n:
             raise TransientError(f"answer has {len(data)} embeddings for {n} inputs")
-        vectors: list[np.ndarray | None] = [None] * n
         b64: list[str | None] = [None] * n
+        block: np.ndarray | None = None  # the answer's vectors, one row each, in one Arrow buffer
+        filled = np.zeros(n, dtype=bool)
+        sizes: set[int] = set()
         for item in data:
             idx = item.get("index") if isinstance(item, dict) else None
-            if not isinstance(idx, int) or isinstance(idx, bool) or not 0 <= idx < n or vectors[idx] is not None:
+            if not isinstance(idx, int) or isinstance(idx, bool) or not 0 <= idx < n or filled[idx]:
                 raise TransientError(f"answer has a missing, repeated or out-of-range index {idx!r} (inputs 0-{n - 1})")
-            vectors[idx], b64[idx] = decode_vector(item.get("embedding"))
-        sizes = {len(v) for v in vectors if v is not None}
-        if len(sizes) != 1:
+            vec, b64[idx] = decode_vector(item.get("embedding"))
+            sizes.add(len(vec))
+            if block is None:
+                block = _vector_block(n, len(vec))
+            if len(vec) == block.shape[1]:
+                block[idx] = vec
+            filled[idx] = True
+        if len(sizes) != 1 or block is None:
             raise TransientError(f"answer mixes vectors of sizes {sorted(sizes)}")
         (dim,) = sizes
         if self._dims is not None and dim != self._dims:
@@ -260,7 +273,7 @@ class EmbedRuntime(StepRuntime):
             u = Usage(tokens, 0)
         else:
             u = Usage(estimate, 0, estimated=True)
-        return [v for v in vectors if v is not None], b64, u
+        return list(block), b64, u
 
     def _dim_problem(self, dim: int) -> str | None:
         if self._seen_dim is None:
