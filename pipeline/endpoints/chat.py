@@ -20,7 +20,7 @@ from ..records import Parsed, StepResult, Usage
 from ..requests import HttpRequest
 from ..templating import Template, compile_template
 from ..tokens import Counter, chat_prompt_tokens
-from .base import Done, Exchange, Prepared, StepRuntime, load_json
+from .base import Done, Exchange, Prepared, StepRuntime, cached_tokens, load_json
 from .chat_shape import Verdict, build_shape
 from .negotiate import FormChoice, ProviderQuirks, quirks_for, refuses_form
 from .sse import ChatStream
@@ -73,6 +73,7 @@ class _Book:
         self.completion = 0
         self.cached = True
         self.estimated = False
+        self.cached_tokens = 0
 
     def add(self, ask: Prepared, reply: Reply[ChatAnswer]) -> None:
         self.attempts += reply.attempts
@@ -81,6 +82,7 @@ class _Book:
         if u is not None:
             self.prompt += ask.prompt_estimate if u.estimated else u.prompt_tokens
             self.completion += u.completion_tokens
+            self.cached_tokens += u.cached_tokens
             self.estimated = self.estimated or u.estimated
 
 
@@ -264,7 +266,11 @@ class ChatRuntime(StepRuntime):
                 confs.append(conf)
         usage = obj.get("usage")
         if isinstance(usage, dict) and isinstance(usage.get("prompt_tokens"), int):
-            u = Usage(int(usage["prompt_tokens"]), int(usage.get("completion_tokens") or 0))
+            u = Usage(
+                int(usage["prompt_tokens"]),
+                int(usage.get("completion_tokens") or 0),
+                cached_tokens=cached_tokens(usage, "prompt_tokens_details"),
+            )
         else:
             u = Usage(0, sum(self._count(v.raw or "") for v in verdicts), estimated=True)
         return ChatAnswer({}, u, tuple(verdicts), tuple(lps), tuple(confs))
@@ -352,6 +358,7 @@ class ChatRuntime(StepRuntime):
             attempts=book.attempts + err.attempts,
             prompt_tokens=book.prompt or None,
             completion_tokens=book.completion or None,
+            cached_tokens=book.cached_tokens,
         )
 
     def _finish(
@@ -389,6 +396,7 @@ class ChatRuntime(StepRuntime):
             completion_tokens=book.completion,
             cached=book.cached,
             tokens_estimated=book.estimated,
+            cached_tokens=book.cached_tokens,
         )
 
     # ----------------------------------------------------------------- the exchange the engine drives

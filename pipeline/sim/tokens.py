@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import warnings
 from functools import lru_cache
 from typing import Any
@@ -74,9 +75,23 @@ def content_tokens(content: Any) -> int:
     return 0
 
 
-def chat_prompt_tokens(messages: list[Any]) -> int:
-    """Prompt tokens of a chat request: sum over messages of (content tokens + 4), plus 3."""
+def chat_prompt_tokens(messages: list[Any], body: dict[str, Any] | None = None) -> int:
+    """Prompt tokens of a chat request: sum over messages of (content tokens + 4), plus 3, plus (with
+    `body`) its tool definitions and answer schema (see `definition_tokens`)."""
     total = 3
     for m in messages:
         total += content_tokens(m.get("content") if isinstance(m, dict) else None) + 4
-    return total
+    return total + (definition_tokens(body) if body is not None else 0)
+
+
+# What a chat body carries besides its messages that the real API bills as prompt tokens.
+DEFINITION_FIELDS = ("response_format", "tools", "tool_choice", "functions", "function_call")
+
+
+def definition_tokens(body: dict[str, Any]) -> int:
+    """Tokens of a chat body's tool definitions and response_format schema, as the real API counts
+    them in `prompt_tokens` (roughly: the JSON of those fields, tokenised)."""
+    fields = {k: body[k] for k in DEFINITION_FIELDS if body.get(k) is not None}
+    if not fields:
+        return 0
+    return count_tokens(json.dumps(fields, sort_keys=True, separators=(",", ":"), ensure_ascii=False))
