@@ -307,9 +307,11 @@ def _sample(est: StepEstimate, prep: Prepared) -> None:
         return
     body = prep.request.json_body or {}
     text = getattr(prep, "text", None)
+    # a chat request's messages as the dialogue knows them (the Responses API sends them as `input` items)
+    messages = body.get("messages") or getattr(prep, "messages", None)
     if isinstance(text, str):
         est.sample_estimate += counter("heuristic")(text)
         est.sample_exact += exact(text)
-    elif isinstance(body.get("messages"), list):
-        est.sample_estimate += chat_prompt_tokens(body["messages"], counter("heuristic"))
-        est.sample_exact += chat_prompt_tokens(body["messages"], exact)
+    elif isinstance(messages, list | tuple):
+        est.sample_estimate += chat_prompt_tokens(messages, counter("heuristic"))
+        est.sample_exact += chat_prompt_tokens(messages, exact)
