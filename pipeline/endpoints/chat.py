@@ -19,7 +19,7 @@ from ..job.model import ChatStep, StructuredVia
 from ..records import Parsed, StepResult, Usage
 from ..requests import HttpRequest
 from ..templating import Template, compile_template
-from ..tokens import Counter, chat_prompt_tokens
+from ..tokens import MESSAGE_OVERHEAD, REPLY_PRIMER, Counter, content_text
 from .base import Done, Exchange, Prepared, StepRuntime, cached_tokens, load_json
 from .chat_shape import Verdict, build_shape
 from .negotiate import FormChoice, ProviderQuirks, quirks_for, refuses_form
@@ -142,6 +142,7 @@ class ChatRuntime(StepRuntime):
         self.col_confidence = f"{self.name}__confidence"
         self._labels = spec.labels is not None
         self._value_columns = [name for name, _ in self.shape.columns()]
+        self._known_counts = {tpl.source: count(tpl.source) for _, tpl in self._messages if tpl.static}
 
     # ----------------------------------------------------------------- plan
     def templates(self) -> list[Template]:
@@ -174,8 +175,10 @@ class ChatRuntime(StepRuntime):
         return quirks_for(client, self.provider) if client is not None else None
 
     def _choice(self) -> FormChoice | None:
+        if self._start is None:  # no schema-shaped answer asked: nothing to negotiate (the common case)
+            return None
         q = self._quirks()
-        if q is None or self._start is None:
+        if q is None:
             return None
         return q.form(self.spec.model, self._start, self._pinned)
 
@@ -184,8 +187,10 @@ class ChatRuntime(StepRuntime):
         return choice.form if choice is not None else self._start
 
     def _streaming(self) -> bool:
+        if not self._stream:
+            return False
         q = self._quirks()
-        return self._stream and not (q is not None and q.streams.off)
+        return not (q is not None and q.streams.off)
 
     def _extra(self, form: StructuredVia | None) -> tuple[dict[str, Any], int]:
         if form not in self._extras:
@@ -205,13 +210,15 @@ class ChatRuntime(StepRuntime):
         if n != self._n:
             body["n"] = n
         # the cache key leaves streaming out: a streamed answer is stored as the body it assembles to
-        key = request_key(self.cache_ns, ENDPOINT, canonical_json(body))
+        blob = canonical_json(body)
+        key = request_key(self.cache_ns, ENDPOINT, blob)
         if stream:
             body["stream"] = True
             body["stream_options"] = {"include_usage": True}
-        prompt = chat_prompt_tokens(sent, self._count) + extra_tokens
+            blob = canonical_json(body)
+        prompt = self._prompt_tokens(sent) + extra_tokens
         return _Ask(
-            HttpRequest(ENDPOINT, json_body=body, data=canonical_json(body), stream=ChatStream if stream else None),
+            HttpRequest(ENDPOINT, json_body=body, data=blob, stream=ChatStream if stream else None),
             tokens=prompt + self._reserve * n,
             cache_key=key,
             completion_charge=None if self._completion_charge is None else self._completion_charge * n,
@@ -221,6 +228,18 @@ class ChatRuntime(StepRuntime):
             form=form,
             streamed=stream,
         )
+
+    def _prompt_tokens(self, sent: list[dict[str, Any]]) -> int:
+        """`chat_prompt_tokens(sent)`, the contents of fixed messages (a system prompt) counted once per run."""
+        known = self._known_counts
+        total = REPLY_PRIMER
+        for m in sent:
+            content = m.get("content")
+            n = known.get(content) if isinstance(content, str) else None
+            if n is None:
+                n = self._count(content_text(content))
+            total += n + MESSAGE_OVERHEAD
+        return total
 
     def prepare(self, row: Mapping[str, Any]) -> _Ask:
         return self._ask([{"role": role, "content": tpl.render(row)} for role, tpl in self._messages], self._n)
