@@ -347,6 +347,8 @@ class ChatRuntime(StepRuntime):
         """The result when the first answer needs no re-ask (the common case, kept cheap: cache
         replays of whole jobs go through here), else None."""
         answer = reply.parsed
+        if self._n == 1 and len(answer.verdicts) == 1:
+            return self._settled_one(first, reply)
         if not all(v.ok for v in answer.verdicts):
             return None
         book = _Book()
@@ -358,6 +360,38 @@ class ChatRuntime(StepRuntime):
             list(answer.confidence) or [None] * n,
             0,
             book,
+        )
+
+    def _settled_one(self, first: Prepared, reply: Reply[ChatAnswer]) -> StepResult | None:
+        """`_settled` for one choice asked and answered (what `_finish` gives for it, without the lists)."""
+        answer = reply.parsed
+        v = answer.verdicts[0]
+        values = v.values
+        if values is None:
+            return None
+        out = {name: values.get(name) for name in self._value_columns}
+        out[self.col_finish] = v.finish_reason
+        if self.shape.structured:
+            out[self.col_raw] = v.raw if self.spec.keep_raw else None
+            out[self.col_repairs] = 0
+        if self._logprobs:
+            out[self.col_logprobs] = answer.logprobs[0] if answer.logprobs else None
+            if self._labels:
+                out[self.col_confidence] = answer.confidence[0] if answer.confidence else None
+        u = answer.usage
+        if u is None:
+            return StepResult(
+                "ok", out, attempts=reply.attempts, prompt_tokens=0, completion_tokens=0, cached=reply.cached
+            )
+        return StepResult(
+            "ok",
+            out,
+            attempts=reply.attempts,
+            prompt_tokens=first.prompt_estimate if u.estimated else u.prompt_tokens,
+            completion_tokens=u.completion_tokens,
+            cached=reply.cached,
+            tokens_estimated=u.estimated,
+            cached_tokens=u.cached_tokens,
         )
 
     def _failed(self, err: CallError, book: _Book, repairs: int, verdicts: list[Verdict]) -> StepResult:
