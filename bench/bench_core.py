@@ -252,7 +252,8 @@ def bench_cached(rows: int) -> None:
     print(
         f"cached: re-run of {rows:,} rows from the cache (--fresh) in {wall:.2f}s = {rows / wall:,.0f} rows/s "
         f"({rows / run_s:,.0f} rows/s over the run's own {run_s:.2f}s, start-up excluded), "
-        f"client CPU {cpu:.2f}s = {cpu / rows * 1e6:.0f} µs per row, {after - before} requests sent, peak RSS {rss} MB; re-run of the finished job: {resume_wall:.2f}s  "
+        f"client CPU {cpu:.2f}s = {cpu / rows * 1e6:.0f} µs per row, {after - before} requests sent, "
+        f"peak RSS {rss} MB; re-run of the finished job: {resume_wall:.2f}s  "
         f"[load average {load:.2f}]"
     )
 
