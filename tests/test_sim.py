@@ -724,3 +724,25 @@ def test_prompt_tokens_count_tool_definitions_and_schemas(tmp_path: Any, sim: An
     assert billed == prep.prompt_estimate
     messages = prep.request.json_body["messages" if api == "chat" else "input"]  # type: ignore[index]
     assert billed - chat_prompt_tokens(messages) > 100  # the schema's tokens (it has ~10 properties)
+
+
+def test_prompt_tokens_are_counted_in_the_models_vocabulary(sim: Any) -> None:
+    """gpt-3.5-turbo-instruct bills its prompt in cl100k_base, as the real API does (the client's estimate
+    counts it so); current models in o200k_base."""
+
+    def billed(path: str, body: dict[str, Any]) -> int:
+        req = urllib.request.Request(
+            sim.url + path,
+            data=json.dumps(body).encode(),
+            headers={"Authorization": "Bearer test-key", "Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(req, timeout=30) as r:
+            return int(json.loads(r.read())["usage"]["prompt_tokens"])
+
+    prompt = "这个产品很好，我很喜欢。 Tagline:"
+    assert count_tokens(prompt, "cl100k_base") != count_tokens(prompt)
+    body = {"model": "gpt-3.5-turbo-instruct", "prompt": prompt, "max_tokens": 5}
+    assert billed("/completions", body) == count_tokens(prompt, "cl100k_base")
+    chat = {"messages": [{"role": "user", "content": prompt}], "max_tokens": 5}
+    assert billed("/chat/completions", {"model": "gpt-4o-mini", **chat}) == count_tokens(prompt) + 4 + 3
+    assert billed("/chat/completions", {"model": "gpt-4-turbo", **chat}) == count_tokens(prompt, "cl100k_base") + 7
