@@ -88,3 +88,43 @@ def test_rows_in_flight_are_bounded_by_bytes(tmp_path: Path, sim_factory: Any, m
         level += step
         peak = max(peak, level)
     assert 1 < peak <= 5  # 10 kB of ~2 kB rows, where the window alone would allow 50
+
+
+def test_answers_are_committed_together_and_readable_before(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Group commit: answers queued over many turns of the loop go to disk in one transaction (here when
+    STORE_BATCH are queued; the linger never ends first); until then `get` answers from the queue, one
+    deleted while queued is never written, and `close` commits what is still queued."""
+    from pipeline import cache as cache_mod
+
+    monkeypatch.setattr(cache_mod, "STORE_LINGER_S", 3600.0)
+    monkeypatch.setattr(cache_mod, "STORE_BATCH", 20)
+    cache = ResponseCache(tmp_path / "c")
+    transactions: list[int] = []
+    real_transact, real_set = cache._dc.transact, cache._dc.set
+    monkeypatch.setattr(cache._dc, "transact", lambda: (transactions.append(0), real_transact())[1])
+
+    def counting_set(key: str, value: bytes) -> bool:
+        transactions[-1] += 1
+        return bool(real_set(key, value))
+
+    monkeypatch.setattr(cache._dc, "set", counting_set)
+
+    async def answers() -> None:
+        futures = []
+        for i in range(20):
+            futures.append(cache.put([(f"k{i}", f"body {i}".encode())]))
+            assert cache.get(f"k{i}") == f"body {i}".encode()  # queued, not committed yet: readable
+            if i == 10:
+                cache.delete("k3")  # an answer found unusable after it was queued
+            await asyncio.sleep(0)  # answers arriving in different turns of the loop
+        await asyncio.gather(*futures)
+        cache.put([("late", b"queued at the end")])  # nobody waits for it: `close` commits it
+
+    asyncio.run(answers())
+    assert transactions == [19]  # one commit for the answers, the deleted one left out
+    cache.close()
+    again = ResponseCache(tmp_path / "c")
+    assert again.get("k0") == b"body 0" and again.get("k19") == b"body 19"
+    assert again.get("k3") is None  # deleted while queued: never written
+    assert again.get("late") == b"queued at the end"
+    again.close()
