@@ -44,12 +44,6 @@ def request_key(provider: str, endpoint: str, blob: bytes, extra: str = "") -> s
 _KEY_STARTS: dict[tuple[str, str, str], Any] = {}
 
 
-# Group commit of answers (see `ResponseCache.put`): at most this long after the first answer queued,
-# or as soon as this many are queued.
-STORE_LINGER_S = 0.05
-STORE_BATCH = 256
-
-
 @dataclass(frozen=True)
 class CacheStats:
     directory: str
@@ -82,14 +76,10 @@ class ResponseCache:
         except Exception as exc:
             raise JobError(f"cannot open the cache folder {self.directory}: {exc}") from exc
         self._pending: list[tuple[str, bytes, asyncio.Future[None]]] = []
-        self._unsaved: dict[str, bytes] = {}  # answers queued and not yet committed, by key (`get` sees them)
-        self._timer: asyncio.Handle | None = None  # the commit to come
+        self._flush_scheduled = False
         self._ahead: dict[str, bytes | None] = {}  # read by `prefetch`, each handed out once
 
     def get(self, key: str) -> bytes | None:
-        body = self._unsaved.get(key)
-        if body is not None:
-            return body
         if key in self._ahead:
             return self._ahead.pop(key)
         value = self._dc.get(key)
@@ -120,47 +110,33 @@ class ResponseCache:
             self._ahead = {}
 
     async def store(self, key: str, body: bytes) -> None:
-        """Store an answer that just arrived; returns once it is committed (see `put`)."""
-        await self.put(((key, body),))
+        """Store an answer that just arrived; returns once it is committed (see `store_many`)."""
+        await self.store_many(((key, body),))
 
     async def store_many(self, items: Iterable[tuple[str, bytes]]) -> None:
         """Store answers that just arrived (e.g. one entry per row of a packed request); returns once
-        they are committed (see `put`)."""
-        await self.put(items)
+        they are committed.
 
-    def put(self, items: Iterable[tuple[str, bytes]]) -> asyncio.Future[None]:
-        """Queue answers that just arrived; the future is done once they are committed.
-
-        Answers are committed together (group commit), STORE_LINGER_S after the first of them is queued
-        or as soon as STORE_BATCH are: a commit costs ~0.5 ms of CPU at 50 answers/s, more than the rest
-        of a request. Whoever counts a row done waits for the future first, so a finished row's answer
-        is always on disk; a kill -9 loses at most the answers of the last STORE_LINGER_S, whose rows
-        are not done (a resume asks them again). Until committed, `get` answers from the queue. Every
-        entry is queued at once: a caller cancelled while waiting (a stopping run) still gets them
-        committed (`close` commits what is queued)."""
+        Answers arriving in the same turn of the event loop are committed in one transaction (group
+        commit): a commit per answer costs more than the rest of a request on a fast server, and no
+        caller goes on (parses, writes its row) before its answer is on disk. Every entry is queued
+        before the first wait: a caller cancelled while waiting (a stopping run) still gets them all
+        committed."""
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[None] = loop.create_future()
-        for key, body in items:
-            self._pending.append((key, body, fut))
-            self._unsaved[key] = body
-        if len(self._pending) >= STORE_BATCH:
-            if self._timer is not None:
-                self._timer.cancel()
-            self._timer = loop.call_soon(self._flush)
-        elif self._timer is None:
-            self._timer = loop.call_later(STORE_LINGER_S, self._flush)
-        return fut
+        self._pending.extend((key, body, fut) for key, body in items)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            loop.call_soon(self._flush)
+        await fut
 
     def _flush(self) -> None:
         pending, self._pending = self._pending, []
-        self._timer = None
-        unsaved, self._unsaved = self._unsaved, {}
+        self._flush_scheduled = False
         try:
             with self._dc.transact():
                 for key, body, _ in pending:
-                    if unsaved.get(key) is body:  # (not deleted since, nor stored again)
-                        del unsaved[key]
-                        self._dc.set(key, body)
+                    self._dc.set(key, body)
         except Exception as exc:
             # sqlite reports a full disk or an I/O error as OperationalError, the file system as OSError
             error = DiskError(self.directory, exc)
@@ -173,7 +149,6 @@ class ResponseCache:
                     fut.set_result(None)
 
     def delete(self, key: str) -> None:
-        self._unsaved.pop(key, None)  # queued and not committed: never is
         self._dc.delete(key)
 
     def stats(self) -> CacheStats:
@@ -183,9 +158,6 @@ class ResponseCache:
         return int(self._dc.clear())
 
     def close(self) -> None:
-        if self._timer is not None:  # what is queued is committed first
-            self._timer.cancel()
-            self._flush()
         with contextlib.suppress(Exception):
             self._dc.cull()
         self._dc.close()
@@ -206,9 +178,6 @@ class NoCache:
         return None
 
     async def store_many(self, items: Iterable[tuple[str, bytes]]) -> None:
-        return None
-
-    def put(self, items: Iterable[tuple[str, bytes]]) -> asyncio.Future[None] | None:
         return None
 
     def delete(self, key: str) -> None:

@@ -258,24 +258,6 @@ class ProviderClient:
         attempt: int,
         charge: Charge | None = None,
     ) -> _Outcome[T]:
-        stored: list[asyncio.Future[None] | None] = []
-        outcome = await self._attempt_once(req, tokens, cache_key, parse, completion_charge, attempt, charge, stored)
-        if stored and stored[0] is not None:
-            # the answer is on disk before anyone counts its row done; the gate was released already
-            await stored[0]
-        return outcome
-
-    async def _attempt_once(
-        self,
-        req: HttpRequest,
-        tokens: int | Callable[[], int],
-        cache_key: str | None,
-        parse: Callable[[bytes], T],
-        completion_charge: int | None,
-        attempt: int,
-        charge: Charge | None,
-        stored: list[asyncio.Future[None] | None],
-    ) -> _Outcome[T]:
         spend = self.stats.spend
         hold = None
         if spend.limit is not None:  # held before the gate: a refused request takes no admission slot
@@ -307,12 +289,7 @@ class ProviderClient:
                     self.gate.release(ticket, rejected=True)  # refused: the server counted nothing
                 return err, ticket
             if cache_key is not None:
-                # queued before parsing (nothing paid for is lost), committed with others (ResponseCache.put)
-                put = getattr(self.cache, "put", None)
-                if put is not None:
-                    stored.append(put(((cache_key, resp.body),)))
-                else:  # a cache without group commit: stored here
-                    await self.cache.store(cache_key, resp.body)
+                await self.cache.store(cache_key, resp.body)  # before parsing: nothing paid for is lost
             try:
                 parsed = parse(resp.body)
             except RequestError as exc:

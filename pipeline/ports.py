@@ -55,10 +55,7 @@ class Transport(Protocol):
 
 
 class Cache(Protocol):
-    """Answers by request key (see `cache.ResponseCache`; `cache.NoCache` when caching is off).
-
-    A cache may also offer `put(items) -> Future | None` (queue now, the future done once committed:
-    `ResponseCache.put`'s group commit); the client then releases its admission before the commit."""
+    """Answers by request key (see `cache.ResponseCache`; `cache.NoCache` when caching is off)."""
 
     @property
     def enabled(self) -> bool: ...
