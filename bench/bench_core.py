@@ -116,6 +116,7 @@ cache: {{dir: {work / "cache"}, enabled: {str(cache).lower()}}}
 
 
 PEAK_ANON_MB: list[int] = []
+CPU_S: list[float] = []  # user + system CPU of each client run (the figure a loaded machine disturbs least)
 
 
 def _watch_anon(pid: int, stop: threading.Event) -> None:
@@ -149,12 +150,20 @@ def run_client(job: Path, *extra: str) -> tuple[float, int, str]:
     _, status, usage = os.wait4(proc.pid, 0)
     stop.set()
     watcher.join()
+    CPU_S.append(usage.ru_utime + usage.ru_stime)
     wall = time.monotonic() - t0
     err = proc.stderr.read().decode() if proc.stderr else ""
     proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode != 0:
         raise RuntimeError(f"pipeline run exited {proc.returncode}: {err[-2000:]}")
     return wall, usage.ru_maxrss // 1024, err
+
+
+def run_elapsed(log: Path) -> float:
+    """The run's own time (`run.end` elapsed_s in its --log): from the start of the run to its final file,
+    the process start-up (imports, reading the job) excluded."""
+    ends = [e for e in map(json.loads, log.read_text().splitlines()) if e.get("event") == "run.end"]
+    return float(ends[-1]["elapsed_s"])
 
 
 def bench_rpm(minutes: float) -> None:
@@ -191,14 +200,17 @@ def bench_throughput(rows: int) -> None:
     try:
         job = write_job(work, sim.url, rows, "{}", cache=True)
         load = os.getloadavg()[0]
-        wall, rss, err = run_client(job)
+        wall, rss, err = run_client(job, "--log", str(work / "run.log"))
+        run_s = run_elapsed(work / "run.log")
         n = sum(1 for r in sim.records() if r["path"].endswith("/chat/completions"))
     finally:
         sim.stop()
         shutil.rmtree(work, ignore_errors=True)
     print(
         f"throughput: {n:,} requests in {wall:.1f}s wall (process start, input, cache writes and Parquet "
-        f"included) = {n / wall:,.0f} requests/s; peak RSS {rss} MB  [load average {load:.2f}]"
+        f"included) = {n / wall:,.0f} requests/s; {n / run_s:,.0f} requests/s over the run's own {run_s:.2f}s "
+        f"(start-up excluded); client CPU {CPU_S[-1]:.2f}s = {CPU_S[-1] / n * 1000:.2f} s per 1,000 requests; "
+        f"peak RSS {rss} MB  [load average {load:.2f}]"
     )
 
 
@@ -227,7 +239,9 @@ def bench_cached(rows: int) -> None:
         run_client(job)
         before = len(sim.records())
         load = os.getloadavg()[0]
-        wall, rss, _ = run_client(job, "--fresh")
+        wall, rss, _ = run_client(job, "--fresh", "--log", str(work / "run.log"))
+        cpu = CPU_S[-1]
+        run_s = run_elapsed(work / "run.log")
         after = len(sim.records())
         t0 = time.monotonic()
         run_client(job)
@@ -236,8 +250,10 @@ def bench_cached(rows: int) -> None:
         sim.stop()
         shutil.rmtree(work, ignore_errors=True)
     print(
-        f"cached: re-run of {rows:,} rows from the cache (--fresh) in {wall:.2f}s = {rows / wall:,.0f} rows/s, "
-        f"{after - before} requests sent, peak RSS {rss} MB; re-run of the finished job: {resume_wall:.2f}s  "
+        f"cached: re-run of {rows:,} rows from the cache (--fresh) in {wall:.2f}s = {rows / wall:,.0f} rows/s "
+        f"({rows / run_s:,.0f} rows/s over the run's own {run_s:.2f}s, start-up excluded), "
+        f"client CPU {cpu:.2f}s = {cpu / rows * 1e6:.0f} µs per row, {after - before} requests sent, "
+        f"peak RSS {rss} MB; re-run of the finished job: {resume_wall:.2f}s  "
         f"[load average {load:.2f}]"
     )
 

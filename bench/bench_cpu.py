@@ -10,11 +10,15 @@ The simulator runs in its own process (`pipeline sim`, 50 ms latency); the clien
 - start-up: from launching `pipeline run` to the simulator receiving the first request (both read
   CLOCK_MONOTONIC), and the CPU the client had used by then (a separate run stopped at that point).
 - `pipeline --help`: wall time of the bare command.
+- `--floor`: the same requests at the same rate from a bare aiohttp client in this process (no cache,
+  gate or output): the HTTP stack's own CPU per 1,000 requests, the floor under the client's figure.
+Only the client's CPU is counted: the simulator is its own process, and os.wait4 reports the client's.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import subprocess
@@ -135,6 +139,52 @@ def bench(kind: str, seconds: float) -> None:
     )
 
 
+def bench_floor(seconds: float) -> None:
+    """The same requests at the same rate from a bare aiohttp client (uvloop, one session, no cache, no
+    gate, no output): the CPU floor of the HTTP stack under the client, to read the figures above against."""
+    import asyncio
+
+    import aiohttp
+    import uvloop
+
+    sim = SimProcess(default_limits={"rpm": RATE_RPM + 300, "concurrency": 200}, latency_s=0.05, jitter=0.3)
+    n = int(RATE_RPM / 60 * seconds)
+
+    async def main() -> float:
+        headers = {"Authorization": "Bearer bench", "Content-Type": "application/json"}
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=300, limit_per_host=0)) as s:
+
+            async def one(i: int) -> None:
+                body = json.dumps(
+                    {
+                        "model": "gpt-4o-mini",
+                        "messages": [{"role": "user", "content": f"Great value, works as described. #{i}"}],
+                        "max_tokens": 5,
+                    }
+                ).encode()
+                async with s.post(f"{sim.url}/chat/completions", data=body, headers=headers) as r:
+                    await r.read()
+
+            await one(-1)
+            t0 = time.process_time()
+            tasks = []
+            for i in range(n):
+                tasks.append(asyncio.ensure_future(one(i)))
+                await asyncio.sleep(60 / RATE_RPM)
+            await asyncio.gather(*tasks)
+            return time.process_time() - t0
+
+    try:
+        load = os.getloadavg()[0]
+        cpu = uvloop.run(main())
+    finally:
+        sim.stop()
+    print(
+        f"floor: bare aiohttp client, {n:,} chat requests at {RATE_RPM / 60:.0f}/s: {cpu:.2f}s CPU = "
+        f"{cpu / n * 1000:.2f} s per 1,000 requests  [load average {load:.2f}]"
+    )
+
+
 def bench_help() -> None:
     load = os.getloadavg()[0]
     times = []
@@ -149,10 +199,13 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--kind", choices=["chat", "embed", "both"], default="both")
     ap.add_argument("--seconds", type=float, default=60.0)
+    ap.add_argument("--floor", action="store_true", help="also the CPU of a bare aiohttp client at the same rate")
     a = ap.parse_args()
     bench_help()
     for kind in ("chat", "embed") if a.kind == "both" else (a.kind,):
         bench(kind, a.seconds)
+    if a.floor:
+        bench_floor(a.seconds)
 
 
 if __name__ == "__main__":

@@ -37,10 +37,11 @@ class Charge:
             return self.price.audio(self.audio_s)
         return self.price.worst_case(tokens, completion_charge)
 
-    def actual(self, prompt: int, completion: int) -> float | None:
+    def actual(self, prompt: int, completion: int, cached: int = 0) -> float | None:
+        """The cost of an answer from its usage (`cached`: prompt tokens at the cached-input rate)."""
         if self.audio_s is not None:
             return self.price.audio(self.audio_s)
-        return self.price.tokens(prompt, completion)
+        return self.price.tokens(prompt, completion, cached)
 
 
 @dataclass(slots=True)

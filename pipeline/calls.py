@@ -298,7 +298,11 @@ class ProviderClient:
                 return exc, ticket
             usage = parsed.usage
             if charge is not None and (usage is not None or charge.audio_s is not None):
-                cost = charge.actual(usage.prompt_tokens if usage else 0, usage.completion_tokens if usage else 0)
+                cost = (
+                    charge.actual(usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens)
+                    if usage
+                    else charge.actual(0, 0)
+                )
             if usage is not None:
                 self.stats.prompt_tokens += usage.prompt_tokens
                 self.stats.completion_tokens += usage.completion_tokens

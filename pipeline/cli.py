@@ -15,7 +15,6 @@ from typing import Any
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
 from . import __version__
@@ -109,6 +108,17 @@ class _ProgressView:
         self.quiet = quiet
         self.live = err.is_terminal and not quiet
         self._last_line = 0.0
+        if not self.live:  # (rich.progress is loaded only for a live bar)
+            return
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+
         self.bar = Progress(
             TextColumn("[bold]rows"),
             BarColumn(),
@@ -133,6 +143,8 @@ class _ProgressView:
             self.bar.stop()
 
     def __call__(self, p: RunProgress) -> None:
+        if self.quiet:
+            return
         info = (
             f"{p.req_per_min:,.0f} req/min  {p.tok_per_min:,.0f} tok/min  cache {p.cache_hits:,}  "
             f"err {p.rows_failed:,}  429 {p.rate_limited:,}"

@@ -35,6 +35,9 @@ MAX_BYTES_IN_FLIGHT = 64 * 2**20
 
 Record = dict[str, Any]
 
+# Rows prepared and looked up in the cache at once (`StepRuntime.prefetch`) when a batch is fed.
+PREFETCH_ROWS = 256
+
 # How long an open pack (rows sharing one request) waits for more rows once none arrive (loop time).
 PACK_LINGER_S = 0.005
 
@@ -148,9 +151,12 @@ class RowEngine:
         if self._window is None:
             self._window = asyncio.Semaphore(self.window_size)
         window = self._window
-        if batch:
-            self.steps[0].prefetch([row for _, row in batch])  # one cache query for the batch, not one per row
-        for idx, row in batch:
+        for i, (idx, row) in enumerate(batch):
+            if i % PREFETCH_ROWS == 0:
+                if i:  # let the rows just started send: the first request does not wait for the whole batch
+                    await asyncio.sleep(0)
+                # one cache query for many rows, not one per row
+                self.steps[0].prefetch([r for _, r in batch[i : i + PREFETCH_ROWS]])
             if self.stopping or self.abort is not None:
                 return False
             results: list[StepResult] = []

@@ -289,7 +289,7 @@ def _count(
     if pack is not None and not pack.add(prep.cache_key or str(id(prep)), prompt):
         return  # an identical input is sent once
     est.prompt_tokens += prompt
-    if est.kind in ("chat", "embed") and est.rows % stride == 0:
+    if est.kind in ("chat", "embed", "completion") and est.rows % stride == 0:
         _sample(est, prep)
     if pack is not None:
         return
@@ -307,9 +307,13 @@ def _sample(est: StepEstimate, prep: Prepared) -> None:
         return
     body = prep.request.json_body or {}
     text = getattr(prep, "text", None)
+    if text is None and isinstance(body.get("prompt"), str):
+        text = body["prompt"]  # a legacy completion's prompt
+    # a chat request's messages as the dialogue knows them (the Responses API sends them as `input` items)
+    messages = body.get("messages") or getattr(prep, "messages", None)
     if isinstance(text, str):
         est.sample_estimate += counter("heuristic")(text)
         est.sample_exact += exact(text)
-    elif isinstance(body.get("messages"), list):
-        est.sample_estimate += chat_prompt_tokens(body["messages"], counter("heuristic"))
-        est.sample_exact += chat_prompt_tokens(body["messages"], exact)
+    elif isinstance(messages, list | tuple):
+        est.sample_estimate += chat_prompt_tokens(messages, counter("heuristic"))
+        est.sample_exact += chat_prompt_tokens(messages, exact)

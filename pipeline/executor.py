@@ -324,9 +324,12 @@ class Executor:
         """Read the input in batches of rows still to do and hand them to the engine."""
         for df in self.plan.source.batches(BATCH_ROWS):
             rows = df[ROW].to_numpy()
-            if not todo[rows].any():
+            mask = todo[rows]
+            if not mask.any():
                 continue
-            batch = [(row.pop(ROW), row) for row in df.filter(pl.Series(todo[rows])).iter_rows(named=True)]
+            if not mask.all():  # (a list, not the numpy array: polars would load numpy.ma, 25 ms, for it)
+                df = df.filter(pl.Series(mask.tolist(), dtype=pl.Boolean))
+            batch = [(row.pop(ROW), row) for row in df.iter_rows(named=True)]
             if not await engine.feed(batch, writer.add):
                 return
             await asyncio.sleep(0)  # let replies in between batches of cache hits

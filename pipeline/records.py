@@ -16,6 +16,7 @@ class Usage:
     prompt_tokens: int
     completion_tokens: int
     estimated: bool = False
+    cached_tokens: int = 0  # of the prompt tokens, those the provider served from its prompt cache
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +39,7 @@ class StepResult:
     completion_tokens: int | None = None
     cached: bool = False
     tokens_estimated: bool = False
+    cached_tokens: int = 0  # prompt tokens billed at the cached-input rate (not a column: priced only)
     metrics: dict[str, float] = field(default_factory=dict)  # the kind's counters (`StepRuntime.counters`)
 
     @classmethod

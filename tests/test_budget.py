@@ -87,3 +87,44 @@ def test_budget_in_the_job_needs_every_price(tmp_path: Path, sim: Any) -> None:
     with pytest.raises(JobError, match="model my-local-model: input, output"):
         run_job(job)
     assert sim.records == [] or all(r.status == 200 for r in sim.records)
+
+
+def test_cached_prompt_tokens_are_priced_at_the_cached_rate(tmp_path: Path, sim_factory: Any) -> None:
+    """usage.prompt_tokens_details.cached_tokens (chat) / input_tokens_details.cached_tokens (Responses):
+    those prompt tokens cost the table's cached-input rate, per row and in the run's spend."""
+    from .test_responses_api import label_job
+
+    sim = sim_factory(cached_prompt_share=0.5)  # half of every prompt reported as served from the cache
+    prices = "prices: {gpt-4o-mini: {input: 10000, output: 10000, cached_input: 1000}}\n"
+
+    def billed(records: list[Any]) -> float:
+        return sum(
+            (r.prompt_tokens - r.prompt_tokens // 2) * 0.01
+            + (r.prompt_tokens // 2) * 0.001
+            + r.completion_tokens * 0.01
+            for r in records
+            if r.status == 200
+        )
+
+    job = write_job(tmp_path, sim.url, rows=10, extra=prices)
+    summary = run_job(job)
+    df = output(tmp_path)
+    cached = df["label__prompt_tokens"] // 2
+    expected = (df["label__prompt_tokens"] - cached) * 0.01 + cached * 0.001 + df["label__completion_tokens"] * 0.01
+    assert (df["label__cost"] - expected).abs().max() < 1e-9  # type: ignore[operator]
+    assert summary.cost_usd == pytest.approx(billed(sim.records)) and summary.cost_usd < paid(sim)
+
+    for api in ("responses", "chat"):  # the Responses API reports them under input_tokens_details
+        before = len(sim.records)
+        job = label_job(tmp_path, sim.url, api, rows=4)
+        job.write_text(job.read_text() + prices)
+        summary = run_job(job)
+        assert summary.cost_usd == pytest.approx(billed(sim.records[before:]))
+        out = pl.read_parquet(tmp_path / f"out_{api}.parquet")
+        cached = out["analysis__prompt_tokens"] // 2
+        expected = (
+            (out["analysis__prompt_tokens"] - cached) * 0.01
+            + cached * 0.001
+            + out["analysis__completion_tokens"] * 0.01
+        )
+        assert (out["analysis__cost"] - expected).abs().max() < 1e-9  # type: ignore[operator]

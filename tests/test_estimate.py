@@ -118,3 +118,33 @@ def test_transcribe_estimate_counts_audio_minutes_and_pieces(tmp_path: Path, sim
     assert abs(len(sent) - s.requests) <= 1, (len(sent), s.requests)  # pieces are cut at silences
     df = pl.read_parquet(tmp_path / "out" / "transcripts.parquet")
     assert df["tr__cost"].sum() == pytest.approx(s.cost, rel=1e-3)  # the answers' durations
+
+
+@pytest.mark.parametrize("api", ["responses", "completion"])
+def test_prompt_tokens_of_responses_and_completion_steps_match_what_the_run_is_billed(
+    tmp_path: Path, sim: Any, api: str
+) -> None:
+    """The prompts sampled exactly (the model's vocabulary) scale the cheap count for Responses and
+    legacy-completion steps too, as for chat: the estimate is what the simulator bills, within 15%."""
+    import yaml
+
+    from .test_responses_api import label_job
+
+    job = label_job(tmp_path, sim.url, "responses", rows=40)
+    if api == "completion":
+        spec = yaml.safe_load(job.read_text())
+        spec["steps"] = [
+            {
+                "name": "tagline",
+                "kind": "completion",
+                "provider": "apiyi",
+                "model": "gpt-3.5-turbo-instruct",
+                "prompt": "A tagline for this {{ row.product }}, from the review: {{ row.text }}\nTagline:",
+                "params": {"max_tokens": 8},
+            }
+        ]
+        job.write_text(yaml.safe_dump(spec, allow_unicode=True))
+    est = estimate(build_plan(job)).steps[0]
+    run_job(job)
+    billed = sum(r.prompt_tokens for r in sim.records if r.status == 200)
+    assert 0.85 <= est.prompt_tokens / billed <= 1.15, (est.prompt_tokens, billed)

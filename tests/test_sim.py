@@ -23,6 +23,7 @@ from pipeline.sim import (
     SimConfig,
     Simulator,
     SimulatorThread,
+    chat_prompt_tokens,
     count_tokens,
     serve,
     sim_chat_text,
@@ -695,3 +696,53 @@ async def test_limits_are_per_key_and_a_key_can_be_revoked_mid_run(
     )
     assert status == 401 and data["error"]["code"] == "invalid_api_key" and "revoked" in data["error"]["message"]
     assert other not in data["error"]["message"]
+
+
+@pytest.mark.parametrize(("api", "via"), [("chat", "json_schema"), ("chat", "tools"), ("responses", "json_schema")])
+def test_prompt_tokens_count_tool_definitions_and_schemas(tmp_path: Any, sim: Any, api: str, via: str) -> None:
+    """Like the real API, the simulator bills a request's response_format schema and tool definitions as
+    prompt tokens: with the exact vocabulary, the client's own count of a request is what it is billed."""
+    import yaml
+
+    from pipeline.plan import build_plan
+
+    from .test_responses_api import label_job
+
+    job = label_job(tmp_path, sim.url, api, structured_via=via)
+    spec = yaml.safe_load(job.read_text())
+    spec["providers"]["apiyi"]["tokenizer"] = "o200k_base"
+    job.write_text(yaml.safe_dump(spec, allow_unicode=True))
+    prep = build_plan(job).steps[0].prepare({"product": "kettle", "text": "Boils fast, 但是很吵。"})
+    req = urllib.request.Request(
+        sim.url + prep.request.endpoint,
+        data=prep.request.data,
+        headers={"Authorization": "Bearer test-key", "Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(req, timeout=30) as r:
+        usage = json.loads(r.read())["usage"]
+    billed = usage["prompt_tokens" if api == "chat" else "input_tokens"]
+    assert billed == prep.prompt_estimate
+    messages = prep.request.json_body["messages" if api == "chat" else "input"]  # type: ignore[index]
+    assert billed - chat_prompt_tokens(messages) > 100  # the schema's tokens (it has ~10 properties)
+
+
+def test_prompt_tokens_are_counted_in_the_models_vocabulary(sim: Any) -> None:
+    """gpt-3.5-turbo-instruct bills its prompt in cl100k_base, as the real API does (the client's estimate
+    counts it so); current models in o200k_base."""
+
+    def billed(path: str, body: dict[str, Any]) -> int:
+        req = urllib.request.Request(
+            sim.url + path,
+            data=json.dumps(body).encode(),
+            headers={"Authorization": "Bearer test-key", "Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(req, timeout=30) as r:
+            return int(json.loads(r.read())["usage"]["prompt_tokens"])
+
+    prompt = "这个产品很好，我很喜欢。 Tagline:"
+    assert count_tokens(prompt, "cl100k_base") != count_tokens(prompt)
+    body = {"model": "gpt-3.5-turbo-instruct", "prompt": prompt, "max_tokens": 5}
+    assert billed("/completions", body) == count_tokens(prompt, "cl100k_base")
+    chat = {"messages": [{"role": "user", "content": prompt}], "max_tokens": 5}
+    assert billed("/chat/completions", {"model": "gpt-4o-mini", **chat}) == count_tokens(prompt) + 4 + 3
+    assert billed("/chat/completions", {"model": "gpt-4-turbo", **chat}) == count_tokens(prompt, "cl100k_base") + 7

@@ -29,6 +29,14 @@ class BadInput(ValueError):
     """This row's input cannot be sent (not text, too long, ...): the row fails, nothing is sent."""
 
 
+def cached_tokens(usage: dict[str, Any], details: str) -> int:
+    """The prompt tokens a usage object says were served from the provider's prompt cache
+    (`usage[details].cached_tokens`: prompt_tokens_details in chat, input_tokens_details in Responses)."""
+    d = usage.get(details)
+    n = d.get("cached_tokens") if isinstance(d, dict) else None
+    return n if isinstance(n, int) and n > 0 else 0
+
+
 def load_json(body: bytes) -> dict[str, Any]:
     """Parse a 2xx body; a broken body is transient, an `error` inside a 200 is classified as such."""
     try:
@@ -235,7 +243,7 @@ class StepRuntime(ABC):
         """What a row's result cost at `price` (None: unknown). Token-priced kinds: its usage."""
         if r.prompt_tokens is None and r.completion_tokens is None:
             return None if r.status == "ok" else 0.0
-        return price.tokens(r.prompt_tokens, r.completion_tokens)
+        return price.tokens(r.prompt_tokens, r.completion_tokens, r.cached_tokens)
 
     def _result(self, prep: Prepared, parsed: Parsed, attempts: int, cached: bool) -> StepResult:
         u = parsed.usage
@@ -247,6 +255,7 @@ class StepRuntime(ABC):
             completion_tokens=u.completion_tokens if u else None,
             cached=cached,
             tokens_estimated=bool(u and u.estimated),
+            cached_tokens=u.cached_tokens if u else 0,
         )
 
     # ----------------------------------------------------------------- the exchange (sans-I/O)

@@ -19,8 +19,8 @@ from ..job.model import ChatStep, StructuredVia
 from ..records import Parsed, StepResult, Usage
 from ..requests import HttpRequest
 from ..templating import Template, compile_template
-from ..tokens import Counter, chat_prompt_tokens
-from .base import Done, Exchange, Prepared, StepRuntime, load_json
+from ..tokens import MESSAGE_OVERHEAD, REPLY_PRIMER, Counter, content_text
+from .base import Done, Exchange, Prepared, StepRuntime, cached_tokens, load_json
 from .chat_shape import Verdict, build_shape
 from .negotiate import FormChoice, ProviderQuirks, quirks_for, refuses_form
 from .sse import ChatStream
@@ -73,6 +73,7 @@ class _Book:
         self.completion = 0
         self.cached = True
         self.estimated = False
+        self.cached_tokens = 0
 
     def add(self, ask: Prepared, reply: Reply[ChatAnswer]) -> None:
         self.attempts += reply.attempts
@@ -81,6 +82,7 @@ class _Book:
         if u is not None:
             self.prompt += ask.prompt_estimate if u.estimated else u.prompt_tokens
             self.completion += u.completion_tokens
+            self.cached_tokens += u.cached_tokens
             self.estimated = self.estimated or u.estimated
 
 
@@ -140,6 +142,7 @@ class ChatRuntime(StepRuntime):
         self.col_confidence = f"{self.name}__confidence"
         self._labels = spec.labels is not None
         self._value_columns = [name for name, _ in self.shape.columns()]
+        self._known_counts = {tpl.source: count(tpl.source) for _, tpl in self._messages if tpl.static}
 
     # ----------------------------------------------------------------- plan
     def templates(self) -> list[Template]:
@@ -172,8 +175,10 @@ class ChatRuntime(StepRuntime):
         return quirks_for(client, self.provider) if client is not None else None
 
     def _choice(self) -> FormChoice | None:
+        if self._start is None:  # no schema-shaped answer asked: nothing to negotiate (the common case)
+            return None
         q = self._quirks()
-        if q is None or self._start is None:
+        if q is None:
             return None
         return q.form(self.spec.model, self._start, self._pinned)
 
@@ -182,8 +187,10 @@ class ChatRuntime(StepRuntime):
         return choice.form if choice is not None else self._start
 
     def _streaming(self) -> bool:
+        if not self._stream:
+            return False
         q = self._quirks()
-        return self._stream and not (q is not None and q.streams.off)
+        return not (q is not None and q.streams.off)
 
     def _extra(self, form: StructuredVia | None) -> tuple[dict[str, Any], int]:
         if form not in self._extras:
@@ -203,13 +210,15 @@ class ChatRuntime(StepRuntime):
         if n != self._n:
             body["n"] = n
         # the cache key leaves streaming out: a streamed answer is stored as the body it assembles to
-        key = request_key(self.cache_ns, ENDPOINT, canonical_json(body))
+        blob = canonical_json(body)
+        key = request_key(self.cache_ns, ENDPOINT, blob)
         if stream:
             body["stream"] = True
             body["stream_options"] = {"include_usage": True}
-        prompt = chat_prompt_tokens(sent, self._count) + extra_tokens
+            blob = canonical_json(body)
+        prompt = self._prompt_tokens(sent) + extra_tokens
         return _Ask(
-            HttpRequest(ENDPOINT, json_body=body, data=canonical_json(body), stream=ChatStream if stream else None),
+            HttpRequest(ENDPOINT, json_body=body, data=blob, stream=ChatStream if stream else None),
             tokens=prompt + self._reserve * n,
             cache_key=key,
             completion_charge=None if self._completion_charge is None else self._completion_charge * n,
@@ -219,6 +228,18 @@ class ChatRuntime(StepRuntime):
             form=form,
             streamed=stream,
         )
+
+    def _prompt_tokens(self, sent: list[dict[str, Any]]) -> int:
+        """`chat_prompt_tokens(sent)`, the contents of fixed messages (a system prompt) counted once per run."""
+        known = self._known_counts
+        total = REPLY_PRIMER
+        for m in sent:
+            content = m.get("content")
+            n = known.get(content) if isinstance(content, str) else None
+            if n is None:
+                n = self._count(content_text(content))
+            total += n + MESSAGE_OVERHEAD
+        return total
 
     def prepare(self, row: Mapping[str, Any]) -> _Ask:
         return self._ask([{"role": role, "content": tpl.render(row)} for role, tpl in self._messages], self._n)
@@ -264,7 +285,11 @@ class ChatRuntime(StepRuntime):
                 confs.append(conf)
         usage = obj.get("usage")
         if isinstance(usage, dict) and isinstance(usage.get("prompt_tokens"), int):
-            u = Usage(int(usage["prompt_tokens"]), int(usage.get("completion_tokens") or 0))
+            u = Usage(
+                int(usage["prompt_tokens"]),
+                int(usage.get("completion_tokens") or 0),
+                cached_tokens=cached_tokens(usage, "prompt_tokens_details"),
+            )
         else:
             u = Usage(0, sum(self._count(v.raw or "") for v in verdicts), estimated=True)
         return ChatAnswer({}, u, tuple(verdicts), tuple(lps), tuple(confs))
@@ -322,6 +347,8 @@ class ChatRuntime(StepRuntime):
         """The result when the first answer needs no re-ask (the common case, kept cheap: cache
         replays of whole jobs go through here), else None."""
         answer = reply.parsed
+        if self._n == 1 and len(answer.verdicts) == 1:
+            return self._settled_one(first, reply)
         if not all(v.ok for v in answer.verdicts):
             return None
         book = _Book()
@@ -333,6 +360,38 @@ class ChatRuntime(StepRuntime):
             list(answer.confidence) or [None] * n,
             0,
             book,
+        )
+
+    def _settled_one(self, first: Prepared, reply: Reply[ChatAnswer]) -> StepResult | None:
+        """`_settled` for one choice asked and answered (what `_finish` gives for it, without the lists)."""
+        answer = reply.parsed
+        v = answer.verdicts[0]
+        values = v.values
+        if values is None:
+            return None
+        out = {name: values.get(name) for name in self._value_columns}
+        out[self.col_finish] = v.finish_reason
+        if self.shape.structured:
+            out[self.col_raw] = v.raw if self.spec.keep_raw else None
+            out[self.col_repairs] = 0
+        if self._logprobs:
+            out[self.col_logprobs] = answer.logprobs[0] if answer.logprobs else None
+            if self._labels:
+                out[self.col_confidence] = answer.confidence[0] if answer.confidence else None
+        u = answer.usage
+        if u is None:
+            return StepResult(
+                "ok", out, attempts=reply.attempts, prompt_tokens=0, completion_tokens=0, cached=reply.cached
+            )
+        return StepResult(
+            "ok",
+            out,
+            attempts=reply.attempts,
+            prompt_tokens=first.prompt_estimate if u.estimated else u.prompt_tokens,
+            completion_tokens=u.completion_tokens,
+            cached=reply.cached,
+            tokens_estimated=u.estimated,
+            cached_tokens=u.cached_tokens,
         )
 
     def _failed(self, err: CallError, book: _Book, repairs: int, verdicts: list[Verdict]) -> StepResult:
@@ -352,6 +411,7 @@ class ChatRuntime(StepRuntime):
             attempts=book.attempts + err.attempts,
             prompt_tokens=book.prompt or None,
             completion_tokens=book.completion or None,
+            cached_tokens=book.cached_tokens,
         )
 
     def _finish(
@@ -389,6 +449,7 @@ class ChatRuntime(StepRuntime):
             completion_tokens=book.completion,
             cached=book.cached,
             tokens_estimated=book.estimated,
+            cached_tokens=book.cached_tokens,
         )
 
     # ----------------------------------------------------------------- the exchange the engine drives

@@ -18,7 +18,7 @@ from ..job.model import ChatStep, StructuredVia
 from ..records import Usage
 from ..requests import HttpRequest
 from ..tokens import Counter, chat_prompt_tokens
-from .base import Prepared, load_json
+from .base import Prepared, cached_tokens, load_json
 from .chat import ChatAnswer, ChatRuntime, _Ask
 from .chat_shape import Verdict
 from .negotiate import FormChoice
@@ -188,7 +188,11 @@ class ResponsesRuntime(ChatRuntime):
         verdict: Verdict = self.shape.judge(message, finish)
         usage = obj.get("usage")
         if isinstance(usage, dict) and isinstance(usage.get("input_tokens"), int):
-            u = Usage(int(usage["input_tokens"]), int(usage.get("output_tokens") or 0))
+            u = Usage(
+                int(usage["input_tokens"]),
+                int(usage.get("output_tokens") or 0),
+                cached_tokens=cached_tokens(usage, "input_tokens_details"),
+            )
         else:
             u = Usage(0, self._count(verdict.raw or ""), estimated=True)
         return ChatAnswer({}, u, (verdict,), (), ())

@@ -124,6 +124,7 @@ class Plan:
 
     choices: list[Choice]
     prompt_tokens: int
+    cached_tokens: int = 0  # of the prompt tokens, those reported as served from the prompt cache
 
     @property
     def completion_tokens(self) -> int:
@@ -274,12 +275,12 @@ def _logprobs(body: dict[str, Any], c: Choice) -> dict[str, Any] | None:
     return {"content": _logprob_entries(c.tokens, int(body.get("top_logprobs") or 0)), "refusal": None}
 
 
-def usage(prompt_tokens: int, completion_tokens: int) -> dict[str, Any]:
+def usage(prompt_tokens: int, completion_tokens: int, cached_tokens: int = 0) -> dict[str, Any]:
     return {
         "prompt_tokens": prompt_tokens,
         "completion_tokens": completion_tokens,
         "total_tokens": prompt_tokens + completion_tokens,
-        "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
+        "prompt_tokens_details": {"cached_tokens": cached_tokens, "audio_tokens": 0},
         "completion_tokens_details": {"reasoning_tokens": 0, "audio_tokens": 0},
     }
 
@@ -295,7 +296,7 @@ def chat_response(plan: Plan, body: dict[str, Any], meta: dict[str, Any]) -> dic
         **meta,
         "object": "chat.completion",
         "choices": choices,
-        "usage": usage(plan.prompt_tokens, plan.completion_tokens),
+        "usage": usage(plan.prompt_tokens, plan.completion_tokens, plan.cached_tokens),
     }
 
 
@@ -353,7 +354,7 @@ def chat_chunks(
                 **meta,
                 "object": "chat.completion.chunk",
                 "choices": [],
-                "usage": usage(plan.prompt_tokens, plan.completion_tokens),
+                "usage": usage(plan.prompt_tokens, plan.completion_tokens, plan.cached_tokens),
             },
             0,
         )

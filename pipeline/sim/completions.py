@@ -9,7 +9,7 @@ from typing import Any
 from . import params
 from .answers import pieces, sim_chat_text
 from .faults import SimError
-from .tokens import count_tokens, decode, encode, token_bytes
+from .tokens import count_tokens, decode, encode, token_bytes, vocabulary_for
 
 _NUM, _INT, _BOOL, _STR, _OBJ, _ANY = "decimal", "integer", "boolean", "string", "object", "any"
 FIELDS: dict[str, tuple[str, float | None, float | None]] = {
@@ -57,10 +57,13 @@ class Request:
     logprobs: int | None
     stream: bool
     include_usage: bool = False
+    model: str = ""
 
     @property
     def prompt_tokens(self) -> int:
-        return sum(count_tokens(p) for p in self.prompts)
+        """In the model's own vocabulary, as the real API bills it (gpt-3.5-turbo-instruct: cl100k_base)."""
+        vocabulary = vocabulary_for(self.model)
+        return sum(count_tokens(p, vocabulary) for p in self.prompts)
 
 
 def parse(body: dict[str, Any], strict_models: bool = False) -> Request:
@@ -116,6 +119,7 @@ def parse(body: dict[str, Any], strict_models: bool = False) -> Request:
         body.get("logprobs"),
         stream,
         bool((body.get("stream_options") or {}).get("include_usage")),
+        model if isinstance(model, str) else "",
     )
 
 

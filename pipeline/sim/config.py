@@ -135,6 +135,9 @@ class SimConfig:
     strict_models: bool = False
     # False plays a server without structured outputs (response_format json_schema ignored)
     structured_outputs: bool = True
+    # Prompt caching: this share of each chat/Responses request's prompt tokens is reported as served from
+    # the cache (usage.prompt_tokens_details.cached_tokens / input_tokens_details.cached_tokens).
+    cached_prompt_share: float = 0.0
     # The response_format types the server takes; any other is refused with `refuse_status` and a message
     # naming response_format. llama-cpp-python: ["text", "json_object"] and 500 ("Input should be 'text'
     # or 'json_object'"); it takes {"type": "json_object", "schema": {...}} and follows the schema.

@@ -136,10 +136,11 @@ class Endpoints:
         _check_forms(body, cfg.response_formats, cfg.tools, cfg.refuse_status)
         _check_strict(body)
         structured = self.sim.config.structured_outputs
-        prompt = chat_prompt_tokens(messages)
+        prompt = chat_prompt_tokens(messages, body)
         max_tokens = answers.max_tokens_of(body)
         params.check_context(prompt, max_tokens)
         plan = answers.plan_chat(body, prompt, structured=structured)
+        cached = plan.cached_tokens = int(prompt * cfg.cached_prompt_share)
         call.prompt_tokens = prompt
         call.completion_tokens = plan.completion_tokens
         call.n_inputs = 1
@@ -147,6 +148,7 @@ class Endpoints:
 
         async def respond(request: web.Request, call: Call, fault: str | None) -> web.StreamResponse:
             p = plan if fault is None else answers.plan_chat(body, prompt, fault, structured=structured)
+            p.cached_tokens = cached
             call.completion_tokens = p.completion_tokens
             meta = self._meta(call, "chatcmpl", model)
             if stream:
@@ -186,13 +188,17 @@ class Endpoints:
         cfg = self.sim.config
         if body.get("tools") and not cfg.tools:
             raise SimError(cfg.refuse_status, "'tools' is not supported by this server", param="tools")
-        plan = req.plan(structured=cfg.structured_outputs)
+        plan = req.plan(structured=cfg.structured_outputs, cached_share=cfg.cached_prompt_share)
         call.prompt_tokens = req.input_tokens
         call.completion_tokens = plan.completion_tokens
         call.n_inputs = 1
 
         async def respond(request: web.Request, call: Call, fault: str | None) -> web.StreamResponse:
-            p = plan if fault is None else req.plan(fault, structured=cfg.structured_outputs)
+            p = (
+                plan
+                if fault is None
+                else req.plan(fault, structured=cfg.structured_outputs, cached_share=cfg.cached_prompt_share)
+            )
             call.completion_tokens = p.completion_tokens
             if req.stream:
                 events = responses.events(req, p, call.seq, truncated=fault == "truncated_stream")

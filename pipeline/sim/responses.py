@@ -254,12 +254,14 @@ class Request:
         if body.get("max_output_tokens") is not None:
             chat["max_tokens"] = body["max_output_tokens"]
         self.chat = chat
-        self.input_tokens = chat_prompt_tokens(messages)
+        self.input_tokens = chat_prompt_tokens(messages, chat)
         self.max_output_tokens: int | None = body.get("max_output_tokens")
         self.stream = bool(body.get("stream"))
 
-    def plan(self, fault: str | None = None, structured: bool = True) -> answers.Plan:
-        return answers.plan_chat(self.chat, self.input_tokens, fault, structured=structured)
+    def plan(self, fault: str | None = None, structured: bool = True, cached_share: float = 0.0) -> answers.Plan:
+        plan = answers.plan_chat(self.chat, self.input_tokens, fault, structured=structured)
+        plan.cached_tokens = int(self.input_tokens * cached_share)
+        return plan
 
 
 def _item_id(prefix: str, seq: int, i: int) -> str:
@@ -299,7 +301,7 @@ def response_object(req: Request, plan: answers.Plan, seq: int, *, done: bool = 
     tools = [{"type": "function", "description": None, "strict": True, **t} for t in body.get("tools") or []]
     usage = {
         "input_tokens": plan.prompt_tokens,
-        "input_tokens_details": {"cached_tokens": 0},
+        "input_tokens_details": {"cached_tokens": plan.cached_tokens},
         "output_tokens": plan.completion_tokens,
         "output_tokens_details": {"reasoning_tokens": 0},
         "total_tokens": plan.prompt_tokens + plan.completion_tokens,

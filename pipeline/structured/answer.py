@@ -7,9 +7,6 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from jsonschema import Draft202012Validator
-from jsonschema.validators import validator_for
-
 from .arrow import Col, ConversionError, resolve_refs, to_arrow_value
 from .schema import pointer
 
@@ -61,6 +58,10 @@ class Checker:
     def __init__(self, schema: dict[str, Any], fields: list[tuple[str, Col]], labels: list[str] | None = None) -> None:
         self.schema = schema
         self.fields = fields
+        # jsonschema (and its referencing, attrs) loads only for steps with a schema: ~90 ms of start-up
+        from jsonschema import Draft202012Validator
+        from jsonschema.validators import validator_for
+
         cls = validator_for(schema, default=Draft202012Validator)
         self.validator = cls(schema, format_checker=cls.FORMAT_CHECKER)
         self.labels = labels

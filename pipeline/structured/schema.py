@@ -9,8 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from jsonschema import Draft202012Validator, SchemaError
-from jsonschema.validators import validator_for
 
 from ..errors import JobError
 
@@ -86,6 +84,9 @@ def check_schema(schema: Any, where: str) -> dict[str, Any]:
     """`schema` if it is a valid JSON Schema object (its own `$schema` draft, else 2020-12)."""
     if not isinstance(schema, dict):
         raise JobError(f"{where}: a JSON Schema must be an object (mapping), got {type(schema).__name__}")
+    from jsonschema import Draft202012Validator, SchemaError  # loaded only for steps with a schema
+    from jsonschema.validators import validator_for
+
     cls = validator_for(schema, default=Draft202012Validator)
     try:
         cls.check_schema(schema)
