@@ -30,12 +30,19 @@ _CLIMB_S = 20.0
 _MARGIN = 0.04
 _PROBE_S = 40.0
 _FORGET_S = 60.0
+# A ceiling learned from a per-second server (a 429 with a short Retry-After for a request whose second
+# held less than its share on our clock: the server's own share is lower than the job's) describes a
+# fixed limit, not a passing overload: it is probed past this slowly and forgotten after this long, so
+# holding it costs about one 429 per minute whatever the request rate.
+_PROBE_LEARNED_S = 120.0
+_FORGET_LEARNED_S = 150.0
 _BACKOFF_CAP = 30.0  # pause without Retry-After: 1, 2, 4 ... up to this, while 429s keep coming
 _CONC_RECOVER_S = 30.0  # a concurrency cap lowered by the server comes back one slot per this long
 # A Retry-After this short says the server counts over short periods (per second).
 _SHORT_PAUSE = 2.0
-# A request admitted with the second's share this full is "at the edge": a 429 for it says the
-# server's clock saw the second more crowded than ours did. Each such 429 widens the second by
+# A request admitted with its second this full, counting one more request like it (no room left for
+# another), is "at the edge": a 429 for it says the server's clock saw the second more crowded than
+# ours did. Each such 429 widens the second by
 # _SKEW_STEP (up to _SKEW_MAX) instead of slowing the pace.
 _EDGE = 0.95
 _SKEW_STEP = 0.01
@@ -110,7 +117,7 @@ class GateStats:
 class Ticket:
     """One admitted request attempt; hand it back to `AdmissionGate.release`."""
 
-    __slots__ = ("_entries", "_gate", "_released", "edge", "key", "peers", "reserved", "started_at")
+    __slots__ = ("_entries", "_gate", "_released", "edge", "fill", "key", "peers", "reserved", "started_at")
 
     def __init__(
         self,
@@ -119,9 +126,15 @@ class Ticket:
         started_at: float,
         entries: tuple[list[float] | None, ...],
         peers: int = 1,
+        fill: float = 0.0,
         edge: bool = False,
     ) -> None:
-        self.edge = edge  # admitted with a second's share (nearly) full: a 429 for it is clock skew
+        # how full this request's second was once it was admitted (itself included), as a share of the
+        # second's budget: the fullest of the request and token seconds
+        self.fill = fill
+        # admitted with its second (nearly) full, no room left for another like it: a 429 for it says
+        # the server's clock saw the second more crowded than ours did
+        self.edge = edge
         self.reserved = reserved  # tokens reserved at admission
         self.started_at = started_at  # loop time of admission
         self.peers = peers  # requests in flight once this one was admitted (itself included)
@@ -328,13 +341,16 @@ class _Dim:
         self.grow_at = now + every
         return True
 
-    def ready_at(self, amount: float, factor: float, period_s: float, now: float) -> float:
+    def ready_at(self, amount: float, factor: float, period_s: float, now: float, second: float = 1.0) -> float:
+        """When `amount` more may go at `factor` of the pace; `second`: the share of the second's budget
+        the short window allows (below 1 while a per-second server's lower limit is held)."""
         limit = self.limit
         self.long.expire(now)
         self.short.expire(now)
         go = self.long.ready_at(amount, limit, now)
         if self.short_on:
-            share = math.ceil(limit * self.short_ratio - 1e-9) if self.name == "rpm" else limit * self.short_ratio
+            share = limit * self.short_ratio * second
+            share = math.ceil(share - 1e-9) if self.name == "rpm" else share
             go = max(go, self.short.ready_at(amount, max(self.unit, share), now))
         if not amount:  # a request that reserves nothing waits only for an over-charged window
             return go
@@ -347,12 +363,12 @@ class _Dim:
         self.pace.pay(now, amount)
         return self.long.charge(now, amount), self.short.charge(now, amount)
 
-    def at_edge(self) -> bool:
-        """Whether the second's share is (nearly) used up, as far as the short window can tell."""
-        if not self.short_on:
-            return False
+    def fill(self, amount: float) -> tuple[float, bool]:
+        """How full the current second is, as a share of its budget (counted even while not enforced), and
+        whether it is at the edge: (nearly) no room for another `amount`."""
         share = self.limit * self.short_ratio
-        return self.short.total >= _EDGE * (math.ceil(share - 1e-9) if self.name == "rpm" else share)
+        share = max(self.unit, math.ceil(share - 1e-9) if self.name == "rpm" else share)
+        return self.short.total / share, self.short.total + amount >= _EDGE * share
 
 
 class AdmissionGate:
@@ -423,6 +439,7 @@ class AdmissionGate:
         self._factor_base = 1.0
         self._recover_from = float("-inf")
         self._ceiling: float | None = None
+        self._learned = False  # the ceiling is a per-second server's limit (see _PROBE_LEARNED_S)
         self._streak = 0
         self._last_event_at = float("-inf")
         self._last_pause = 0.0
@@ -569,17 +586,18 @@ class AdmissionGate:
 
     def _reserve(self, tokens: int, now: float) -> Ticket:
         req_long = req_short = tok_long = tok_short = None
-        edge = False
+        fill, edge = 0.0, False
         if self._req is not None:
             req_long, req_short = self._req.charge(now, 1)
-            edge = self._req.at_edge()
+            fill, edge = self._req.fill(1)
         if self._tok is not None and tokens:
             tok_long, tok_short = self._tok.charge(now, tokens)
-            edge = edge or self._tok.at_edge()
+            tok_fill, tok_edge = self._tok.fill(tokens)
+            fill, edge = max(fill, tok_fill), edge or tok_edge
         self._admitted += 1
         self._in_flight += 1
         self._saturation(now)
-        return Ticket(self, tokens, now, (req_long, req_short, tok_long, tok_short), self._in_flight, edge)
+        return Ticket(self, tokens, now, (req_long, req_short, tok_long, tok_short), self._in_flight, fill, edge)
 
     async def _wait_for_rate(self, tokens: int) -> float:
         """Wait until a pause, the windows and the paces all let `tokens` through; return that time."""
@@ -591,10 +609,13 @@ class AdmissionGate:
                 self._forget_delays()
                 continue
             factor = self._factor_at(now)
+            # A per-second server's lower limit holds each second too, not only the pace: the second
+            # the server still counts (a burst at the start of a run) is waited out, not sent into.
+            second = min(1.0, factor * (1.0 + _MARGIN)) if self._learned else 1.0
             go_at, why, held = now, "", None
             for dim, amount, reason in ((self._req, 1, "requests/min"), (self._tok, tokens, "tokens/min")):
                 if dim is not None:
-                    ready = dim.ready_at(amount, factor, self.period_s, now)
+                    ready = dim.ready_at(amount, factor, self.period_s, now, second)
                     if ready > go_at:
                         go_at, why, held = ready, reason, dim
             if go_at <= now:
@@ -687,24 +708,36 @@ class AdmissionGate:
         factor = self._factor_at(now)
         # Consecutive: the previous pause ended no longer ago than it lasted (the overload goes on).
         self._streak = self._streak + 1 if now - self._paused_until <= self._last_pause else 1
+        short = wait is not None and wait <= _SHORT_PAUSE * self._scale
+        base = factor * _DECREASE
+        learned = False
         if wait is None:
             wait = min(2.0 ** (self._streak - 1), _BACKOFF_CAP) * self._scale
-        elif (
-            wait <= _SHORT_PAUSE * self._scale and ticket is not None and ticket.edge and self._short_margin < _SKEW_MAX
-        ):
-            # Refused with its second held to the share: the server's arrival clock and our
-            # admission clock differ by more than the second's margin. Widen the second; the pace
-            # was right and stays.
-            self._short_margin = min(_SKEW_MAX, self._short_margin + _SKEW_STEP)
-            for dim in (self._req, self._tok):
-                if dim is not None:
-                    dim.short.set_period(self._short_s * (1 + self._short_margin))
-            self._last_event_at = now
-            self._paused_until = max(self._paused_until, now + wait)
-            return
-        elif wait <= _SHORT_PAUSE * self._scale and self._tok is not None and not self._tok.short_on:
-            # The server forgets within seconds: it counts over short periods. Holding every second
-            # to its share from now on is the cure for this one; the pace stays.
+        elif short and ticket is not None:
+            # The server forgets within seconds: it counts over short periods, so every second is held
+            # to its share from now on.
+            if self._tok is not None:
+                self._tok.short_on = True
+            if ticket.edge and self._short_margin < _SKEW_MAX:
+                # Refused with its second held to the share: the server's arrival clock and our
+                # admission clock differ by more than the second's margin. Widen the second; the pace
+                # was right and stays.
+                self._short_margin = min(_SKEW_MAX, self._short_margin + _SKEW_STEP)
+                for dim in (self._req, self._tok):
+                    if dim is not None:
+                        dim.short.set_period(self._short_s * (1 + self._short_margin))
+                event(log, logging.INFO, "gate.second_widened", margin=round(self._short_margin, 3))
+                self._last_event_at = now
+                self._paused_until = max(self._paused_until, now + wait)
+                return
+            if not ticket.edge:
+                # Refused while its second held only `fill` of the share: the server's per-second
+                # limit is below that. Pace under it at once (not just x0.8: at the start of a run
+                # the second is not full yet), and hold it as a fixed limit (_PROBE_LEARNED_S).
+                base = min(base, ticket.fill * (1.0 - _MARGIN))
+                learned = True
+        elif short and self._tok is not None and not self._tok.short_on:
+            # No request to go by: hold every second to its share from now on; the pace stays.
             self._tok.short_on = True
             self._last_event_at = now
             self._paused_until = max(self._paused_until, now + wait)
@@ -712,10 +745,18 @@ class AdmissionGate:
         self._last_event_at = now
         self._last_pause = wait
         self._ceiling = factor
-        self._factor_base = max(_MIN_FACTOR, factor * _DECREASE)
+        self._learned = learned
+        self._factor_base = max(_MIN_FACTOR, base)
         self._paused_until = max(self._paused_until, now + wait)
         self._recover_from = self._paused_until
-        event(log, logging.INFO, "gate.pace_lowered", pace=round(self._factor_base, 3), pause_s=round(wait, 3))
+        event(
+            log,
+            logging.INFO,
+            "gate.pace_lowered",
+            pace=round(self._factor_base, 3),
+            pause_s=round(wait, 3),
+            per_second_limit=learned,
+        )
 
     def _extend_pause(self, now: float, until: float) -> None:
         if until <= self._paused_until:
@@ -730,9 +771,10 @@ class AdmissionGate:
         if base >= 1.0:
             return 1.0
         ceiling = self._ceiling
-        if ceiling is not None and now >= self._last_event_at + _FORGET_S * self._scale:
+        forget = (_FORGET_LEARNED_S if self._learned else _FORGET_S) * self._scale
+        if ceiling is not None and now >= self._last_event_at + forget:
             # Unconfirmed for long enough: forget the ceiling, from the moment it lapsed.
-            lapsed = max(self._last_event_at + _FORGET_S * self._scale, self._recover_from)
+            lapsed = max(self._last_event_at + forget, self._recover_from)
             self._factor_base = self._climb(base, ceiling, lapsed - self._recover_from)
             self._recover_from = lapsed
             self._ceiling = ceiling = None
@@ -741,13 +783,14 @@ class AdmissionGate:
         if factor >= 1.0:
             self._factor_base = 1.0  # fully recovered: back to the fast path
             self._ceiling = None
+            self._learned = False
         return factor
 
     def _climb(self, base: float, ceiling: float | None, since: float) -> float:
         if since <= 0:
             return base
         fast = 1.0 / (_CLIMB_S * self._scale)
-        slow = _MARGIN / (_PROBE_S * self._scale)
+        slow = _MARGIN / ((_PROBE_LEARNED_S if self._learned else _PROBE_S) * self._scale)
         knee = 1.0 if ceiling is None else ceiling * (1.0 - _MARGIN)
         if base < knee:
             to_knee = (knee - base) / fast
