@@ -49,14 +49,12 @@ _SKEW_STEP = 0.01
 _SKEW_MAX = 0.05
 # Credit of the pacer in seconds of pace: absorbs the loop's lateness without letting a burst out.
 _CREDIT_S = 0.05
-# A request bigger than the pacer's credit (an embedding batch) that the pace would have let go at
-# some time but that went later (its coroutine woke up late on a loop busy with other work - a Parquet
-# part of embedding vectors written on it takes 0.1-0.3 s - or a window held it) banks up to this
-# much of the delay as pace credit, spent by the next requests: the delay is caught up instead of
-# lost. It is time that passed with nothing sent, and the windows (the long one, and the per-second
-# one when on) still cap what the catch-up lets out. Requests within the credit (chat's one request
-# of 50 a second) do not: their credit absorbs the loop's usual lateness, and a catch-up burst of
-# them draws 429s from a per-second server.
+# A request that the pace would have let go at some time but that went later (its coroutine woke up
+# late on a loop busy with other work, or a window held it) banks up to this much of the delay as
+# pace credit, spent by the next requests: the delay is caught up instead of lost, for a key of
+# 10 requests a second as for one of 50 or for 10 embedding batches a second. It is time that passed
+# with nothing sent: at most half of a second's share at the pace, and the windows (the long one, and
+# the per-second one) still cap what the catch-up lets out.
 _LATE_S = 0.5
 # Floor for any nap: guarantees the clock moves even when float rounding puts a deadline a hair away.
 _MIN_NAP = 1e-6
@@ -215,10 +213,10 @@ class _Pace:
     most credit + rate * T (plus one oversized request) goes out, evenly: the bucket starts with its
     small credit, never with a period's budget.
 
-    Late requests: a request bigger than the credit that goes `late` seconds after the pace would
-    have let it (`due`) keeps up to _LATE_S of that as a bank above the cap, which the next requests
-    spend (it never grows by waiting: only a request held past its time adds to it). Then a late
-    wake-up or a window's hold costs the run nothing, and in any T seconds at most
+    Late requests: a request that goes `late` seconds after the pace would have let it (`due`) keeps
+    up to _LATE_S of that as a bank above the cap, which the next requests spend (it never grows by
+    waiting: only a request held past its time adds to it). Then a late wake-up or a window's hold
+    costs the run nothing, whatever the request's size, and in any T seconds at most
     cap + rate * (T + _LATE_S) goes out.
     """
 
@@ -266,7 +264,7 @@ class _Pace:
         # does not lose the time it was late by (the spacing then stays its size / rate); past its
         # due time it banks the delay (up to _LATE_S) on top.
         self.cap = max(self.credit, min(amount, self.credit + self.max_debt))
-        late = now - self.due if self.due is not None and now > self.due and amount > self.credit else 0.0
+        late = now - self.due if self.due is not None and now > self.due else 0.0
         self.fill(now, self.rate * min(late, _LATE_S))
         missing = min(amount, self.credit) - self.level
         go = now if missing <= 1e-9 * self.credit else now + missing / self.rate
