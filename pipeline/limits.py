@@ -291,6 +291,7 @@ class _Dim:
         "found",
         "grow_at",
         "learned",
+        "paced",
         "long",
         "name",
         "pace",
@@ -309,6 +310,7 @@ class _Dim:
         self.found: str | None = "discovering" if auto else None  # how an `auto` limit was found
         self.grow_at: float | None = None
         self.learned: int | None = None
+        self.paced = False  # the last `ready_at` was decided by the pace (not by a window)
         self.long = _Window(period_s)
         self.short = _Window(short_s)
         self.short_ratio = short_s / period_s
@@ -350,12 +352,15 @@ class _Dim:
             share = limit * self.short_ratio * second
             share = math.ceil(share - 1e-9) if self.name == "rpm" else share
             go = max(go, self.short.ready_at(amount, max(self.unit, share), now))
+        self.paced = False
         if not amount:  # a request that reserves nothing waits only for an over-charged window
             return go
         rate = limit / period_s * factor
         if rate != self.pace.rate:
             self.pace.set_rate(now, rate, self.unit)
-        return max(go, self.pace.ready_at(now, amount))
+        paced = self.pace.ready_at(now, amount)
+        self.paced = paced > go
+        return max(go, paced)
 
     def charge(self, now: float, amount: float) -> tuple[list[float], list[float]]:
         self.pace.pay(now, amount)
@@ -424,6 +429,7 @@ class AdmissionGate:
         self._short_s = short_s
         self._short_margin = 0.0  # widened by 429s that came with a second held to its share
         self._nudge: asyncio.Future[None] | None = None  # wakes the napping head early on a refund
+        self._holder: _Dim | None = None  # the limit the napping head waits for (None: a 429 pause)
 
         self._in_flight = 0
         self._admitted = 0
@@ -523,11 +529,16 @@ class AdmissionGate:
         if ticket.started_at < self._first_answer_at and not rejected:
             self._restamp(ticket, now)
         req_long, req_short, tok_long, tok_short = ticket._entries
-        refunded = False
+        # Wake the napping head only if this makes room where it waits: a window of the limit that
+        # holds it, or the token pace. (Chat answers give back tokens while requests bind: no wake.)
+        holder = self._holder
+        wake = False
+        req = self._req
         if rejected:
-            if self._req is not None and req_long is not None and req_short is not None:
-                refunded |= self._req.long.refund(req_long, 1, now)
-                self._req.short.refund(req_short, 1, now)
+            if req is not None and req_long is not None and req_short is not None:
+                refunded = req.long.refund(req_long, 1, now)
+                refunded = req.short.refund(req_short, 1, now) or refunded
+                wake = refunded and holder is req and not req.paced
             actual_tokens = 0
         tok = self._tok
         if actual_tokens is not None and tok is not None:
@@ -538,9 +549,10 @@ class AdmissionGate:
             elif diff < 0 and tok_long is not None and tok_short is not None:
                 if not rejected:
                     tok.pace.give_back(-diff)
-                refunded |= tok.long.refund(tok_long, -diff, now)
-                tok.short.refund(tok_short, -diff, now)
-        if refunded:
+                refunded = tok.long.refund(tok_long, -diff, now)
+                refunded = tok.short.refund(tok_short, -diff, now) or refunded
+                wake = wake or (holder is tok and (tok.paced and not rejected or not tok.paced and refunded))
+        if wake:
             nudge = self._nudge
             if nudge is not None and not nudge.done():
                 nudge.set_result(None)
@@ -603,6 +615,7 @@ class AdmissionGate:
         while True:
             now = loop.time()
             if now < self._paused_until:
+                self._holder = None
                 await self._nap(loop, self._paused_until, "429 pauses")
                 self._forget_delays()
                 continue
@@ -618,6 +631,7 @@ class AdmissionGate:
                         go_at, why, held = ready, reason, dim
             if go_at <= now:
                 return now
+            self._holder = held
             if held is not None and held.discovering and held.grow(now, self._grow_s):
                 continue  # an `auto` limit holding demand back grows (until the server says where it is)
             await self._nap(

@@ -506,3 +506,51 @@ def test_binding_is_concurrency_only_while_every_slot_is_on_the_wire() -> None:
     assert busy.binding == "concurrency" and busy.waited_s["concurrency"] > 15
     # a 30 s pause queues every caller behind full slots: that is the pause binding, not concurrency
     assert paused.binding == "429 pauses"
+
+
+def test_the_head_naps_once_per_admission_when_answers_give_back_tokens(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Issue 8/12 (CPU): chat answers give back part of their token reservations while the request
+    # pace binds. Such a refund cannot let the head go earlier, so it does not wake it: one timer
+    # per admission (it was two: every answer woke the head, which computed the same time again).
+    naps = 0
+    nap = AdmissionGate._nap
+
+    async def counted(self: AdmissionGate, loop: asyncio.AbstractEventLoop, until: float, why: str) -> None:
+        nonlocal naps
+        naps += 1
+        await nap(self, loop, until, why)
+
+    monkeypatch.setattr(AdmissionGate, "_nap", counted)
+    admitted = 0
+
+    async def main() -> None:
+        nonlocal admitted
+        gate = AdmissionGate(rpm=3000, tpm=1_000_000, concurrency=100, period_s=60.65)
+
+        async def worker() -> None:
+            nonlocal admitted
+            while True:
+                ticket = await gate.admit(40)
+                admitted += 1
+                await asyncio.sleep(0.05)
+                gate.release(ticket, 25)
+
+        tasks = [asyncio.create_task(worker()) for _ in range(20)]
+        await asyncio.sleep(20)
+        await drain(tasks)
+
+    run_virtual(main())
+    assert admitted >= 0.98 * 3000 / 60.65 * 20
+    assert naps <= 1.02 * admitted
+
+
+def test_a_refund_still_wakes_a_head_held_by_the_token_window() -> None:
+    async def main() -> float:
+        gate = AdmissionGate(rpm=None, tpm=1000, concurrency=None, period_s=60)
+        big = await gate.admit(900)
+        waiter = asyncio.ensure_future(gate.admit(600))  # held by the window until 900 expire
+        await asyncio.sleep(5)
+        gate.release(big, 100)  # the answer used 100: room now
+        return (await waiter).started_at
+
+    assert run_virtual(main()) == pytest.approx(5.0)
