@@ -721,7 +721,7 @@ class AdmissionGate:
         # Consecutive: the previous pause ended no longer ago than it lasted (the overload goes on).
         self._streak = self._streak + 1 if now - self._paused_until <= self._last_pause else 1
         short = wait is not None and wait <= _SHORT_PAUSE * self._scale
-        base = factor * _DECREASE
+        base, ceiling = factor * _DECREASE, factor
         learned = False
         if wait is None:
             wait = min(2.0 ** (self._streak - 1), _BACKOFF_CAP) * self._scale
@@ -747,6 +747,7 @@ class AdmissionGate:
                 # limit is below that. Pace under it at once (not just x0.8: at the start of a run
                 # the second is not full yet), and hold it as a fixed limit (_PROBE_LEARNED_S).
                 base = min(base, ticket.fill * (1.0 - _MARGIN))
+                ceiling = min(factor, ticket.fill)
                 learned = True
         elif short and self._tok is not None and not self._tok.short_on:
             # No request to go by: hold every second to its share from now on; the pace stays.
@@ -756,7 +757,7 @@ class AdmissionGate:
             return
         self._last_event_at = now
         self._last_pause = wait
-        self._ceiling = factor
+        self._ceiling = ceiling
         self._learned = learned
         self._factor_base = max(_MIN_FACTOR, base)
         self._paused_until = max(self._paused_until, now + wait)

@@ -554,3 +554,57 @@ def test_a_refund_still_wakes_a_head_held_by_the_token_window() -> None:
         return (await waiter).started_at
 
     assert run_virtual(main()) == pytest.approx(5.0)
+
+
+def test_a_per_second_429_below_the_share_sets_the_pace_under_it_at_once_and_waits_out_the_second() -> None:
+    # 1,000 tokens a second; half a second at full pace, then the server (whose own share is ~450)
+    # refuses a request with a short Retry-After: the second held half its share when it did.
+    async def main() -> tuple[float, float, list[tuple[float, int]]]:
+        gate = AdmissionGate(rpm=None, tpm=60_000, concurrency=None, period_s=60)
+        sent: list[tuple[float, int]] = []
+        last = None
+        while virtual_time() < 0.5:
+            last = await gate.admit(50)
+            sent.append((last.started_at, 50))
+        assert last is not None
+        gate.release(last, rejected=True)
+        sent.pop()
+        gate.slow_down(0.01, ticket=last)
+        factor = gate.stats().rate_factor
+        while virtual_time() < 30:
+            t = await gate.admit(50)
+            sent.append((t.started_at, 50))
+        return factor, last.fill, sent
+
+    factor, fill, sent = run_virtual(main())
+    assert 0.45 <= fill <= 0.55
+    assert factor == pytest.approx(0.96 * fill)  # not 0.8: under what the refused second held
+    # from then on no second holds more than the learned pace (probed by 1% in 30 s) lets, and the
+    # second cap 4% over it: the half second sent at full pace before the 429 is waited out, not
+    # sent into
+    for t0, _ in sent:
+        in_second = sum(n for t, n in sent if t0 - 1.0 < t <= t0)
+        assert in_second <= 1000 * (0.96 * fill + 0.01) * 1.04 + 1e-9
+    assert sum(n for t, n in sent if t >= 10) >= 0.96 * 0.48 * 1000 * 20  # and the pace is kept
+
+
+def test_a_learned_per_second_limit_is_probed_over_two_minutes_then_forgotten() -> None:
+    async def main() -> list[float]:
+        gate = AdmissionGate(rpm=None, tpm=60_000, concurrency=None, period_s=60)
+        for _ in range(10):
+            t = await gate.admit(50)
+        gate.slow_down(0.01, ticket=t)  # the second held half its share: a learned limit
+        seen = []
+        for at in (20, 60, 100, 149, 160, 200):
+            await asyncio.sleep(at - virtual_time())
+            seen.append(gate.stats().rate_factor)
+        return seen
+
+    at20, at60, at100, at149, at160, at200 = run_virtual(main())
+    # the second held half its share: the ceiling is 0.5, the pace 4% under it, then the probe
+    # climbs 4% of full pace in 120 s
+    probe = 0.04 / 120
+    assert at20 == pytest.approx(0.48 + probe * 19.5, abs=2e-3)
+    assert at60 == pytest.approx(0.48 + probe * 59.5, abs=2e-3)
+    assert at149 < 0.48 + probe * 149 < 0.53
+    assert at160 == at200 == 1.0  # no 429 for 150 s: forgotten, the fast climb is back
