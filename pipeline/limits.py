@@ -42,8 +42,7 @@ _CONC_RECOVER_S = 30.0  # a concurrency cap lowered by the server comes back one
 _SHORT_PAUSE = 2.0
 # A request admitted with its second this full, counting one more request like it (no room left for
 # another), is "at the edge": a 429 for it says the server's clock saw the second more crowded than
-# ours did. Each such 429 widens the second by
-# _SKEW_STEP (up to _SKEW_MAX) instead of slowing the pace.
+# ours did. Each such 429 widens the second by _SKEW_STEP (up to _SKEW_MAX) instead of slowing the pace.
 _EDGE = 0.95
 _SKEW_STEP = 0.01
 _SKEW_MAX = 0.05
