@@ -36,6 +36,7 @@ _FORGET_S = 60.0
 # holding it costs about one 429 per minute whatever the request rate.
 _PROBE_LEARNED_S = 120.0
 _FORGET_LEARNED_S = 150.0
+_MAX_CUT = 0.5  # a learned per-second limit lowers the pace at most this far in one 429
 _BACKOFF_CAP = 30.0  # pause without Retry-After: 1, 2, 4 ... up to this, while 429s keep coming
 _CONC_RECOVER_S = 30.0  # a concurrency cap lowered by the server comes back one slot per this long
 # A Retry-After this short says the server counts over short periods (per second).
@@ -443,6 +444,7 @@ class AdmissionGate:
         self._recover_from = float("-inf")
         self._ceiling: float | None = None
         self._learned = False  # the ceiling is a per-second server's limit (see _PROBE_LEARNED_S)
+        self._long_pauses = False  # a 429 came with a long Retry-After: not a per-second server
         self._streak = 0
         self._last_event_at = float("-inf")
         self._last_pause = 0.0
@@ -720,6 +722,10 @@ class AdmissionGate:
         # Consecutive: the previous pause ended no longer ago than it lasted (the overload goes on).
         self._streak = self._streak + 1 if now - self._paused_until <= self._last_pause else 1
         short = wait is not None and wait <= _SHORT_PAUSE * self._scale
+        if wait is not None and not short:
+            # A long Retry-After: this server counts over long periods (a full minute's window answers
+            # short ones too, as its entries expire), so its 429s say nothing about our seconds.
+            self._long_pauses = True
         base, ceiling = factor * _DECREASE, factor
         learned = False
         if wait is None:
@@ -741,12 +747,13 @@ class AdmissionGate:
                 self._last_event_at = now
                 self._paused_until = max(self._paused_until, now + wait)
                 return
-            if not ticket.edge:
+            if not ticket.edge and not self._long_pauses:
                 # Refused while its second held only `fill` of the share: the server's per-second
                 # limit is below that. Pace under it at once (not just x0.8: at the start of a run
-                # the second is not full yet), and hold it as a fixed limit (_PROBE_LEARNED_S).
-                base = min(base, ticket.fill * (1.0 - _MARGIN))
-                ceiling = min(factor, ticket.fill)
+                # the second is not full yet; but never below half the pace in one step), and hold
+                # it as a fixed limit (_PROBE_LEARNED_S).
+                ceiling = max(min(factor, ticket.fill), factor * _MAX_CUT)
+                base = min(base, ceiling * (1.0 - _MARGIN))
                 learned = True
         elif short and self._tok is not None and not self._tok.short_on:
             # No request to go by: hold every second to its share from now on; the pace stays.

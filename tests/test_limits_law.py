@@ -608,3 +608,33 @@ def test_a_learned_per_second_limit_is_probed_over_two_minutes_then_forgotten() 
     assert at60 == pytest.approx(0.48 + probe * 59.5, abs=2e-3)
     assert at149 < 0.48 + probe * 149 < 0.53
     assert at160 == at200 == 1.0  # no 429 for 150 s: forgotten, the fast climb is back
+
+
+def test_short_retry_afters_of_a_per_minute_server_are_not_per_second_evidence() -> None:
+    # A per-minute server whose window is full answers short Retry-Afters too (as its entries expire).
+    # Once a 429 came with a long one, a short one for a request sent into an empty second is the
+    # usual x0.8, not a per-second limit learned from that second (which collapsed the pace to 10%).
+    async def main() -> tuple[float, float, float]:
+        gate = AdmissionGate(rpm=3000, tpm=None, concurrency=None, period_s=60.65)
+        first = await gate.admit(0)
+        await asyncio.sleep(30)
+        gate.slow_down(29.0, ticket=first)  # the minute is full: a long pause
+        after_long = gate.stats().rate_factor
+        alone = await gate.admit(0)  # at the end of the pause: its second holds only itself
+        gate.slow_down(0.005, ticket=alone)
+        return after_long, alone.fill, gate.stats().rate_factor
+
+    after_long, fill, factor = run_virtual(main())
+    assert after_long == pytest.approx(0.8)
+    assert fill < 0.05
+    assert factor == pytest.approx(0.8 * 0.8)
+
+
+def test_a_learned_per_second_limit_at_most_halves_the_pace_in_one_429() -> None:
+    async def main() -> float:
+        gate = AdmissionGate(rpm=3000, tpm=None, concurrency=None, period_s=60.65)
+        alone = await gate.admit(0)  # its second holds only itself: 2% of the share
+        gate.slow_down(0.005, ticket=alone)
+        return gate.stats().rate_factor
+
+    assert run_virtual(main()) == pytest.approx(0.5 * 0.96)
