@@ -31,12 +31,14 @@ _MARGIN = 0.04
 _PROBE_S = 40.0
 _FORGET_S = 60.0
 # A ceiling learned from a per-second server (a 429 with a short Retry-After for a request whose second
-# held less than its share on our clock: the server's own share is lower than the job's) describes a
-# fixed limit, not a passing overload: it is probed past this slowly and forgotten after this long, so
-# holding it costs about one 429 per minute whatever the request rate.
+# held less than its share on our clock: the server's own share is lower than the job's), once a second
+# such 429 agrees with it, describes a fixed limit, not a passing overload: it is probed past this
+# slowly and forgotten after this long, so holding it costs about one 429 per minute whatever the
+# request rate.
 _PROBE_LEARNED_S = 120.0
 _FORGET_LEARNED_S = 150.0
 _MAX_CUT = 0.5  # a learned per-second limit lowers the pace at most this far in one 429
+_AGREE = 0.15  # a per-second 429 confirms the last one's ceiling if its own is at most this much above
 _BACKOFF_CAP = 30.0  # pause without Retry-After: 1, 2, 4 ... up to this, while 429s keep coming
 _CONC_RECOVER_S = 30.0  # a concurrency cap lowered by the server comes back one slot per this long
 # A Retry-After this short says the server counts over short periods (per second).
@@ -443,7 +445,9 @@ class AdmissionGate:
         self._factor_base = 1.0
         self._recover_from = float("-inf")
         self._ceiling: float | None = None
-        self._learned = False  # the ceiling is a per-second server's limit (see _PROBE_LEARNED_S)
+        self._learned = False  # the ceiling is a per-second server's confirmed limit (see _PROBE_LEARNED_S)
+        self._per_second = False  # a per-second server's limit is held: each second capped near the pace
+        self._unconfirmed: float | None = None  # the ceiling of the last per-second 429, not yet confirmed
         self._long_pauses = False  # a 429 came with a long Retry-After: not a per-second server
         self._streak = 0
         self._last_event_at = float("-inf")
@@ -623,7 +627,7 @@ class AdmissionGate:
             factor = self._factor_at(now)
             # A per-second server's lower limit holds each second too, not only the pace: the second
             # the server still counts (a burst at the start of a run) is waited out, not sent into.
-            second = min(1.0, factor * (1.0 + _MARGIN)) if self._learned else 1.0
+            second = min(1.0, factor * (1.0 + _MARGIN)) if self._per_second else 1.0
             go_at, why, held = now, "", None
             for dim, amount, reason in ((self._req, 1, "requests/min"), (self._tok, tokens, "tokens/min")):
                 if dim is not None:
@@ -727,7 +731,7 @@ class AdmissionGate:
             # short ones too, as its entries expire), so its 429s say nothing about our seconds.
             self._long_pauses = True
         base, ceiling = factor * _DECREASE, factor
-        learned = False
+        learned = per_second = False
         if wait is None:
             wait = min(2.0 ** (self._streak - 1), _BACKOFF_CAP) * self._scale
         elif short and ticket is not None:
@@ -754,7 +758,12 @@ class AdmissionGate:
                 # it as a fixed limit (_PROBE_LEARNED_S).
                 ceiling = max(min(factor, ticket.fill), factor * _MAX_CUT)
                 base = min(base, ceiling * (1.0 - _MARGIN))
-                learned = True
+                per_second = True
+                # Held as a fixed limit once a second such 429 agrees with it (one alone may be clock
+                # skew on a loaded machine, whose sends leave late): probed the usual way until then.
+                confirmed = self._unconfirmed
+                learned = confirmed is not None and ceiling <= confirmed * (1.0 + _AGREE)
+                self._unconfirmed = None if learned else ceiling
         elif short and self._tok is not None and not self._tok.short_on:
             # No request to go by: hold every second to its share from now on; the pace stays.
             self._tok.short_on = True
@@ -765,6 +774,7 @@ class AdmissionGate:
         self._last_pause = wait
         self._ceiling = ceiling
         self._learned = learned
+        self._per_second = per_second
         self._factor_base = max(_MIN_FACTOR, base)
         self._paused_until = max(self._paused_until, now + wait)
         self._recover_from = self._paused_until
@@ -774,7 +784,7 @@ class AdmissionGate:
             "gate.pace_lowered",
             pace=round(self._factor_base, 3),
             pause_s=round(wait, 3),
-            per_second_limit=learned,
+            per_second_limit="held" if learned else "seen" if per_second else "no",
         )
 
     def _extend_pause(self, now: float, until: float) -> None:
@@ -802,7 +812,8 @@ class AdmissionGate:
         if factor >= 1.0:
             self._factor_base = 1.0  # fully recovered: back to the fast path
             self._ceiling = None
-            self._learned = False
+            self._learned = self._per_second = False
+            self._unconfirmed = None
         return factor
 
     def _climb(self, base: float, ceiling: float | None, since: float) -> float:
