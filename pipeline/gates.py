@@ -34,14 +34,13 @@ class LocalGates:
         return self._gates[ident]
 
 
-def local_gate(provider: ResolvedProvider, burst_s: float | None = None) -> AdmissionGate:
-    """An AdmissionGate under the provider's limits (`burst_s`: its pace credit, when not the default)."""
+def local_gate(provider: ResolvedProvider) -> AdmissionGate:
+    """An AdmissionGate under the provider's limits."""
     lim = provider.limits
     # Our admission time is not the server's arrival time: network jitter can put two requests
     # a period apart on our clock inside one period on the server's. A small margin on the
     # window absorbs that (about 1% of the rate at a 60 s period).
     margin = min(1.0, 0.01 * lim.period_s + 0.05)
-    extra = {} if burst_s is None else {"burst_s": burst_s}
     # ipm (images per minute): image requests reserve their `n` images as tokens, so the token dimension
     # holds images for a provider that sets ipm (it may not set tpm as well)
     tpm = lim.ipm if lim.ipm is not None else lim.fixed("tpm")
@@ -52,5 +51,4 @@ def local_gate(provider: ResolvedProvider, burst_s: float | None = None) -> Admi
         period_s=lim.period_s + margin,
         nominal_period_s=lim.period_s,
         auto=tuple(n for n in ("rpm", "tpm") if getattr(lim, n) == "auto"),
-        **extra,
     )

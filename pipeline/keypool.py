@@ -114,16 +114,11 @@ class _Key:
 class KeyPool:
     """Admission over several keys of one provider, each under the provider's limits."""
 
-    def __init__(self, provider: str, keys: Sequence[str], new_gate: Callable[..., AdmissionGate]) -> None:
+    def __init__(self, provider: str, keys: Sequence[str], new_gate: Callable[[], AdmissionGate]) -> None:
         if len(keys) < 1:
             raise ValueError("a key pool needs at least one key")
         self.provider = provider
-        first = new_gate()
-        burst = _burst(first)
-        self._keys = [
-            _Key(k, first if i == 0 and burst is None else new_gate(**({"burst_s": burst} if burst else {})))
-            for i, k in enumerate(keys)
-        ]
+        self._keys = [_Key(k, new_gate()) for k in keys]
         self._by_key = {m.key: m for m in self._keys}
         self._held: set[Ticket] = set()  # admitted, not yet released
         self._waiters: deque[asyncio.Future[None]] = deque()  # callers waiting for any key's free slot
@@ -329,19 +324,6 @@ class KeyPool:
         )
 
 
-def _burst(gate: AdmissionGate) -> float | None:
-    """A pace credit of two requests for keys whose credit is one (rpm under 1,200 at 60 s), or None.
-
-    A key's gate paces its requests evenly; with a credit of one request, each admission that the busy
-    loop wakes late for loses that lateness for good (a pool of four 600-rpm keys held ~95% of their
-    sum, one 2,400-rpm key ~98%). Two requests of credit keep up to one interval of lateness; the
-    windows still cap each second and each period.
-    """
-    if gate.rpm is None or gate.rpm * gate.burst_s / gate.period_s >= 2:
-        return None
-    return min(2 * gate.period_s / gate.rpm, 1.0) if 2 * gate.period_s / gate.rpm > gate.burst_s else None
-
-
-def make_gate(provider: str, keys: Sequence[str], new_gate: Callable[..., AdmissionGate]) -> AdmissionGate | KeyPool:
+def make_gate(provider: str, keys: Sequence[str], new_gate: Callable[[], AdmissionGate]) -> AdmissionGate | KeyPool:
     """One gate for one key, a pool of gates for several."""
     return KeyPool(provider, keys, new_gate) if len(keys) > 1 else new_gate()

@@ -30,26 +30,33 @@ _CLIMB_S = 20.0
 _MARGIN = 0.04
 _PROBE_S = 40.0
 _FORGET_S = 60.0
+# A ceiling learned from a per-second server (a 429 with a short Retry-After for a request whose second
+# held less than its share on our clock: the server's own share is lower than the job's), once a second
+# such 429 agrees with it, describes a fixed limit, not a passing overload: it is probed past this
+# slowly and forgotten after this long, so holding it costs about one 429 per minute whatever the
+# request rate.
+_PROBE_LEARNED_S = 120.0
+_FORGET_LEARNED_S = 150.0
+_MAX_CUT = 0.5  # a learned per-second limit lowers the pace at most this far in one 429
+_AGREE = 0.15  # a per-second 429 confirms the last one's ceiling if its own is at most this much above
 _BACKOFF_CAP = 30.0  # pause without Retry-After: 1, 2, 4 ... up to this, while 429s keep coming
 _CONC_RECOVER_S = 30.0  # a concurrency cap lowered by the server comes back one slot per this long
 # A Retry-After this short says the server counts over short periods (per second).
 _SHORT_PAUSE = 2.0
-# A request admitted with the second's share this full is "at the edge": a 429 for it says the
-# server's clock saw the second more crowded than ours did. Each such 429 widens the second by
-# _SKEW_STEP (up to _SKEW_MAX) instead of slowing the pace.
+# A request admitted with its second this full, counting one more request like it (no room left for
+# another), is "at the edge": a 429 for it says the server's clock saw the second more crowded than
+# ours did. Each such 429 widens the second by _SKEW_STEP (up to _SKEW_MAX) instead of slowing the pace.
 _EDGE = 0.95
 _SKEW_STEP = 0.01
 _SKEW_MAX = 0.05
 # Credit of the pacer in seconds of pace: absorbs the loop's lateness without letting a burst out.
 _CREDIT_S = 0.05
-# A request bigger than the pacer's credit (an embedding batch) that the pace would have let go at
-# some time but that went later (its coroutine woke up late on a loop busy with other work - a Parquet
-# part of embedding vectors written on it takes 0.1-0.3 s - or a window held it) banks up to this
-# much of the delay as pace credit, spent by the next requests: the delay is caught up instead of
-# lost. It is time that passed with nothing sent, and the windows (the long one, and the per-second
-# one when on) still cap what the catch-up lets out. Requests within the credit (chat's one request
-# of 50 a second) do not: their credit absorbs the loop's usual lateness, and a catch-up burst of
-# them draws 429s from a per-second server.
+# A request that the pace would have let go at some time but that went later (its coroutine woke up
+# late on a loop busy with other work, or a window held it) banks up to this much of the delay as
+# pace credit, spent by the next requests: the delay is caught up instead of lost, for a key of
+# 10 requests a second as for one of 50 or for 10 embedding batches a second. It is time that passed
+# with nothing sent: at most half of a second's share at the pace, and the windows (the long one, and
+# the per-second one) still cap what the catch-up lets out.
 _LATE_S = 0.5
 # Floor for any nap: guarantees the clock moves even when float rounding puts a deadline a hair away.
 _MIN_NAP = 1e-6
@@ -110,7 +117,7 @@ class GateStats:
 class Ticket:
     """One admitted request attempt; hand it back to `AdmissionGate.release`."""
 
-    __slots__ = ("_entries", "_gate", "_released", "edge", "key", "peers", "reserved", "started_at")
+    __slots__ = ("_entries", "_gate", "_released", "edge", "fill", "key", "peers", "reserved", "started_at")
 
     def __init__(
         self,
@@ -119,9 +126,15 @@ class Ticket:
         started_at: float,
         entries: tuple[list[float] | None, ...],
         peers: int = 1,
+        fill: float = 0.0,
         edge: bool = False,
     ) -> None:
-        self.edge = edge  # admitted with a second's share (nearly) full: a 429 for it is clock skew
+        # how full this request's second was once it was admitted (itself included), as a share of the
+        # second's budget: the fullest of the request and token seconds
+        self.fill = fill
+        # admitted with its second (nearly) full, no room left for another like it: a 429 for it says
+        # the server's clock saw the second more crowded than ours did
+        self.edge = edge
         self.reserved = reserved  # tokens reserved at admission
         self.started_at = started_at  # loop time of admission
         self.peers = peers  # requests in flight once this one was admitted (itself included)
@@ -202,10 +215,10 @@ class _Pace:
     most credit + rate * T (plus one oversized request) goes out, evenly: the bucket starts with its
     small credit, never with a period's budget.
 
-    Late requests: a request bigger than the credit that goes `late` seconds after the pace would
-    have let it (`due`) keeps up to _LATE_S of that as a bank above the cap, which the next requests
-    spend (it never grows by waiting: only a request held past its time adds to it). Then a late
-    wake-up or a window's hold costs the run nothing, and in any T seconds at most
+    Late requests: a request that goes `late` seconds after the pace would have let it (`due`) keeps
+    up to _LATE_S of that as a bank above the cap, which the next requests spend (it never grows by
+    waiting: only a request held past its time adds to it). Then a late wake-up or a window's hold
+    costs the run nothing, whatever the request's size, and in any T seconds at most
     cap + rate * (T + _LATE_S) goes out.
     """
 
@@ -253,7 +266,7 @@ class _Pace:
         # does not lose the time it was late by (the spacing then stays its size / rate); past its
         # due time it banks the delay (up to _LATE_S) on top.
         self.cap = max(self.credit, min(amount, self.credit + self.max_debt))
-        late = now - self.due if self.due is not None and now > self.due and amount > self.credit else 0.0
+        late = now - self.due if self.due is not None and now > self.due else 0.0
         self.fill(now, self.rate * min(late, _LATE_S))
         missing = min(amount, self.credit) - self.level
         go = now if missing <= 1e-9 * self.credit else now + missing / self.rate
@@ -280,6 +293,7 @@ class _Dim:
         "found",
         "grow_at",
         "learned",
+        "paced",
         "long",
         "name",
         "pace",
@@ -298,6 +312,7 @@ class _Dim:
         self.found: str | None = "discovering" if auto else None  # how an `auto` limit was found
         self.grow_at: float | None = None
         self.learned: int | None = None
+        self.paced = False  # the last `ready_at` was decided by the pace (not by a window)
         self.long = _Window(period_s)
         self.short = _Window(short_s)
         self.short_ratio = short_s / period_s
@@ -328,31 +343,37 @@ class _Dim:
         self.grow_at = now + every
         return True
 
-    def ready_at(self, amount: float, factor: float, period_s: float, now: float) -> float:
+    def ready_at(self, amount: float, factor: float, period_s: float, now: float, second: float = 1.0) -> float:
+        """When `amount` more may go at `factor` of the pace; `second`: the share of the second's budget
+        the short window allows (below 1 while a per-second server's lower limit is held)."""
         limit = self.limit
         self.long.expire(now)
         self.short.expire(now)
         go = self.long.ready_at(amount, limit, now)
         if self.short_on:
-            share = math.ceil(limit * self.short_ratio - 1e-9) if self.name == "rpm" else limit * self.short_ratio
+            share = limit * self.short_ratio * second
+            share = math.ceil(share - 1e-9) if self.name == "rpm" else share
             go = max(go, self.short.ready_at(amount, max(self.unit, share), now))
+        self.paced = False
         if not amount:  # a request that reserves nothing waits only for an over-charged window
             return go
         rate = limit / period_s * factor
         if rate != self.pace.rate:
             self.pace.set_rate(now, rate, self.unit)
-        return max(go, self.pace.ready_at(now, amount))
+        paced = self.pace.ready_at(now, amount)
+        self.paced = paced > go
+        return max(go, paced)
 
     def charge(self, now: float, amount: float) -> tuple[list[float], list[float]]:
         self.pace.pay(now, amount)
         return self.long.charge(now, amount), self.short.charge(now, amount)
 
-    def at_edge(self) -> bool:
-        """Whether the second's share is (nearly) used up, as far as the short window can tell."""
-        if not self.short_on:
-            return False
+    def fill(self, amount: float) -> tuple[float, bool]:
+        """How full the current second is, as a share of its budget (counted even while not enforced), and
+        whether it is at the edge: (nearly) no room for another `amount`."""
         share = self.limit * self.short_ratio
-        return self.short.total >= _EDGE * (math.ceil(share - 1e-9) if self.name == "rpm" else share)
+        share = max(self.unit, math.ceil(share - 1e-9) if self.name == "rpm" else share)
+        return self.short.total / share, self.short.total + amount >= _EDGE * share
 
 
 class AdmissionGate:
@@ -410,6 +431,7 @@ class AdmissionGate:
         self._short_s = short_s
         self._short_margin = 0.0  # widened by 429s that came with a second held to its share
         self._nudge: asyncio.Future[None] | None = None  # wakes the napping head early on a refund
+        self._holder: _Dim | None = None  # the limit the napping head waits for (None: a 429 pause)
 
         self._in_flight = 0
         self._admitted = 0
@@ -423,6 +445,10 @@ class AdmissionGate:
         self._factor_base = 1.0
         self._recover_from = float("-inf")
         self._ceiling: float | None = None
+        self._learned = False  # the ceiling is a per-second server's confirmed limit (see _PROBE_LEARNED_S)
+        self._per_second = False  # a per-second server's limit is held: each second capped near the pace
+        self._unconfirmed: float | None = None  # the ceiling of the last per-second 429, not yet confirmed
+        self._long_pauses = False  # a 429 came with a long Retry-After: not a per-second server
         self._streak = 0
         self._last_event_at = float("-inf")
         self._last_pause = 0.0
@@ -508,11 +534,16 @@ class AdmissionGate:
         if ticket.started_at < self._first_answer_at and not rejected:
             self._restamp(ticket, now)
         req_long, req_short, tok_long, tok_short = ticket._entries
-        refunded = False
+        # Wake the napping head only if this makes room where it waits: a window of the limit that
+        # holds it, or the token pace. (Chat answers give back tokens while requests bind: no wake.)
+        holder = self._holder
+        wake = False
+        req = self._req
         if rejected:
-            if self._req is not None and req_long is not None and req_short is not None:
-                refunded |= self._req.long.refund(req_long, 1, now)
-                self._req.short.refund(req_short, 1, now)
+            if req is not None and req_long is not None and req_short is not None:
+                refunded = req.long.refund(req_long, 1, now)
+                refunded = req.short.refund(req_short, 1, now) or refunded
+                wake = refunded and holder is req and not req.paced
             actual_tokens = 0
         tok = self._tok
         if actual_tokens is not None and tok is not None:
@@ -523,9 +554,10 @@ class AdmissionGate:
             elif diff < 0 and tok_long is not None and tok_short is not None:
                 if not rejected:
                     tok.pace.give_back(-diff)
-                refunded |= tok.long.refund(tok_long, -diff, now)
-                tok.short.refund(tok_short, -diff, now)
-        if refunded:
+                refunded = tok.long.refund(tok_long, -diff, now)
+                refunded = tok.short.refund(tok_short, -diff, now) or refunded
+                wake = wake or (holder is tok and (tok.paced and not rejected or not tok.paced and refunded))
+        if wake:
             nudge = self._nudge
             if nudge is not None and not nudge.done():
                 nudge.set_result(None)
@@ -569,17 +601,18 @@ class AdmissionGate:
 
     def _reserve(self, tokens: int, now: float) -> Ticket:
         req_long = req_short = tok_long = tok_short = None
-        edge = False
+        fill, edge = 0.0, False
         if self._req is not None:
             req_long, req_short = self._req.charge(now, 1)
-            edge = self._req.at_edge()
+            fill, edge = self._req.fill(1)
         if self._tok is not None and tokens:
             tok_long, tok_short = self._tok.charge(now, tokens)
-            edge = edge or self._tok.at_edge()
+            tok_fill, tok_edge = self._tok.fill(tokens)
+            fill, edge = max(fill, tok_fill), edge or tok_edge
         self._admitted += 1
         self._in_flight += 1
         self._saturation(now)
-        return Ticket(self, tokens, now, (req_long, req_short, tok_long, tok_short), self._in_flight, edge)
+        return Ticket(self, tokens, now, (req_long, req_short, tok_long, tok_short), self._in_flight, fill, edge)
 
     async def _wait_for_rate(self, tokens: int) -> float:
         """Wait until a pause, the windows and the paces all let `tokens` through; return that time."""
@@ -587,18 +620,23 @@ class AdmissionGate:
         while True:
             now = loop.time()
             if now < self._paused_until:
+                self._holder = None
                 await self._nap(loop, self._paused_until, "429 pauses")
                 self._forget_delays()
                 continue
             factor = self._factor_at(now)
+            # A per-second server's lower limit holds each second too, not only the pace: the second
+            # the server still counts (a burst at the start of a run) is waited out, not sent into.
+            second = min(1.0, factor * (1.0 + _MARGIN)) if self._per_second else 1.0
             go_at, why, held = now, "", None
             for dim, amount, reason in ((self._req, 1, "requests/min"), (self._tok, tokens, "tokens/min")):
                 if dim is not None:
-                    ready = dim.ready_at(amount, factor, self.period_s, now)
+                    ready = dim.ready_at(amount, factor, self.period_s, now, second)
                     if ready > go_at:
                         go_at, why, held = ready, reason, dim
             if go_at <= now:
                 return now
+            self._holder = held
             if held is not None and held.discovering and held.grow(now, self._grow_s):
                 continue  # an `auto` limit holding demand back grows (until the server says where it is)
             await self._nap(
@@ -687,35 +725,67 @@ class AdmissionGate:
         factor = self._factor_at(now)
         # Consecutive: the previous pause ended no longer ago than it lasted (the overload goes on).
         self._streak = self._streak + 1 if now - self._paused_until <= self._last_pause else 1
+        short = wait is not None and wait <= _SHORT_PAUSE * self._scale
+        if wait is not None and not short:
+            # A long Retry-After: this server counts over long periods (a full minute's window answers
+            # short ones too, as its entries expire), so its 429s say nothing about our seconds.
+            self._long_pauses = True
+        base, ceiling = factor * _DECREASE, factor
+        learned = per_second = False
         if wait is None:
             wait = min(2.0 ** (self._streak - 1), _BACKOFF_CAP) * self._scale
-        elif (
-            wait <= _SHORT_PAUSE * self._scale and ticket is not None and ticket.edge and self._short_margin < _SKEW_MAX
-        ):
-            # Refused with its second held to the share: the server's arrival clock and our
-            # admission clock differ by more than the second's margin. Widen the second; the pace
-            # was right and stays.
-            self._short_margin = min(_SKEW_MAX, self._short_margin + _SKEW_STEP)
-            for dim in (self._req, self._tok):
-                if dim is not None:
-                    dim.short.set_period(self._short_s * (1 + self._short_margin))
-            self._last_event_at = now
-            self._paused_until = max(self._paused_until, now + wait)
-            return
-        elif wait <= _SHORT_PAUSE * self._scale and self._tok is not None and not self._tok.short_on:
-            # The server forgets within seconds: it counts over short periods. Holding every second
-            # to its share from now on is the cure for this one; the pace stays.
+        elif short and ticket is not None:
+            # The server forgets within seconds: it counts over short periods, so every second is held
+            # to its share from now on.
+            if self._tok is not None:
+                self._tok.short_on = True
+            if ticket.edge and self._short_margin < _SKEW_MAX:
+                # Refused with its second held to the share: the server's arrival clock and our
+                # admission clock differ by more than the second's margin. Widen the second; the pace
+                # was right and stays.
+                self._short_margin = min(_SKEW_MAX, self._short_margin + _SKEW_STEP)
+                for dim in (self._req, self._tok):
+                    if dim is not None:
+                        dim.short.set_period(self._short_s * (1 + self._short_margin))
+                event(log, logging.INFO, "gate.second_widened", margin=round(self._short_margin, 3))
+                self._last_event_at = now
+                self._paused_until = max(self._paused_until, now + wait)
+                return
+            if not ticket.edge and not self._long_pauses:
+                # Refused while its second held only `fill` of the share: the server's per-second
+                # limit is below that. Pace under it at once (not just x0.8: at the start of a run
+                # the second is not full yet; but never below half the pace in one step), and hold
+                # it as a fixed limit (_PROBE_LEARNED_S).
+                ceiling = max(min(factor, ticket.fill), factor * _MAX_CUT)
+                base = min(base, ceiling * (1.0 - _MARGIN))
+                per_second = True
+                # Held as a fixed limit once a second such 429 agrees with it (one alone may be clock
+                # skew on a loaded machine, whose sends leave late): probed the usual way until then.
+                confirmed = self._unconfirmed
+                learned = confirmed is not None and ceiling <= confirmed * (1.0 + _AGREE)
+                self._unconfirmed = None if learned else ceiling
+        elif short and self._tok is not None and not self._tok.short_on:
+            # No request to go by: hold every second to its share from now on; the pace stays.
             self._tok.short_on = True
             self._last_event_at = now
             self._paused_until = max(self._paused_until, now + wait)
             return
         self._last_event_at = now
         self._last_pause = wait
-        self._ceiling = factor
-        self._factor_base = max(_MIN_FACTOR, factor * _DECREASE)
+        self._ceiling = ceiling
+        self._learned = learned
+        self._per_second = per_second
+        self._factor_base = max(_MIN_FACTOR, base)
         self._paused_until = max(self._paused_until, now + wait)
         self._recover_from = self._paused_until
-        event(log, logging.INFO, "gate.pace_lowered", pace=round(self._factor_base, 3), pause_s=round(wait, 3))
+        event(
+            log,
+            logging.INFO,
+            "gate.pace_lowered",
+            pace=round(self._factor_base, 3),
+            pause_s=round(wait, 3),
+            per_second_limit="held" if learned else "seen" if per_second else "no",
+        )
 
     def _extend_pause(self, now: float, until: float) -> None:
         if until <= self._paused_until:
@@ -730,9 +800,10 @@ class AdmissionGate:
         if base >= 1.0:
             return 1.0
         ceiling = self._ceiling
-        if ceiling is not None and now >= self._last_event_at + _FORGET_S * self._scale:
+        forget = (_FORGET_LEARNED_S if self._learned else _FORGET_S) * self._scale
+        if ceiling is not None and now >= self._last_event_at + forget:
             # Unconfirmed for long enough: forget the ceiling, from the moment it lapsed.
-            lapsed = max(self._last_event_at + _FORGET_S * self._scale, self._recover_from)
+            lapsed = max(self._last_event_at + forget, self._recover_from)
             self._factor_base = self._climb(base, ceiling, lapsed - self._recover_from)
             self._recover_from = lapsed
             self._ceiling = ceiling = None
@@ -741,13 +812,15 @@ class AdmissionGate:
         if factor >= 1.0:
             self._factor_base = 1.0  # fully recovered: back to the fast path
             self._ceiling = None
+            self._learned = self._per_second = False
+            self._unconfirmed = None
         return factor
 
     def _climb(self, base: float, ceiling: float | None, since: float) -> float:
         if since <= 0:
             return base
         fast = 1.0 / (_CLIMB_S * self._scale)
-        slow = _MARGIN / (_PROBE_S * self._scale)
+        slow = _MARGIN / ((_PROBE_LEARNED_S if self._learned else _PROBE_S) * self._scale)
         knee = 1.0 if ceiling is None else ceiling * (1.0 - _MARGIN)
         if base < knee:
             to_knee = (knee - base) / fast

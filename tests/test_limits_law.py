@@ -506,3 +506,163 @@ def test_binding_is_concurrency_only_while_every_slot_is_on_the_wire() -> None:
     assert busy.binding == "concurrency" and busy.waited_s["concurrency"] > 15
     # a 30 s pause queues every caller behind full slots: that is the pause binding, not concurrency
     assert paused.binding == "429 pauses"
+
+
+def test_the_head_naps_once_per_admission_when_answers_give_back_tokens(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Issue 8/12 (CPU): chat answers give back part of their token reservations while the request
+    # pace binds. Such a refund cannot let the head go earlier, so it does not wake it: one timer
+    # per admission (it was two: every answer woke the head, which computed the same time again).
+    naps = 0
+    nap = AdmissionGate._nap
+
+    async def counted(self: AdmissionGate, loop: asyncio.AbstractEventLoop, until: float, why: str) -> None:
+        nonlocal naps
+        naps += 1
+        await nap(self, loop, until, why)
+
+    monkeypatch.setattr(AdmissionGate, "_nap", counted)
+    admitted = 0
+
+    async def main() -> None:
+        nonlocal admitted
+        gate = AdmissionGate(rpm=3000, tpm=1_000_000, concurrency=100, period_s=60.65)
+
+        async def worker() -> None:
+            nonlocal admitted
+            while True:
+                ticket = await gate.admit(40)
+                admitted += 1
+                await asyncio.sleep(0.05)
+                gate.release(ticket, 25)
+
+        tasks = [asyncio.create_task(worker()) for _ in range(20)]
+        await asyncio.sleep(20)
+        await drain(tasks)
+
+    run_virtual(main())
+    assert admitted >= 0.98 * 3000 / 60.65 * 20
+    assert naps <= 1.02 * admitted
+
+
+def test_a_refund_still_wakes_a_head_held_by_the_token_window() -> None:
+    async def main() -> float:
+        gate = AdmissionGate(rpm=None, tpm=1000, concurrency=None, period_s=60)
+        big = await gate.admit(900)
+        waiter = asyncio.ensure_future(gate.admit(600))  # held by the window until 900 expire
+        await asyncio.sleep(5)
+        gate.release(big, 100)  # the answer used 100: room now
+        return (await waiter).started_at
+
+    assert run_virtual(main()) == pytest.approx(5.0)
+
+
+def test_a_per_second_429_below_the_share_sets_the_pace_under_it_at_once_and_waits_out_the_second() -> None:
+    # 1,000 tokens a second; half a second at full pace, then the server (whose own share is ~450)
+    # refuses a request with a short Retry-After: the second held half its share when it did.
+    async def main() -> tuple[float, float, list[tuple[float, int]]]:
+        gate = AdmissionGate(rpm=None, tpm=60_000, concurrency=None, period_s=60)
+        sent: list[tuple[float, int]] = []
+        last = None
+        while virtual_time() < 0.5:
+            last = await gate.admit(50)
+            sent.append((last.started_at, 50))
+        assert last is not None
+        gate.release(last, rejected=True)
+        sent.pop()
+        gate.slow_down(0.01, ticket=last)
+        factor = gate.stats().rate_factor
+        while virtual_time() < 30:
+            t = await gate.admit(50)
+            sent.append((t.started_at, 50))
+        return factor, last.fill, sent
+
+    factor, fill, sent = run_virtual(main())
+    assert 0.45 <= fill <= 0.55
+    assert factor == pytest.approx(0.96 * fill)  # not 0.8: under what the refused second held
+    # from then on no second holds more than the learned pace (probed by 1% in 30 s) lets, and the
+    # second cap 4% over it: the half second sent at full pace before the 429 is waited out, not
+    # sent into
+    for t0, _ in sent:
+        in_second = sum(n for t, n in sent if t0 - 1.0 < t <= t0)
+        assert in_second <= 1000 * (0.96 * fill + 0.01) * 1.04 + 1e-9
+    assert sum(n for t, n in sent if t >= 10) >= 0.96 * 0.48 * 1000 * 20  # and the pace is kept
+
+
+def test_a_learned_per_second_limit_is_probed_over_two_minutes_then_forgotten() -> None:
+    async def main() -> tuple[float, float, list[float]]:
+        gate = AdmissionGate(rpm=None, tpm=60_000, concurrency=None, period_s=60)
+        for _ in range(10):
+            t = await gate.admit(50)
+        gate.slow_down(0.01, ticket=t)  # the second held half its share: 0.48, unconfirmed
+        await asyncio.sleep(2)
+        for _ in range(10):
+            t = await gate.admit(50)
+        before = gate.stats().rate_factor
+        gate.slow_down(0.01, ticket=t)  # a second one agrees: the limit is held
+        start = virtual_time() + 0.01  # the pause's end
+        seen = []
+        for at in (20, 60, 149, 170, 200):
+            await asyncio.sleep(start + at - virtual_time())
+            seen.append(gate.stats().rate_factor)
+        return before, t.fill, seen
+
+    before, fill, (at20, at60, at149, at170, at200) = run_virtual(main())
+    ceiling = min(before, fill)
+    assert 0.45 <= ceiling <= 0.55
+    knee = 0.96 * ceiling
+    to_knee = (knee - 0.8 * before) / 0.05  # x0.8 (deeper than the knee), then the fast climb
+    probe = 0.04 / 120  # past the knee: 4% of full pace in 120 s (not 40 s)
+    assert at20 == pytest.approx(knee + probe * (20 - to_knee), abs=1e-6)
+    assert at60 == pytest.approx(knee + probe * (60 - to_knee), abs=1e-6)
+    assert at149 == pytest.approx(knee + probe * (149 - to_knee), abs=1e-6)
+    assert at170 == at200 == 1.0  # no 429 for 150 s: forgotten, the fast climb is back
+
+
+def test_one_per_second_429_alone_is_probed_the_usual_way() -> None:
+    # a single 429 below the share may be clock skew on a loaded machine: the pace is lowered under
+    # the second's fill, but the climb past it is the usual one (4% in 40 s, forgotten after 60 s)
+    async def main() -> list[float]:
+        gate = AdmissionGate(rpm=None, tpm=60_000, concurrency=None, period_s=60)
+        for _ in range(10):
+            t = await gate.admit(50)
+        gate.slow_down(0.01, ticket=t)
+        seen = [gate.stats().rate_factor]
+        for at in (20, 40, 80):
+            await asyncio.sleep(at - virtual_time())
+            seen.append(gate.stats().rate_factor)
+        return seen
+
+    knee, at20, at40, at80 = run_virtual(main())
+    assert knee == pytest.approx(0.48, abs=0.03)
+    assert at20 == pytest.approx(knee + 0.001 * (20 - 0.46), abs=0.002)
+    assert at40 < 0.96 < at80 == 1.0
+
+
+def test_short_retry_afters_of_a_per_minute_server_are_not_per_second_evidence() -> None:
+    # A per-minute server whose window is full answers short Retry-Afters too (as its entries expire).
+    # Once a 429 came with a long one, a short one for a request sent into an empty second is the
+    # usual x0.8, not a per-second limit learned from that second (which collapsed the pace to 10%).
+    async def main() -> tuple[float, float, float]:
+        gate = AdmissionGate(rpm=3000, tpm=None, concurrency=None, period_s=60.65)
+        first = await gate.admit(0)
+        await asyncio.sleep(30)
+        gate.slow_down(29.0, ticket=first)  # the minute is full: a long pause
+        after_long = gate.stats().rate_factor
+        alone = await gate.admit(0)  # at the end of the pause: its second holds only itself
+        gate.slow_down(0.005, ticket=alone)
+        return after_long, alone.fill, gate.stats().rate_factor
+
+    after_long, fill, factor = run_virtual(main())
+    assert after_long == pytest.approx(0.8)
+    assert fill < 0.05
+    assert factor == pytest.approx(0.8 * 0.8)
+
+
+def test_a_learned_per_second_limit_at_most_halves_the_pace_in_one_429() -> None:
+    async def main() -> float:
+        gate = AdmissionGate(rpm=3000, tpm=None, concurrency=None, period_s=60.65)
+        alone = await gate.admit(0)  # its second holds only itself: 2% of the share
+        gate.slow_down(0.005, ticket=alone)
+        return gate.stats().rate_factor
+
+    assert run_virtual(main()) == pytest.approx(0.5 * 0.96)
