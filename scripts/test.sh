@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# Install the package with its dev extras (into the active virtualenv, or a `.venv` it creates in the
+# Install the package with its dev and ray extras (into the active virtualenv, or a `.venv` it creates in the
 # repository root), then check formatting, lint, type-check and run the whole test suite (what CI runs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=scripts/venv.sh
-. scripts/venv.sh "[dev]"
+. scripts/venv.sh "[dev,ray]"
 python -m ruff format --check pipeline tests bench scripts
 python -m ruff check pipeline tests bench scripts
 python -m mypy pipeline

@@ -1,0 +1,160 @@
+"""The global limiter of one provider key (or key pool): leases of admissions granted to every worker.
+
+It is a plain asyncio object, run as a named async Ray actor by the backend (and directly, on a fake
+clock, by the tests). Inside it is the local backend's own gate (`gates.LocalGates`: an AdmissionGate,
+or a KeyPool for several keys), so every guarantee of a local run holds for the cluster as a whole:
+rolling windows never above the limit, a smooth pace, each second held to its share, 429 pauses.
+
+A worker asks for a lease: the token estimates of the requests it has waiting (at most about a quarter
+second of its share). The limiter admits them one by one through the gate, which paces them among every
+worker's leases, until the lease spans `span_s`; it answers with each grant's age. The worker sends each
+granted request a fixed delay after its grant (see `leasing.LeasedGate`), so what the server receives is
+the limiter's admissions shifted in time: the same counts in every window. Grants a worker did not use
+come back as refunds; token corrections, rate headers and 429s come back in batches (`Settlement`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from ..errors import RequestError
+from ..gates import LocalGates
+from ..job.profiles import ResolvedProvider
+from ..limits import GateStats, Ticket
+from ..ports import Gate
+from ..retry import RateHeaders
+
+
+@dataclass(frozen=True, slots=True)
+class Grant:
+    """One admitted request: its id at the limiter, the tokens reserved, how long ago it was admitted
+    (seconds on the limiter's clock, at the reply) and the pool key it goes out with (index, or None)."""
+
+    gid: int
+    tokens: int
+    age_s: float
+    key_index: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseReply:
+    grants: tuple[Grant, ...]
+    elapsed_s: float  # time the limiter spent on the lease (the rest of the call's time is the round trip)
+    rate_factor: float  # the gate's pace after 429s (1.0: full)
+
+
+@dataclass
+class Settlement:
+    """What a worker reports since its last call: releases (gid, actual tokens or None, rejected),
+    the latest rate headers (with the gid they came on), 429s (retry_after, gid, concurrency), refused keys."""
+
+    releases: list[tuple[int, int | None, bool]] = field(default_factory=list)
+    headers: tuple[RateHeaders, int | None] | None = None
+    slowdowns: list[tuple[float | None, int | None, bool]] = field(default_factory=list)
+    refusals: list[tuple[int, RequestError]] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.releases or self.headers or self.slowdowns or self.refusals)
+
+
+class Limiter:
+    """Grants leases of one provider key's (or key pool's) admissions to the workers of a cluster."""
+
+    def __init__(self, provider: ResolvedProvider, api_key: str | None, keys: Sequence[str] = ()) -> None:
+        self.provider = provider
+        self.api_key = api_key
+        self.keys = tuple(keys)
+        self._gate: Gate | None = None  # made on first use, on the loop that runs the limiter
+        self._tickets: dict[int, tuple[str, Ticket]] = {}  # gid -> (worker, ticket): granted, not settled
+        self._next = 0
+        self.calls = 0  # lease and settle calls received
+        self.granted = 0
+        self.refunded = 0
+        self.seen: dict[str, float] = {}  # worker -> loop time it last called
+
+    @property
+    def gate(self) -> Gate:
+        """The local backend's gate for this key (a KeyPool for several keys)."""
+        if self._gate is None:
+            pools: Mapping[str, Sequence[str]] = {self.provider.name: self.keys} if len(self.keys) > 1 else {}
+            self._gate = LocalGates(pools)(self.provider, self.api_key)
+        return self._gate
+
+    async def lease(
+        self, worker: str, tokens: Sequence[int], span_s: float, settle: Settlement | None = None
+    ) -> LeaseReply:
+        """Admit requests of `tokens` (in order) until the lease spans `span_s`; each grant with its age."""
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        self.calls += 1
+        self.seen[worker] = start
+        if settle:
+            self._settle(settle)
+        gate = self.gate
+        admitted: list[tuple[int, int, float, int | None]] = []
+        first: float | None = None
+        for amount in tokens:
+            ticket = await gate.admit(amount)
+            now = loop.time()
+            first = now if first is None else first
+            gid = self._next
+            self._next += 1
+            self._tickets[gid] = (worker, ticket)
+            key_index = self.keys.index(ticket.key) if ticket.key is not None and ticket.key in self.keys else None
+            admitted.append((gid, amount, now, key_index))
+            if now - first >= span_s:
+                break
+        end = loop.time()
+        self.granted += len(admitted)
+        return LeaseReply(
+            tuple(Grant(gid, amount, end - at, k) for gid, amount, at, k in admitted),
+            end - start,
+            gate.stats().rate_factor,
+        )
+
+    async def settle(self, worker: str, settle: Settlement) -> None:
+        """A worker's releases, corrections, rate headers and 429s (without a lease)."""
+        self.calls += 1
+        self.seen[worker] = asyncio.get_running_loop().time()
+        self._settle(settle)
+
+    def _settle(self, s: Settlement) -> None:
+        gate = self.gate
+        for gid, actual, rejected in s.releases:
+            held = self._tickets.pop(gid, None)
+            if held is None:
+                continue  # granted before a restart of the limiter, or already forgotten
+            self.refunded += rejected
+            gate.release(held[1], actual, rejected=rejected)
+        if s.headers is not None:
+            headers, on = s.headers
+            t = self._tickets.get(on) if on is not None else None
+            gate.observe(headers, t[1] if t else None)
+        for retry_after, on, concurrency in s.slowdowns:
+            t = self._tickets.get(on) if on is not None else None
+            gate.slow_down(retry_after, ticket=t[1] if t else None, concurrency=concurrency)
+        refused = getattr(gate, "refused", None)
+        for gid, error in s.refusals:
+            t = self._tickets.get(gid)
+            if refused is not None and t is not None:
+                refused(t[1], error)
+
+    async def forget(self, worker: str) -> int:
+        """A worker died: release what it held (it may have been sent: nothing is refunded)."""
+        gone = [gid for gid, (w, _) in self._tickets.items() if w == worker]
+        for gid in gone:
+            self.gate.release(self._tickets.pop(gid)[1])
+        self.seen.pop(worker, None)
+        return len(gone)
+
+    async def stats(self) -> tuple[GateStats, dict[str, int]]:
+        """The gate's figures, and the limiter's own: calls, grants, refunds, grants outstanding."""
+        st = self.gate.stats()
+        return st, {
+            "calls": self.calls,
+            "granted": self.granted,
+            "refunded": self.refunded,
+            "outstanding": len(self._tickets),
+        }
