@@ -227,6 +227,8 @@ class LeasedGate:
             return
         tokens = self._per_lease(self._queue())
         if tokens:
+            self._leases += 1  # counted from here: a second pump before the task runs sees it
+            self._asked += len(tokens)
             self._spawn(self._lease(tokens))
 
     def _spawn(self, coro: Awaitable[None]) -> None:
@@ -236,8 +238,6 @@ class LeasedGate:
 
     async def _lease(self, tokens: list[int]) -> None:
         loop = asyncio.get_running_loop()
-        self._leases += 1
-        self._asked += len(tokens)
         settle, self._settle = self._settle, Settlement()
         t0 = loop.time()
         try:

@@ -85,7 +85,7 @@ class Limiter:
     async def lease(
         self, worker: str, tokens: Sequence[int], span_s: float, settle: Settlement | None = None
     ) -> LeaseReply:
-        """Admit requests of `tokens` (in order) until the lease spans `span_s`; each grant with its age."""
+        """Admit requests of `tokens` (in order) for at most `span_s` after the first; each grant with its age."""
         loop = asyncio.get_running_loop()
         start = loop.time()
         self.calls += 1
@@ -96,7 +96,15 @@ class Limiter:
         admitted: list[tuple[int, int, float, int | None]] = []
         first: float | None = None
         for amount in tokens:
-            ticket = await gate.admit(amount)
+            if first is None:
+                ticket = await gate.admit(amount)
+            else:
+                # the lease ends `span_s` after its first grant: a grant older than that would be sent late
+                try:
+                    async with asyncio.timeout_at(first + span_s):
+                        ticket = await gate.admit(amount)
+                except TimeoutError:
+                    break
             now = loop.time()
             first = now if first is None else first
             gid = self._next
@@ -104,8 +112,6 @@ class Limiter:
             self._tickets[gid] = (worker, ticket)
             key_index = self.keys.index(ticket.key) if ticket.key is not None and ticket.key in self.keys else None
             admitted.append((gid, amount, now, key_index))
-            if now - first >= span_s:
-                break
         end = loop.time()
         self.granted += len(admitted)
         return LeaseReply(
