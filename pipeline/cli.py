@@ -49,7 +49,7 @@ def _run_async(coro: Any) -> Any:
 
 
 def _fail(message: str, code: int = EXIT_BAD_JOB) -> typer.Exit:
-    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     return typer.Exit(code)
 
 

@@ -72,7 +72,7 @@ def test_four_leased_gates_hold_the_limiters_windows_and_its_pace() -> None:
     async def main() -> tuple[list[float], Limiter, list[LeasedGate]]:
         limiter = Limiter(p, "k")
         gates = [LeasedGate(p, LocalLink(limiter), f"w{i}", 4) for i in range(4)]
-        sent = await drive(gates, 150.0, tasks_per_gate=16)
+        sent = await drive(gates, 160.0, tasks_per_gate=40)
         for g in gates:
             await g.close()
         return sent, limiter, gates
@@ -80,8 +80,10 @@ def test_four_leased_gates_hold_the_limiters_windows_and_its_pace() -> None:
     sent, limiter, gates = run_virtual(main())
     assert most_in_window(sent, 60.0) <= 2400
     assert most_in_window(sent, 1.0) <= 40  # each second held to its share (2400/60)
-    steady = [t for t in sent if 60.0 <= t < 120.0]
-    assert len(steady) >= 0.97 * 2400  # the pace of the limit, shared by four workers
+    # the pace of the limit, shared by four workers (the second minute is a little lower for any gate:
+    # requests admitted before the first answer count from their answer)
+    steady = [t for t in sent if 90.0 <= t < 150.0]
+    assert len(steady) >= 0.97 * 2400
     # leases, not one call per request: a lease holds what a quarter second brings among the leases
     # of every worker in flight (here about two grants; 3,000 rpm over four workers: ~25 calls/s)
     assert sum(g.leases for g in gates) < len(sent) / 1.5
@@ -121,8 +123,8 @@ def test_a_429_on_one_worker_pauses_every_worker() -> None:
         return sent, at
 
     sent, at = run_virtual(main())
-    # grants already on their way (one delay) go; then nothing from any worker until the pause ends
-    quiet = [t for t in sent if at + 0.6 <= t < at + 5.0 - 0.01]
+    # grants already on their way (one delay: 1 s) go; then nothing from any worker until the pause ends
+    quiet = [t for t in sent if at + 1.1 <= t < at + 5.0 - 0.01]
     assert quiet == []
     assert [t for t in sent if at + 5.0 <= t < at + 8.0]  # and they resume
 

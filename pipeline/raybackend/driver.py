@@ -237,6 +237,7 @@ class ClusterEngine:
             for g in r.gates.values():
                 for k in ("leases", "lease_s", "unused", "late", "admitted"):
                     out[k] = out.get(k, 0.0) + g.get(k, 0)
+                out["max_late_s"] = max(out.get("max_late_s", 0.0), g.get("max_late_s", 0.0))
         return out
 
     async def drain(self) -> None:

@@ -23,6 +23,7 @@ import hashlib
 import itertools
 import logging
 import math
+from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -40,10 +41,16 @@ from .limiter import Grant, LeaseReply, Limiter, Settlement
 log = logging.getLogger(__name__)
 
 SPAN_S = 0.25  # a lease covers about this much of the worker's share (scaled with the limits' period)
-DELAY_S = 0.5  # a grant is used this long after the limiter admitted it (above a lease's span)
+DELAY_S = 1.0  # a grant is used this long after the limiter admitted it (above a lease's longest span)
 FLUSH_S = 0.1  # releases and corrections go back at least this often
 MAX_LEASES = 2  # lease calls of one gate in flight at once (the next is asked while one is used)
 MAX_GRANTS = 256  # requests per lease, at most
+# A grant goes out when due. One whose time passed more than LATE_S ago (the loop woke late: a busy
+# loop, a descheduled process) is given back instead: sent now, it would land in a later second than
+# the limiter counted it in and crowd that second. Within LATE_S, the limiter's margin covers it (a
+# second's share holds at the server while no request is later than about 1% of a second).
+LATE_S = 0.01
+CLOCK_SAMPLES = 32  # the clock offset is the one of the call with the shortest round trip of these
 
 
 class LimiterGone(Exception):
@@ -127,8 +134,9 @@ class LeasedGate:
         self.api_key = api_key
         scale = provider.limits.period_s / 60.0
         self.span_s = span_s if span_s is not None else SPAN_S * scale
-        self.delay_s = delay_s if delay_s is not None else max(DELAY_S * scale, 2 * self.span_s)
+        self.delay_s = delay_s if delay_s is not None else max(DELAY_S * scale, 4 * self.span_s)
         self.flush_s = flush_s if flush_s is not None else FLUSH_S * scale
+        self.late_s = LATE_S * scale
         self._shape = local_gate(provider)  # the full limits: check_fits, token_share, what they are
         self.rpm, self.tpm, self.concurrency = self._shape.rpm, self._shape.tpm, self._shape.concurrency
         self.period_s = self._shape.period_s
@@ -144,6 +152,7 @@ class LeasedGate:
         self._flush: asyncio.TimerHandle | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._hold_until = float("-inf")
+        self._clock: deque[tuple[float, float]] = deque(maxlen=CLOCK_SAMPLES)  # (round trip, offset)
         self._tasks: set[asyncio.Task[None]] = set()
         self._removed: set[str] = set()
         self._fallback: Gate | None = None
@@ -153,7 +162,8 @@ class LeasedGate:
         self.leases = 0
         self.lease_s = 0.0  # time spent in lease calls (the limiter's pacing included)
         self.unused = 0  # grants given back
-        self.late = 0  # grants used later than their due time (the loop woke late)
+        self.late = 0  # grants given back for being more than late_s past their time (the loop woke late)
+        self.max_late_s = 0.0
         self.fallback_reason: str | None = None
 
     # -- what callers read -------------------------------------------------------------------
@@ -252,9 +262,12 @@ class LeasedGate:
         self.leases += 1
         self.lease_s += recv - t0
         self.rate_factor = reply.rate_factor
-        back = max(0.0, (recv - t0) - reply.elapsed_s) / 2  # the reply's way back: half the round trip
+        # the limiter's clock minus ours (NTP's estimate, from the call with the shortest round trip)
+        rtt = max(0.0, (recv - t0) - (reply.answered - reply.started))
+        self._clock.append((rtt, ((reply.started - t0) + (reply.answered - recv)) / 2))
+        offset = min(self._clock)[1]
         for g in reply.grants:
-            due = max(recv - back - g.age_s + self.delay_s, self._hold_until)
+            due = max(g.at - offset + self.delay_s, self._hold_until)
             bisect.insort(self._slots, (due, next(self._order), g))
         self._arm()
         self._pump()
@@ -271,8 +284,13 @@ class LeasedGate:
         now = asyncio.get_running_loop().time()
         while self._slots and self._slots[0][0] <= now:
             due, _, grant = self._slots.pop(0)
-            self.late += now - due > self.span_s
             queue = self._queue()
+            if now - due > self.late_s:
+                self.late += 1
+                self._settle.releases.append((grant.gid, None, True))
+                self._flush_soon()
+                continue
+            self.max_late_s = max(self.max_late_s, now - due)
             if not queue:
                 self.unused += 1
                 self._settle.releases.append((grant.gid, None, True))

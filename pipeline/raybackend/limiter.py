@@ -16,6 +16,7 @@ come back as refunds; token corrections, rate headers and 429s come back in batc
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -29,19 +30,20 @@ from ..retry import RateHeaders
 
 @dataclass(frozen=True, slots=True)
 class Grant:
-    """One admitted request: its id at the limiter, the tokens reserved, how long ago it was admitted
-    (seconds on the limiter's clock, at the reply) and the pool key it goes out with (index, or None)."""
+    """One admitted request: its id at the limiter, the tokens reserved, when it was admitted (the
+    limiter's loop time) and the pool key it goes out with (index into the keys, or None)."""
 
     gid: int
     tokens: int
-    age_s: float
+    at: float
     key_index: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class LeaseReply:
     grants: tuple[Grant, ...]
-    elapsed_s: float  # time the limiter spent on the lease (the rest of the call's time is the round trip)
+    started: float  # the limiter's loop time when the call began, and when it answered: with the
+    answered: float  # worker's own two times of the call they give the offset of the two clocks
     rate_factor: float  # the gate's pace after 429s (1.0: full)
 
 
@@ -57,6 +59,19 @@ class Settlement:
 
     def __bool__(self) -> bool:
         return bool(self.releases or self.headers or self.slowdowns or self.refusals)
+
+
+# Grants are sent by other processes, each a little early or late against its schedule (timers, the
+# clocks' offset): the limiter's windows are this much longer than the local gate's (whose own margin
+# covers network jitter), so a second's share still holds at the server. About 1% of the pace.
+JITTER_MARGIN = 0.01
+GIVE_UP_SPANS = 3.0  # a lease's grants come within this many spans of its first (see `lease`)
+
+
+def widened(provider: ResolvedProvider) -> ResolvedProvider:
+    """The provider with its period JITTER_MARGIN longer (the limits per period unchanged)."""
+    lim = provider.limits
+    return dataclasses.replace(provider, limits=lim.model_copy(update={"period_s": lim.period_s * (1 + JITTER_MARGIN)}))
 
 
 class Limiter:
@@ -79,13 +94,13 @@ class Limiter:
         """The local backend's gate for this key (a KeyPool for several keys)."""
         if self._gate is None:
             pools: Mapping[str, Sequence[str]] = {self.provider.name: self.keys} if len(self.keys) > 1 else {}
-            self._gate = LocalGates(pools)(self.provider, self.api_key)
+            self._gate = LocalGates(pools)(widened(self.provider), self.api_key)
         return self._gate
 
     async def lease(
         self, worker: str, tokens: Sequence[int], span_s: float, settle: Settlement | None = None
     ) -> LeaseReply:
-        """Admit requests of `tokens` (in order) for at most `span_s` after the first; each grant with its age."""
+        """Admit requests of `tokens` (in order) while the lease spans less than `span_s`; the grants."""
         loop = asyncio.get_running_loop()
         start = loop.time()
         self.calls += 1
@@ -99,9 +114,11 @@ class Limiter:
             if first is None:
                 ticket = await gate.admit(amount)
             else:
-                # the lease ends `span_s` after its first grant: a grant older than that would be sent late
+                # An admission waits behind those of the other leases in flight (two per worker), so a
+                # lease's last grant comes at most about 3 spans after its first; past that it is given
+                # up (leaving the gate's queue costs the pace a little: it is the exception).
                 try:
-                    async with asyncio.timeout_at(first + span_s):
+                    async with asyncio.timeout_at(first + GIVE_UP_SPANS * span_s):
                         ticket = await gate.admit(amount)
                 except TimeoutError:
                     break
@@ -112,11 +129,11 @@ class Limiter:
             self._tickets[gid] = (worker, ticket)
             key_index = self.keys.index(ticket.key) if ticket.key is not None and ticket.key in self.keys else None
             admitted.append((gid, amount, now, key_index))
-        end = loop.time()
         self.granted += len(admitted)
         return LeaseReply(
-            tuple(Grant(gid, amount, end - at, k) for gid, amount, at, k in admitted),
-            end - start,
+            tuple(Grant(gid, amount, at, k) for gid, amount, at, k in admitted),
+            start,
+            loop.time(),
             gate.stats().rate_factor,
         )
 

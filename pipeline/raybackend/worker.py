@@ -182,6 +182,7 @@ class Worker:
                 "lease_s": g.lease_s,
                 "unused": g.unused,
                 "late": g.late,
+                "max_late_s": g.max_late_s,
                 "admitted": g.admitted,
                 "fallback": g.fallback_reason,
             }
