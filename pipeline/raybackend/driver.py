@@ -41,7 +41,7 @@ log = logging.getLogger(__name__)
 
 EXTRA_HINT = "pip install 'pipeline[ray]'"
 PING_S = 2.0  # how often the driver asks every worker for its figures (liveness)
-DEPTH = 2  # chunks handed to one worker at once (it starts the next while finishing one)
+DEPTH = 3  # chunks handed to one worker at once (it works on the next ones while finishing one)
 
 
 def import_ray() -> Any:

@@ -155,6 +155,10 @@ class LeasedGate:
         self._clock: deque[tuple[float, float]] = deque(maxlen=CLOCK_SAMPLES)  # (round trip, offset)
         self._tasks: set[asyncio.Task[None]] = set()
         self._removed: set[str] = set()
+        conc = provider.limits.concurrency
+        self._conc_cap = max(1, conc // self.workers) if conc is not None else None
+        self._conc_used = 0  # requests of this worker in flight (handed a grant, not yet released)
+        self._busy_s = self.delay_s  # how long a request holds its slot (moving average of the last ~10)
         self._fallback: Gate | None = None
         self._fallback_tickets: set[Ticket] = set()
         self.rate_factor = 1.0
@@ -215,6 +219,13 @@ class LeasedGate:
         """Token estimates of the waiters a new lease should cover: about span_s of this worker's share."""
         covered = len(self._slots) + self._asked
         todo = queue[covered:]
+        if self._conc_cap is not None:
+            # This worker's share of the concurrency limit is held here, not at the limiter (a grant is
+            # leased a second ahead: a slot held from grant to answer would cut the throughput). Grants
+            # pending are bounded by what the free slots can take when they fall due: cap x delay / the
+            # time a request holds its slot.
+            pending = int(self._conc_cap * self.delay_s / max(self._busy_s, 1e-3))
+            todo = todo[: max(0, pending - covered)]
         if not todo:
             return []
         share_s = self.span_s / self.period_s / self.workers
@@ -296,8 +307,14 @@ class LeasedGate:
                 self._settle.releases.append((grant.gid, None, True))
                 self._flush_soon()
                 continue
+            if self._conc_cap is not None and self._conc_used >= self._conc_cap:
+                self.unused += 1  # every slot of this worker's concurrency share is busy
+                self._settle.releases.append((grant.gid, None, True))
+                self._flush_soon()
+                continue
             waiter = queue[0]
             self._waiters.remove(waiter)
+            self._conc_used += 1
             ticket = Ticket(self._shape, waiter.tokens, now, (None, None, None, None))
             if grant.key_index is not None:
                 ticket.key = self.keys[grant.key_index]
@@ -317,6 +334,9 @@ class LeasedGate:
         grant = self._held.pop(ticket, None)
         if grant is None:
             return
+        self._conc_used -= 1
+        held = asyncio.get_running_loop().time() - ticket.started_at
+        self._busy_s += 0.1 * (held - self._busy_s)
         if actual_tokens is None and ticket.reserved != grant.tokens:
             actual_tokens = ticket.reserved  # the request that took the grant estimated otherwise
         self._settle.releases.append((grant.gid, actual_tokens, rejected))
@@ -336,15 +356,20 @@ class LeasedGate:
             t = ticket if ticket in self._fallback_tickets else None
             self._fallback.slow_down(retry_after, ticket=t, concurrency=concurrency)
             return
+        if concurrency:
+            # the server names the parallel requests: this worker's share comes down by one
+            if self._conc_cap is not None:
+                self._conc_cap = max(1, self._conc_cap - 1)
+            self._send_settlement()
+            return
         grant = self._held.get(ticket) if ticket is not None else None
         self._settle.slowdowns.append((retry_after, grant.gid if grant else None, concurrency))
-        if not concurrency:
-            # grants not yet used wait for the pause too (the limiter pauses the grants to come)
-            now = asyncio.get_running_loop().time()
-            pause = retry_after if retry_after and retry_after > 0 else self.period_s / 60.0
-            self._hold_until = max(self._hold_until, now + pause)
-            self._slots = sorted((max(d, self._hold_until), o, g) for d, o, g in self._slots)
-            self._arm()
+        # grants not yet used wait for the pause too (the limiter pauses the grants to come)
+        now = asyncio.get_running_loop().time()
+        pause = retry_after if retry_after and retry_after > 0 else self.period_s / 60.0
+        self._hold_until = max(self._hold_until, now + pause)
+        self._slots = sorted((max(d, self._hold_until), o, g) for d, o, g in self._slots)
+        self._arm()
         self._send_settlement()
 
     def refused(self, ticket: Ticket, error: RequestError) -> bool:

@@ -69,9 +69,11 @@ GIVE_UP_SPANS = 3.0  # a lease's grants come within this many spans of its first
 
 
 def widened(provider: ResolvedProvider) -> ResolvedProvider:
-    """The provider with its period JITTER_MARGIN longer (the limits per period unchanged)."""
+    """The provider with its period JITTER_MARGIN longer (the limits per period unchanged), and no
+    concurrency limit: each worker holds its share of that one (see `leasing.LeasedGate`)."""
     lim = provider.limits
-    return dataclasses.replace(provider, limits=lim.model_copy(update={"period_s": lim.period_s * (1 + JITTER_MARGIN)}))
+    update = {"period_s": lim.period_s * (1 + JITTER_MARGIN), "concurrency": None}
+    return dataclasses.replace(provider, limits=lim.model_copy(update=update))
 
 
 class Limiter:
