@@ -58,10 +58,12 @@ def report(name: str, recs: list[dict[str, Any]], rows: int) -> None:
     ok = [r["t_start"] for r in recs if r["status"] == 200]
     n429 = sum(1 for r in recs if r["status"] == 429)
     rate = per_min(ok)
+    mid = [t for t in ok if ok[0] + 10 <= t <= ok[-1] - 5]
     print(
         f"{name}: {len(ok):,}/{rows:,} requests ok in {ok[-1] - ok[0]:.1f}s: {rate:,.0f}/min = {rate / RPM:.1%} of "
         f"{RPM:,} RPM (target >= 97%); most in 60 s {most_in_window(ok, 60.0):,} (limit {RPM:,}), in 1 s "
-        f"{most_in_window(ok, 1.0)} (share {RPM // 60}); 429s {n429}; {load()}",
+        f"{most_in_window(ok, 1.0)} (share {RPM // 60}); 429s {n429}; from 10 s after the first request to 5 s "
+        f"before the last: {per_min(mid) / RPM:.1%}; {load()}",
         flush=True,
     )
 

@@ -209,3 +209,31 @@ def test_a_401_stops_the_whole_job(tmp_path: Path, sim_factory: Any, local_ray: 
     assert len(calls) - first <= 4 * 8 + 8
     assert summary.rows_processed < 400
     assert not (tmp_path / "out" / "labeled.parquet").exists()
+
+
+def test_a_stopped_run_resumes_from_its_parts_without_asking_again(
+    tmp_path: Path, sim_factory: Any, local_ray: Any
+) -> None:
+    sim = sim_factory(latency_s=0.05)
+    job = write_job(tmp_path, sim.url, rows=150, limits="{rpm: 100000, tpm: 100000000, concurrency: 8}")
+    runner = RayExecutor(build_plan(job), RunOptions(), None, RayOptions(workers=2, chunk_rows=10))
+
+    async def stop_midway() -> RunSummary:
+        run = asyncio.ensure_future(runner.run())
+        while sum(1 for r in chat_calls(sim) if r.status == 200) < 40:  # waits on what the simulator answered
+            assert not run.done()
+            await asyncio.sleep(0.02)
+        runner.request_stop()  # as Ctrl-C: requests on the wire finish, their rows are written
+        return await run
+
+    first = asyncio.run(stop_midway())
+    assert first.interrupted and 0 < first.rows_processed < 150
+    asked = Counter(_key(r.body) for r in chat_calls(sim) if r.status == 200)
+    before = len(sim.records)
+    second = on_ray(job, workers=2, chunk_rows=10)
+    assert second.rows_resumed == first.rows_processed
+    assert second.status_counts["label"]["ok"] == 150 - first.rows_processed
+    again = [r for r in sim.records[before:] if r.path.endswith("/chat/completions") and _key(r.body) in asked]
+    assert again == [], f"{len(again)} answered requests were sent again"
+    df = pl.read_parquet(tmp_path / "out" / "labeled.parquet")
+    assert df.height == 150 and (df["label__status"] == "ok").all()

@@ -64,7 +64,8 @@ class RayOptions:
 
 @dataclass
 class _Handle:
-    name: str
+    name: str  # unique: the limiters know a worker by it
+    label: str  # w1, w2 ... for the progress line
     actor: Any
     alive: bool = True
     heard: float = 0.0  # loop time of its last answer
@@ -123,7 +124,7 @@ class ClusterEngine:
         """Per worker: alive and when last heard (for the progress line)."""
         now = asyncio.get_running_loop().time()
         alive = [w for w in self.workers if w.alive]
-        heard = ", ".join(f"{w.name} {now - w.heard:.0f}s" for w in alive)
+        heard = ", ".join(f"{w.label} {now - w.heard:.0f}s" for w in alive)
         return f"workers {len(alive)}/{self.runner.ray_options.workers} alive (last heard: {heard})"
 
     # -- rows ------------------------------------------------------------------------------
@@ -183,7 +184,7 @@ class ClusterEngine:
         if handle.alive:
             handle.alive = False
             self.runner.forget(handle.name)
-            msg = f"worker {handle.name} died ({type(exc).__name__}); its rows go to a new worker"
+            msg = f"worker {handle.label} died ({type(exc).__name__}); its rows go to a new worker"
             event(log, logging.WARNING, "ray.worker_lost", worker=handle.name)
             log.warning(msg)
             self.notes.append(msg)
@@ -352,7 +353,7 @@ class RayExecutor(Executor):
             .options(num_cpus=self.ray_options.worker_cpus, max_restarts=0, max_task_retries=0, max_concurrency=64)
             .remote(spec)
         )
-        return _Handle(spec.worker, actor)
+        return _Handle(spec.worker, name, actor)
 
     def forget(self, worker: str) -> None:
         """A dead worker's grants go back to every limiter (they may have been sent: no refund)."""
@@ -366,7 +367,7 @@ class RayExecutor(Executor):
             opts: dict[str, Any] = {"include_dashboard": False, "log_to_driver": True, "namespace": NAMESPACE}
             if self.ray_options.address:
                 opts["address"] = self.ray_options.address
-            await asyncio.to_thread(ray.init, **opts)
+            ray.init(**opts)  # nothing else runs yet; in the main thread Ray sets its signal handlers
         self._limiters()
         self.startup_s = time.monotonic() - t0
         try:
@@ -374,6 +375,12 @@ class RayExecutor(Executor):
         finally:
             await self.cluster.close()
         summary.notes += self.cluster.notes
+        for name, lim in self.limiters.items():  # the limits each limiter held for the whole cluster
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(10):
+                    stats, _ = await lim.stats.remote()
+                if stats.admitted:
+                    summary.limits[name] = stats
         return summary
 
 

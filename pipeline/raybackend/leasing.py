@@ -162,6 +162,7 @@ class LeasedGate:
         self._fallback: Gate | None = None
         self._fallback_tickets: set[Ticket] = set()
         self.rate_factor = 1.0
+        self._active = 1  # workers at work, as the limiter last said (one until it says)
         self.admitted = 0
         self.leases = 0
         self.lease_s = 0.0  # time spent in lease calls (the limiter's pacing included)
@@ -228,7 +229,9 @@ class LeasedGate:
             todo = todo[: max(0, pending - covered)]
         if not todo:
             return []
-        share_s = self.span_s / self.period_s / self.workers
+        # this worker's share: the limits over the workers the limiter heard from lately (while the
+        # others start, or after they finish, the ones at work take the whole pace)
+        share_s = self.span_s / self.period_s / max(1, min(self.workers, self._active))
         cap = MAX_GRANTS
         if self.rpm:
             cap = min(cap, max(1, math.ceil(self.rpm * share_s)))
@@ -273,6 +276,7 @@ class LeasedGate:
         self.leases += 1
         self.lease_s += recv - t0
         self.rate_factor = reply.rate_factor
+        self._active = reply.workers
         # the limiter's clock minus ours (NTP's estimate, from the call with the shortest round trip)
         rtt = max(0.0, (recv - t0) - (reply.answered - reply.started))
         self._clock.append((rtt, ((reply.started - t0) + (reply.answered - recv)) / 2))

@@ -45,6 +45,7 @@ class LeaseReply:
     started: float  # the limiter's loop time when the call began, and when it answered: with the
     answered: float  # worker's own two times of the call they give the offset of the two clocks
     rate_factor: float  # the gate's pace after 429s (1.0: full)
+    workers: int = 1  # workers heard from lately: a worker's share is the limits over these
 
 
 @dataclass
@@ -63,8 +64,9 @@ class Settlement:
 
 # Grants are sent by other processes, each a little early or late against its schedule (timers, the
 # clocks' offset): the limiter's windows are this much longer than the local gate's (whose own margin
-# covers network jitter), so a second's share still holds at the server. About 1% of the pace.
-JITTER_MARGIN = 0.01
+# covers network jitter), so a second's share still holds at the server. About 0.5% of the pace.
+JITTER_MARGIN = 0.005
+ACTIVE_S = 2.0  # a worker that leased within this long (scaled with the period) counts as active
 GIVE_UP_SPANS = 3.0  # a lease's grants come within this many spans of its first (see `lease`)
 
 
@@ -86,6 +88,7 @@ class Limiter:
         self._gate: Gate | None = None  # made on first use, on the loop that runs the limiter
         self._tickets: dict[int, tuple[str, Ticket]] = {}  # gid -> (worker, ticket): granted, not settled
         self._next = 0
+        self._primed = False
         self.calls = 0  # lease and settle calls received
         self.granted = 0
         self.refunded = 0
@@ -110,6 +113,14 @@ class Limiter:
         if settle:
             self._settle(settle)
         gate = self.gate
+        if not self._primed:
+            # The local gate counts requests admitted before its first answer from that answer (it does
+            # not yet know how late the server sees them). Here every grant goes out a fixed delay after
+            # it (`leasing.LeasedGate`), so its time is known: one empty admission given back at once
+            # tells the gate so, instead of the first releases (a second late) pushing a second of grants
+            # later in its windows.
+            self._primed = True
+            gate.release(await gate.admit(0), rejected=True)
         admitted: list[tuple[int, int, float, int | None]] = []
         first: float | None = None
         for amount in tokens:
@@ -132,11 +143,14 @@ class Limiter:
             key_index = self.keys.index(ticket.key) if ticket.key is not None and ticket.key in self.keys else None
             admitted.append((gid, amount, now, key_index))
         self.granted += len(admitted)
+        now = loop.time()
+        recent = sum(1 for t in self.seen.values() if now - t <= ACTIVE_S * self.provider.limits.period_s / 60)
         return LeaseReply(
             tuple(Grant(gid, amount, at, k) for gid, amount, at, k in admitted),
             start,
-            loop.time(),
+            now,
             gate.stats().rate_factor,
+            max(1, recent),
         )
 
     async def settle(self, worker: str, settle: Settlement) -> None:
