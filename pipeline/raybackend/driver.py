@@ -164,6 +164,13 @@ class ClusterEngine:
             return
         except ray.exceptions.TaskCancelledError:
             return
+        except ray.exceptions.RayTaskError as exc:
+            # not a row's failure (those are records): the worker itself failed (its disk, a bug); the run
+            # stops as a local one would, keeping what is written
+            if self.abort is None:
+                self.abort = RunAborted(f"worker {handle.label} failed: {getattr(exc, 'cause', None) or exc}")
+                self.halt()
+            return
         finally:
             self._refs.discard(ref)
         handle.heard = asyncio.get_running_loop().time()
