@@ -47,9 +47,10 @@ MAX_LEASES = 2  # lease calls of one gate in flight at once (the next is asked w
 MAX_GRANTS = 256  # requests per lease, at most
 # A grant goes out when due. One whose time passed more than LATE_S ago (the loop woke late: a busy
 # loop, a descheduled process) is given back instead: sent now, it would land in a later second than
-# the limiter counted it in and crowd that second. Within LATE_S, the limiter's margin covers it (a
-# second's share holds at the server while no request is later than about 1% of a second).
-LATE_S = 0.01
+# the limiter counted it in and crowd that second. Within LATE_S, the margins cover it (the local gate's
+# 1% and the limiter's 0.5%: a second's share holds at the server while no request is later than about
+# 15 ms of a second).
+LATE_S = 0.015
 CLOCK_SAMPLES = 32  # the clock offset is the one of the call with the shortest round trip of these
 
 
