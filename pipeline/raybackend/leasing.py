@@ -159,7 +159,9 @@ class LeasedGate:
         conc = provider.limits.concurrency
         self._conc_cap = max(1, conc // self.workers) if conc is not None else None
         self._conc_used = 0  # requests of this worker in flight (handed a grant, not yet released)
-        self._busy_s = self.delay_s  # how long a request holds its slot (moving average of the last ~10)
+        # how long a request holds its slot (moving average of the last ~10); until answers say, a guess of
+        # a quarter second (too long a guess starves the first second: fewer grants pending than it needs)
+        self._busy_s = self.span_s
         self._fallback: Gate | None = None
         self._fallback_tickets: set[Ticket] = set()
         self.rate_factor = 1.0
