@@ -1,5 +1,6 @@
 """The Ray backend on a local Ray (`ray.init(num_cpus=2)`): same output as the local backend, the global
-limit held by four workers, a 429 slowing all, a killed worker's rows redone, a 401 stopping the job.
+limit held by four workers, a 429 slowing all, a killed worker's rows redone, a 401 stopping the job, a
+stopped run resumed from its parts, the CLI on an existing cluster.
 
 Every figure is read from the simulator's own request log; waits are on what the simulator recorded.
 About two minutes on this machine, so they carry the `ray` marker: the default run leaves them out,
@@ -237,3 +238,14 @@ def test_a_stopped_run_resumes_from_its_parts_without_asking_again(
     assert again == [], f"{len(again)} answered requests were sent again"
     df = pl.read_parquet(tmp_path / "out" / "labeled.parquet")
     assert df.height == 150 and (df["label__status"] == "ok").all()
+
+
+def test_the_cli_runs_a_job_on_an_existing_cluster(tmp_path: Path, sim: Any, local_ray: Any) -> None:
+    address = ray.get_runtime_context().gcs_address
+    job = write_job(tmp_path, sim.url, rows=30)
+    cmd = [sys.executable, "-m", "pipeline.cli", "run", str(job), "--backend", "ray", "--ray-address", address]
+    proc = subprocess.run([*cmd, "--workers", "2"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    df = pl.read_parquet(tmp_path / "out" / "labeled.parquet")
+    assert df.height == 30 and (df["label__status"] == "ok").all()
+    assert len(chat_calls(sim)) == 30
