@@ -203,7 +203,7 @@ def test_a_401_stops_the_whole_job(tmp_path: Path, sim_factory: Any, local_ray: 
     sim = sim_factory(latency_s=0.05, revoke_after={"test-key": 20})
     job = write_job(tmp_path, sim.url, rows=400, limits="{rpm: 100000, tpm: 100000000, concurrency: 8}")
     summary = on_ray(job, workers=4, chunk_rows=10)
-    assert summary.aborted and "401" in summary.aborted or "invalid" in (summary.aborted or "")
+    assert summary.aborted is not None and ("401" in summary.aborted or "invalid" in summary.aborted)
     calls = chat_calls(sim)
     first = next(i for i, r in enumerate(calls) if r.status == 401)
     # after the first 401: at most what was already admitted on every worker (concurrency and grants)
