@@ -4,7 +4,7 @@ stopped run resumed from its parts, the CLI on an existing cluster.
 
 Every figure is read from the simulator's own request log; waits are on what the simulator recorded.
 About two minutes on this machine, so they carry the `ray` marker: the default run leaves them out,
-`pytest -m ray` runs them, and so does `.ci/run`.
+`pytest -m ray` runs them, and so does `scripts/test.sh` (after the default run).
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ ray = pytest.importorskip("ray")
 
 from pipeline.raybackend import RayExecutor, RayOptions, execute_on_ray  # noqa: E402
 
-pytestmark = pytest.mark.ray  # not in the default run: `pytest -m ray` (and .ci/run) runs them
+pytestmark = pytest.mark.ray  # not in the default run: `pytest -m ray` (and scripts/test.sh) runs them
 
 
 @pytest.fixture(scope="module")
