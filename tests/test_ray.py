@@ -249,3 +249,57 @@ def test_the_cli_runs_a_job_on_an_existing_cluster(tmp_path: Path, sim: Any, loc
     df = pl.read_parquet(tmp_path / "out" / "labeled.parquet")
     assert df.height == 30 and (df["label__status"] == "ok").all()
     assert len(chat_calls(sim)) == 30
+
+
+def tricky_rows(n: int) -> tuple[str, str]:
+    """The same kind of rows as CSV (an empty field, a quoted empty one, `007`, a quoted newline) and as
+    JSONL (ints and floats mixed in one field, a null, a list)."""
+    csv = 'review_id,text,code,stars\nr0,"fine, I guess",007,5\nr1,,012,\nr2,"",,3\nr3,"two\nlines ""q""",x1,4\n'
+    csv += "".join(f"r{i},text {i},{i:03d},{i % 5}\n" for i in range(4, n))
+    rows = [
+        {"review_id": f"r{i}", "text": None if i == 1 else f"text {i}", "score": i / 2 if i % 3 else i, "tags": [i]}
+        for i in range(n)
+    ]
+    return csv, "".join(json.dumps(r) + "\n" for r in rows)
+
+
+@pytest.mark.parametrize("kind", ["csv-url", "jsonl"])
+def test_ray_data_reads_the_input_as_the_local_reader_does(
+    tmp_path: Path, sim: Any, local_ray: Any, monkeypatch: pytest.MonkeyPatch, kind: str
+) -> None:
+    """The Ray run reads with ray.data (the local reader is never asked for rows), an input given as a
+    `file://` URL through its fsspec file system: the final file is the local run's, row for row and type
+    for type (CSV as text with input.schema applied, JSONL as polars infers it over every line)."""
+    from pipeline.sources import Source
+
+    from .conftest import run_job
+
+    job = write_job(tmp_path, sim.url, rows=1)
+    csv, jsonl = tricky_rows(40)
+    src = tmp_path / ("in.csv" if kind == "csv-url" else "in.jsonl")
+    src.write_text(csv if kind == "csv-url" else jsonl)
+    path = src.as_uri() if kind == "csv-url" else str(src)
+    schema = "\n  schema: {stars: int64}" if kind == "csv-url" else ""
+    text = job.read_text().replace(f"path: {tmp_path / 'reviews.csv'}", f"path: {path}")
+    job.write_text(text.replace("id: review_id", "id: review_id" + schema))
+    local_summary = run_job(job)
+    out = tmp_path / "out" / "labeled.parquet"
+    local = pq.read_table(out)
+    out.rename(tmp_path / "local.parquet")
+    job.write_text(job.read_text().replace(f"dir: {tmp_path / 'cache'}", f"dir: {tmp_path / 'cache2'}"))
+
+    def local_reader(*a: Any, **k: Any) -> Any:
+        raise AssertionError("the Ray backend read the input with the local reader")
+
+    monkeypatch.setattr(Source, "batches", local_reader)
+    summary = on_ray(job, workers=2, chunk_rows=7)
+    assert summary.rows_processed == 40 and summary.status_counts == local_summary.status_counts
+    remote = pq.read_table(out)
+    assert remote.schema.equals(local.schema, check_metadata=True)
+    assert remote.equals(local)
+    if kind == "csv-url":
+        assert remote.column("code").to_pylist()[:4] == ["007", "012", None, "x1"]
+        assert remote.column("text").to_pylist()[1:4] == [None, "", 'two\nlines "q"']
+        assert remote.column("stars").to_pylist()[:4] == [5, None, 3, 4]
+    else:
+        assert remote.column("score").to_pylist()[:4] == [0.0, 0.5, 1.0, 3.0]

@@ -25,17 +25,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import polars as pl
+
 from ..calls import ProviderClient
 from ..engine import RowCounters
 from ..errors import JobError, RunAborted
-from ..executor import Executor, RunOptions, RunSummary
+from ..executor import BATCH_ROWS, Executor, RunOptions, RunSummary
 from ..logs import event
 from ..plan import Plan
 from ..ports import RunEngine
 from ..records import Progress
+from ..sinks import PartWriter
+from ..sources import ROW
+from . import reading
 from .leasing import limiter_name
 from .limiter import Limiter
-from .worker import NAMESPACE, STAT_FIELDS, Worker, WorkerReport, WorkerSpec
+from .worker import NAMESPACE, STAT_FIELDS, Chunk, Worker, WorkerReport, WorkerSpec
 
 log = logging.getLogger(__name__)
 
@@ -129,14 +134,23 @@ class ClusterEngine:
 
     # -- rows ------------------------------------------------------------------------------
     async def feed(self, batch: list[tuple[int, dict[str, Any]]], emit: Callable[[dict[str, Any]], None]) -> bool:
+        return await self._hand_out(batch, len(batch), emit)
+
+    async def feed_frame(self, df: pl.DataFrame, emit: Callable[[dict[str, Any]], None]) -> bool:
+        """Rows still to do (with `__row`), handed out as Arrow tables (never Python rows on the driver)."""
+        return await self._hand_out(df, df.height, emit)
+
+    async def _hand_out(self, batch: Any, n: int, emit: Callable[[dict[str, Any]], None]) -> bool:
         assert self._free is not None
         if self._chunk is None:
             per_worker = max(1, self.runner._window() // DEPTH)
-            self._chunk = max(1, min(per_worker, math.ceil(len(batch) / (DEPTH * self.runner.ray_options.workers))))
-        for lo in range(0, len(batch), self._chunk):
+            self._chunk = max(1, min(per_worker, math.ceil(n / (DEPTH * self.runner.ray_options.workers))))
+        for lo in range(0, n, self._chunk):
             if self.stopping:
                 return False
-            chunk = batch[lo : lo + self._chunk]
+            chunk: Chunk = batch[lo : lo + self._chunk]
+            if isinstance(chunk, pl.DataFrame):
+                chunk = chunk.to_arrow()
             handle = await self._free.get()
             while not handle.alive:
                 handle = await self._free.get()
@@ -150,9 +164,7 @@ class ClusterEngine:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _run_chunk(
-        self, handle: _Handle, chunk: list[tuple[int, dict[str, Any]]], emit: Callable[[dict[str, Any]], None]
-    ) -> None:
+    async def _run_chunk(self, handle: _Handle, chunk: Chunk, emit: Callable[[dict[str, Any]], None]) -> None:
         ray = import_ray()
         assert self._free is not None
         ref = handle.actor.process.remote(chunk)
@@ -183,9 +195,7 @@ class ClusterEngine:
             self.halt()
         self._free.put_nowait(handle)
 
-    def _lost(
-        self, handle: _Handle, chunk: list[tuple[int, dict[str, Any]]], emit: Callable[[dict[str, Any]], None], exc: Any
-    ) -> None:
+    def _lost(self, handle: _Handle, chunk: Chunk, emit: Callable[[dict[str, Any]], None], exc: Any) -> None:
         """A worker died with `chunk`: a fresh worker takes its place and the chunk again (answers the
         dead one stored in the cache come back from it)."""
         if handle.alive:
@@ -202,7 +212,7 @@ class ClusterEngine:
         self.redone_rows += len(chunk)
         self._spawn(self._redo(chunk, emit))
 
-    async def _redo(self, chunk: list[tuple[int, dict[str, Any]]], emit: Callable[[dict[str, Any]], None]) -> None:
+    async def _redo(self, chunk: Chunk, emit: Callable[[dict[str, Any]], None]) -> None:
         assert self._free is not None
         handle = await self._free.get()
         while not handle.alive:
@@ -361,6 +371,22 @@ class RayExecutor(Executor):
             .remote(spec)
         )
         return _Handle(spec.worker, name, actor)
+
+    async def _feed(self, engine: RunEngine, todo: Any, writer: PartWriter) -> None:
+        """The input read by ray.data (in order, row numbers as the local reader's); the rows still to do
+        go to the workers as Arrow tables. A glob or folder input is a listing: read locally."""
+        if self.plan.source.format == "glob":
+            await super()._feed(engine, todo, writer)
+            return
+        it = reading.frames(self.plan.source, BATCH_ROWS)
+        while (df := await asyncio.to_thread(next, it, None)) is not None:
+            rows = df[ROW].to_numpy()
+            if not todo[rows].any():
+                continue
+            if not await self.cluster.feed_frame(df.filter(pl.Series(todo[rows])), writer.add):
+                it.close()
+                return
+            await asyncio.sleep(0)
 
     def forget(self, worker: str) -> None:
         """A dead worker's grants go back to every limiter (they may have been sent: no refund)."""

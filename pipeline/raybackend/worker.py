@@ -15,7 +15,10 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias
+
+import polars as pl
+import pyarrow as pa
 
 from ..calls import RunStats
 from ..engine import Record
@@ -23,12 +26,25 @@ from ..executor import Executor, RunOptions
 from ..job.profiles import ResolvedProvider
 from ..plan import Plan, build_plan
 from ..ports import RunEngine
+from ..sources import ROW
 from ..transport import new_session
 from .leasing import LeasingGates, LimiterGone, LimiterLink
 from .limiter import LeaseReply, Settlement
 
 NAMESPACE = "pipeline"
 STAT_FIELDS = tuple(f.name for f in fields(RunStats) if f.name != "spend")
+
+
+# what the driver hands a worker: an Arrow table of rows with their `__row` (ray.data input), or the pairs
+# the local reader makes (a glob's listing)
+Chunk: TypeAlias = list[tuple[int, dict[str, Any]]] | pa.Table
+
+
+def as_rows(table: pa.Table) -> list[tuple[int, dict[str, Any]]]:
+    """An Arrow chunk as the row engine takes it (what `Executor._feed` makes of the local reader's batch)."""
+    df = pl.from_arrow(table)
+    assert isinstance(df, pl.DataFrame)
+    return [(row.pop(ROW), row) for row in df.iter_rows(named=True)]
 
 
 @dataclass(frozen=True)
@@ -150,8 +166,10 @@ class Worker:
             self._engine = ex._engine_for(ex._clients(session), window)
             return self._engine
 
-    async def process(self, chunk: list[tuple[int, dict[str, Any]]]) -> WorkerReport:
-        """Every row of `chunk` through the engine; the records of the rows finished (all, unless stopped)."""
+    async def process(self, rows: Chunk) -> WorkerReport:
+        """Every row of `rows` (an Arrow table with `__row`, or row number and row pairs) through the engine;
+        the records of the rows finished (all, unless stopped)."""
+        chunk = rows if isinstance(rows, list) else as_rows(rows)
         engine = await self._ensure()
         out: list[Record] = []
         done = asyncio.Event()
