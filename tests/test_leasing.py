@@ -173,6 +173,42 @@ def test_an_unreachable_limiter_falls_back_to_a_static_share(caplog: pytest.LogC
     assert static_share(p, 4).limits.rpm == 150 and static_share(p, 4).limits.concurrency == 25
 
 
+class _DownUntil(LocalLink):
+    """A limiter that cannot be reached until loop time `up` (Ray restarting it), then answers."""
+
+    def __init__(self, limiter: Limiter, up: float) -> None:
+        super().__init__(limiter)
+        self.up = up
+
+    def _check(self) -> None:
+        if asyncio.get_running_loop().time() < self.up:
+            raise LimiterGone("ActorUnavailableError: the actor is restarting")
+
+    async def lease(self, worker: str, tokens: list[int], span_s: float, settle: Settlement) -> LeaseReply:
+        self._check()
+        return await super().lease(worker, tokens, span_s, settle)
+
+    async def settle(self, worker: str, settle: Settlement) -> None:
+        self._check()
+        await super().settle(worker, settle)
+
+
+def test_a_worker_on_its_static_share_leases_again_once_the_limiter_answers(caplog: pytest.LogCaptureFixture) -> None:
+    p = provider(rpm=600, concurrency=100)
+
+    async def main() -> tuple[list[float], LeasedGate]:
+        g = LeasedGate(p, _DownUntil(Limiter(p, "key"), up=20.0), "w0", 4)
+        return await drive([g], 60.0, tasks_per_gate=32), g  # enough callers for 1 s of grant delay
+
+    with caplog.at_level(logging.WARNING):
+        sent, g = run_virtual(main())
+    assert g.fallback_reason and "ActorUnavailableError" in g.fallback_reason
+    assert g.reconnects == 1 and g.leases > 0 and "answers again" in caplog.text
+    assert len([t for t in sent if t < 20]) <= 150 / 3 + 1  # the static share: 600 / 4 workers a minute
+    assert len([t for t in sent if 30 <= t < 60]) >= 0.95 * 300  # then the limiter's whole pace (one worker)
+    assert most_in_window(sent, 60.0) <= 600
+
+
 def test_a_key_pool_is_one_limiter_that_knows_every_key() -> None:
     p = provider(rpm=120, concurrency=100)
     keys = ("key-a", "key-b")

@@ -98,12 +98,14 @@ class ClusterEngine:
         self._pinger: asyncio.Task[None] | None = None
         self._chunk: int | None = runner.ray_options.chunk_rows
         self._fallbacks: set[str] = set()
+        self._warming: list[Any] = []
 
     # -- workers ---------------------------------------------------------------------------
     def start(self) -> None:
         self._free = asyncio.Queue()
         for _ in range(self.runner.ray_options.workers):
             self._add_worker()
+        self._warming = [h.actor.warm.remote() for h in self.workers]
         self._pinger = asyncio.ensure_future(self._ping())
 
     def _add_worker(self) -> _Handle:
@@ -142,6 +144,12 @@ class ClusterEngine:
 
     async def _hand_out(self, batch: Any, n: int, emit: Callable[[dict[str, Any]], None]) -> bool:
         assert self._free is not None
+        if self._warming:
+            # every worker ready (plan, session, tokenizers) before the first row: the first seconds are
+            # then paced like the rest, with no worker starting up beside the ones sending. A worker
+            # that failed here fails again, with its error, on its first chunk.
+            warming, self._warming = self._warming, []
+            await asyncio.gather(*warming, return_exceptions=True)
         if self._chunk is None:
             per_worker = max(1, self.runner._window() // DEPTH)
             self._chunk = max(1, min(per_worker, math.ceil(n / (DEPTH * self.runner.ray_options.workers))))

@@ -51,6 +51,7 @@ MAX_GRANTS = 256  # requests per lease, at most
 # 1% and the limiter's 0.5%: a second's share holds at the server while no request is later than about
 # 15 ms of a second).
 LATE_S = 0.015
+RECONNECT_S = 5.0  # a worker on its static share asks the limiter again this often (scaled like the rest)
 CLOCK_SAMPLES = 32  # the clock offset is the one of the call with the shortest round trip of these
 
 
@@ -163,7 +164,9 @@ class LeasedGate:
         # a quarter second (too long a guess starves the first second: fewer grants pending than it needs)
         self._busy_s = self.span_s
         self._fallback: Gate | None = None
-        self._fallback_tickets: set[Ticket] = set()
+        self._fallback_tickets: dict[Ticket, Gate] = {}  # admitted on a static share: released there
+        self.reconnect_s = RECONNECT_S * scale
+        self.reconnects = 0  # times the limiter was reached again after a fall back
         self.rate_factor = 1.0
         self._active = 1  # workers at work, as the limiter last said (one until it says)
         self.admitted = 0
@@ -198,8 +201,9 @@ class LeasedGate:
         amount = tokens if isinstance(tokens, int) else tokens()
         self.check_fits(amount)
         if self._fallback is not None:
-            ticket = await self._fallback.admit(amount, priority)
-            self._fallback_tickets.add(ticket)
+            fallback = self._fallback
+            ticket = await fallback.admit(amount, priority)
+            self._fallback_tickets[ticket] = fallback
             return ticket
         fut: asyncio.Future[Ticket] = asyncio.get_running_loop().create_future()
         waiter = _Waiter(amount, priority, next(self._seq), fut)
@@ -333,10 +337,9 @@ class LeasedGate:
 
     # -- what comes back ---------------------------------------------------------------------
     def release(self, ticket: Ticket, actual_tokens: int | None = None, *, rejected: bool = False) -> None:
-        if ticket in self._fallback_tickets:
-            self._fallback_tickets.discard(ticket)
-            assert self._fallback is not None
-            self._fallback.release(ticket, actual_tokens, rejected=rejected)
+        fallback = self._fallback_tickets.pop(ticket, None)
+        if fallback is not None:
+            fallback.release(ticket, actual_tokens, rejected=rejected)
             return
         grant = self._held.pop(ticket, None)
         if grant is None:
@@ -445,6 +448,27 @@ class LeasedGate:
             if not w.fut.done():
                 w.fut.set_exception(_UseFallback())
         self._waiters.clear()
+        self._spawn(self._reconnect())
+
+    async def _reconnect(self) -> None:
+        """On a static share, ask the limiter every reconnect_s (an empty settlement); once it answers (Ray
+        restarted it, or a run made it again under its name) admissions are leased again. Requests admitted
+        on the static share are released there."""
+        while self._fallback is not None:
+            await asyncio.sleep(self.reconnect_s)
+            try:
+                await self.link.settle(self.worker, Settlement())
+            except LimiterGone:
+                continue
+            self._fallback = None
+            self.reconnects += 1
+            event(log, logging.WARNING, "gate.limiter_back", provider=self.provider.name, worker=self.worker)
+            log.warning(
+                "provider `%s`: the global limiter answers again; worker %s leases from it again",
+                self.provider.name,
+                self.worker,
+            )
+            self._pump()
 
     async def close(self) -> None:
         """Give back every grant not used and send what is left to settle."""

@@ -27,6 +27,7 @@ from ..job.profiles import ResolvedProvider
 from ..plan import Plan, build_plan
 from ..ports import RunEngine
 from ..sources import ROW
+from ..tokens import counter, tokenizer_for
 from ..transport import new_session
 from .leasing import LeasingGates, LimiterGone, LimiterLink
 from .limiter import LeaseReply, Settlement
@@ -76,17 +77,32 @@ class WorkerReport:
 
 
 class RayLink:
-    """A limiter reached through its Ray actor handle."""
+    """A limiter reached through its Ray actor handle, looked up again by name after a call failed (a
+    limiter killed for good and made again by a run has a new handle; one Ray restarted keeps its own)."""
 
-    def __init__(self, handle: Any) -> None:
+    def __init__(self, handle: Any, name: str | None = None) -> None:
         self.handle = handle
+        self.name = name
+        self._stale = False
+
+    def _actor(self) -> Any:
+        import ray
+
+        if self._stale and self.name is not None:
+            try:
+                self.handle = ray.get_actor(self.name, namespace=NAMESPACE)
+            except ValueError as exc:
+                raise LimiterGone(f"limiter {self.name} not found: {exc}") from exc
+            self._stale = False
+        return self.handle
 
     async def lease(self, worker: str, tokens: list[int], span_s: float, settle: Settlement) -> LeaseReply:
         import ray
 
         try:
-            reply: LeaseReply = await self.handle.lease.remote(worker, tokens, span_s, settle)
+            reply: LeaseReply = await self._actor().lease.remote(worker, tokens, span_s, settle)
         except ray.exceptions.RayError as exc:
+            self._stale = True
             raise LimiterGone(f"{type(exc).__name__}: {exc}") from exc
         return reply
 
@@ -94,8 +110,9 @@ class RayLink:
         import ray
 
         try:
-            await self.handle.settle.remote(worker, settle)
+            await self._actor().settle.remote(worker, settle)
         except ray.exceptions.RayError as exc:
+            self._stale = True
             raise LimiterGone(f"{type(exc).__name__}: {exc}") from exc
 
 
@@ -130,7 +147,7 @@ class Worker:
         if name is None:
             return _Gone(f"no limiter for provider `{provider.name}`")
         try:
-            return RayLink(ray.get_actor(name, namespace=NAMESPACE))
+            return RayLink(ray.get_actor(name, namespace=NAMESPACE), name)
         except ValueError as exc:
             return _Gone(f"limiter {name} not found: {exc}")
 
@@ -165,6 +182,18 @@ class Worker:
             session = await self._stack.enter_async_context(new_session(window + 16))
             self._engine = ex._engine_for(ex._clients(session), window)
             return self._engine
+
+    async def warm(self) -> None:
+        """Everything a first chunk would make (plan, session, gates) and the tokenizers it loads (100+ MB
+        vocabularies): done before the run sends, so no worker's start-up takes the CPU from workers
+        already sending (a busy loop sends its grants late, and late grants are given back)."""
+        await self._ensure()
+        plan = self._executor.plan if self._executor is not None else None
+        for step in plan.job.spec.steps if plan is not None else []:
+            model = getattr(step, "model", None)
+            provider = plan.providers.get(step.provider) if plan is not None else None
+            if isinstance(model, str) and provider is not None:
+                counter(tokenizer_for(model, provider.tokenizer))("warm up")
 
     async def process(self, rows: Chunk) -> WorkerReport:
         """Every row of `rows` (an Arrow table with `__row`, or row number and row pairs) through the engine;
