@@ -66,6 +66,9 @@ def report(name: str, recs: list[dict[str, Any]], rows: int) -> None:
         f"before the last: {per_min(mid) / RPM:.1%}; {load()}",
         flush=True,
     )
+    first = [sum(1 for t in ok if ok[0] + i <= t < ok[0] + i + 1) for i in range(8)]
+    last = [sum(1 for t in ok if ok[-1] - i - 1 < t <= ok[-1] - i) for i in reversed(range(4))]
+    print(f"  requests per second: the first 8 {first}, the last 4 {last}", flush=True)
 
 
 def sim() -> SimProcess:

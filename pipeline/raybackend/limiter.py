@@ -112,6 +112,13 @@ class Limiter:
         self.seen[worker] = start
         if settle:
             self._settle(settle)
+        if not tokens:
+            # an empty lease: a worker measuring the clocks before the run. The gate is not made (or
+            # primed) for it: a gate left idle after it is made banks the gap as pace credit, up to
+            # half a second of grants let out at once when the run starts.
+            now = loop.time()
+            factor = self._gate.stats().rate_factor if self._gate is not None else 1.0
+            return LeaseReply((), start, now, factor, max(1, self._recent(now)))
         gate = self.gate
         if not self._primed:
             # The local gate counts requests admitted before its first answer from that answer (it does
@@ -144,14 +151,17 @@ class Limiter:
             admitted.append((gid, amount, now, key_index))
         self.granted += len(admitted)
         now = loop.time()
-        recent = sum(1 for t in self.seen.values() if now - t <= ACTIVE_S * self.provider.limits.period_s / 60)
         return LeaseReply(
             tuple(Grant(gid, amount, at, k) for gid, amount, at, k in admitted),
             start,
             now,
             gate.stats().rate_factor,
-            max(1, recent),
+            max(1, self._recent(now)),
         )
+
+    def _recent(self, now: float) -> int:
+        """Workers heard from lately."""
+        return sum(1 for t in self.seen.values() if now - t <= ACTIVE_S * self.provider.limits.period_s / 60)
 
     async def settle(self, worker: str, settle: Settlement) -> None:
         """A worker's releases, corrections, rate headers and 429s (without a lease)."""

@@ -184,10 +184,12 @@ class Worker:
             return self._engine
 
     async def warm(self) -> None:
-        """Everything a first chunk would make (plan, session, gates) and the tokenizers it loads (100+ MB
-        vocabularies): done before the run sends, so no worker's start-up takes the CPU from workers
-        already sending (a busy loop sends its grants late, and late grants are given back)."""
+        """Everything a first chunk would make (plan, session, gates with their limiters' clock offsets)
+        and the tokenizers it loads (100+ MB vocabularies), before the run sends: no worker's start-up
+        takes the CPU from workers already sending (a busy loop sends its grants late)."""
         await self._ensure()
+        for gate in self._gates.gates.values() if self._gates is not None else []:
+            await gate.warm()
         plan = self._executor.plan if self._executor is not None else None
         for step in plan.job.spec.steps if plan is not None else []:
             model = getattr(step, "model", None)
