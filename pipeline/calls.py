@@ -21,7 +21,6 @@ from .errors import (
     TooLargeError,
 )
 from .job.model import Retry
-from .keypool import KeyPool
 from .limits import RequestTooLarge, Ticket
 from .logs import event
 from .ports import Cache, Capacity, Gate, Transport
@@ -195,7 +194,9 @@ class ProviderClient:
                 return result
             err = result
             # key pools (issue 10b): a refused key leaves the pool and the call goes on with another one
-            if isinstance(err, FatalError) and isinstance(self.gate, KeyPool) and self.gate.refused(ticket, err):
+            # (a gate over several keys has `refused`: a KeyPool, or the Ray backend's leased gate)
+            refused = getattr(self.gate, "refused", None)
+            if isinstance(err, FatalError) and refused is not None and refused(ticket, err):
                 attempt -= 1
                 continue
             if isinstance(err, FatalError):

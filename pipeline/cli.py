@@ -48,7 +48,7 @@ def _run_async(coro: Any) -> Any:
 
 
 def _fail(message: str, code: int = EXIT_BAD_JOB) -> typer.Exit:
-    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     return typer.Exit(code)
 
 
@@ -203,13 +203,26 @@ def run(
         help="append the run's events (retries, 429s, failovers, learned limits, aborts, totals) "
         "to this file as JSON lines; keys are masked",
     ),
+    backend: str = typer.Option("local", help="local: this process; ray: worker actors on a Ray cluster"),
+    ray_address: str | None = typer.Option(
+        None, "--ray-address", help="with --backend ray: `auto` or ray://host:10001 (default: a local Ray)"
+    ),
+    workers: int | None = typer.Option(None, "--workers", min=1, help="with --backend ray: worker actors (default 2)"),
 ) -> None:
     """Run a job: every row through every step; results to the output Parquet file."""
     from .executor import RunOptions, execute
     from .plan import build_plan
 
+    if backend not in ("local", "ray"):
+        raise _fail(f"--backend {backend} is not a backend; choose local or ray")
+    if backend == "local" and (ray_address is not None or workers is not None):
+        raise _fail("--ray-address and --workers go with --backend ray")
     stack = contextlib.ExitStack()
     try:
+        if backend == "ray":
+            from .raybackend import import_ray
+
+            import_ray()
         sim_url = stack.enter_context(_simulator(job, sim_latency)) if sim else None
         plan = build_plan(job, sim_url=sim_url, prices_file=prices)
         if log_file is not None:
@@ -225,7 +238,14 @@ def run(
                 err.print(f"[yellow]note[/]: {escape(note)}", highlight=False)
         with _warnings_shown(), _ProgressView(plan.total_rows, quiet) as view:
             opts = RunOptions(fresh=fresh, retry_failed=retry_failed, max_cost_usd=max_cost)
-            summary = _run_async(execute(plan, opts, view))
+            if backend == "ray":
+                from .raybackend import RayOptions, execute_on_ray
+
+                on_ray = RayOptions(address=ray_address, workers=workers or 2)
+                coro = execute_on_ray(plan, opts, view, on_ray, sim_url=sim_url, prices_file=prices)
+                summary = _run_async(coro)
+            else:
+                summary = _run_async(execute(plan, opts, view))
     except JobError as exc:
         raise _fail(str(exc)) from None
     except RunAborted as exc:
@@ -238,6 +258,8 @@ def run(
         stack.close()
 
     if not quiet:
+        for note in summary.notes:
+            err.print(f"[yellow]note[/]: {escape(note)}", highlight=False)
         err.print(_summary_table(summary))
         s = summary.stats
         err.print(

@@ -27,7 +27,7 @@ from .gates import LocalGates
 from .limits import GateStats
 from .logs import event
 from .plan import DEFAULT_ID, Plan
-from .ports import GateFactory
+from .ports import GateFactory, RunEngine
 from .records import Progress
 from .sinks import PartWriter, WorkDir, final_fields, status_counts
 from .sources import ROW
@@ -104,7 +104,7 @@ class Executor:
             ResponseCache(spec.cache.dir, spec.cache.size_limit_gb) if spec.cache.enabled else NoCache()
         )
         self.stats = RunStats()
-        self._engine: RowEngine | None = None
+        self._engine: RunEngine | None = None
         self._stop_requested = False  # a Ctrl-C before the engine exists
         self._interrupted = False  # Ctrl-C / SIGTERM
         self._started = 0.0
@@ -147,7 +147,7 @@ class Executor:
         ]
         return max(64, 4 * max(conc), *hints)
 
-    def _engine_for(self, clients: dict[str, ProviderClient], window: int) -> RowEngine:
+    def _engine_for(self, clients: dict[str, ProviderClient], window: int) -> RunEngine:
         plan = self.plan
         return RowEngine(
             plan.steps,
@@ -320,7 +320,7 @@ class Executor:
             limits=limits,
         )
 
-    async def _feed(self, engine: RowEngine, todo: Any, writer: PartWriter) -> None:
+    async def _feed(self, engine: RunEngine, todo: Any, writer: PartWriter) -> None:
         """Read the input in batches of rows still to do and hand them to the engine."""
         for df in self.plan.source.batches(BATCH_ROWS):
             rows = df[ROW].to_numpy()

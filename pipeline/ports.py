@@ -6,10 +6,13 @@ test double plugs in without subclassing. Step kinds see a gate only through the
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
+    from .calls import ProviderClient
+    from .engine import RowCounters
     from .job.profiles import ResolvedProvider
     from .limits import GateStats, Ticket
     from .requests import HttpRequest
@@ -71,6 +74,26 @@ class Cache(Protocol):
     def delete(self, key: str) -> None: ...
 
     def close(self) -> None: ...
+
+
+class RunEngine(Protocol):
+    """What the file runner (`executor.Executor`) drives: the row engine (`engine.RowEngine`), or a stand-in
+    that runs the rows elsewhere (the Ray backend's pool of workers)."""
+
+    stopping: bool
+    abort: BaseException | None
+    rows: RowCounters
+    counts: dict[str, Counter[str]]
+    metrics: dict[str, dict[str, float]]
+    clients: dict[str, ProviderClient]
+
+    async def feed(self, batch: list[tuple[int, dict[str, Any]]], emit: Callable[[dict[str, Any]], None]) -> bool: ...
+
+    async def drain(self) -> None: ...
+
+    def halt(self) -> None: ...
+
+    def cancel_all(self) -> None: ...
 
 
 class Capacity:

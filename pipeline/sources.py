@@ -8,6 +8,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
+from typing import IO
 
 import polars as pl
 
@@ -53,6 +54,10 @@ class Source:
     ) -> Source:
         from .globsource import GlobSource, is_glob
 
+        if is_url(str(path)):
+            from .urlsource import UrlSource
+
+            return UrlSource.open_url(str(path), format=format, id_column=id_column, limit=limit, dtypes=dtypes)
         p = Path(path)
         if p.is_dir() or (is_glob(str(path)) and not p.is_file()):
             if dtypes:
@@ -78,6 +83,25 @@ class Source:
         return src
 
     @property
+    def label(self) -> str:
+        """The input as its messages name it (a path, or a URL)."""
+        return str(self.path)
+
+    def _data(self) -> str | Path | IO[bytes]:
+        """What polars reads: the file (a URL source gives a file object of its file system)."""
+        return self.path
+
+    def typed(self, df: pl.DataFrame) -> pl.DataFrame:
+        """A batch of rows read as stored (see `_raw`) with input.schema applied: what `batches` yields,
+        for a reader other than polars (the Ray backend reads with ray.data)."""
+        exprs = self._converted(df.schema)
+        return df.with_columns(e.alias(n) for n, e in exprs.items()) if exprs else df
+
+    def raw_schema(self) -> pl.Schema:
+        """The columns as stored, before input.schema (CSV: all text; JSONL: inferred from every line)."""
+        return self._raw().collect_schema()
+
+    @property
     def base_dir(self) -> Path:
         """Where relative file paths in the rows are read from: the input file's folder."""
         return self.path.resolve().parent
@@ -87,11 +111,11 @@ class Source:
         sep = "\t" if self.path.suffix.lower() == ".tsv" else ","
         if self.format == "csv":
             # text unless input.schema says otherwise: inference would turn `007` into 7 (SPEC.md, Job file)
-            lf = pl.scan_csv(self.path, separator=sep, infer_schema=False, raise_if_empty=False)
+            lf = pl.scan_csv(self._data(), separator=sep, infer_schema=False, raise_if_empty=False)
         elif self.format == "jsonl":
-            lf = pl.scan_ndjson(self.path, schema=self._jsonl_schema)
+            lf = pl.scan_ndjson(self._data(), schema=self._jsonl_schema)
         else:
-            lf = pl.scan_parquet(self.path)
+            lf = pl.scan_parquet(self._data())
         if self.limit is not None:
             lf = lf.head(self.limit)
         return lf
@@ -100,7 +124,7 @@ class Source:
     def _jsonl_schema(self) -> pl.Schema:
         # Inferred from every line, so a value that breaks the type of the first lines is found here,
         # before any request (`check`), not in the middle of a run.
-        return pl.scan_ndjson(self.path, infer_schema_length=None).collect_schema()
+        return pl.scan_ndjson(self._data(), infer_schema_length=None).collect_schema()
 
     def _converted(self, raw: pl.Schema) -> dict[str, pl.Expr]:
         """input.schema as expressions: a value that does not convert becomes null (`check` reports it)."""
@@ -138,11 +162,11 @@ class Source:
         try:
             schema = self._scan().collect_schema()
         except Exception as exc:
-            raise InputError(f"cannot read {self.format} input {self.path}: {_first_line(exc)}") from exc
+            raise InputError(f"cannot read {self.format} input {self.label}: {_first_line(exc)}") from exc
         unknown = [n for n, _ in self.dtypes if n not in schema]
         if unknown:
             raise InputError(
-                f"input.schema names column(s) {', '.join(unknown)}, which {self.path} does not "
+                f"input.schema names column(s) {', '.join(unknown)}, which {self.label} does not "
                 f"have; columns are: {', '.join(schema.names())}"
             )
         return schema
@@ -173,11 +197,11 @@ class Source:
                 n = bad.select(pl.len()).collect().item()
                 idx, value = found.row(0)
                 problems.append(
-                    f"{self.path}, {self._where(idx)}: column `{name}` holds {value!r}, which is not {type_name} "
+                    f"{self.label}, {self._where(idx)}: column `{name}` holds {value!r}, which is not {type_name} "
                     f"(input.schema); {n:,} value(s) like it. Fix the data or declare `{name}: string`"
                 )
         if self.format == "jsonl":
-            head = pl.scan_ndjson(self.path, infer_schema_length=100).collect_schema()  # "the first lines"
+            head = pl.scan_ndjson(self._data(), infer_schema_length=100).collect_schema()  # "the first lines"
             declared = dict(self.dtypes)
             for name, full in raw_schema.items():
                 first = head.get(name)
@@ -185,7 +209,7 @@ class Source:
                     continue
                 if first.is_numeric() and full.is_numeric():
                     continue  # ints widened to floats: no value changes
-                as_text = pl.scan_ndjson(self.path, schema_overrides={name: pl.String()}, infer_schema_length=None)
+                as_text = pl.scan_ndjson(self._data(), schema_overrides={name: pl.String()}, infer_schema_length=None)
                 clash = (
                     as_text.with_row_index(ROW)
                     .filter(pl.col(name).is_not_null() & pl.col(name).cast(first, strict=False).is_null())
@@ -197,7 +221,7 @@ class Source:
                     (self._where(clash.row(0)[0]), clash.row(0)[1]) if clash.height else ("a later line", "?")
                 )
                 problems.append(
-                    f"{self.path}, {where}: field `{name}` holds {value!r}, but the lines before hold {first} "
+                    f"{self.label}, {where}: field `{name}` holds {value!r}, but the lines before hold {first} "
                     f"values (mixed types); declare its type in input.schema (e.g. `{name}: string`) or fix "
                     "the data"
                 )
@@ -212,7 +236,7 @@ class Source:
         """Validate the id column (present, no nulls, no duplicates); return the row count."""
         cols = self.columns
         if ROW in cols:
-            raise InputError(f"{self.path}: column name {ROW!r} is reserved")
+            raise InputError(f"{self.label}: column name {ROW!r} is reserved")
         lf = self._scan()
         try:
             self.check_types()
@@ -220,7 +244,7 @@ class Source:
                 return int(lf.select(pl.len()).collect().item())
             if self.id_column not in cols:
                 raise InputError(
-                    f"input.id column `{self.id_column}` is not in {self.path}; columns are: {', '.join(cols)}"
+                    f"input.id column `{self.id_column}` is not in {self.label}; columns are: {', '.join(cols)}"
                 )
             idc = pl.col(self.id_column)
             stats = (
@@ -231,7 +255,7 @@ class Source:
             if stats["nulls"]:
                 first = lf.with_row_index(ROW).filter(idc.is_null()).select(ROW).head(5).collect()[ROW].to_list()
                 raise InputError(
-                    f"{self.path}: id column `{self.id_column}` has {stats['nulls']} null value(s), "
+                    f"{self.label}: id column `{self.id_column}` has {stats['nulls']} null value(s), "
                     f"first at row(s) {', '.join(str(r + 1) for r in first)} (1-based, header excluded)"
                 )
             if stats["unique"] != stats["n"]:
@@ -245,14 +269,14 @@ class Source:
                 )
                 shown = ", ".join(f"{v!r} ({c} times)" for v, c in dups.iter_rows())
                 raise InputError(
-                    f"{self.path}: id column `{self.id_column}` has {stats['n'] - stats['unique']} "
+                    f"{self.label}: id column `{self.id_column}` has {stats['n'] - stats['unique']} "
                     f"duplicate value(s): {shown}. Ids must be unique, or drop input.id to key rows by number"
                 )
             return int(stats["n"])
         except InputError:
             raise
         except Exception as exc:
-            raise InputError(f"cannot read {self.format} input {self.path}: {_first_line(exc)}") from exc
+            raise InputError(f"cannot read {self.format} input {self.label}: {_first_line(exc)}") from exc
 
     def batches(self, size: int, skip_rows: int = 0) -> Iterator[pl.DataFrame]:
         """The rows in order, `size` at a time, each with its 0-based input position in `__row`."""
@@ -264,7 +288,7 @@ class Source:
                 if df.height:
                     yield df
         except Exception as exc:
-            raise InputError(f"cannot read {self.format} input {self.path}: {_first_line(exc)}") from exc
+            raise InputError(f"cannot read {self.format} input {self.label}: {_first_line(exc)}") from exc
 
     def fingerprint(self) -> str:
         """Changes when the file, the id column or the row limit change."""
@@ -273,6 +297,12 @@ class Source:
             f"{self.path.resolve()}|{st.st_size}|{st.st_mtime_ns}|{self.id_column}|{self.limit}".encode()
         )
         return h.hexdigest()[:16]
+
+
+def is_url(path: str) -> bool:
+    """`s3://bucket/key`, `file:///abs/path`, ...: an fsspec URL rather than a local path."""
+    scheme, sep, _ = path.partition("://")
+    return bool(sep) and scheme.isidentifier() and len(scheme) > 1
 
 
 def _first_line(exc: BaseException) -> str:
