@@ -7,6 +7,14 @@ provider is still queueing for admission. A closed batch goes out as one request
 in a background task. When the server rejects the packed request as bad (a 4xx blaming the input), the
 batch is split to find the bad inputs: the one the server's message names, or else halves, recursively;
 only the bad rows fail, with the server's message, and the extra requests show in the rows' attempts.
+
+Packs are closed by a cheap estimate of their tokens (which over-counts), but under a token budget they
+are meant to hold a target in real tokens (a tenth of a second's share, so that whole packs fill a
+per-second server's window): `TokenCalibration` learns the ratio from answers and `pack_max_tokens` turns
+the target into the estimate a pack is closed at. For that to reach the packs, they are formed late:
+with `ahead`, only that many closed batches wait for admission and the other rows wait unpacked, so
+rows that arrive all at once (faster than the budget lets them out) are not all packed before the
+first answer. (`FirstCount`: `pipeline estimate`'s stand-in for the first answers.)
 """
 
 from __future__ import annotations
@@ -23,11 +31,23 @@ from .calls import CallError, Stopped
 from .errors import RequestError, RowError, TooLargeError
 from .records import StepResult
 
-__all__ = ["Batcher", "Slot", "TokenCalibration", "apportion", "blamed_input", "splittable"]
+__all__ = [
+    "Batcher",
+    "FirstCount",
+    "Slot",
+    "TokenCalibration",
+    "apportion",
+    "blamed_input",
+    "pack_max_tokens",
+    "splittable",
+]
 
 P = TypeVar("P")
 # While earlier batches queue for admission, an idle open batch is looked at every this many lingers.
 BUSY_RECHECK_LINGERS = 4
+# `pipeline estimate` counts a step's first inputs exactly until their estimate reaches this share of a
+# pack's target, and packs the rest as the run does once its first answers have calibrated it.
+FIRST_COUNT_SHARE = 0.5
 
 # Where servers name the offending input of a list: OpenAI `'$.input[3]'` / `input[3]`, FastAPI
 # `"loc": ["body", "input", 3]`, pydantic-style `input.3`.
@@ -143,8 +163,43 @@ class TokenCalibration:
         return max(1, math.ceil(estimated * self.factor)) if estimated > 0 else 0
 
 
+def pack_max_tokens(target: int, calibration: TokenCalibration) -> int:
+    """The estimate a pack is closed at so that it reserves (about) `target` tokens."""
+    return max(1, int(target / calibration.factor))
+
+
+class FirstCount(Generic[P]):
+    """Counts a step's first inputs exactly, once their estimate reaches FIRST_COUNT_SHARE of `target`
+    (where no answer can calibrate the packs: `pipeline estimate`).
+
+    `count` gives the exact tokens of some inputs (None: no vocabulary for them); it runs once.
+    """
+
+    def __init__(self, target: int, count: Callable[[Sequence[P]], int | None]) -> None:
+        self._want = FIRST_COUNT_SHARE * target
+        self._count = count
+        self._inputs: list[P] = []
+        self._estimate = 0
+
+    def add(self, payload: P, tokens: int) -> tuple[int, int | None] | None:
+        """Add one input; once enough are in, (their estimate, their exact count or None)."""
+        self._inputs.append(payload)
+        self._estimate += tokens
+        if self._estimate < self._want:
+            return None
+        inputs, self._inputs = self._inputs, []
+        return self._estimate, self._count(inputs)
+
+
 class Batcher(Generic[P]):
-    """Packs submitted inputs into batches and sends each batch as one request (see the module doc)."""
+    """Packs submitted inputs into batches and sends each batch as one request (see the module doc).
+
+    `ahead`: full batches are closed only while fewer than this many of its requests wait for
+    admission (`waiting` tells the provider's, plus batches closed whose request has not set out yet;
+    None: no bound). The rows beyond
+    them wait unpacked and are looked at again every few lingers: a batch is sized with what the answers
+    so far taught (`max_tokens` may change meanwhile), not with what was known when its rows arrived.
+    """
 
     def __init__(
         self,
@@ -155,6 +210,8 @@ class Batcher(Generic[P]):
         linger_s: float,
         spawn: SpawnFn,
         busy: Callable[[], bool] = lambda: False,
+        ahead: int | None = None,
+        waiting: Callable[[], int] = lambda: 0,
     ) -> None:
         if max_items < 1 or max_tokens < 1:
             raise ValueError(f"max_items and max_tokens must be >= 1, got {max_items} and {max_tokens}")
@@ -162,12 +219,19 @@ class Batcher(Generic[P]):
         self.max_items = max_items
         self.max_tokens = max_tokens
         self.linger_s = linger_s
+        self.ahead = ahead
+        self._waiting = waiting  # requests waiting for admission
         self._spawn = spawn
         self._busy = busy  # True while earlier requests still queue for admission: a batch can keep growing
-        self._open: dict[str, Slot[P]] = {}
+        self._open: dict[str, Slot[P]] = {}  # rows not yet in a closed batch, in arrival order
         self._open_tokens = 0
         self._last_add = 0.0
         self._timer: asyncio.TimerHandle | None = None
+        self._queued = 0  # closed batches whose request has not set out yet
+        # Until a first request has come back, the others queue before the gate (a provider's first
+        # request goes alone): count those whose request set out instead of the gate's waiting ones.
+        self._answered = False
+        self._unanswered = 0
         self.batches = 0  # batches closed (first requests, before any split)
 
     def submit(self, key: str, payload: P, tokens: int) -> asyncio.Future[StepResult]:
@@ -178,44 +242,77 @@ class Batcher(Generic[P]):
         if slot is not None:
             slot.waiters.append(fut)
             return fut
-        if self._open and (len(self._open) >= self.max_items or self._open_tokens + tokens > self.max_tokens):
-            self.flush()
         self._open[key] = Slot(key, payload, tokens, [fut])
         self._open_tokens += tokens
         self._last_add = loop.time()
-        if len(self._open) >= self.max_items or self._open_tokens >= self.max_tokens:
-            self.flush()
-        elif self._timer is None:
+        self._close_full()
+        if self._open and self._timer is None:
             self._timer = loop.call_later(self.linger_s, self._linger_over)
         return fut
 
+    def _full(self) -> bool:
+        return len(self._open) >= self.max_items or self._open_tokens >= self.max_tokens
+
+    def _held(self) -> bool:
+        if self.ahead is None:
+            return False
+        # Of the requests waiting for admission, at most those of this batcher's that set out and are not
+        # answered yet are its own (another step's queue on the same provider does not starve it).
+        waiting = min(self._waiting(), self._unanswered) if self._answered else self._unanswered
+        return self._queued + waiting >= self.ahead
+
+    def _close_full(self) -> None:
+        """Close every full batch the open rows make, while fewer than `ahead` wait for admission."""
+        while self._open and self._full() and not self._held():
+            self._close(self._take())
+
+    def _take(self) -> list[Slot[P]]:
+        """The first open rows that make one batch (at least one row)."""
+        out: list[Slot[P]] = []
+        tokens = 0
+        for s in self._open.values():
+            if out and (len(out) >= self.max_items or tokens + s.tokens > self.max_tokens):
+                break
+            out.append(s)
+            tokens += s.tokens
+        for s in out:
+            del self._open[s.key]
+        self._open_tokens -= tokens
+        return out
+
     def _linger_over(self) -> None:
         self._timer = None
+        self._close_full()
         if not self._open:
             return
         loop = asyncio.get_running_loop()
+        if self._full():  # held: full batches wait for the ones ahead of them to be admitted
+            self._timer = loop.call_later(self.linger_s * BUSY_RECHECK_LINGERS, self._linger_over)
+            return
         idle = loop.time() - self._last_add
         if idle < self.linger_s:  # rows are still coming: let it grow
             self._timer = loop.call_later(max(self.linger_s - idle, self.linger_s / 2), self._linger_over)
             return
-        if self._busy():
+        if self._busy() or self._held():
             # This batch would only queue behind others: let it grow, and look again later (the
             # provider is the bottleneck meanwhile; a look every few ms would only cost CPU).
             self._timer = loop.call_later(self.linger_s * BUSY_RECHECK_LINGERS, self._linger_over)
             return
-        self.flush()
+        self._close(self._take())
+        if self._open:
+            self._timer = loop.call_later(self.linger_s, self._linger_over)
 
     def flush(self) -> None:
-        """Close the open batch (if any) and send it in a background task."""
+        """Close the open rows (if any) into batches and send them, each in a background task."""
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        if not self._open:
-            return
-        slots = list(self._open.values())
-        self._open = {}
-        self._open_tokens = 0
+        while self._open:
+            self._close(self._take())
+
+    def _close(self, slots: list[Slot[P]]) -> None:
         self.batches += 1
+        self._queued += 1
         self._spawn(self._guarded(slots, self._run(slots)))
 
     async def _guarded(self, slots: list[Slot[P]], work: Coroutine[Any, Any, None]) -> None:
@@ -231,10 +328,16 @@ class Batcher(Generic[P]):
                 s.abandon(exc)
 
     async def _run(self, slots: list[Slot[P]]) -> None:
+        self._queued -= 1  # its request sets out (and counts among the waiting ones)
         live = [s for s in slots if s.live()]
         if not live:
             return
-        err = await self._send_once(live)
+        self._unanswered += 1
+        try:
+            err = await self._send_once(live)
+        finally:
+            self._unanswered -= 1
+            self._answered = True
         if err is not None:
             await self._recover(live, err)
 

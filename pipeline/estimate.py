@@ -11,6 +11,7 @@ from typing import Any
 import polars as pl
 
 from . import audiofiles
+from .batching import FirstCount, TokenCalibration, pack_max_tokens
 from .cache import NoCache, ResponseCache
 from .endpoints import Prepared
 from .endpoints.chat import ChatRuntime
@@ -102,8 +103,13 @@ class Estimate:
 class _Packs:
     """Counts an embed step's requests with the run's packing rules (`Batcher.submit`)."""
 
-    def __init__(self, max_items: int, max_tokens: int) -> None:
+    def __init__(self, max_items: int, max_tokens: int, target: int | None = None, count: Any = None) -> None:
         self.max_items, self.max_tokens = max_items, max_tokens
+        # the run sizes its packs from the first answers (packing.Packer): this, from an exact count of
+        # the first inputs
+        self.target = target
+        self.calibration = TokenCalibration()
+        self.first: FirstCount[Any] | None = FirstCount(target, count) if target is not None and count else None
         self.keys: set[str] = set()
         self.tokens = 0
         self.closed = 0
@@ -111,12 +117,20 @@ class _Packs:
         # in the cache (hashes of the keys: a million of them take tens of MB, not hundreds)
         self.seen: set[int] = set()
 
-    def add(self, key: str, tokens: int) -> bool:
+    def add(self, key: str, tokens: int, payload: Any = None) -> bool:
         """Queue one input; False when an identical input was counted already."""
         h = hash(key)
         if h in self.seen:
             return False
         self.seen.add(h)
+        if self.first is not None and self.target is not None:
+            counted = self.first.add(payload, tokens)
+            if counted is not None:
+                self.first = None
+                estimate, exact = counted
+                if exact is not None:
+                    self.calibration.observe(estimate, exact)
+                    self.max_tokens = pack_max_tokens(self.target, self.calibration)
         if self.keys and (len(self.keys) >= self.max_items or self.tokens + tokens > self.max_tokens):
             self._close()
         self.keys.add(key)
@@ -189,8 +203,8 @@ def estimate(plan: Plan, prices: PriceTable | None = None) -> Estimate:
         if isinstance(rt, EmbedRuntime):
             lim = plan.providers[rt.provider].limits
             tpm = lim.fixed("tpm")
-            items, mbt, _ = rt.batch_limits(max(1, int(tpm / lim.period_s)) if tpm else None)
-            packs[rt.name] = _Packs(items, mbt)
+            items, mbt, target = rt.batch_limits(max(1, int(tpm / lim.period_s)) if tpm else None)
+            packs[rt.name] = _Packs(items, mbt, target, rt.count_exact)
     audio_s: dict[str, float] = defaultdict(float)
     stride = max(1, plan.total_rows // SAMPLE_REQUESTS)  # rows spread over the input, not its first ones
     try:
@@ -286,7 +300,7 @@ def _count(
         est.requests += pieces
         return
     prompt = prep.prompt_estimate or prep.tokens
-    if pack is not None and not pack.add(prep.cache_key or str(id(prep)), prompt):
+    if pack is not None and not pack.add(prep.cache_key or str(id(prep)), prompt, prep):
         return  # an identical input is sent once
     est.prompt_tokens += prompt
     if est.kind in ("chat", "embed", "completion") and est.rows % stride == 0:

@@ -4,8 +4,11 @@ Rows of such a step submit their prepared input to the step's `Packer` (one per 
 packer closes packs with a `batching.Batcher` (count, tokens, linger), builds each pack's request with
 the kind's pure `pack_request`, sends it through the provider's client (admission, retries, 429s),
 reserves tokens calibrated on earlier answers, writes every row's own cache entry from the kind's pure
-`row_entries`, and hands each row the result of the kind's pure `row_results`. A 4xx blaming an input
-is bisected by the batcher (`batching.splittable` / `blamed_input`). The kind itself sends nothing.
+`row_entries`, and hands each row the result of the kind's pure `row_results`. Under a token budget,
+packs are sized in calibrated tokens to a share of the second and formed late (`PACKS_AHEAD` wait for
+admission, the other rows wait unpacked), so that what the answers teach sizes the packs that follow.
+A 4xx blaming an input is bisected by the batcher (`batching.splittable` / `blamed_input`). The kind
+itself sends nothing.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any, Generic, Protocol, TypeVar
 
-from .batching import Batcher, Slot, TokenCalibration, apportion
+from .batching import Batcher, Slot, TokenCalibration, apportion, pack_max_tokens
 from .budget import Charge
 from .calls import CallError, ProviderClient
 from .errors import RowError
@@ -24,6 +27,10 @@ __all__ = ["PackingKind", "Packer"]
 
 P = TypeVar("P")
 P_contra = TypeVar("P_contra", contravariant=True)
+# Under a token budget, packs are closed only while fewer than this many requests wait for admission (one
+# at the head of the queue, one behind it): the rows beyond them are packed once those go, sized by the
+# answers in by then.
+PACKS_AHEAD = 2
 
 
 class PackingKind(Protocol[P_contra]):
@@ -77,13 +84,27 @@ class Packer(Generic[P]):
         self.calibration = TokenCalibration()
         capacity = client.capacity
         items, mbt, self._target = kind.pack_limits(capacity.token_share(1.0))
+        paced = self._target is not None
         self.batcher: Batcher[P] = Batcher(
-            self._send, max_items=items, max_tokens=mbt, linger_s=linger_s, spawn=spawn, busy=capacity.busy
+            self._send,
+            max_items=items,
+            max_tokens=mbt,
+            linger_s=linger_s,
+            spawn=spawn,
+            busy=capacity.busy,
+            ahead=PACKS_AHEAD if paced else None,
+            waiting=capacity.waiting if paced else lambda: 0,
         )
 
     def submit(self, key: str, payload: P, tokens: int) -> Awaitable[StepResult]:
         """Queue one row's input; the awaitable gives the row's result."""
         return self.batcher.submit(key, payload, tokens)
+
+    def _resize(self) -> None:
+        if self._target is not None:
+            # packs are closed by estimate but reserve the calibrated amount: size them so that
+            # what they reserve, not what they are estimated at, is the target
+            self.batcher.max_tokens = pack_max_tokens(self._target, self.calibration)
 
     async def _send(self, slots: list[Slot[P]]) -> None:
         """One request for `slots`; store each row's answer, then hand it to its rows."""
@@ -117,10 +138,7 @@ class Packer(Generic[P]):
         shares: list[int | None]
         if usage is not None and not usage.estimated:
             self.calibration.observe(estimate, usage.prompt_tokens)
-            if self._target is not None:
-                # packs are closed by estimate but reserve the calibrated amount: size them so that
-                # what they reserve, not what they are estimated at, is the target
-                self.batcher.max_tokens = max(1, int(self._target / self.calibration.factor))
+            self._resize()
             shares = list(apportion(usage.prompt_tokens, [s.tokens for s in slots]))
         else:
             shares = [None] * n

@@ -116,3 +116,7 @@ class Capacity:
     def busy(self) -> bool:
         """True while requests wait for admission (a batch may then grow instead of going out)."""
         return self._gate.stats().waiting > 0
+
+    def waiting(self) -> int:
+        """How many requests wait for admission (a packed batch may then be formed later)."""
+        return self._gate.stats().waiting

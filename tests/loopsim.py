@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,16 +57,22 @@ class Seen:
 
 @dataclass
 class LoopSim:
-    """One provider key's server: rpm/tpm/concurrency over `window_s`, `latency_s` per answer, fault rules."""
+    """One provider key's server: rpm/tpm/concurrency over `window_s`, `latency_s` per answer, fault rules.
+
+    `period_s` and `scale`: the limits enforced over that period at that share, as `pipeline sim`'s
+    --limit-period-s / --limit-scale; `retry_after`: limit 429s say when the request would fit."""
 
     limits: KeyLimits = field(default_factory=KeyLimits)
     window_s: float = 60.0
     latency_s: float = 0.05
     faults: list[FaultRule] = field(default_factory=list)
     records: list[Seen] = field(default_factory=list)
+    period_s: float | None = None
+    scale: float = 1.0
+    retry_after: bool = False
 
     def __post_init__(self) -> None:
-        self._limiter = KeyLimiter(self.limits, self.window_s)
+        self._limiter = KeyLimiter(self.limits, self.window_s, self.period_s, self.scale)
         self._faults = FaultEngine(self.faults, 0)
         self._seq = 0
 
@@ -92,7 +99,10 @@ class LoopSim:
         if refused is not None:
             seen.status = 429
             msg = f"Rate limit reached for {refused} (LoopSim) (request id: sim-{seq})"
-            return HttpResponse(429, json.dumps(error_body(msg, "rate_limit_exceeded", "rate_limit_exceeded")).encode())
+            wait = self._limiter.retry_after(now, refused, charge) if self.retry_after else None
+            hdrs = {} if wait is None else {"retry-after-ms": str(max(1, math.ceil(wait * 1000)))}
+            body_429 = error_body(msg, "rate_limit_exceeded", "rate_limit_exceeded")
+            return HttpResponse(429, json.dumps(body_429).encode(), hdrs)
         try:
             rule = self._faults.pick(seen.path, raw, chat=req.endpoint == CHAT, stream=False)
             seen.fault = rule.kind if rule is not None else None

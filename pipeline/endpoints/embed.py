@@ -304,6 +304,15 @@ class EmbedRuntime(StepRuntime):
     def pack_limits(self, token_share_1s: int | None) -> tuple[int, int, int | None]:
         return self.batch_limits(token_share_1s)
 
+    def count_exact(self, inputs: Sequence[EmbedPrepared]) -> int | None:
+        """The tokens of `inputs` in the closest OpenAI vocabulary (None: it cannot load): `pipeline
+        estimate` sizes its packs with it, where the run has the first answers' usage."""
+        try:
+            count = counter(self._exact)
+        except Exception:  # the vocabulary cannot load: packs stay sized by the estimate
+            return None
+        return sum(count(p.text) for p in inputs)
+
     def pack_request(self, inputs: Sequence[EmbedPrepared]) -> HttpRequest:
         body = {"model": self.spec.model, "input": [p.text for p in inputs], **self._wire_params}
         return HttpRequest(ENDPOINT, data=canonical_json(body))
