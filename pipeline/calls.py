@@ -194,9 +194,8 @@ class ProviderClient:
                 return result
             err = result
             # key pools (issue 10b): a refused key leaves the pool and the call goes on with another one
-            # (a gate over several keys has `refused`: a KeyPool, or the Ray backend's leased gate)
-            refused = getattr(self.gate, "refused", None)
-            if isinstance(err, FatalError) and refused is not None and refused(ticket, err):
+            # (a gate over several keys: a KeyPool, or the Ray backend's leased gate over a pool)
+            if isinstance(err, FatalError) and self.gate.refused(ticket, err):
                 attempt -= 1
                 continue
             if isinstance(err, FatalError):

@@ -267,7 +267,7 @@ class KeyPool:
         True while other keys are left (the caller sends again, on another key); False when it was the
         last one (the caller stops the run as for a single key). Requests queued on it move on.
         """
-        if error.code == "model_not_found" or (error.status not in (401, 403) and error.code not in KEY_CODES):
+        if not is_key_refusal(error):
             return False  # the job is wrong, not the key: every key would say the same
         m = self._member(ticket)
         if m.active:
@@ -289,6 +289,11 @@ class KeyPool:
         return any(k.active for k in self._keys)
 
     # -- observation -------------------------------------------------------------------------
+
+    def waiting(self) -> int:
+        """Callers waiting for admission on the active keys (on every key when none is active)."""
+        gates = [m.gate for m in self._keys if m.active] or [m.gate for m in self._keys]
+        return sum(g.waiting() for g in gates)
 
     def stats(self) -> PoolStats:
         """The active keys' figures summed (limits too: the pool's capacity), with every key's own."""
@@ -322,6 +327,12 @@ class KeyPool:
             auto=live[0].auto,
             keys=keys,
         )
+
+
+def is_key_refusal(error: RequestError) -> bool:
+    """Whether `error` refuses the key itself (401/403, quota), not the job (an unknown model would be
+    refused by every key alike)."""
+    return error.code != "model_not_found" and (error.status in (401, 403) or error.code in KEY_CODES)
 
 
 def make_gate(provider: str, keys: Sequence[str], new_gate: Callable[[], AdmissionGate]) -> AdmissionGate | KeyPool:

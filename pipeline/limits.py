@@ -10,9 +10,13 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from .logs import event
 from .retry import RateHeaders
+
+if TYPE_CHECKING:
+    from .errors import RequestError
 
 log = logging.getLogger(__name__)
 
@@ -850,7 +854,15 @@ class AdmissionGate:
         if slots.limit < configured:
             self._conc_timer = asyncio.get_running_loop().call_later(_CONC_RECOVER_S * self._scale, self._regain_slot)
 
+    def refused(self, ticket: Ticket, error: RequestError) -> bool:
+        """One key: a refusal is the run's (see `keypool.KeyPool.refused` for a gate of several)."""
+        return False
+
     # -- observation -------------------------------------------------------------------------
+
+    def waiting(self) -> int:
+        """Callers inside `admit` not yet admitted."""
+        return self._waiting
 
     def stats(self) -> GateStats:
         """A snapshot of the gate; window figures are as of now when called inside the loop."""

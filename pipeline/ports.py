@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 if TYPE_CHECKING:
     from .calls import ProviderClient
     from .engine import RowCounters
+    from .errors import RequestError
     from .job.profiles import ResolvedProvider
     from .limits import GateStats, Ticket
     from .requests import HttpRequest
@@ -41,6 +42,15 @@ class Gate(Protocol):
     ) -> None: ...
 
     def stats(self) -> GateStats: ...
+
+    def waiting(self) -> int:
+        """How many callers wait inside `admit` (cheap: read on the packing path, unlike `stats`)."""
+        ...
+
+    def refused(self, ticket: Ticket, error: RequestError) -> bool:
+        """The key of `ticket` was refused for good (401/403, quota): True when the gate took it out and
+        other keys are left (the caller sends again); False for a gate of one key (the run stops)."""
+        ...
 
 
 class GateFactory(Protocol):
@@ -115,8 +125,8 @@ class Capacity:
 
     def busy(self) -> bool:
         """True while requests wait for admission (a batch may then grow instead of going out)."""
-        return self._gate.stats().waiting > 0
+        return self._gate.waiting() > 0
 
     def waiting(self) -> int:
         """How many requests wait for admission (a packed batch may then be formed later)."""
-        return self._gate.stats().waiting
+        return self._gate.waiting()

@@ -302,6 +302,10 @@ class WorkDir:
         frames = self.sources(fresh)
         return pl.concat(frames, how="vertical_relaxed") if frames else None
 
+    def has_stores(self, fresh: bool) -> bool:
+        """Whether any row was written: a part, or this job's earlier final file (what `_sources` opens)."""
+        return bool(self.parts()) or (not fresh and self._final_matches())
+
     def _sources(self, fresh: bool) -> list[_Source]:
         """Each store of results, oldest first: the final file (when it is this job's), then the parts."""
         out: list[_Source] = []
@@ -638,7 +642,8 @@ def final_fields(
 ) -> list[pa.Field]:
     """`widen_fields` from a work folder (what the final write uses): memory and reads do not grow with
     rows when every write agrees. No store at all (no row): the part types are kept."""
-    if not work._sources(fresh):
+    rules = list(rules)
+    if not rules or not work.has_stores(fresh):  # (no footer read for a job without such columns)
         return []
     return [f for rule in rules if (f := rule.widen_work(work, fresh, total_rows, id_column)) is not None]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any, Protocol
 
 # Per-message framing tokens of the chat format (role, separators) and the reply primer.
@@ -116,9 +116,14 @@ def content_text(content: Any) -> str:
     return str(content)
 
 
-def chat_prompt_tokens(messages: Iterable[dict[str, Any]], count: Counter) -> int:
-    """Prompt tokens of a chat request in OpenAI's framing: content + 4 per message + 3."""
+def chat_prompt_tokens(
+    messages: Iterable[dict[str, Any]], count: Counter, known: Mapping[str, int] | None = None
+) -> int:
+    """Prompt tokens of a chat request in OpenAI's framing: content + 4 per message + 3. `known`: counts
+    of contents already counted (a step's fixed messages, counted once per run)."""
     total = REPLY_PRIMER
     for m in messages:
-        total += count(content_text(m.get("content"))) + MESSAGE_OVERHEAD
+        content = m.get("content")
+        n = known.get(content) if known is not None and isinstance(content, str) else None
+        total += (count(content_text(content)) if n is None else n) + MESSAGE_OVERHEAD
     return total

@@ -16,6 +16,8 @@ from pipeline.job.profiles import ResolvedProvider
 from pipeline.raybackend.leasing import LeasedGate, LeasingGates, LimiterGone, LocalLink, limiter_name, static_share
 from pipeline.raybackend.limiter import LeaseReply, Limiter, Settlement
 
+from .test_limits import max_in_window
+
 try:
     from tests.fakeclock import run_virtual
 except ImportError:  # pragma: no cover - run from inside tests/
@@ -37,14 +39,8 @@ def provider(**limits: Any) -> ResolvedProvider:
 
 
 def most_in_window(times: Sequence[float], window: float) -> int:
-    """The most of `times` inside any window (t - window, t]."""
-    ts = sorted(times)
-    best, lo = 0, 0
-    for hi, t in enumerate(ts):
-        while ts[lo] <= t - window:
-            lo += 1
-        best = max(best, hi - lo + 1)
-    return best
+    """The most of `times` inside any window (t - window, t] (`test_limits.max_in_window` on them sorted)."""
+    return max_in_window(sorted(times), window)
 
 
 async def drive(

@@ -19,7 +19,7 @@ from ..job.model import ChatStep, StructuredVia
 from ..records import Parsed, StepResult, Usage
 from ..requests import HttpRequest
 from ..templating import Template, compile_template
-from ..tokens import MESSAGE_OVERHEAD, REPLY_PRIMER, Counter, content_text
+from ..tokens import Counter, chat_prompt_tokens
 from .base import Done, Exchange, Prepared, StepRuntime, cached_tokens, load_json
 from .chat_shape import Verdict, build_shape
 from .negotiate import FormChoice, ProviderQuirks, quirks_for, refuses_form
@@ -216,7 +216,7 @@ class ChatRuntime(StepRuntime):
             body["stream"] = True
             body["stream_options"] = {"include_usage": True}
             blob = canonical_json(body)
-        prompt = self._prompt_tokens(sent) + extra_tokens
+        prompt = chat_prompt_tokens(sent, self._count, self._known_counts) + extra_tokens
         return _Ask(
             HttpRequest(ENDPOINT, json_body=body, data=blob, stream=ChatStream if stream else None),
             tokens=prompt + self._reserve * n,
@@ -228,18 +228,6 @@ class ChatRuntime(StepRuntime):
             form=form,
             streamed=stream,
         )
-
-    def _prompt_tokens(self, sent: list[dict[str, Any]]) -> int:
-        """`chat_prompt_tokens(sent)`, the contents of fixed messages (a system prompt) counted once per run."""
-        known = self._known_counts
-        total = REPLY_PRIMER
-        for m in sent:
-            content = m.get("content")
-            n = known.get(content) if isinstance(content, str) else None
-            if n is None:
-                n = self._count(content_text(content))
-            total += n + MESSAGE_OVERHEAD
-        return total
 
     def prepare(self, row: Mapping[str, Any]) -> _Ask:
         return self._ask([{"role": role, "content": tpl.render(row)} for role, tpl in self._messages], self._n)
@@ -347,8 +335,6 @@ class ChatRuntime(StepRuntime):
         """The result when the first answer needs no re-ask (the common case, kept cheap: cache
         replays of whole jobs go through here), else None."""
         answer = reply.parsed
-        if self._n == 1 and len(answer.verdicts) == 1:
-            return self._settled_one(first, reply)
         if not all(v.ok for v in answer.verdicts):
             return None
         book = _Book()
@@ -360,38 +346,6 @@ class ChatRuntime(StepRuntime):
             list(answer.confidence) or [None] * n,
             0,
             book,
-        )
-
-    def _settled_one(self, first: Prepared, reply: Reply[ChatAnswer]) -> StepResult | None:
-        """`_settled` for one choice asked and answered (what `_finish` gives for it, without the lists)."""
-        answer = reply.parsed
-        v = answer.verdicts[0]
-        values = v.values
-        if values is None:
-            return None
-        out = {name: values.get(name) for name in self._value_columns}
-        out[self.col_finish] = v.finish_reason
-        if self.shape.structured:
-            out[self.col_raw] = v.raw if self.spec.keep_raw else None
-            out[self.col_repairs] = 0
-        if self._logprobs:
-            out[self.col_logprobs] = answer.logprobs[0] if answer.logprobs else None
-            if self._labels:
-                out[self.col_confidence] = answer.confidence[0] if answer.confidence else None
-        u = answer.usage
-        if u is None:
-            return StepResult(
-                "ok", out, attempts=reply.attempts, prompt_tokens=0, completion_tokens=0, cached=reply.cached
-            )
-        return StepResult(
-            "ok",
-            out,
-            attempts=reply.attempts,
-            prompt_tokens=first.prompt_estimate if u.estimated else u.prompt_tokens,
-            completion_tokens=u.completion_tokens,
-            cached=reply.cached,
-            tokens_estimated=u.estimated,
-            cached_tokens=u.cached_tokens,
         )
 
     def _failed(self, err: CallError, book: _Book, repairs: int, verdicts: list[Verdict]) -> StepResult:

@@ -31,7 +31,7 @@ from typing import Protocol
 from ..errors import RequestError
 from ..gates import LocalGates, local_gate
 from ..job.profiles import ResolvedProvider
-from ..keypool import KEY_CODES
+from ..keypool import is_key_refusal
 from ..limits import GateStats, Ticket
 from ..logs import event
 from ..ports import Gate
@@ -183,6 +183,9 @@ class LeasedGate:
 
     def token_share(self, seconds: float = 1.0) -> int | None:
         return self._shape.token_share(seconds)
+
+    def waiting(self) -> int:
+        return self._fallback.waiting() if self._fallback is not None else len(self._waiters)
 
     def stats(self) -> GateStats:
         if self._fallback is not None:
@@ -405,11 +408,8 @@ class LeasedGate:
     def refused(self, ticket: Ticket, error: RequestError) -> bool:
         """A key pool's key refused for good: the limiter takes it out; True while other keys are left."""
         if self._fallback is not None:
-            refused = getattr(self._fallback, "refused", None)
-            return bool(refused(ticket, error)) if refused is not None else False
-        if len(self.keys) < 2 or ticket.key is None:
-            return False
-        if error.code == "model_not_found" or (error.status not in (401, 403) and error.code not in KEY_CODES):
+            return self._fallback.refused(ticket, error)
+        if len(self.keys) < 2 or ticket.key is None or not is_key_refusal(error):
             return False
         grant = self._held.get(ticket)
         if grant is not None:
