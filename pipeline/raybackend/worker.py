@@ -190,6 +190,13 @@ class Worker:
         await self._ensure()
         for gate in self._gates.gates.values() if self._gates is not None else []:
             await gate.warm()
+        # A client's first request goes alone (a bad key costs one request, not a burst); on a worker it
+        # would go a lease's delay (a second) ahead of the rest: each worker's first second all but empty.
+        # A key proved by a free GET /models needs no such request (any other answer keeps it: a 401 still
+        # stops the run on the first request).
+        for client in getattr(self._engine, "clients", {}).values():
+            with contextlib.suppress(Exception):
+                await client.verify_key()
         plan = self._executor.plan if self._executor is not None else None
         for step in plan.job.spec.steps if plan is not None else []:
             model = getattr(step, "model", None)

@@ -19,6 +19,7 @@ from .config import ERROR_FAULTS, FaultRule, RequestRecord, SimConfig
 from .faults import FaultEngine, SimError, error_body
 from .images import ImageLimits, ipm_error
 from .limits import LimitBook
+from .tokens import preload_vocabularies
 
 
 class _Reset(Exception):
@@ -63,6 +64,10 @@ class Simulator:
         if self._runner is not None:
             raise RuntimeError("simulator already started")
         self._stopping = asyncio.Event()
+        # The vocabularies load before serving, as a real server loads its model: loaded by the first
+        # answer, they stalled the loop ~0.5 s while requests queued, then stamped them all at once (a
+        # lump a per-second limit refuses that no client sent).
+        await asyncio.to_thread(preload_vocabularies)
         app = web.Application(client_max_size=max(64 * 1024 * 1024, 2 * self.config.max_upload_bytes))
         ep = endpoints.Endpoints(self)
         self._endpoints = ep

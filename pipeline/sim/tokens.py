@@ -18,6 +18,12 @@ def _encoding(vocabulary: str = "o200k_base") -> Any:
         return bpe_openai.get_encoding(vocabulary)
 
 
+def preload_vocabularies() -> None:
+    """Load both vocabularies the simulator counts in (once per process)."""
+    for vocabulary in ("o200k_base", "cl100k_base"):
+        _encoding(vocabulary)
+
+
 def vocabulary_for(model: Any) -> str:
     """The vocabulary the real API counts a model's prompt in: cl100k_base for the GPT-3.5 / GPT-4
     generation (gpt-3.5-turbo-instruct, gpt-4, gpt-4-turbo), o200k_base for the others."""
