@@ -192,6 +192,13 @@ class _Window:
         self.total -= taken
         return True
 
+    def grow(self, entry: list[float], amount: float, now: float) -> None:
+        """Add `amount` to `entry` if it still counts (the server counted more than was charged)."""
+        self.expire(now)
+        if entry[0] > now:
+            entry[1] += amount
+            self.total += amount
+
     def ready_at(self, amount: float, limit: float, now: float) -> float:
         """Earliest time `amount` more fits under `limit` if nothing else changes (`now` if it fits).
 
@@ -518,8 +525,9 @@ class AdmissionGate:
 
         Fewer tokens than reserved gives the difference back (if the reservation still counts);
         more charges the difference now, which may push the window over tpm and so delays the next
-        admissions. `rejected` (the server refused the request with a 429, charging nothing) gives
-        back the request and all its tokens. A second release of the same ticket does nothing.
+        admissions, and adds it to the request's own second (a per-second server counted it there).
+        `rejected` (the server refused the request with a 429, charging nothing) gives back the
+        request and all its tokens. A second release of the same ticket does nothing.
         """
         if ticket._gate is not self:
             raise ValueError("ticket belongs to another gate")
@@ -555,6 +563,8 @@ class AdmissionGate:
             if diff > 0:
                 tok.long.charge(now, diff)
                 tok.pace.pay(now, diff)
+                if tok_short is not None:
+                    tok.short.grow(tok_short, diff, now)
             elif diff < 0 and tok_long is not None and tok_short is not None:
                 if not rejected:
                     tok.pace.give_back(-diff)

@@ -666,3 +666,23 @@ def test_a_learned_per_second_limit_at_most_halves_the_pace_in_one_429() -> None
         return gate.stats().rate_factor
 
     assert run_virtual(main()) == pytest.approx(0.5 * 0.96)
+
+
+def test_an_answer_over_its_reservation_counts_in_its_second() -> None:
+    # A per-second server counted the request at its arrival with what it really held: an answer whose
+    # usage is above the reservation (a text mix the calibration had not seen yet) fills that second
+    # by the difference, so the next request waits for the second to pass instead of being refused.
+    async def main() -> float:
+        gate = AdmissionGate(rpm=None, tpm=60_000, concurrency=None, period_s=60)  # 1,000 a second
+        gate.slow_down(0.001)  # a short Retry-After: the server counts per second
+        await asyncio.sleep(0.01)
+        ticket = await gate.admit(500)
+        gate.release(ticket, 950)
+        loop = asyncio.get_running_loop()
+        await asyncio.sleep(0.6)  # the pace has room again; the second has not
+        start = loop.time()
+        await gate.admit(100)
+        return loop.time() - start
+
+    waited = run_virtual(main())
+    assert waited == pytest.approx(0.41, abs=0.01)  # until the first request's second ends
