@@ -53,6 +53,9 @@ _SHORT_PAUSE = 2.0
 _EDGE = 0.95
 _SKEW_STEP = 0.01
 _SKEW_MAX = 0.05
+# ... and a minute (at a 60 s period) without such a 429 narrows it again by one step: a skew seen while
+# the machine was busy (connections being opened, a load spike) does not cost the rest of the run.
+_SKEW_FORGET_S = 60.0
 # Credit of the pacer in seconds of pace: absorbs the loop's lateness without letting a burst out.
 _CREDIT_S = 0.05
 # A request that the pace would have let go at some time but that went later (its coroutine woke up
@@ -121,7 +124,7 @@ class GateStats:
 class Ticket:
     """One admitted request attempt; hand it back to `AdmissionGate.release`."""
 
-    __slots__ = ("_entries", "_gate", "_released", "edge", "fill", "key", "peers", "reserved", "started_at")
+    __slots__ = ("_entries", "_gate", "_released", "edge", "fill", "key", "peers", "reserved", "started_at", "unheld")
 
     def __init__(
         self,
@@ -132,6 +135,7 @@ class Ticket:
         peers: int = 1,
         fill: float = 0.0,
         edge: bool = False,
+        unheld: bool = False,
     ) -> None:
         # how full this request's second was once it was admitted (itself included), as a share of the
         # second's budget: the fullest of the request and token seconds
@@ -139,6 +143,10 @@ class Ticket:
         # admitted with its second (nearly) full, no room left for another like it: a 429 for it says
         # the server's clock saw the second more crowded than ours did
         self.edge = edge
+        # admitted with its token second full on our own count while seconds were not yet held to their
+        # share (tokens are paced, not windowed, until a per-second server shows itself): a 429 for it
+        # is explained by our own count, and says nothing about the clocks
+        self.unheld = unheld
         self.reserved = reserved  # tokens reserved at admission
         self.started_at = started_at  # loop time of admission
         self.peers = peers  # requests in flight once this one was admitted (itself included)
@@ -441,6 +449,7 @@ class AdmissionGate:
         self._grow_s = _AUTO_GROW_S * self._scale
         self._short_s = short_s
         self._short_margin = 0.0  # widened by 429s that came with a second held to its share
+        self._widened_at = float("-inf")  # when the margin last widened (or narrowed back)
         self._nudge: asyncio.Future[None] | None = None  # wakes the napping head early on a refund
         self._holder: _Dim | None = None  # the limit the napping head waits for (None: a 429 pause)
 
@@ -615,18 +624,20 @@ class AdmissionGate:
 
     def _reserve(self, tokens: int, now: float) -> Ticket:
         req_long = req_short = tok_long = tok_short = None
-        fill, edge = 0.0, False
+        fill, edge, unheld = 0.0, False, False
         if self._req is not None:
             req_long, req_short = self._req.charge(now, 1)
             fill, edge = self._req.fill(1)
         if self._tok is not None and tokens:
             tok_long, tok_short = self._tok.charge(now, tokens)
             tok_fill, tok_edge = self._tok.fill(tokens)
+            unheld = tok_edge and not self._tok.short_on
             fill, edge = max(fill, tok_fill), edge or tok_edge
         self._admitted += 1
         self._in_flight += 1
         self._saturation(now)
-        return Ticket(self, tokens, now, (req_long, req_short, tok_long, tok_short), self._in_flight, fill, edge)
+        entries = (req_long, req_short, tok_long, tok_short)
+        return Ticket(self, tokens, now, entries, self._in_flight, fill, edge, unheld)
 
     async def _wait_for_rate(self, tokens: int) -> float:
         """Wait until a pause, the windows and the paces all let `tokens` through; return that time."""
@@ -638,6 +649,8 @@ class AdmissionGate:
                 await self._nap(loop, self._paused_until, "429 pauses")
                 self._forget_delays()
                 continue
+            if self._short_margin and now - self._widened_at >= _SKEW_FORGET_S * self._scale:
+                self._set_margin(now, self._short_margin - _SKEW_STEP)
             factor = self._factor_at(now)
             # A per-second server's lower limit holds each second too, not only the pace: the second
             # the server still counts (a burst at the start of a run) is waited out, not sent into.
@@ -753,15 +766,18 @@ class AdmissionGate:
             # to its share from now on.
             if self._tok is not None:
                 self._tok.short_on = True
+            if ticket.unheld:
+                # Its second was full on our own count, but not held (tokens were paced only): the server
+                # counts per second, and from now on every second is held. The clocks and the pace are
+                # not in question.
+                self._last_event_at = now
+                self._paused_until = max(self._paused_until, now + wait)
+                return
             if ticket.edge and self._short_margin < _SKEW_MAX:
                 # Refused with its second held to the share: the server's arrival clock and our
                 # admission clock differ by more than the second's margin. Widen the second; the pace
                 # was right and stays.
-                self._short_margin = min(_SKEW_MAX, self._short_margin + _SKEW_STEP)
-                for dim in (self._req, self._tok):
-                    if dim is not None:
-                        dim.short.set_period(self._short_s * (1 + self._short_margin))
-                event(log, logging.INFO, "gate.second_widened", margin=round(self._short_margin, 3))
+                self._set_margin(now, self._short_margin + _SKEW_STEP)
                 self._last_event_at = now
                 self._paused_until = max(self._paused_until, now + wait)
                 return
@@ -800,6 +816,15 @@ class AdmissionGate:
             pause_s=round(wait, 3),
             per_second_limit="held" if learned else "seen" if per_second else "no",
         )
+
+    def _set_margin(self, now: float, margin: float) -> None:
+        """Seconds held from now on last 1 + `margin` of a second (see _SKEW_STEP)."""
+        self._short_margin = max(0.0, min(_SKEW_MAX, round(margin, 6)))
+        self._widened_at = now
+        for dim in (self._req, self._tok):
+            if dim is not None:
+                dim.short.set_period(self._short_s * (1 + self._short_margin))
+        event(log, logging.INFO, "gate.second_margin", margin=round(self._short_margin, 3))
 
     def _extend_pause(self, now: float, until: float) -> None:
         if until <= self._paused_until:

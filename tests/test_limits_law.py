@@ -686,3 +686,47 @@ def test_an_answer_over_its_reservation_counts_in_its_second() -> None:
 
     waited = run_virtual(main())
     assert waited == pytest.approx(0.41, abs=0.01)  # until the first request's second ends
+
+
+def test_a_429_for_a_second_our_own_count_held_full_holds_seconds_and_keeps_the_clocks() -> None:
+    # Tokens are paced, not windowed, until a per-second server shows itself: the pace lets a second hold
+    # its share plus one request. A 429 for a request admitted into such a second is explained by our
+    # own count: every second is held from then on, but the second is not widened (the clocks agree)
+    # and the pace stays.
+    async def main() -> tuple[bool, float, float, list[float]]:
+        gate = AdmissionGate(rpm=None, tpm=60_000, concurrency=None, period_s=60)  # 1,000 a second
+        tickets = [await gate.admit(300) for _ in range(5)]  # 1,500 within the first second
+        over = tickets[-1]
+        gate.release(over, rejected=True)
+        gate.slow_down(0.01, ticket=over)
+        times: list[float] = []
+        for _ in range(40):
+            t = await gate.admit(300)
+            gate.release(t, 300)
+            times.append(t.started_at)
+        return over.unheld, gate._short_margin, gate.stats().rate_factor, times
+
+    unheld, margin, factor, times = run_virtual(main())
+    assert unheld
+    assert margin == 0.0
+    assert factor == 1.0
+    assert max_in_window(times, 1.0) <= 3  # 900 tokens a second: three requests of 300, never four
+
+
+def test_a_widened_second_narrows_again_after_a_quiet_minute() -> None:
+    async def main() -> list[float]:
+        gate = AdmissionGate(rpm=3000, tpm=None, concurrency=None, period_s=60)
+        tickets = [await gate.admit(0) for _ in range(55)]
+        edge = next(t for t in tickets if t.edge)
+        gate.release(edge, rejected=True)
+        gate.slow_down(0.01, ticket=edge)
+        margins = [gate._short_margin]
+        await asyncio.sleep(59.0)
+        await gate.admit(0)
+        margins.append(gate._short_margin)  # not a minute yet
+        await asyncio.sleep(1.5)
+        await gate.admit(0)
+        margins.append(gate._short_margin)
+        return margins
+
+    assert run_virtual(main()) == [pytest.approx(0.01), pytest.approx(0.01), 0.0]
