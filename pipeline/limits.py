@@ -484,11 +484,22 @@ class AdmissionGate:
             raise RequestTooLarge(tokens, self.tpm, self.period_s)
 
     def token_share(self, seconds: float = 1.0) -> int | None:
-        """The token budget of `seconds` at the limits' pace (None: no token limit)."""
+        """The token budget of `seconds` at the limits' pace, or at a per-second server's lower limit
+        while it is held (None: no token limit)."""
         if self._tok is None:
             return None
         limit = self._tok.limit if self._tok.found is None else _AUTO_BATCH_TPM * self._header_scale
-        return max(1, int(limit * seconds / (60.0 * self._header_scale)))
+        share = limit * seconds / (60.0 * self._header_scale)
+        if self._per_second:
+            # A per-second server's lower limit is held: the second's budget is what it allows. Packs
+            # sized for the job's second would fill the server's in a few coarse steps (a tenth of the
+            # job's second is a fifth of a server's at half the limit: one pack less in a second is 20%).
+            try:
+                factor = self._factor_at(asyncio.get_running_loop().time())
+            except RuntimeError:  # no loop running: the factor as it stands
+                factor = self._factor_base
+            share *= min(1.0, factor * (1.0 + _MARGIN))
+        return max(1, int(share))
 
     async def admit(self, tokens: int | Callable[[], int], priority: float = 0.0) -> Ticket:
         """Wait for a concurrency slot, then for the rate limits, and reserve `tokens`.

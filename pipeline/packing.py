@@ -102,6 +102,11 @@ class Packer(Generic[P]):
 
     def _resize(self) -> None:
         if self._target is not None:
+            # the target follows the second's budget as the gate knows it now: a per-second server's
+            # lower limit learned from its 429s makes packs smaller, its recovery larger again
+            target = self.kind.pack_limits(self.client.capacity.token_share(1.0))[2]
+            if target is not None:
+                self._target = target
             # packs are closed by estimate but reserve the calibrated amount: size them so that
             # what they reserve, not what they are estimated at, is the target
             self.batcher.max_tokens = pack_max_tokens(self._target, self.calibration)

@@ -730,3 +730,23 @@ def test_a_widened_second_narrows_again_after_a_quiet_minute() -> None:
         return margins
 
     assert run_virtual(main()) == [pytest.approx(0.01), pytest.approx(0.01), 0.0]
+
+
+def test_a_held_per_second_limit_shrinks_the_second_packs_are_sized_for() -> None:
+    # Packs are a tenth of the second's token budget; at a per-second server's lower limit they are a
+    # tenth of its second, not of the job's (or one pack more or less in its second is a 20% step).
+    async def main() -> tuple[int | None, int | None, int | None]:
+        gate = AdmissionGate(rpm=None, tpm=60_000, concurrency=None, period_s=60)  # 1,000 a second
+        before = gate.token_share(1.0)
+        tickets = [await gate.admit(100) for _ in range(5)]  # half the second
+        gate.release(tickets[-1], rejected=True)
+        gate.slow_down(0.01, ticket=tickets[-1])  # refused with its second half full: the server's is lower
+        held = gate.token_share(1.0)
+        await asyncio.sleep(400.0)  # no 429 since: the limit is forgotten and the pace climbs back
+        await gate.admit(100)
+        return before, held, gate.token_share(1.0)
+
+    before, held, after = run_virtual(main())
+    assert before == 1000
+    assert held is not None and 400 <= held <= 520
+    assert after == 1000

@@ -96,13 +96,18 @@ def test_packs_fill_a_per_second_server(
     sim, data, job = run_bench(tmp_path, scale, seconds)
     recs = sim.records
     ok = [r for r in recs if r.status == 200]
-    # packs hold a tenth of the job's second in the provider's tokens: sized on the answers in before they
+    # packs hold a tenth of the second in the provider's tokens: sized on the answers in before they
     # were formed, not on the estimate (which over-counts ~20%: packs of ~1,300-1,400 tokens before
-    # issue 8d); a pack may pass its target by the drift of the text since (a few %)
+    # issue 8d); a pack may pass its target by the drift of the text since (a few %). The second is the
+    # job's, or the server's once its lower per-second limit is held (at half the job's: packs of about
+    # a twentieth of the job's second, which the pace's probing moves by a few %)
     sizes = sorted(r.prompt_tokens for r in ok)
     assert sizes[-1] <= 1.06 * SHARE / 10
-    assert 0.95 * SHARE / 10 <= sizes[len(sizes) // 2] <= SHARE / 10, sizes[:: max(1, len(sizes) // 10)]
-    assert sum(1 for n in sizes if n < 0.9 * SHARE / 10) <= 3  # the first two (before any answer) and the last
+    if scale == 1.0:
+        assert 0.95 * SHARE / 10 <= sizes[len(sizes) // 2] <= SHARE / 10, sizes[:: max(1, len(sizes) // 10)]
+        assert sum(1 for n in sizes if n < 0.9 * SHARE / 10) <= 3  # the first two (before any answer) and the last
+    else:
+        assert 0.85 * scale * SHARE / 10 <= sizes[len(sizes) // 2] <= 1.1 * scale * SHARE / 10, sizes[::50]
     assert held(sim, scale, skip) >= floor
     refused = [r for r in recs if r.status == 429]
     assert len(refused) <= (0.005 if scale == 1 else 0.01) * len(recs)
