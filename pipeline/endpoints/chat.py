@@ -6,8 +6,8 @@ from __future__ import annotations
 import asyncio
 import json
 import math
-from collections.abc import Generator, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Generator, Mapping
+from dataclasses import dataclass, replace
 from typing import Any
 
 import pyarrow as pa
@@ -57,6 +57,9 @@ class _Ask(Prepared):
     n: int = 1
     form: StructuredVia | None = None  # None: the step asks for no schema-shaped answer
     streamed: bool = False
+    # False for a draft (`ChatRuntime.draft`): `tokens` and `prompt_estimate` are not counted yet (a cached
+    # answer never needs them); `current` counts them before the request is sent
+    counted: bool = True
 
 
 Outcome = Reply[ChatAnswer] | CallError
@@ -65,9 +68,11 @@ Dialogue = Generator[list[_Ask], list[tuple[_Ask, Outcome]], tuple[StepResult, l
 
 
 class _Book:
-    """Attempts and tokens over every request of a row's dialogue."""
+    """Attempts and tokens over every request of a row's dialogue; `prompt_of` gives a request's own prompt
+    count (reported when an answer has no usage)."""
 
-    def __init__(self) -> None:
+    def __init__(self, prompt_of: Callable[[_Ask], int]) -> None:
+        self.prompt_of = prompt_of
         self.attempts = 0
         self.prompt = 0
         self.completion = 0
@@ -75,12 +80,12 @@ class _Book:
         self.estimated = False
         self.cached_tokens = 0
 
-    def add(self, ask: Prepared, reply: Reply[ChatAnswer]) -> None:
+    def add(self, ask: _Ask, reply: Reply[ChatAnswer]) -> None:
         self.attempts += reply.attempts
         self.cached = self.cached and reply.cached
         u = reply.parsed.usage
         if u is not None:
-            self.prompt += ask.prompt_estimate if u.estimated else u.prompt_tokens
+            self.prompt += self.prompt_of(ask) if u.estimated else u.prompt_tokens
             self.completion += u.completion_tokens
             self.cached_tokens += u.cached_tokens
             self.estimated = self.estimated or u.estimated
@@ -200,8 +205,9 @@ class ChatRuntime(StepRuntime):
         return self._extras[form]
 
     # ----------------------------------------------------------------- requests
-    def _ask(self, messages: list[dict[str, Any]] | tuple[dict[str, Any], ...], n: int) -> _Ask:
-        """The request for `messages` as the server takes it now (form, streaming)."""
+    def _ask(self, messages: list[dict[str, Any]] | tuple[dict[str, Any], ...], n: int, count: bool = True) -> _Ask:
+        """The request for `messages` as the server takes it now (form, streaming); `count=False`: a draft,
+        its prompt tokens left to count (`_counted`) when it is sent."""
         form = self._form()
         stream = self._streaming()
         extra, extra_tokens = self._extra(form)
@@ -216,7 +222,7 @@ class ChatRuntime(StepRuntime):
             body["stream"] = True
             body["stream_options"] = {"include_usage": True}
             blob = canonical_json(body)
-        prompt = chat_prompt_tokens(sent, self._count, self._known_counts) + extra_tokens
+        prompt = chat_prompt_tokens(sent, self._count, self._known_counts) + extra_tokens if count else 0
         return _Ask(
             HttpRequest(ENDPOINT, json_body=body, data=blob, stream=ChatStream if stream else None),
             tokens=prompt + self._reserve * n,
@@ -227,10 +233,30 @@ class ChatRuntime(StepRuntime):
             n=n,
             form=form,
             streamed=stream,
+            counted=count,
         )
 
+    def _prompt_of(self, ask: _Ask) -> int:
+        """The prompt tokens of `ask` by our own count (as sent: with what its form adds)."""
+        if ask.counted:
+            return ask.prompt_estimate
+        body = ask.request.json_body or {}
+        return chat_prompt_tokens(body["messages"], self._count, self._known_counts) + self._extra(ask.form)[1]
+
+    def _counted(self, ask: _Ask) -> _Ask:
+        if ask.counted:
+            return ask
+        prompt = self._prompt_of(ask)
+        return replace(ask, tokens=prompt + self._reserve * ask.n, prompt_estimate=prompt, counted=True)
+
+    def _messages_for(self, row: Mapping[str, Any]) -> list[dict[str, Any]]:
+        return [{"role": role, "content": tpl.render(row)} for role, tpl in self._messages]
+
     def prepare(self, row: Mapping[str, Any]) -> _Ask:
-        return self._ask([{"role": role, "content": tpl.render(row)} for role, tpl in self._messages], self._n)
+        return self._ask(self._messages_for(row), self._n)
+
+    def draft(self, row: Mapping[str, Any]) -> _Ask:
+        return self._ask(self._messages_for(row), self._n, count=False)
 
     # ----------------------------------------------------------------- answers
     def _logprob_rows(self, lp: Any) -> list[dict[str, Any]] | None:
@@ -292,11 +318,11 @@ class ChatRuntime(StepRuntime):
         """
         ((first, r),) = yield [first]
         if isinstance(r, CallError):
-            return self._failed(r, _Book(), 0, []), []
+            return self._failed(r, _Book(self._prompt_of), 0, []), []
         settled = self._settled(first, r)
         if settled is not None:
             return settled, []
-        book = _Book()
+        book = _Book(self._prompt_of)
         book.add(first, r)
         asks = [first]
         verdicts = list(r.parsed.verdicts)
@@ -331,13 +357,15 @@ class ChatRuntime(StepRuntime):
         drop = [a.cache_key for a in asks if a.cache_key] if result.status == "invalid" else []
         return result, drop
 
-    def _settled(self, first: Prepared, reply: Reply[ChatAnswer]) -> StepResult | None:
+    def _settled(self, first: _Ask, reply: Reply[ChatAnswer]) -> StepResult | None:
         """The result when the first answer needs no re-ask (the common case, kept cheap: cache
         replays of whole jobs go through here), else None."""
         answer = reply.parsed
         if not all(v.ok for v in answer.verdicts):
             return None
-        book = _Book()
+        if self._n == 1 and len(answer.verdicts) == 1:
+            return self._settled_one(first, reply)
+        book = _Book(self._prompt_of)
         book.add(first, reply)
         n = len(answer.verdicts)
         return self._finish(
@@ -346,6 +374,38 @@ class ChatRuntime(StepRuntime):
             list(answer.confidence) or [None] * n,
             0,
             book,
+        )
+
+    def _settled_one(self, first: _Ask, reply: Reply[ChatAnswer]) -> StepResult:
+        """What `_finish` makes of a first answer with one choice, valid, for a step that asks for one
+        (every row of a cached re-run comes here): the same result without its lists and book."""
+        answer = reply.parsed
+        v = answer.verdicts[0]
+        values = v.values or {}
+        out: dict[str, Any] = {name: values.get(name) for name in self._value_columns}
+        out[self.col_finish] = v.finish_reason
+        if self.shape.structured:
+            out[self.col_raw] = v.raw if self.spec.keep_raw else None
+            out[self.col_repairs] = 0
+        if self._logprobs:
+            out[self.col_logprobs] = answer.logprobs[0] if answer.logprobs else None
+            if self._labels:
+                out[self.col_confidence] = answer.confidence[0] if answer.confidence else None
+        u = answer.usage
+        if u is None:
+            prompt, completion, cached_tokens_, estimated = 0, 0, 0, False
+        else:
+            prompt = self._prompt_of(first) if u.estimated else u.prompt_tokens
+            completion, cached_tokens_, estimated = u.completion_tokens, u.cached_tokens, u.estimated
+        return StepResult(
+            "ok",
+            out,
+            attempts=reply.attempts,
+            prompt_tokens=prompt,
+            completion_tokens=completion,
+            cached=reply.cached,
+            tokens_estimated=estimated,
+            cached_tokens=cached_tokens_,
         )
 
     def _failed(self, err: CallError, book: _Book, repairs: int, verdicts: list[Verdict]) -> StepResult:
@@ -418,6 +478,7 @@ class ChatRuntime(StepRuntime):
         return self._done(end)
 
     def settle(self, first: Prepared, reply: Reply[Any]) -> Done | None:
+        assert isinstance(first, _Ask)
         settled = self._settled(first, reply)
         return None if settled is None else self._done((settled, []))
 
@@ -426,7 +487,7 @@ class ChatRuntime(StepRuntime):
         assert isinstance(ask, _Ask)
         if ask.form != self._form() or (ask.streamed and not self._streaming()):
             return self._ask(ask.messages, ask.n)
-        return ask
+        return self._counted(ask)
 
     def serial(self, ask: Prepared) -> asyncio.Lock | None:
         """While the form is not yet known to work, first requests go one at a time, so rows sent at

@@ -152,7 +152,8 @@ class ResponsesRuntime(ChatRuntime):
     def _streaming(self) -> bool:
         return self._stream
 
-    def _ask(self, messages: list[dict[str, Any]] | tuple[dict[str, Any], ...], n: int) -> _Ask:
+    def _ask(self, messages: list[dict[str, Any]] | tuple[dict[str, Any], ...], n: int, count: bool = True) -> _Ask:
+        # (always counted: drafts are chat's)
         form: StructuredVia | None = self._start
         extra, extra_tokens = self._extra(form)
         body: dict[str, Any] = {
