@@ -276,6 +276,12 @@ class StepRuntime(ABC):
         exchange (cache replays of whole jobs go through here); None: run the exchange."""
         return Done(self._result(first, reply.parsed, reply.attempts, reply.cached))
 
+    def replay(self, first: Prepared, body: bytes) -> StepResult | None:
+        """A shortcut for the engine's cache pass: what `settle` makes of `body` as the cached answer to
+        `first`, when the kind can tell it without the objects in between (its common answer); None:
+        the engine parses and settles it the long way. Must equal that way's result exactly."""
+        return None
+
     def current(self, ask: Prepared) -> Prepared:
         """`ask` as the server takes it now (a kind may rebuild it when what the server accepts changed),
         complete (a `draft` counted); the engine sends only what this returns."""

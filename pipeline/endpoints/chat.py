@@ -7,7 +7,7 @@ import asyncio
 import json
 import math
 from collections.abc import Callable, Generator, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
@@ -111,6 +111,18 @@ def label_probability(entries: list[dict[str, Any]], content: str, label: str) -
             total += float(e.get("logprob") or 0.0)
             hit = True
     return math.exp(total) if hit and pos == len(data) else None
+
+
+def _usage(obj: dict[str, Any]) -> tuple[int, int, int] | None:
+    """(prompt, completion, cached prompt) tokens of a chat completion's usage; None without one."""
+    usage = obj.get("usage")
+    if isinstance(usage, dict) and isinstance(usage.get("prompt_tokens"), int):
+        return (
+            int(usage["prompt_tokens"]),
+            int(usage.get("completion_tokens") or 0),
+            cached_tokens(usage, "prompt_tokens_details"),
+        )
+    return None
 
 
 class ChatRuntime(StepRuntime):
@@ -247,7 +259,18 @@ class ChatRuntime(StepRuntime):
         if ask.counted:
             return ask
         prompt = self._prompt_of(ask)
-        return replace(ask, tokens=prompt + self._reserve * ask.n, prompt_estimate=prompt, counted=True)
+        return _Ask(
+            ask.request,
+            tokens=prompt + self._reserve * ask.n,
+            cache_key=ask.cache_key,
+            completion_charge=ask.completion_charge,
+            prompt_estimate=prompt,
+            priced=ask.priced,
+            messages=ask.messages,
+            n=ask.n,
+            form=ask.form,
+            streamed=ask.streamed,
+        )
 
     def _messages_for(self, row: Mapping[str, Any]) -> list[dict[str, Any]]:
         return [{"role": role, "content": tpl.render(row)} for role, tpl in self._messages]
@@ -297,16 +320,41 @@ class ChatRuntime(StepRuntime):
                 if v.ok and v.label is not None and isinstance(content, str) and isinstance(raw_lp, dict):
                     conf = label_probability(raw_lp.get("content") or [], content, v.label)
                 confs.append(conf)
-        usage = obj.get("usage")
-        if isinstance(usage, dict) and isinstance(usage.get("prompt_tokens"), int):
-            u = Usage(
-                int(usage["prompt_tokens"]),
-                int(usage.get("completion_tokens") or 0),
-                cached_tokens=cached_tokens(usage, "prompt_tokens_details"),
-            )
+        usage = _usage(obj)
+        if usage is not None:
+            u = Usage(usage[0], usage[1], cached_tokens=usage[2])
         else:
             u = Usage(0, sum(self._count(v.raw or "") for v in verdicts), estimated=True)
         return ChatAnswer({}, u, tuple(verdicts), tuple(lps), tuple(confs))
+
+    def replay(self, first: Prepared, body: bytes) -> StepResult | None:
+        """What `settle` makes of `body` as a cached answer to `first`, for the common answer: one choice,
+        valid, with its usage, to a step that asks for one choice and no log-probabilities. Without the
+        objects in between (every row of a cached re-run comes here); None for any other answer (the
+        engine then parses and settles it the long way). Raises what `parse` raises for a broken body."""
+        if self._n != 1 or self._logprobs:
+            return None
+        obj = load_json(body)
+        choices = obj.get("choices")
+        if not isinstance(choices, list) or len(choices) != 1 or not isinstance(choices[0], dict):
+            return None
+        ch = choices[0]
+        message: dict[str, Any] = ch["message"] if isinstance(ch.get("message"), dict) else {}
+        v = self.shape.judge(message, ch.get("finish_reason"))
+        usage = _usage(obj)
+        if not v.ok or usage is None:
+            return None
+        prompt, completion, cached = usage
+        return StepResult(
+            "ok",
+            self._one_choice(v, 0, None, None),
+            attempts=0,
+            prompt_tokens=prompt,
+            completion_tokens=completion,
+            cached=True,
+            tokens_estimated=False,
+            cached_tokens=cached,
+        )
 
     # ----------------------------------------------------------------- the dialogue of one row
     def _dialogue(self, first: _Ask) -> Dialogue:
@@ -380,17 +428,12 @@ class ChatRuntime(StepRuntime):
         """What `_finish` makes of a first answer with one choice, valid, for a step that asks for one
         (every row of a cached re-run comes here): the same result without its lists and book."""
         answer = reply.parsed
-        v = answer.verdicts[0]
-        values = v.values or {}
-        out: dict[str, Any] = {name: values.get(name) for name in self._value_columns}
-        out[self.col_finish] = v.finish_reason
-        if self.shape.structured:
-            out[self.col_raw] = v.raw if self.spec.keep_raw else None
-            out[self.col_repairs] = 0
-        if self._logprobs:
-            out[self.col_logprobs] = answer.logprobs[0] if answer.logprobs else None
-            if self._labels:
-                out[self.col_confidence] = answer.confidence[0] if answer.confidence else None
+        out = self._one_choice(
+            answer.verdicts[0],
+            0,
+            answer.logprobs[0] if answer.logprobs else None,
+            answer.confidence[0] if answer.confidence else None,
+        )
         u = answer.usage
         if u is None:
             prompt, completion, cached_tokens_, estimated = 0, 0, 0, False
@@ -407,6 +450,20 @@ class ChatRuntime(StepRuntime):
             tokens_estimated=estimated,
             cached_tokens=cached_tokens_,
         )
+
+    def _one_choice(self, v: Verdict, repairs: int, lp: Any, conf: Any) -> dict[str, Any]:
+        """The output values `_finish` gives for one valid choice."""
+        values = v.values or {}
+        out: dict[str, Any] = {name: values.get(name) for name in self._value_columns}
+        out[self.col_finish] = v.finish_reason
+        if self.shape.structured:
+            out[self.col_raw] = v.raw if self.spec.keep_raw else None
+            out[self.col_repairs] = repairs
+        if self._logprobs:
+            out[self.col_logprobs] = lp
+            if self._labels:
+                out[self.col_confidence] = conf
+        return out
 
     def _failed(self, err: CallError, book: _Book, repairs: int, verdicts: list[Verdict]) -> StepResult:
         """A request of the dialogue failed (e.g. a re-ask beyond the context length): the row's error,

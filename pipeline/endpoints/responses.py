@@ -15,7 +15,7 @@ from typing import Any
 from ..cache import canonical_json, request_key
 from ..errors import RequestError, TransientError
 from ..job.model import ChatStep, StructuredVia
-from ..records import Usage
+from ..records import StepResult, Usage
 from ..requests import HttpRequest
 from ..tokens import Counter, chat_prompt_tokens
 from .base import Prepared, cached_tokens, load_json
@@ -201,6 +201,9 @@ class ResponsesRuntime(ChatRuntime):
     def current(self, ask: Prepared) -> _Ask:
         assert isinstance(ask, _Ask)
         return ask
+
+    def replay(self, first: Prepared, body: bytes) -> StepResult | None:
+        return None  # (a Response is not a chat completion: the long way, through `parse`)
 
     def serial(self, ask: Prepared) -> asyncio.Lock | None:
         return None
