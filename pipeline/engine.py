@@ -139,7 +139,11 @@ class RowEngine:
         self._bytes_freed: asyncio.Event | None = None
         # this engine's copies of the steps, bound to its clients (the plan's steps are left as they are)
         self.steps = [s.bind(self.clients[s.provider], self.spawn, self.charges.get(s.name)) for s in steps]
-        self._by_name = {s.name: s for s in self.steps}
+        # what `_record` needs per step, looked up once: the step, its counts, its columns, its price
+        self._recording = [
+            (s, self.counts[s.name], names, acc, c.price if (c := self.charges.get(s.name)) is not None else None)
+            for s, (names, acc) in zip(self.steps, self._columns, strict=True)
+        ]
         self._packers: dict[str, Packer[Any]] = {}  # per step that packs rows: its packer (made on first use)
 
     # ----------------------------------------------------------------- feeding rows
@@ -530,20 +534,22 @@ class RowEngine:
         if shape.id_column == shape.default_id and shape.default_id not in row:
             out[shape.default_id] = row_index
         failed = False
-        for step, r, (names, acc) in zip(self.steps, results, self._columns, strict=True):
+        for (step, counts, names, acc, price), r in zip(self._recording, results, strict=True):
             values = r.values
             for name in names:
                 out[name] = values.get(name)
-            out[acc[0]] = r.status
+            status = r.status
+            out[acc[0]] = status
             out[acc[1]] = r.error
             out[acc[2]] = r.attempts
             out[acc[3]] = r.prompt_tokens
             out[acc[4]] = r.completion_tokens
             out[acc[5]] = r.cached
             out[acc[6]] = r.tokens_estimated
-            out[acc[7]] = self._row_cost(step.name, r)
-            self.counts[step.name][r.status] += 1
-            failed = failed or r.status in ("error", "invalid")
+            # what the row's answer cost (also when it came from the cache: it was paid once)
+            out[acc[7]] = None if price is None else step.row_cost(r, price)
+            counts[status] += 1
+            failed = failed or status == "error" or status == "invalid"
         c = self.rows
         c.done += 1
         if failed and any(r.error and BUDGET_MARK in r.error for r in results):
@@ -570,8 +576,3 @@ class RowEngine:
             else:
                 c.ok += 1
         return out
-
-    def _row_cost(self, step: str, r: StepResult) -> float | None:
-        """What the row's answer cost (also when it came from the cache: it was paid once)."""
-        charge = self.charges.get(step)
-        return None if charge is None else self._by_name[step].row_cost(r, charge.price)
