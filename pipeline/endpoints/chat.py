@@ -220,8 +220,8 @@ class ChatRuntime(StepRuntime):
     def _ask(self, messages: list[dict[str, Any]] | tuple[dict[str, Any], ...], n: int, count: bool = True) -> _Ask:
         """The request for `messages` as the server takes it now (form, streaming); `count=False`: a draft,
         its prompt tokens left to count (`_counted`) when it is sent."""
-        form = self._form()
-        stream = self._streaming()
+        form = self._form() if self._start is not None else None  # (a step asking for text has no form)
+        stream = self._stream and self._streaming()
         extra, extra_tokens = self._extra(form)
         sent = self.shape.form_messages(list(messages), form) if form is not None else list(messages)
         body: dict[str, Any] = {"model": self.spec.model, "messages": sent, **self._params, **extra}
