@@ -4,6 +4,7 @@
     python bench/bench_core.py throughput   # client req/s against a zero-latency simulator, no limits
     python bench/bench_core.py memory       # peak RSS of the client on a 200,000-row job
     python bench/bench_core.py cached       # rows/s of a re-run answered entirely from the cache
+                                            # (--fresh: every row replayed; such a run opens no HTTP session)
     python bench/bench_core.py all
 
 The simulator runs in its own process (`pipeline sim`), as a real server would; the client runs as

@@ -135,8 +135,10 @@ class ProviderClient:
     def cached(self, key: str, parse: Callable[[bytes], T]) -> T | None:
         """The parsed cached answer for `key`, or None (an unparseable entry is dropped)."""
         body = self.cache.get(key)
-        if body is None:
-            return None
+        return None if body is None else self.parse_cached(key, body, parse)
+
+    def parse_cached(self, key: str, body: bytes, parse: Callable[[bytes], T]) -> T | None:
+        """`body`, the cached answer for `key`, parsed; None when it does not parse (it is dropped)."""
         try:
             parsed = parse(body)
         except RequestError:

@@ -24,7 +24,7 @@ from .errors import FatalError, RequestError, RunAborted, StreamCut
 from .logs import event
 from .packing import Packer, PackingKind
 from .records import StepResult
-from .sinks import flatten_result
+from .sinks import step_fields
 from .sources import ROW
 
 log = logging.getLogger(__name__)
@@ -126,6 +126,11 @@ class RowEngine:
         self.stopping = False  # no new row or attempt starts (a stop or an abort)
         self.abort: BaseException | None = None
         self._value_names = {s.name: [f.name for f in s.output_fields()] for s in steps}
+        # per step: its value columns, then its accounting columns in `step_fields` order (status, error,
+        # attempts, prompt and completion tokens, cached, tokens estimated, cost); see `_record`
+        self._columns = [
+            (tuple(self._value_names[s.name]), tuple(f.name for f in step_fields(s.name, []))) for s in steps
+        ]
         # per step, the counters its kind declares, summed over the results of this engine's rows
         self.metrics: dict[str, dict[str, float]] = {s.name: dict.fromkeys(s.counters, 0.0) for s in steps}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -134,7 +139,11 @@ class RowEngine:
         self._bytes_freed: asyncio.Event | None = None
         # this engine's copies of the steps, bound to its clients (the plan's steps are left as they are)
         self.steps = [s.bind(self.clients[s.provider], self.spawn, self.charges.get(s.name)) for s in steps]
-        self._by_name = {s.name: s for s in self.steps}
+        # what `_record` needs per step, looked up once: the step, its counts, its columns, its price
+        self._recording = [
+            (s, self.counts[s.name], names, acc, c.price if (c := self.charges.get(s.name)) is not None else None)
+            for s, (names, acc) in zip(self.steps, self._columns, strict=True)
+        ]
         self._packers: dict[str, Packer[Any]] = {}  # per step that packs rows: its packer (made on first use)
 
     # ----------------------------------------------------------------- feeding rows
@@ -224,15 +233,17 @@ class RowEngine:
         Returns None when the row is finished, else the prepared request of the next step to send.
         """
         steps = self.steps
-        while len(results) < len(steps):
-            reason = self._skip_reason(results)
+        while (i := len(results)) < len(steps):
+            reason = self._skip_reason(results) if i else None
             if reason is not None:
                 results.append(StepResult.skipped(reason))
                 continue
-            r = self._try_cached(steps[len(results)], ctx)
+            step = steps[i]
+            r = self._try_cached(step, ctx)
             if isinstance(r, Prepared):
                 return r
-            self._count(steps[len(results)], r)
+            if r.metrics:
+                self._count(step, r)
             results.append(r)
             if r.status == "ok":
                 ctx.update(r.values)
@@ -280,10 +291,12 @@ class RowEngine:
         return None if parsed is None else Reply(parsed, 0, True)
 
     def _close(self, step: StepRuntime, done: Done) -> StepResult:
-        client = self.clients[step.provider]
-        for key in done.drop:
-            client.cache.delete(key)
-        self.stats.repairs += done.repairs
+        if done.drop:
+            client = self.clients[step.provider]
+            for key in done.drop:
+                client.cache.delete(key)
+        if done.repairs:
+            self.stats.repairs += done.repairs
         return done.result
 
     def _try_cached(self, step: StepRuntime, ctx: dict[str, Any]) -> StepResult | Prepared:
@@ -292,7 +305,21 @@ class RowEngine:
         prep = step.request_for(ctx)
         if isinstance(prep, StepResult):
             return prep
-        hit = self._cached(step, prep)
+        hit: Reply[Any] | None = None
+        key = prep.cache_key
+        body = step.client.cache.get(key) if key is not None else None
+        if body is not None:
+            assert key is not None
+            try:
+                replayed = step.replay(prep, body)
+            except RequestError:
+                replayed = None  # parse raises it again, and drops the entry
+            if replayed is not None:
+                self.stats.cache_hits += 1
+                return replayed
+            parsed = step.client.parse_cached(key, body, step.parse)
+            if parsed is not None:
+                hit = Reply(parsed, 0, True)
         if hit is not None:
             done = step.settle(prep, hit)
             if done is not None:
@@ -303,7 +330,7 @@ class RowEngine:
         batch = next(exchange)
         known = [hit]
         while True:
-            if not isinstance(batch, list) or any(k is None for k in known):
+            if not isinstance(batch, list) or None in known:
                 # local work, a key to prove, or an answer the cache lacks: the row's task goes on
                 pending = batch if not isinstance(batch, list) else tuple(batch)
                 return _Resume(
@@ -499,17 +526,30 @@ class RowEngine:
                 counters[name] = counters.get(name, 0.0) + value
 
     def _record(self, row_index: int, row: dict[str, Any], results: list[StepResult]) -> Record:
+        """The row's output record: carried columns, `__row`, and per step what `sinks.flatten_result`
+        writes (with the column names computed once, not per row), priced."""
         shape = self.shape
         out: Record = {c: row.get(c) for c in shape.carried_columns}
         out[ROW] = row_index
         if shape.id_column == shape.default_id and shape.default_id not in row:
             out[shape.default_id] = row_index
         failed = False
-        for step, r in zip(self.steps, results, strict=True):
-            flatten_result(step.name, r, self._value_names[step.name], out)
-            out[f"{step.name}__cost"] = self._row_cost(step.name, r)
-            self.counts[step.name][r.status] += 1
-            failed = failed or r.status in ("error", "invalid")
+        for (step, counts, names, acc, price), r in zip(self._recording, results, strict=True):
+            values = r.values
+            for name in names:
+                out[name] = values.get(name)
+            status = r.status
+            out[acc[0]] = status
+            out[acc[1]] = r.error
+            out[acc[2]] = r.attempts
+            out[acc[3]] = r.prompt_tokens
+            out[acc[4]] = r.completion_tokens
+            out[acc[5]] = r.cached
+            out[acc[6]] = r.tokens_estimated
+            # what the row's answer cost (also when it came from the cache: it was paid once)
+            out[acc[7]] = None if price is None else step.row_cost(r, price)
+            counts[status] += 1
+            failed = failed or status == "error" or status == "invalid"
         c = self.rows
         c.done += 1
         if failed and any(r.error and BUDGET_MARK in r.error for r in results):
@@ -536,8 +576,3 @@ class RowEngine:
             else:
                 c.ok += 1
         return out
-
-    def _row_cost(self, step: str, r: StepResult) -> float | None:
-        """What the row's answer cost (also when it came from the cache: it was paid once)."""
-        charge = self.charges.get(step)
-        return None if charge is None else self._by_name[step].row_cost(r, charge.price)

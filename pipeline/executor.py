@@ -29,9 +29,9 @@ from .logs import event
 from .plan import DEFAULT_ID, Plan
 from .ports import GateFactory, RunEngine
 from .records import Progress
+from .session import LazySession, LazyTransport
 from .sinks import PartWriter, WorkDir, final_fields, status_counts
 from .sources import ROW
-from .transport import Transport, new_session
 
 log = logging.getLogger(__name__)
 
@@ -117,14 +117,15 @@ class Executor:
     def _stopping(self) -> bool:
         return self._stop_requested or (self._engine is not None and self._engine.stopping)
 
-    def _clients(self, session: Any) -> dict[str, ProviderClient]:
-        """One client per provider, each with the gate the factory gives for its key and URL."""
+    def _clients(self, session: LazySession) -> dict[str, ProviderClient]:
+        """One client per provider, each with the gate the factory gives for its key and URL; the HTTP
+        session and transports are made by the first request (none for a run the cache answers)."""
         clients: dict[str, ProviderClient] = {}
         spec = self.plan.job.spec
         for name, p in self.plan.providers.items():
             key = self.plan.api_keys.get(name)
             clients[name] = ProviderClient(
-                Transport(p, key, session),
+                LazyTransport(p, key, session),
                 self.gates(p, key),
                 self.cache,
                 spec.retry,
@@ -255,7 +256,8 @@ class Executor:
             loop.add_signal_handler(signal.SIGINT, self.request_stop)
             loop.add_signal_handler(signal.SIGTERM, self.request_stop)
         try:
-            async with new_session(window_size + 16) as session:
+            session = LazySession(window_size + 16)
+            try:
                 clients = self._clients(session)
                 engine = self._engine = self._engine_for(clients, window_size)
                 if self._stop_requested:
@@ -263,6 +265,8 @@ class Executor:
                 await self._feed(engine, todo, writer)
                 await engine.drain()
                 limits = {name: c.gate.stats() for name, c in clients.items() if c.gate.stats().admitted}
+            finally:
+                await session.close()
             await writer.aflush()
         finally:
             writer.shutdown()
@@ -329,10 +333,21 @@ class Executor:
                 continue
             if not mask.all():  # (a list, not the numpy array: polars would load numpy.ma, 25 ms, for it)
                 df = df.filter(pl.Series(mask.tolist(), dtype=pl.Boolean))
-            batch = [(row.pop(ROW), row) for row in df.iter_rows(named=True)]
+            batch = _rows(df)
             if not await engine.feed(batch, writer.add):
                 return
             await asyncio.sleep(0)  # let replies in between batches of cache hits
+
+
+def _rows(df: pl.DataFrame) -> list[tuple[int, dict[str, Any]]]:
+    """(input position, row) per row of a batch; the row without `__row`. Column by column: half the
+    cost of `iter_rows(named=True)`, which a cached re-run pays on every row."""
+    positions = df.get_column(ROW).to_list()
+    names = [c for c in df.columns if c != ROW]
+    if not names:
+        return [(i, {}) for i in positions]
+    values = zip(*(df.get_column(c).to_list() for c in names), strict=True)
+    return [(i, dict(zip(names, v, strict=True))) for i, v in zip(positions, values, strict=True)]
 
 
 async def execute(

@@ -171,6 +171,11 @@ class StepRuntime(ABC):
     def prepare(self, row: Mapping[str, Any]) -> Prepared:
         """Render the row into a request (raises NullValue / RenderError)."""
 
+    def draft(self, row: Mapping[str, Any]) -> Prepared:
+        """`prepare` for the engine's cache pass: a kind may leave out what only a request that is sent
+        needs (chat: the prompt's token count), for `current` to fill in before it is sent."""
+        return self.prepare(row)
+
     @abstractmethod
     def parse(self, body: bytes) -> Parsed:
         """Turn a 2xx body into output values; raise RequestError subclasses when unusable."""
@@ -227,7 +232,7 @@ class StepRuntime(ABC):
             if ahead is not None:
                 return ahead
         try:
-            return self.prepare(row)
+            return self.draft(row)
         except NullValue as exc:
             return StepResult.skipped(str(exc))
         except RenderError as exc:
@@ -271,8 +276,15 @@ class StepRuntime(ABC):
         exchange (cache replays of whole jobs go through here); None: run the exchange."""
         return Done(self._result(first, reply.parsed, reply.attempts, reply.cached))
 
+    def replay(self, first: Prepared, body: bytes) -> StepResult | None:
+        """A shortcut for the engine's cache pass: what `settle` makes of `body` as the cached answer to
+        `first`, when the kind can tell it without the objects in between (its common answer); None:
+        the engine parses and settles it the long way. Must equal that way's result exactly."""
+        return None
+
     def current(self, ask: Prepared) -> Prepared:
-        """`ask` as the server takes it now (a kind may rebuild it when what the server accepts changed)."""
+        """`ask` as the server takes it now (a kind may rebuild it when what the server accepts changed),
+        complete (a `draft` counted); the engine sends only what this returns."""
         return ask
 
     def serial(self, ask: Prepared) -> asyncio.Lock | None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
-from collections.abc import Generator, Mapping
+from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -57,6 +57,9 @@ class _Ask(Prepared):
     n: int = 1
     form: StructuredVia | None = None  # None: the step asks for no schema-shaped answer
     streamed: bool = False
+    # False for a draft (`ChatRuntime.draft`): `tokens` and `prompt_estimate` are not counted yet (a cached
+    # answer never needs them); `current` counts them before the request is sent
+    counted: bool = True
 
 
 Outcome = Reply[ChatAnswer] | CallError
@@ -65,9 +68,11 @@ Dialogue = Generator[list[_Ask], list[tuple[_Ask, Outcome]], tuple[StepResult, l
 
 
 class _Book:
-    """Attempts and tokens over every request of a row's dialogue."""
+    """Attempts and tokens over every request of a row's dialogue; `prompt_of` gives a request's own prompt
+    count (reported when an answer has no usage)."""
 
-    def __init__(self) -> None:
+    def __init__(self, prompt_of: Callable[[_Ask], int]) -> None:
+        self.prompt_of = prompt_of
         self.attempts = 0
         self.prompt = 0
         self.completion = 0
@@ -75,12 +80,12 @@ class _Book:
         self.estimated = False
         self.cached_tokens = 0
 
-    def add(self, ask: Prepared, reply: Reply[ChatAnswer]) -> None:
+    def add(self, ask: _Ask, reply: Reply[ChatAnswer]) -> None:
         self.attempts += reply.attempts
         self.cached = self.cached and reply.cached
         u = reply.parsed.usage
         if u is not None:
-            self.prompt += ask.prompt_estimate if u.estimated else u.prompt_tokens
+            self.prompt += self.prompt_of(ask) if u.estimated else u.prompt_tokens
             self.completion += u.completion_tokens
             self.cached_tokens += u.cached_tokens
             self.estimated = self.estimated or u.estimated
@@ -106,6 +111,18 @@ def label_probability(entries: list[dict[str, Any]], content: str, label: str) -
             total += float(e.get("logprob") or 0.0)
             hit = True
     return math.exp(total) if hit and pos == len(data) else None
+
+
+def _usage(obj: dict[str, Any]) -> tuple[int, int, int] | None:
+    """(prompt, completion, cached prompt) tokens of a chat completion's usage; None without one."""
+    usage = obj.get("usage")
+    if isinstance(usage, dict) and isinstance(usage.get("prompt_tokens"), int):
+        return (
+            int(usage["prompt_tokens"]),
+            int(usage.get("completion_tokens") or 0),
+            cached_tokens(usage, "prompt_tokens_details"),
+        )
+    return None
 
 
 class ChatRuntime(StepRuntime):
@@ -200,10 +217,11 @@ class ChatRuntime(StepRuntime):
         return self._extras[form]
 
     # ----------------------------------------------------------------- requests
-    def _ask(self, messages: list[dict[str, Any]] | tuple[dict[str, Any], ...], n: int) -> _Ask:
-        """The request for `messages` as the server takes it now (form, streaming)."""
-        form = self._form()
-        stream = self._streaming()
+    def _ask(self, messages: list[dict[str, Any]] | tuple[dict[str, Any], ...], n: int, count: bool = True) -> _Ask:
+        """The request for `messages` as the server takes it now (form, streaming); `count=False`: a draft,
+        its prompt tokens left to count (`_counted`) when it is sent."""
+        form = self._form() if self._start is not None else None  # (a step asking for text has no form)
+        stream = self._stream and self._streaming()
         extra, extra_tokens = self._extra(form)
         sent = self.shape.form_messages(list(messages), form) if form is not None else list(messages)
         body: dict[str, Any] = {"model": self.spec.model, "messages": sent, **self._params, **extra}
@@ -216,7 +234,7 @@ class ChatRuntime(StepRuntime):
             body["stream"] = True
             body["stream_options"] = {"include_usage": True}
             blob = canonical_json(body)
-        prompt = chat_prompt_tokens(sent, self._count, self._known_counts) + extra_tokens
+        prompt = chat_prompt_tokens(sent, self._count, self._known_counts) + extra_tokens if count else 0
         return _Ask(
             HttpRequest(ENDPOINT, json_body=body, data=blob, stream=ChatStream if stream else None),
             tokens=prompt + self._reserve * n,
@@ -227,10 +245,41 @@ class ChatRuntime(StepRuntime):
             n=n,
             form=form,
             streamed=stream,
+            counted=count,
         )
 
+    def _prompt_of(self, ask: _Ask) -> int:
+        """The prompt tokens of `ask` by our own count (as sent: with what its form adds)."""
+        if ask.counted:
+            return ask.prompt_estimate
+        body = ask.request.json_body or {}
+        return chat_prompt_tokens(body["messages"], self._count, self._known_counts) + self._extra(ask.form)[1]
+
+    def _counted(self, ask: _Ask) -> _Ask:
+        if ask.counted:
+            return ask
+        prompt = self._prompt_of(ask)
+        return _Ask(
+            ask.request,
+            tokens=prompt + self._reserve * ask.n,
+            cache_key=ask.cache_key,
+            completion_charge=ask.completion_charge,
+            prompt_estimate=prompt,
+            priced=ask.priced,
+            messages=ask.messages,
+            n=ask.n,
+            form=ask.form,
+            streamed=ask.streamed,
+        )
+
+    def _messages_for(self, row: Mapping[str, Any]) -> list[dict[str, Any]]:
+        return [{"role": role, "content": tpl.render(row)} for role, tpl in self._messages]
+
     def prepare(self, row: Mapping[str, Any]) -> _Ask:
-        return self._ask([{"role": role, "content": tpl.render(row)} for role, tpl in self._messages], self._n)
+        return self._ask(self._messages_for(row), self._n)
+
+    def draft(self, row: Mapping[str, Any]) -> _Ask:
+        return self._ask(self._messages_for(row), self._n, count=False)
 
     # ----------------------------------------------------------------- answers
     def _logprob_rows(self, lp: Any) -> list[dict[str, Any]] | None:
@@ -271,16 +320,41 @@ class ChatRuntime(StepRuntime):
                 if v.ok and v.label is not None and isinstance(content, str) and isinstance(raw_lp, dict):
                     conf = label_probability(raw_lp.get("content") or [], content, v.label)
                 confs.append(conf)
-        usage = obj.get("usage")
-        if isinstance(usage, dict) and isinstance(usage.get("prompt_tokens"), int):
-            u = Usage(
-                int(usage["prompt_tokens"]),
-                int(usage.get("completion_tokens") or 0),
-                cached_tokens=cached_tokens(usage, "prompt_tokens_details"),
-            )
+        usage = _usage(obj)
+        if usage is not None:
+            u = Usage(usage[0], usage[1], cached_tokens=usage[2])
         else:
             u = Usage(0, sum(self._count(v.raw or "") for v in verdicts), estimated=True)
         return ChatAnswer({}, u, tuple(verdicts), tuple(lps), tuple(confs))
+
+    def replay(self, first: Prepared, body: bytes) -> StepResult | None:
+        """What `settle` makes of `body` as a cached answer to `first`, for the common answer: one choice,
+        valid, with its usage, to a step that asks for one choice and no log-probabilities. Without the
+        objects in between (every row of a cached re-run comes here); None for any other answer (the
+        engine then parses and settles it the long way). Raises what `parse` raises for a broken body."""
+        if self._n != 1 or self._logprobs:
+            return None
+        obj = load_json(body)
+        choices = obj.get("choices")
+        if not isinstance(choices, list) or len(choices) != 1 or not isinstance(choices[0], dict):
+            return None
+        ch = choices[0]
+        message: dict[str, Any] = ch["message"] if isinstance(ch.get("message"), dict) else {}
+        v = self.shape.judge(message, ch.get("finish_reason"))
+        usage = _usage(obj)
+        if not v.ok or usage is None:
+            return None
+        prompt, completion, cached = usage
+        return StepResult(
+            "ok",
+            self._one_choice(v, 0, None, None),
+            attempts=0,
+            prompt_tokens=prompt,
+            completion_tokens=completion,
+            cached=True,
+            tokens_estimated=False,
+            cached_tokens=cached,
+        )
 
     # ----------------------------------------------------------------- the dialogue of one row
     def _dialogue(self, first: _Ask) -> Dialogue:
@@ -292,11 +366,11 @@ class ChatRuntime(StepRuntime):
         """
         ((first, r),) = yield [first]
         if isinstance(r, CallError):
-            return self._failed(r, _Book(), 0, []), []
+            return self._failed(r, _Book(self._prompt_of), 0, []), []
         settled = self._settled(first, r)
         if settled is not None:
             return settled, []
-        book = _Book()
+        book = _Book(self._prompt_of)
         book.add(first, r)
         asks = [first]
         verdicts = list(r.parsed.verdicts)
@@ -331,13 +405,15 @@ class ChatRuntime(StepRuntime):
         drop = [a.cache_key for a in asks if a.cache_key] if result.status == "invalid" else []
         return result, drop
 
-    def _settled(self, first: Prepared, reply: Reply[ChatAnswer]) -> StepResult | None:
+    def _settled(self, first: _Ask, reply: Reply[ChatAnswer]) -> StepResult | None:
         """The result when the first answer needs no re-ask (the common case, kept cheap: cache
         replays of whole jobs go through here), else None."""
         answer = reply.parsed
         if not all(v.ok for v in answer.verdicts):
             return None
-        book = _Book()
+        if self._n == 1 and len(answer.verdicts) == 1:
+            return self._settled_one(first, reply)
+        book = _Book(self._prompt_of)
         book.add(first, reply)
         n = len(answer.verdicts)
         return self._finish(
@@ -347,6 +423,47 @@ class ChatRuntime(StepRuntime):
             0,
             book,
         )
+
+    def _settled_one(self, first: _Ask, reply: Reply[ChatAnswer]) -> StepResult:
+        """What `_finish` makes of a first answer with one choice, valid, for a step that asks for one
+        (every row of a cached re-run comes here): the same result without its lists and book."""
+        answer = reply.parsed
+        out = self._one_choice(
+            answer.verdicts[0],
+            0,
+            answer.logprobs[0] if answer.logprobs else None,
+            answer.confidence[0] if answer.confidence else None,
+        )
+        u = answer.usage
+        if u is None:
+            prompt, completion, cached_tokens_, estimated = 0, 0, 0, False
+        else:
+            prompt = self._prompt_of(first) if u.estimated else u.prompt_tokens
+            completion, cached_tokens_, estimated = u.completion_tokens, u.cached_tokens, u.estimated
+        return StepResult(
+            "ok",
+            out,
+            attempts=reply.attempts,
+            prompt_tokens=prompt,
+            completion_tokens=completion,
+            cached=reply.cached,
+            tokens_estimated=estimated,
+            cached_tokens=cached_tokens_,
+        )
+
+    def _one_choice(self, v: Verdict, repairs: int, lp: Any, conf: Any) -> dict[str, Any]:
+        """The output values `_finish` gives for one valid choice."""
+        values = v.values or {}
+        out: dict[str, Any] = {name: values.get(name) for name in self._value_columns}
+        out[self.col_finish] = v.finish_reason
+        if self.shape.structured:
+            out[self.col_raw] = v.raw if self.spec.keep_raw else None
+            out[self.col_repairs] = repairs
+        if self._logprobs:
+            out[self.col_logprobs] = lp
+            if self._labels:
+                out[self.col_confidence] = conf
+        return out
 
     def _failed(self, err: CallError, book: _Book, repairs: int, verdicts: list[Verdict]) -> StepResult:
         """A request of the dialogue failed (e.g. a re-ask beyond the context length): the row's error,
@@ -418,6 +535,7 @@ class ChatRuntime(StepRuntime):
         return self._done(end)
 
     def settle(self, first: Prepared, reply: Reply[Any]) -> Done | None:
+        assert isinstance(first, _Ask)
         settled = self._settled(first, reply)
         return None if settled is None else self._done((settled, []))
 
@@ -426,7 +544,7 @@ class ChatRuntime(StepRuntime):
         assert isinstance(ask, _Ask)
         if ask.form != self._form() or (ask.streamed and not self._streaming()):
             return self._ask(ask.messages, ask.n)
-        return ask
+        return self._counted(ask)
 
     def serial(self, ask: Prepared) -> asyncio.Lock | None:
         """While the form is not yet known to work, first requests go one at a time, so rows sent at

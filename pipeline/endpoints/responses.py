@@ -15,7 +15,7 @@ from typing import Any
 from ..cache import canonical_json, request_key
 from ..errors import RequestError, TransientError
 from ..job.model import ChatStep, StructuredVia
-from ..records import Usage
+from ..records import StepResult, Usage
 from ..requests import HttpRequest
 from ..tokens import Counter, chat_prompt_tokens
 from .base import Prepared, cached_tokens, load_json
@@ -152,7 +152,8 @@ class ResponsesRuntime(ChatRuntime):
     def _streaming(self) -> bool:
         return self._stream
 
-    def _ask(self, messages: list[dict[str, Any]] | tuple[dict[str, Any], ...], n: int) -> _Ask:
+    def _ask(self, messages: list[dict[str, Any]] | tuple[dict[str, Any], ...], n: int, count: bool = True) -> _Ask:
+        # (always counted: drafts are chat's)
         form: StructuredVia | None = self._start
         extra, extra_tokens = self._extra(form)
         body: dict[str, Any] = {
@@ -200,6 +201,9 @@ class ResponsesRuntime(ChatRuntime):
     def current(self, ask: Prepared) -> _Ask:
         assert isinstance(ask, _Ask)
         return ask
+
+    def replay(self, first: Prepared, body: bytes) -> StepResult | None:
+        return None  # (a Response is not a chat completion: the long way, through `parse`)
 
     def serial(self, ask: Prepared) -> asyncio.Lock | None:
         return None

@@ -26,9 +26,9 @@ from ..executor import Executor, RunOptions
 from ..job.profiles import ResolvedProvider
 from ..plan import Plan, build_plan
 from ..ports import RunEngine
+from ..session import LazySession
 from ..sources import ROW
 from ..tokens import counter, tokenizer_for
-from ..transport import new_session
 from .leasing import LeasingGates, LimiterGone, LimiterLink
 from .limiter import LeaseReply, Settlement
 
@@ -179,7 +179,8 @@ class Worker:
             )
             ex = self._executor = Executor(plan, RunOptions(), gates=self._gates)
             window = ex._window()
-            session = await self._stack.enter_async_context(new_session(window + 16))
+            session = LazySession(window + 16)
+            self._stack.push_async_callback(session.close)
             self._engine = ex._engine_for(ex._clients(session), window)
             return self._engine
 
