@@ -826,6 +826,7 @@ class AdmissionGate:
             pace=round(self._factor_base, 3),
             pause_s=round(wait, 3),
             per_second_limit="held" if learned else "seen" if per_second else "no",
+            second_fill=None if ticket is None else round(ticket.fill, 3),
         )
 
     def _set_margin(self, now: float, margin: float) -> None:
