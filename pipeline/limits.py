@@ -56,6 +56,10 @@ _SKEW_MAX = 0.05
 # ... and a minute (at a 60 s period) without such a 429 narrows it again by one step: a skew seen while
 # the machine was busy (connections being opened, a load spike) does not cost the rest of the run.
 _SKEW_FORGET_S = 60.0
+# While a per-second server's confirmed limit is held, a 429 for a second that held less than it, by at most
+# this share, is the same clock disagreement (see `near` in slow_down).
+_NEAR = 0.08
+_NEAR_S = 10.0
 # Credit of the pacer in seconds of pace: absorbs the loop's lateness without letting a burst out.
 _CREDIT_S = 0.05
 # A request that the pace would have let go at some time but that went later (its coroutine woke up
@@ -450,6 +454,7 @@ class AdmissionGate:
         self._short_s = short_s
         self._short_margin = 0.0  # widened by 429s that came with a second held to its share
         self._widened_at = float("-inf")  # when the margin last widened (or narrowed back)
+        self._near_at = float("-inf")  # the last 429 just under a held per-second limit (see slow_down)
         self._nudge: asyncio.Future[None] | None = None  # wakes the napping head early on a refund
         self._holder: _Dim | None = None  # the limit the napping head waits for (None: a 429 pause)
 
@@ -784,7 +789,23 @@ class AdmissionGate:
                 self._last_event_at = now
                 self._paused_until = max(self._paused_until, now + wait)
                 return
-            if ticket.edge and self._short_margin < _SKEW_MAX:
+            # Refused just under a per-second limit already confirmed (its second held less than that
+            # ceiling, by at most _NEAR): the clocks disagree, as at the edge of a full second; not a
+            # limit lower still. (Arrival skew on a busy machine, read as a lower limit, ratcheted the pace
+            # down a little with each such 429.) A second that held the ceiling or more is a probe past
+            # the limit: the pace comes down as usual.
+            # Only one such 429 in _NEAR_S: 429s that keep coming say the limit found was too high.
+            found = self._ceiling
+            near = (
+                self._learned
+                and self._per_second
+                and found is not None
+                and found * (1.0 - _NEAR) <= ticket.fill < found
+                and now - self._near_at >= _NEAR_S * self._scale
+            )
+            if near:
+                self._near_at = now
+            if (ticket.edge or near) and self._short_margin < _SKEW_MAX:
                 # Refused with its second held to the share: the server's arrival clock and our
                 # admission clock differ by more than the second's margin. Widen the second; the pace
                 # was right and stays.

@@ -750,3 +750,41 @@ def test_a_held_per_second_limit_shrinks_the_second_packs_are_sized_for() -> Non
     assert before == 1000
     assert held is not None and 400 <= held <= 520
     assert after == 1000
+
+
+def test_a_429_just_under_a_held_per_second_limit_widens_the_second_and_keeps_the_pace() -> None:
+    # Once a per-second server's limit is confirmed (two 429s agree on ~0.5 of the job's second), a 429 for
+    # a second that held a little less than that is the clocks disagreeing (arrival skew on a busy
+    # machine), as at the edge of a full second: the second widens, the pace and the limit stay. Read as
+    # a limit lower still, each such 429 ratcheted the pace down (a real run ended at 40% for a server
+    # allowing 50%). A second that held the limit or more is a probe past it: the pace comes down.
+    async def main() -> tuple[float, float, float, float, float, float]:
+        gate = AdmissionGate(rpm=None, tpm=60_000, concurrency=None, period_s=60)  # 1,000 a second
+        for _ in range(10):
+            t = await gate.admit(50)
+        gate.slow_down(0.01, ticket=t)  # half the second held: 0.5, seen
+        await asyncio.sleep(2)
+        for _ in range(10):
+            t = await gate.admit(50)
+        gate.slow_down(0.01, ticket=t)  # agrees: held
+        await asyncio.sleep(3)
+        held = gate.stats().rate_factor
+        for _ in range(9):
+            t = await gate.admit(50)  # 450 of the second: under the limit found
+        gate.release(t, rejected=True)
+        gate.slow_down(0.01, ticket=t)
+        after_skew = gate.stats().rate_factor
+        margin = gate._short_margin
+        await asyncio.sleep(3)
+        t = await gate.admit(50)
+        t.fill = 0.55  # its second held more than the limit found (the pace probes past it slowly)
+        gate.release(t, rejected=True)
+        gate.slow_down(0.01, ticket=t)
+        return held, after_skew, margin, t.fill, gate.stats().rate_factor, gate._short_margin
+
+    held, after_skew, margin, probe_fill, after_probe, margin_after = run_virtual(main())
+    assert after_skew == pytest.approx(held, abs=0.002)  # the pace stays (it climbs as before)
+    assert margin == pytest.approx(0.01)
+    assert probe_fill >= 0.5
+    assert after_probe < 0.85 * held  # a probe past the limit lowers the pace as before
+    assert margin_after == pytest.approx(0.01)
