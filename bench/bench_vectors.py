@@ -86,6 +86,12 @@ def child_write(out: str, rows: int) -> None:
     from pipeline.sinks import VectorColumn, WorkDir
 
     schema = pickle.loads(Path(out + ".schema").read_bytes())
+    # as in `pipeline run`: pyarrow does not import pandas (older versions: it did, at the run's first part)
+    skip = getattr(sinks, "skip_pandas_probe", None)
+    if skip is not None:
+        skip()
+    else:
+        pa.array([0])
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     work = WorkDir(Path(out), "bench")
     # the vector-size check the run does before the final file (older versions: a polars pass)

@@ -68,7 +68,7 @@ def skip_pandas_probe() -> None:
     """Tell pyarrow, before its first conversion of Python values, that pandas is not installed.
 
     pyarrow looks for pandas the first time it converts anything (`pa.array`, `Table.from_pylist`,
-    even from numpy; `ChunkedArray.to_numpy`) and imports it when found: ~0.25 s and ~28 MB of memory
+    even from numpy; `to_numpy`) and imports it when found: ~0.25 s and ~28 MB of memory
     in a run that never hands it a pandas object. Both looks are answered with an import that fails
     once; an explicit pandas conversion (`to_pandas`, `Table.from_pandas`) looks again and imports
     pandas then. For a process that owns its imports (`pipeline run`); nothing is done when pandas
@@ -79,7 +79,7 @@ def skip_pandas_probe() -> None:
     sys.meta_path.insert(0, hide)
     try:
         pa.array([], type=pa.int8())  # pyarrow's look, answered once and for all
-        pa.chunked_array([], pa.int8()).to_numpy()  # and its C++ conversions' own look (to_numpy of a column)
+        pa.chunked_array([], pa.int8()).to_numpy()  # and its C++ conversions' own look (`to_numpy`)
     finally:
         sys.meta_path.remove(hide)
 
