@@ -849,7 +849,7 @@ class PartWriter:
         try:
             # sorted by input position: the final write then reads each part only for the slice it covers
             rows.sort(key=itemgetter(ROW))
-            table = pa.Table.from_pylist(rows, schema=self.schema)
+            table = _part_table(rows, self.schema)
             del rows
             # row groups of about PART_GROUP_BYTES: the final write reads only the rows a slice needs
             group = max(1, int(PART_GROUP_BYTES * table.num_rows / max(1, table.nbytes)))
@@ -865,6 +865,45 @@ class PartWriter:
         finally:
             pa.default_memory_pool().release_unused()  # this thread's freed pages back to the system
         self.rows_written += n
+
+
+def _part_table(rows: list[dict[str, Any]], schema: pa.Schema) -> pa.Table:
+    """The rows as a table of `schema` (a row without a column holds null there), built a column at a
+    time; vector columns straight from the vectors' memory (`_vector_array`)."""
+    columns = []
+    for f in schema:
+        values = [row.get(f.name) for row in rows]
+        columns.append(_vector_array(values, f.type) if is_vector(f.type) else pa.array(values, type=f.type))
+    return pa.Table.from_arrays(columns, schema=schema)
+
+
+def _vector_array(values: list[Any], t: pa.DataType) -> pa.Array:
+    """A list<float> column from vectors (numpy arrays or lists of numbers; None: null), copied once
+    into one buffer of the exact size: Arrow's list builder grows its buffer by doubling as it goes,
+    briefly holding up to twice the data (and is slower: per value)."""
+    item = np.dtype(t.value_type.to_pandas_dtype())
+    vecs = [None if v is None else np.asarray(v, dtype=item).reshape(-1) for v in values]
+    lengths = np.fromiter((0 if v is None else len(v) for v in vecs), dtype=np.int64, count=len(vecs))
+    offsets = np.zeros(len(vecs) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    total = int(offsets[-1])
+    buf = pa.allocate_buffer(total * item.itemsize)
+    flat = np.frombuffer(buf, dtype=item) if total else np.zeros(0, dtype=item)
+    for v, lo, hi in zip(vecs, offsets[:-1], offsets[1:], strict=True):
+        if v is not None and hi > lo:
+            flat[lo:hi] = v
+    del vecs
+    mask = np.fromiter((v is None for v in values), dtype=bool, count=len(values))
+    large = pa.types.is_large_list(t)
+    if not large and total >= 2**31:
+        raise ValueError(f"a part's vectors hold {total:,} values, over a list column's limit")
+    off = pa.array(offsets if large else offsets.astype(np.int32))
+    data = pa.Array.from_buffers(t.value_type, total, [None, buf]) if total else pa.array(flat, type=t.value_type)
+    cls = pa.LargeListArray if large else pa.ListArray
+    arr = cls.from_arrays(off, data, type=t, mask=pa.array(mask) if mask.any() else None)
+    if pa.types.is_fixed_size_list(t):  # (from_arrays gives a list: the part's declared type is kept)
+        arr = arr.cast(t)
+    return arr
 
 
 def _note_dims(table: pa.Table) -> pa.Table:
