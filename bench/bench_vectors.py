@@ -10,9 +10,9 @@ child process whose peak RSS is reported. The child, like `pipeline run`, keeps 
 pandas (for an older version, pandas is imported before the timing: its run had imported it by then).
 For a before/after figure, run this file against the older checkout with `PYTHONPATH=<old checkout>`
 from inside that checkout (`run` starts `python -m pipeline.cli`, which imports from the current folder).
-`run` runs `pipeline run` against a zero-latency simulator
-in its own process (no rate limits, no cache) and reports the client's peak RSS (ru_maxrss; and its
-anonymous part, sampled: without shared-library code) and wall time.
+`run` runs `pipeline run` against a zero-latency simulator in its own process (no rate limits, no
+cache) and reports the client's peak RSS (ru_maxrss; and its anonymous part, sampled: without
+shared-library code) and wall time.
 Each figure is printed with the load average beside it.
 """
 
