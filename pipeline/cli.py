@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import os
 import sys
 import time
 from collections.abc import Iterator
@@ -23,8 +22,6 @@ from .errors import DiskError, JobError, PipelineError, RunAborted
 from .logs import KeyMask, json_log
 from .records import Progress as RunProgress
 
-POLARS_MALLOC_CONF = "_RJEM_MALLOC_CONF"  # the options of polars' jemalloc (prefix _rjem_)
-POLARS_MALLOC = "background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:0"
 EXIT_OK, EXIT_FAILED_ROWS, EXIT_BAD_JOB, EXIT_ABORTED, EXIT_BUDGET, EXIT_INTERRUPTED = 0, 1, 2, 3, 4, 130
 
 app = typer.Typer(
@@ -213,10 +210,6 @@ def run(
     workers: int | None = typer.Option(None, "--workers", min=1, help="with --backend ray: worker actors (default 2)"),
 ) -> None:
     """Run a job: every row through every step; results to the output Parquet file."""
-    # Before polars loads: its allocator (jemalloc) hands freed pages back to the system within a second,
-    # in a thread of its own, rather than keeping them for the whole run: checking the ids of a 10^6-row
-    # input (n_unique) left ~80 MB resident for the rest of the run. (A user's own setting is kept.)
-    os.environ.setdefault(POLARS_MALLOC_CONF, POLARS_MALLOC)
     from .executor import RunOptions, execute
     from .plan import build_plan
 
