@@ -74,3 +74,17 @@ def test_unparseable_file(tmp_path: Path) -> None:
     p.write_text("not parquet")
     with pytest.raises(InputError, match="cannot read parquet input"):
         Source.open(p, format=None, id_column=None, limit=None)
+
+
+def test_id_counts_read_in_batches_match_polars(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The id check counts rows, nulls and distinct ids from hashes, a batch at a time: the same counts
+    as polars over the whole column, duplicates (counted exactly) and nulls included."""
+    from pipeline import sources
+
+    monkeypatch.setattr(sources, "ID_CHECK_ROWS", 7)  # many batches
+    ids = [f"r{i % 40}" for i in range(55)] + [None, None] + [str(i) for i in range(30)]
+    for values in (ids, [f"u{i}" for i in range(50)], ids[:1], []):
+        lf = pl.DataFrame({"id": values}, schema={"id": pl.String}).lazy()
+        col = pl.Series(values, dtype=pl.String)
+        want = {"n": len(values), "nulls": col.null_count(), "unique": col.n_unique()}
+        assert Source._id_stats(lf, "id") == want, values[:5]
