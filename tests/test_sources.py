@@ -88,3 +88,25 @@ def test_id_counts_read_in_batches_match_polars(tmp_path: Path, monkeypatch: pyt
         col = pl.Series(values, dtype=pl.String)
         want = {"n": len(values), "nulls": col.null_count(), "unique": col.n_unique()}
         assert Source._id_stats(lf, "id") == want, values[:5]
+
+
+@pytest.mark.parametrize(("limit", "skip"), [(None, 0), (None, 9), (20, 4)])
+def test_parquet_batches_read_a_slice_at_a_time(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, limit: int | None, skip: int
+) -> None:
+    """A Parquet input is read READ_ROWS at a time (not read ahead without bound): every row once, in
+    order, with its input position, across slices and row groups; with a row limit and skipped rows."""
+    from pipeline import sources
+
+    monkeypatch.setattr(sources, "READ_ROWS", 7)
+    path = tmp_path / "in.parquet"
+    pl.DataFrame({"id": [f"r{i}" for i in range(25)], "text": [f"t{i}" for i in range(25)]}).write_parquet(
+        path, row_group_size=4
+    )
+    src = Source.open(path, format=None, id_column="id", limit=limit)
+    batches = list(src.batches(3, skip_rows=skip))
+    assert all(0 < b.height <= 3 for b in batches)
+    rows = pl.concat(batches)
+    end = 25 if limit is None else limit
+    assert rows[ROW].to_list() == list(range(skip, end))
+    assert rows["id"].to_list() == [f"r{i}" for i in range(skip, end)]
