@@ -6,9 +6,13 @@
 
 `write` builds a work folder as an embed run leaves it (Parquet parts of 2,000 rows, sorted by input
 position within a part, parts out of order as answers arrive) and times `WorkDir.finish` alone, in a
-child process whose peak RSS is reported. `run` runs `pipeline run` against a zero-latency simulator
-in its own process (no rate limits, no cache) and reports the client's peak RSS (ru_maxrss; and its
-anonymous part, sampled: without shared-library code) and wall time.
+child process whose peak RSS is reported. The child, like `pipeline run`, keeps pyarrow from importing
+pandas (for an older version, pandas is imported before the timing: its run had imported it by then).
+For a before/after figure, run this file against the older checkout with `PYTHONPATH=<old checkout>`
+from inside that checkout (`run` starts `python -m pipeline.cli`, which imports from the current folder).
+`run` runs `pipeline run` against a zero-latency simulator in its own process (no rate limits, no
+cache) and reports the client's peak RSS (ru_maxrss; and its anonymous part, sampled: without
+shared-library code) and wall time.
 Each figure is printed with the load average beside it.
 """
 
@@ -86,6 +90,12 @@ def child_write(out: str, rows: int) -> None:
     from pipeline.sinks import VectorColumn, WorkDir
 
     schema = pickle.loads(Path(out + ".schema").read_bytes())
+    # as in `pipeline run`: pyarrow does not import pandas (older versions: it did, at the run's first part)
+    skip = getattr(sinks, "skip_pandas_probe", None)
+    if skip is not None:
+        skip()
+    else:
+        pa.array([0])
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     work = WorkDir(Path(out), "bench")
     # the vector-size check the run does before the final file (older versions: a polars pass)

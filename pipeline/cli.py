@@ -224,6 +224,10 @@ def run(
             from .raybackend import import_ray
 
             import_ray()
+        else:
+            from .sinks import skip_pandas_probe
+
+            skip_pandas_probe()  # this process never hands pyarrow pandas objects: ~0.25 s, ~28 MB saved
         sim_url = stack.enter_context(_simulator(job, sim_latency)) if sim else None
         plan = build_plan(job, sim_url=sim_url, prices_file=prices)
         if log_file is not None:

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
+import ctypes.util
 import fcntl
+import gc
 import json
 import os
 import re
 import shutil
+import sys
 import time
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
@@ -34,8 +38,11 @@ JOB_KEY = "pipeline.job"  # the job name: a rerun of a changed job may replace i
 FAILED = ("error", "invalid")
 FINISH_ROWS = 50_000  # input positions per slice of the final write, at most
 FINISH_BYTES = 4 * 2**20  # and about this much data per slice (vectors make rows big): a row group
+FINISH_RELEASE_EVERY = 4  # slices between hand-backs of freed pages to the system (see `_next_slice`)
 PART_GROUP_BYTES = 2**20  # data per row group of a part, about
-PART_VECTOR_BYTES = 8 * 2**20  # a part is written once its rows hold this much vector data (or flush_rows)
+# A part is written once its rows hold this much vector data (or flush_rows): building and writing a
+# part briefly holds several times this (8 MB parts made an embed run's peak RSS ~10 MB higher).
+PART_VECTOR_BYTES = 4 * 2**20
 DIMS_KEY = "pipeline.dims"  # in a part's footer: the vector sizes its rows hold, per vector column
 
 
@@ -61,6 +68,52 @@ def write_options(schema: pa.Schema) -> dict[str, Any]:
         "use_dictionary": flat,
         "write_statistics": flat,
     }
+
+
+def skip_pandas_probe() -> None:
+    """Tell pyarrow, before its first conversion of Python values, that pandas is not installed.
+
+    pyarrow looks for pandas the first time it converts anything (`pa.array`, `Table.from_pylist`,
+    even from numpy; `to_numpy`) and imports it when found: ~0.25 s and ~28 MB of memory
+    in a run that never hands it a pandas object. Both looks are answered with an import that fails
+    once; an explicit pandas conversion (`to_pandas`, `Table.from_pandas`) looks again and imports
+    pandas then. For a process that owns its imports (`pipeline run`); nothing is done when pandas
+    is already imported."""
+    if "pandas" in sys.modules:
+        return
+    hide = _NoPandas()
+    sys.meta_path.insert(0, hide)
+    try:
+        pa.array([], type=pa.int8())  # pyarrow's look, answered once and for all
+        pa.chunked_array([], pa.int8()).to_numpy()  # and its C++ conversions' own look (`to_numpy`)
+    finally:
+        sys.meta_path.remove(hide)
+
+
+class _NoPandas:
+    """An import finder that fails `import pandas` (see `skip_pandas_probe`)."""
+
+    def find_spec(self, name: str, path: Any = None, target: Any = None) -> None:
+        if name == "pandas":
+            raise ImportError("pandas is not looked for by pipeline run")
+
+
+def hand_back_memory() -> None:
+    """Hand memory freed so far back to the system: Python's cycles, Arrow's pool (this thread's pages)
+    and the C heap (glibc keeps freed small blocks; `malloc_trim` returns whole free pages)."""
+    gc.collect()
+    pa.default_memory_pool().release_unused()
+    global _malloc_trim
+    if _malloc_trim is None:
+        try:
+            _malloc_trim = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+        except (OSError, AttributeError):  # not glibc
+            _malloc_trim = False
+    if _malloc_trim:
+        _malloc_trim(0)
+
+
+_malloc_trim: Any = None
 
 
 def work_path(output: Path) -> Path:
@@ -353,6 +406,7 @@ class WorkDir:
         rows are read from only the row groups that hold them and put in input order. Memory holds
         one slice and the row groups it draws from, whatever the job's size: nothing grows with rows.
         """
+        hand_back_memory()  # what the run freed: the final write's peak starts from what is in use
         sources = self._sources(fresh)
         self.output.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.output.with_name(f".{self.output.name}.{os.getpid()}.tmp")
@@ -372,14 +426,15 @@ class WorkDir:
             # the next slice is read and put in order in a thread while this one is written
             with ThreadPoolExecutor(max_workers=1, thread_name_prefix="pipeline-finish") as pool:
                 slices = _ordered_slices(sources, total_rows, step, plain)
-                ahead = pool.submit(next, slices, None)
+                ahead = pool.submit(_next_slice, slices, True)
                 while (chunk := ahead.result()) is not None:
-                    ahead = pool.submit(next, slices, None)
+                    release = (slices_written + 1) % FINISH_RELEASE_EVERY == 0
+                    ahead = pool.submit(_next_slice, slices, release)
                     writer.write_table(chunk.replace_schema_metadata(meta), row_group_size=chunk.num_rows)
                     written += chunk.num_rows
                     del chunk
                     slices_written += 1
-                    if slices_written % 8 == 0:  # hand freed slices back now and then: RSS stays flat
+                    if release:  # and this thread's: RSS stays flat
                         pa.default_memory_pool().release_unused()
             if not written:
                 writer.write_table(schema.empty_table().cast(out_schema))
@@ -549,6 +604,19 @@ def _latest_slices(
             off[rows - lo] = offsets
         keep = np.flatnonzero(src >= 0)
         yield src[keep], off[keep], keep + lo
+
+
+def _next_slice(slices: Iterator[pa.Table], release: bool) -> pa.Table | None:
+    """In the final write's reading thread: the next slice (None at the end). With `release`, the pages
+    freed since (the slices it read, freed by the writing thread once written) are handed back to the
+    system first: the allocator (mimalloc) keeps a thread's freed pages until that thread collects
+    them, and the writing thread's own collection does not reach them (the final write's peak RSS grew
+    by 60-90 MB in a run). Every FINISH_RELEASE_EVERY slices: every slice would take the pages back
+    from the system each time (8x the page faults, 0.3 s more system time for 20,000 rows). (The
+    writing thread collects too, as often: without it a run's final write peaked ~15 MB higher.)"""
+    if release:
+        pa.default_memory_pool().release_unused()
+    return next(slices, None)
 
 
 def _ordered_slices(sources: list[_Source], total_rows: int, step: int, schema: pa.Schema) -> Iterator[pa.Table]:
@@ -782,7 +850,7 @@ class PartWriter:
         try:
             # sorted by input position: the final write then reads each part only for the slice it covers
             rows.sort(key=itemgetter(ROW))
-            table = pa.Table.from_pylist(rows, schema=self.schema)
+            table = _part_table(rows, self.schema)
             del rows
             # row groups of about PART_GROUP_BYTES: the final write reads only the rows a slice needs
             group = max(1, int(PART_GROUP_BYTES * table.num_rows / max(1, table.nbytes)))
@@ -798,6 +866,45 @@ class PartWriter:
         finally:
             pa.default_memory_pool().release_unused()  # this thread's freed pages back to the system
         self.rows_written += n
+
+
+def _part_table(rows: list[dict[str, Any]], schema: pa.Schema) -> pa.Table:
+    """The rows as a table of `schema` (a row without a column holds null there), built a column at a
+    time; vector columns straight from the vectors' memory (`_vector_array`)."""
+    columns = []
+    for f in schema:
+        values = [row.get(f.name) for row in rows]
+        columns.append(_vector_array(values, f.type) if is_vector(f.type) else pa.array(values, type=f.type))
+    return pa.Table.from_arrays(columns, schema=schema)
+
+
+def _vector_array(values: list[Any], t: pa.DataType) -> pa.Array:
+    """A list<float> column from vectors (numpy arrays or lists of numbers; None: null), copied once
+    into one buffer of the exact size: Arrow's list builder grows its buffer by doubling as it goes,
+    briefly holding up to twice the data (and is slower: per value)."""
+    item = np.dtype(t.value_type.to_pandas_dtype())
+    vecs = [None if v is None else np.asarray(v, dtype=item).reshape(-1) for v in values]
+    lengths = np.fromiter((0 if v is None else len(v) for v in vecs), dtype=np.int64, count=len(vecs))
+    offsets = np.zeros(len(vecs) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    total = int(offsets[-1])
+    buf = pa.allocate_buffer(total * item.itemsize)
+    flat = np.frombuffer(buf, dtype=item) if total else np.zeros(0, dtype=item)
+    for v, lo, hi in zip(vecs, offsets[:-1], offsets[1:], strict=True):
+        if v is not None and hi > lo:
+            flat[lo:hi] = v
+    del vecs
+    mask = np.fromiter((v is None for v in values), dtype=bool, count=len(values))
+    large = pa.types.is_large_list(t)
+    if not large and total >= 2**31:
+        raise ValueError(f"a part's vectors hold {total:,} values, over a list column's limit")
+    off = pa.array(offsets if large else offsets.astype(np.int32))
+    data = pa.Array.from_buffers(t.value_type, total, [None, buf]) if total else pa.array(flat, type=t.value_type)
+    cls = pa.LargeListArray if large else pa.ListArray
+    arr = cls.from_arrays(off, data, type=t, mask=pa.array(mask) if mask.any() else None)
+    if pa.types.is_fixed_size_list(t):  # (from_arrays gives a list: the part's declared type is kept)
+        arr = arr.cast(t)
+    return arr
 
 
 def _note_dims(table: pa.Table) -> pa.Table:

@@ -522,3 +522,38 @@ def test_the_heuristic_counts_digits_as_the_vocabularies_group_them(text: str) -
         0,
         1,
     )
+
+
+# `pipeline run` in a child that reports, as it exits, whether pandas was ever imported
+_REPORT_PANDAS = """
+import runpy, sys
+sys.argv = ["pipeline", *sys.argv[1:]]
+try:
+    runpy.run_module("pipeline.cli", run_name="__main__")
+except SystemExit as exc:
+    code = exc.code
+print("PANDAS", sorted(m for m in sys.modules if m.split(".")[0] == "pandas"))
+sys.exit(code)
+"""
+
+
+def test_a_vector_run_never_imports_pandas(tmp_path: Path, sim: Any) -> None:
+    """pyarrow imports pandas (~0.25 s, ~28 MB) when it first converts Python values unless told it is
+    absent: a run builds its parts and final file without it, and an explicit pandas conversion in the
+    same process still works."""
+    job = write_embed_job(tmp_path, sim.url, rows=300, step="batch_size: 16", extra="run: {flush_rows: 40}")
+    env = {**os.environ, SIM_KEY_ENV: "test-key"}
+    cmd = [sys.executable, "-c", _REPORT_PANDAS, "run", str(job), "--quiet"]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "PANDAS []" in proc.stdout, proc.stdout[:300]
+    df = result(tmp_path)
+    assert df.height == 300 and set(df["emb__status"]) == {"ok"}
+    assert_own_vectors(df)
+    later = (
+        "import sys, pyarrow as pa; from pipeline.sinks import skip_pandas_probe; skip_pandas_probe(); "
+        "pa.array([1, 2]); assert 'pandas' not in sys.modules; "
+        "print(type(pa.table({'a': [1, 2]}).to_pandas()).__name__)"
+    )
+    proc = subprocess.run([sys.executable, "-c", later], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and proc.stdout.strip() == "DataFrame", proc.stderr

@@ -74,3 +74,39 @@ def test_unparseable_file(tmp_path: Path) -> None:
     p.write_text("not parquet")
     with pytest.raises(InputError, match="cannot read parquet input"):
         Source.open(p, format=None, id_column=None, limit=None)
+
+
+def test_id_counts_read_in_batches_match_polars(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The id check counts rows, nulls and distinct ids from hashes, a batch at a time: the same counts
+    as polars over the whole column, duplicates (counted exactly) and nulls included."""
+    from pipeline import sources
+
+    monkeypatch.setattr(sources, "ID_CHECK_ROWS", 7)  # many batches
+    ids = [f"r{i % 40}" for i in range(55)] + [None, None] + [str(i) for i in range(30)]
+    for values in (ids, [f"u{i}" for i in range(50)], ids[:1], []):
+        lf = pl.DataFrame({"id": values}, schema={"id": pl.String}).lazy()
+        col = pl.Series(values, dtype=pl.String)
+        want = {"n": len(values), "nulls": col.null_count(), "unique": col.n_unique()}
+        assert Source._id_stats(lf, "id") == want, values[:5]
+
+
+@pytest.mark.parametrize(("limit", "skip"), [(None, 0), (None, 9), (20, 4)])
+def test_parquet_batches_read_a_slice_at_a_time(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, limit: int | None, skip: int
+) -> None:
+    """A Parquet input is read READ_ROWS at a time (not read ahead without bound): every row once, in
+    order, with its input position, across slices and row groups; with a row limit and skipped rows."""
+    from pipeline import sources
+
+    monkeypatch.setattr(sources, "READ_ROWS", 7)
+    path = tmp_path / "in.parquet"
+    pl.DataFrame({"id": [f"r{i}" for i in range(25)], "text": [f"t{i}" for i in range(25)]}).write_parquet(
+        path, row_group_size=4
+    )
+    src = Source.open(path, format=None, id_column="id", limit=limit)
+    batches = list(src.batches(3, skip_rows=skip))
+    assert all(0 < b.height <= 3 for b in batches)
+    rows = pl.concat(batches)
+    end = 25 if limit is None else limit
+    assert rows[ROW].to_list() == list(range(skip, end))
+    assert rows["id"].to_list() == [f"r{i}" for i in range(skip, end)]
