@@ -24,7 +24,7 @@ from .errors import FatalError, RequestError, RunAborted, StreamCut
 from .logs import event
 from .packing import Packer, PackingKind
 from .records import StepResult
-from .sinks import step_fields
+from .sinks import accounting_columns, flatten_result
 from .sources import ROW
 
 log = logging.getLogger(__name__)
@@ -126,11 +126,8 @@ class RowEngine:
         self.stopping = False  # no new row or attempt starts (a stop or an abort)
         self.abort: BaseException | None = None
         self._value_names = {s.name: [f.name for f in s.output_fields()] for s in steps}
-        # per step: its value columns, then its accounting columns in `step_fields` order (status, error,
-        # attempts, prompt and completion tokens, cached, tokens estimated, cost); see `_record`
-        self._columns = [
-            (tuple(self._value_names[s.name]), tuple(f.name for f in step_fields(s.name, []))) for s in steps
-        ]
+        # per step: its value columns, then its accounting columns (see `_record`)
+        self._columns = [(tuple(self._value_names[s.name]), accounting_columns(s.name)) for s in steps]
         # per step, the counters its kind declares, summed over the results of this engine's rows
         self.metrics: dict[str, dict[str, float]] = {s.name: dict.fromkeys(s.counters, 0.0) for s in steps}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -526,8 +523,8 @@ class RowEngine:
                 counters[name] = counters.get(name, 0.0) + value
 
     def _record(self, row_index: int, row: dict[str, Any], results: list[StepResult]) -> Record:
-        """The row's output record: carried columns, `__row`, and per step what `sinks.flatten_result`
-        writes (with the column names computed once, not per row), priced."""
+        """The row's output record: carried columns, `__row`, and per step its `sinks.flatten_result` (with
+        the column names computed once, not per row), priced."""
         shape = self.shape
         out: Record = {c: row.get(c) for c in shape.carried_columns}
         out[ROW] = row_index
@@ -535,19 +532,9 @@ class RowEngine:
             out[shape.default_id] = row_index
         failed = False
         for (step, counts, names, acc, price), r in zip(self._recording, results, strict=True):
-            values = r.values
-            for name in names:
-                out[name] = values.get(name)
-            status = r.status
-            out[acc[0]] = status
-            out[acc[1]] = r.error
-            out[acc[2]] = r.attempts
-            out[acc[3]] = r.prompt_tokens
-            out[acc[4]] = r.completion_tokens
-            out[acc[5]] = r.cached
-            out[acc[6]] = r.tokens_estimated
             # what the row's answer cost (also when it came from the cache: it was paid once)
-            out[acc[7]] = None if price is None else step.row_cost(r, price)
+            flatten_result(step.name, r, names, out, acc, None if price is None else step.row_cost(r, price))
+            status = r.status
             counts[status] += 1
             failed = failed or status == "error" or status == "invalid"
         c = self.rows

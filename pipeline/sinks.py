@@ -215,18 +215,34 @@ def step_fields(step: str, values: Sequence[pa.Field]) -> list[pa.Field]:
     ]
 
 
-def flatten_result(step: str, r: StepResult, value_names: Sequence[str], out: dict[str, Any]) -> None:
-    """Write one step's result for a row into the row's column dict."""
+def accounting_columns(step: str) -> tuple[str, ...]:
+    """A step's accounting column names, in `step_fields` order (status ... cost)."""
+    return tuple(f.name for f in step_fields(step, []))
+
+
+def flatten_result(
+    step: str,
+    r: StepResult,
+    value_names: Sequence[str],
+    out: dict[str, Any],
+    columns: Sequence[str] | None = None,
+    cost: float | None = None,
+) -> None:
+    """Write one step's result for a row into the row's column dict. `columns`: the step's
+    `accounting_columns`, for a caller writing many rows to compute once; `cost`: the row's price (the
+    executor knows the step's model), else null."""
+    values = r.values
     for name in value_names:
-        out[name] = r.values.get(name)
-    out[f"{step}__status"] = r.status
-    out[f"{step}__error"] = r.error
-    out[f"{step}__attempts"] = r.attempts
-    out[f"{step}__prompt_tokens"] = r.prompt_tokens
-    out[f"{step}__completion_tokens"] = r.completion_tokens
-    out[f"{step}__cached"] = r.cached
-    out[f"{step}__tokens_estimated"] = r.tokens_estimated
-    out[f"{step}__cost"] = None  # priced by the executor, which knows the step's model
+        out[name] = values.get(name)
+    c = accounting_columns(step) if columns is None else columns
+    out[c[0]] = r.status
+    out[c[1]] = r.error
+    out[c[2]] = r.attempts
+    out[c[3]] = r.prompt_tokens
+    out[c[4]] = r.completion_tokens
+    out[c[5]] = r.cached
+    out[c[6]] = r.tokens_estimated
+    out[c[7]] = cost
 
 
 @dataclass

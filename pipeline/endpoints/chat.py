@@ -4,6 +4,7 @@ or its checked fields, in the output columns."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import math
 from collections.abc import Callable, Generator, Mapping
@@ -259,18 +260,7 @@ class ChatRuntime(StepRuntime):
         if ask.counted:
             return ask
         prompt = self._prompt_of(ask)
-        return _Ask(
-            ask.request,
-            tokens=prompt + self._reserve * ask.n,
-            cache_key=ask.cache_key,
-            completion_charge=ask.completion_charge,
-            prompt_estimate=prompt,
-            priced=ask.priced,
-            messages=ask.messages,
-            n=ask.n,
-            form=ask.form,
-            streamed=ask.streamed,
-        )
+        return dataclasses.replace(ask, tokens=prompt + self._reserve * ask.n, prompt_estimate=prompt, counted=True)
 
     def _messages_for(self, row: Mapping[str, Any]) -> list[dict[str, Any]]:
         return [{"role": role, "content": tpl.render(row)} for role, tpl in self._messages]
@@ -411,8 +401,6 @@ class ChatRuntime(StepRuntime):
         answer = reply.parsed
         if not all(v.ok for v in answer.verdicts):
             return None
-        if self._n == 1 and len(answer.verdicts) == 1:
-            return self._settled_one(first, reply)
         book = _Book(self._prompt_of)
         book.add(first, reply)
         n = len(answer.verdicts)
@@ -424,40 +412,13 @@ class ChatRuntime(StepRuntime):
             book,
         )
 
-    def _settled_one(self, first: _Ask, reply: Reply[ChatAnswer]) -> StepResult:
-        """What `_finish` makes of a first answer with one choice, valid, for a step that asks for one
-        (every row of a cached re-run comes here): the same result without its lists and book."""
-        answer = reply.parsed
-        out = self._one_choice(
-            answer.verdicts[0],
-            0,
-            answer.logprobs[0] if answer.logprobs else None,
-            answer.confidence[0] if answer.confidence else None,
-        )
-        u = answer.usage
-        if u is None:
-            prompt, completion, cached_tokens_, estimated = 0, 0, 0, False
-        else:
-            prompt = self._prompt_of(first) if u.estimated else u.prompt_tokens
-            completion, cached_tokens_, estimated = u.completion_tokens, u.cached_tokens, u.estimated
-        return StepResult(
-            "ok",
-            out,
-            attempts=reply.attempts,
-            prompt_tokens=prompt,
-            completion_tokens=completion,
-            cached=reply.cached,
-            tokens_estimated=estimated,
-            cached_tokens=cached_tokens_,
-        )
-
     def _one_choice(self, v: Verdict, repairs: int, lp: Any, conf: Any) -> dict[str, Any]:
-        """The output values `_finish` gives for one valid choice."""
+        """The output values of a step that asks for one choice (`_finish`, `replay`)."""
         values = v.values or {}
         out: dict[str, Any] = {name: values.get(name) for name in self._value_columns}
         out[self.col_finish] = v.finish_reason
         if self.shape.structured:
-            out[self.col_raw] = v.raw if self.spec.keep_raw else None
+            out[self.col_raw] = v.raw if self.spec.keep_raw or not v.ok else None
             out[self.col_repairs] = repairs
         if self._logprobs:
             out[self.col_logprobs] = lp
@@ -489,22 +450,22 @@ class ChatRuntime(StepRuntime):
         self, verdicts: list[Verdict], lps: list[Any], confs: list[Any], repairs: int, book: _Book
     ) -> StepResult:
         many = self._n > 1
-
-        def per_choice(values: list[Any]) -> Any:
-            return values if many else values[0]
-
-        out: dict[str, Any] = {}
-        for name in self._value_columns:
-            out[name] = per_choice([v.values.get(name) if v.values is not None else None for v in verdicts])
-        out[self.col_finish] = per_choice([v.finish_reason for v in verdicts])
-        if self.shape.structured:
-            keep = self.spec.keep_raw
-            out[self.col_raw] = per_choice([v.raw if keep or not v.ok else None for v in verdicts])
-            out[self.col_repairs] = repairs
-        if self._logprobs:
-            out[self.col_logprobs] = per_choice(lps)
-            if self._labels:
-                out[self.col_confidence] = per_choice(confs)
+        out: dict[str, Any]
+        if not many:
+            out = self._one_choice(verdicts[0], repairs, lps[0] if lps else None, confs[0] if confs else None)
+        else:
+            out = {}
+            for name in self._value_columns:
+                out[name] = [v.values.get(name) if v.values is not None else None for v in verdicts]
+            out[self.col_finish] = [v.finish_reason for v in verdicts]
+            if self.shape.structured:
+                keep = self.spec.keep_raw
+                out[self.col_raw] = [v.raw if keep or not v.ok else None for v in verdicts]
+                out[self.col_repairs] = repairs
+            if self._logprobs:
+                out[self.col_logprobs] = lps
+                if self._labels:
+                    out[self.col_confidence] = confs
         bad = [(i, v) for i, v in enumerate(verdicts) if not v.ok]
         error = None
         if bad:
