@@ -27,15 +27,26 @@ class BudgetReached(RequestError):
 
 @dataclass(frozen=True, slots=True)
 class Charge:
-    """How one step's requests are priced (`audio_s` for a transcription of known length)."""
+    """How one step's requests are priced (`audio_s` for a transcription of known length; `per_image` for
+    an image step, whose requests hold their images where others hold tokens)."""
 
     price: Price
     audio_s: float | None = None
+    per_image: bool = False
 
     def worst(self, tokens: int, completion_charge: int | None) -> float | None:
         if self.audio_s is not None:
             return self.price.audio(self.audio_s)
+        if self.per_image:
+            return self.price.image * tokens if self.price.image is not None else None
         return self.price.worst_case(tokens, completion_charge)
+
+    def fixed(self, tokens: int) -> float | None:
+        """The cost of a request known before its answer (audio by length, images by count; None: its
+        answer's usage says)."""
+        if self.audio_s is not None or self.per_image:
+            return self.worst(tokens, None)
+        return None
 
     def actual(self, prompt: int, completion: int, cached: int = 0) -> float | None:
         """The cost of an answer from its usage (`cached`: prompt tokens at the cached-input rate)."""
@@ -88,11 +99,10 @@ class Spend:
 
 def step_charges(plan: Any) -> dict[str, Charge | None]:
     """Each step's pricing, by step name (None: no price known for its model)."""
-    models = {s.name: s.model for s in plan.job.spec.steps}
     out: dict[str, Charge | None] = {}
-    for name, model in models.items():
-        price = plan.prices.get(model)
-        out[name] = Charge(price) if price is not None else None
+    for s in plan.job.spec.steps:
+        price = plan.prices.get(s.model)
+        out[s.name] = Charge(price, per_image=s.kind == "image") if price is not None else None
     return out
 
 
@@ -100,7 +110,7 @@ def check_budget(plan: Any, limit: float | None) -> None:
     """A budget needs a price for every step's model (JobError naming the ones missing)."""
     if limit is None:
         return
-    needs = {"chat": ("input", "output"), "embed": ("input",), "transcribe": ("audio_minute",)}
+    needs = {"chat": ("input", "output"), "embed": ("input",), "transcribe": ("audio_minute",), "image": ("image",)}
     missing = []
     for s in plan.job.spec.steps:
         price = plan.prices.get(s.model)
@@ -110,7 +120,8 @@ def check_budget(plan: Any, limit: float | None) -> None:
     if missing:
         raise JobError(
             f"a budget of ${limit:,.2f} needs the price of every model; none known for {', '.join(missing)}. "
-            "Add them under `prices:` in the job (USD per 1M tokens: {input: ..., output: ...})"
+            "Add them under `prices:` in the job (USD per 1M tokens: {input: ..., output: ...}; "
+            "{audio_minute: ...} per audio minute; {image: ...} per image)"
         )
 
 

@@ -299,12 +299,10 @@ class ProviderClient:
                     self.cache.delete(cache_key)
                 return exc, ticket
             usage = parsed.usage
-            if charge is not None and (usage is not None or charge.audio_s is not None):
-                cost = (
-                    charge.actual(usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens)
-                    if usage
-                    else charge.actual(0, 0)
-                )
+            if charge is not None:
+                cost = charge.fixed(tokens if isinstance(tokens, int) else 0)
+                if cost is None and usage is not None:
+                    cost = charge.actual(usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens)
             if usage is not None:
                 self.stats.prompt_tokens += usage.prompt_tokens
                 self.stats.completion_tokens += usage.completion_tokens

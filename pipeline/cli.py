@@ -460,7 +460,11 @@ def estimate(
         t.add_column(col, justify="left" if col in ("step", "model") else "right")
     for s in est.steps:
         cost = "-" if s.cost is None else f"{s.cost:,.4f}"
-        completion = f"{s.completion_tokens:,}" if s.kind != "transcribe" else f"{s.audio_minutes or 0:,.1f} audio min"
+        completion = f"{s.completion_tokens:,}"
+        if s.kind == "transcribe":
+            completion = f"{s.audio_minutes or 0:,.1f} audio min"
+        elif s.kind == "image":
+            completion = f"{s.images or 0:,} images"
         t.add_row(
             s.name,
             s.model,

@@ -15,7 +15,9 @@ from .batching import FirstCount, TokenCalibration, pack_max_tokens
 from .cache import NoCache, ResponseCache
 from .endpoints import Prepared
 from .endpoints.chat import ChatRuntime
+from .endpoints.completion import CompletionRuntime
 from .endpoints.embed import EmbedRuntime
+from .endpoints.image import ImageRuntime
 from .endpoints.transcribe import AudioPrepared, TranscribeRuntime
 from .plan import Plan
 from .pricing import PriceTable
@@ -45,8 +47,10 @@ class StepEstimate:
     completion_basis: str = ""
     limit_tokens: int = 0  # what the provider's tokens/min counts (prompt + max_tokens when it is set)
     audio_minutes: float | None = None
+    images: int | None = None  # image steps: the images asked for (n per request)
     cost: float | None = None
     charged_completions: int = 0  # completion part of limit_tokens
+    expected_completions: float = 0.0  # the sum completion_tokens is rounded from (a mean of 16.2 is not 16)
     sample_estimate: int = 0  # the cheap count of the sampled prompts
     sample_exact: int = 0  # their exact count
 
@@ -65,6 +69,7 @@ class StepEstimate:
             "skipped_rows": self.skipped,
             "completion_basis": self.completion_basis,
             "audio_minutes": self.audio_minutes,
+            "images": self.images,
         }
 
 
@@ -149,11 +154,12 @@ class _Packs:
 
 
 def observed_completions(plan: Plan) -> dict[str, float]:
-    """Mean completion tokens per answered row of each chat step, from this job's earlier results."""
+    """Mean completion tokens per answered row of each chat or completion step, from this job's earlier
+    results."""
     frames = WorkDir(plan.output, plan.fingerprint).sources(fresh=False)
     if not frames:
         return {}
-    names = [s.name for s in plan.steps if isinstance(s, ChatRuntime)]
+    names = [s.name for s in plan.steps if isinstance(s, ChatRuntime | CompletionRuntime)]
     cols = [c for n in names for c in (f"{n}__status", f"{n}__completion_tokens")]
     try:
         lf = pl.concat([f.select(ROW, "__part", *cols) for f in frames], how="vertical_relaxed")
@@ -232,7 +238,7 @@ def estimate(plan: Plan, prices: PriceTable | None = None) -> Estimate:
         pack = packs.get(est.name)
         if pack is not None:
             est.requests = pack.requests()
-        if est.kind == "chat":
+        if est.kind in ("chat", "completion"):
             est.completion_basis = (
                 f"observed mean of earlier answers ({observed[est.name]:.1f})"
                 if est.name in observed
@@ -242,11 +248,12 @@ def estimate(plan: Plan, prices: PriceTable | None = None) -> Estimate:
             est.audio_minutes = round(audio_s[est.name] / 60, 3)
         price = prices.get(est.model) if prices else None
         if price is not None:
-            est.cost = (
-                price.audio(audio_s[est.name])
-                if est.kind == "transcribe"
-                else price.tokens(est.prompt_tokens, est.completion_tokens)
-            )
+            if est.kind == "transcribe":
+                est.cost = price.audio(audio_s[est.name])
+            elif est.kind == "image":
+                est.cost = price.image * (est.images or 0) if price.image is not None else None
+            else:
+                est.cost = price.tokens(est.prompt_tokens, est.completion_tokens)
         if not est.requests:
             est.cost = 0.0
     result = Estimate(steps, prices_as_of=prices.as_of if prices else None)
@@ -299,6 +306,12 @@ def _count(
             pieces = max(1, math.ceil(seconds / audiofiles.max_piece_seconds(max_bytes, max_s)))
         est.requests += pieces
         return
+    if isinstance(rt, ImageRuntime):
+        # an image request holds its n images where others hold tokens (against the provider's ipm)
+        est.images = (est.images or 0) + prep.tokens
+        est.charged_completions += prep.tokens
+        est.requests += 1
+        return
     prompt = prep.prompt_estimate or prep.tokens
     if pack is not None and not pack.add(prep.cache_key or str(id(prep)), prompt, prep):
         return  # an identical input is sent once
@@ -308,9 +321,10 @@ def _count(
     if pack is not None:
         return
     est.requests += 1
-    expected = round(observed if observed is not None else max(0, prep.tokens - prompt))
-    est.completion_tokens += expected
-    est.charged_completions += prep.completion_charge if prep.completion_charge is not None else expected
+    expected = observed if observed is not None else max(0, prep.tokens - prompt)
+    est.expected_completions += expected
+    est.completion_tokens = round(est.expected_completions)
+    est.charged_completions += prep.completion_charge if prep.completion_charge is not None else round(expected)
 
 
 def _sample(est: StepEstimate, prep: Prepared) -> None:

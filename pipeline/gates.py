@@ -51,4 +51,5 @@ def local_gate(provider: ResolvedProvider) -> AdmissionGate:
         period_s=lim.period_s + margin,
         nominal_period_s=lim.period_s,
         auto=tuple(n for n in ("rpm", "tpm") if getattr(lim, n) == "auto"),
+        images=lim.ipm is not None,
     )

@@ -111,13 +111,19 @@ class GateStats:
     binding: str | None = None  # the limit admissions waited on longest (one of REASONS), None: none
     waited_s: dict[str, float] = field(default_factory=dict)  # admission wait by reason
     auto: dict[str, str] = field(default_factory=dict)  # `auto` limits: how each was found
+    images: bool = False  # the token dimension counts images (a provider's ipm), not tokens
 
     def describe(self) -> str:
         """One line: which limit binds, the limits in force and what was learned."""
-        parts = [f"binding: {self.binding or 'none (the server set the pace)'}"]
-        for name, value in (("rpm", self.rpm), ("tpm", self.tpm), ("concurrency", self.concurrency)):
+        binding = self.binding
+        if self.images and binding == "tokens/min":
+            binding = "images/min"
+        parts = [f"binding: {binding or 'none (the server set the pace)'}"]
+        tok = "ipm" if self.images else "tpm"
+        for name, value in (("rpm", self.rpm), (tok, self.tpm), ("concurrency", self.concurrency)):
             if value is not None:
-                learned, how = self.learned.get(name), self.auto.get(name)
+                key = "tpm" if name == "ipm" else name
+                learned, how = self.learned.get(key), self.auto.get(key)
                 note = f" (auto: {how})" if how else (f" (server says {learned:,})" if learned is not None else "")
                 parts.append(f"{name} {value:,}{note}")
         if self.rate_factor < 1.0:
@@ -423,6 +429,7 @@ class AdmissionGate:
         burst_s: float = _CREDIT_S,
         nominal_period_s: float | None = None,
         auto: tuple[str, ...] = (),
+        images: bool = False,
     ) -> None:
         for name, value in (("rpm", rpm), ("tpm", tpm), ("concurrency", concurrency)):
             if value is not None and value < 1:
@@ -435,6 +442,7 @@ class AdmissionGate:
         self.rpm = rpm
         self.tpm = tpm
         self.concurrency = concurrency
+        self.images = images  # `tpm` counts images (a provider's ipm): only how the gate describes itself
         self.period_s = period_s
         self.burst_s = burst_s
         # the job's period without the executor's safety margin: x-ratelimit limits are per minute
@@ -964,6 +972,7 @@ class AdmissionGate:
             binding=top if waited[top] > 0 else None,
             waited_s=waited,
             auto=found,
+            images=self.images,
         )
 
 

@@ -148,3 +148,22 @@ def test_prompt_tokens_of_responses_and_completion_steps_match_what_the_run_is_b
     run_job(job)
     billed = sum(r.prompt_tokens for r in sim.records if r.status == 200)
     assert 0.85 <= est.prompt_tokens / billed <= 1.15, (est.prompt_tokens, billed)
+
+
+def test_completion_steps_count_completions_from_observed_answers_after_a_run(tmp_path: Path, sim: Any) -> None:
+    """Legacy completions, like chat: before a run max_tokens bounds each answer; after one, the mean
+    of the answers it got (summed unrounded: a mean of 16.2 over 300 rows is 4,860 tokens, not 4,800)."""
+    import shutil
+
+    from .test_completion import write_job as completion_job
+
+    job = completion_job(tmp_path, sim.url, rows=20, params="{max_tokens: 40}")
+    before = estimate(build_plan(job)).steps[0]
+    assert before.completion_basis.startswith("max_tokens") and before.completion_tokens == 40 * before.requests
+    run_job(job)
+    billed = sum(r.completion_tokens for r in sim.records if r.status == 200)
+    shutil.rmtree(tmp_path / "cache")
+    after = estimate(build_plan(job)).steps[0]
+    assert after.completion_basis.startswith("observed")
+    assert after.completion_tokens < before.completion_tokens
+    assert abs(after.completion_tokens - billed) <= 1, (after.completion_tokens, billed)

@@ -284,3 +284,44 @@ def test_estimate_counts_images_against_ipm(tmp_path: Path) -> None:
     est = estimate(build_plan(job))
     assert est.binding_limit["local"] == "images/min"
     assert est.minutes_by_provider["local"] == pytest.approx(2.0)
+
+
+def test_images_are_priced_per_image_in_rows_run_estimate_and_budget(tmp_path: Path, sim: Any) -> None:
+    """An image step is billed per image: its rows, the run's spend (live cost, summary, budget) and
+    `estimate` all count n images per request at the table's `image` price."""
+    from pipeline.estimate import estimate
+
+    job = write_job(tmp_path, sim.url)  # 8 rows of 2 images
+    job.write_text(job.read_text() + "prices: {dall-e-2: {image: 0.5}}\n")
+    plan = build_plan(job)
+    est = estimate(plan, plan.prices).steps[0]
+    assert (est.requests, est.images, est.prompt_tokens) == (8, 16, 0)
+    assert est.cost == pytest.approx(8.0)
+
+    # a budget of 2.5: each request holds its 2 images (1.0); the third cannot fit beside two answered
+    res = CliRunner().invoke(app, ["run", str(job), "--max-cost", "2.5"])
+    assert res.exit_code == 4, res.output
+    assert len(gens(sim)) == 2  # spend never crosses the budget
+    df = pl.read_parquet(tmp_path / "out" / "shots.parquet")
+    assert df.filter(pl.col("pic__status") == "ok").height == 2
+    assert df["pic__cost"].sum() == pytest.approx(2.0)
+
+    summary = run_job(job)  # no budget: the rest are sent, each row and the run priced per image
+    assert len(gens(sim)) == 8
+    assert summary.cost_usd == pytest.approx(6.0) and summary.cost_total_usd == pytest.approx(8.0)
+    df = pl.read_parquet(tmp_path / "out" / "shots.parquet")
+    assert set(df["pic__status"]) == {"ok"} and df["pic__cost"].sum() == pytest.approx(8.0)
+
+
+def test_a_budget_on_an_image_step_needs_its_image_price(tmp_path: Path) -> None:
+    job = write_job(tmp_path, "http://127.0.0.1:9")
+    job.write_text(job.read_text() + "prices: {dall-e-2: {input: 1, output: 1}}\nbudget: {max_cost_usd: 1}\n")
+    res = CliRunner().invoke(app, ["run", str(job)])
+    assert res.exit_code == 2 and "model dall-e-2: image" in res.output, res.output
+
+
+def test_an_ipm_provider_describes_its_limit_in_images(tmp_path: Path, sim_factory: Any) -> None:
+    sim = sim_factory(default_limits=KeyLimits(ipm=60), window_s=0.5)
+    job = write_job(tmp_path, sim.url, limits="{ipm: 30, period_s: 0.5}", ids=[f"r{i}" for i in range(20)])
+    line = run_job(job).limits["local"].describe()
+    assert "ipm 30" in line and "tpm" not in line and "binding: images/min" in line, line
