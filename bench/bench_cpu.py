@@ -16,7 +16,8 @@ The simulator runs in its own process (`pipeline sim`, 50 ms latency); the clien
   every module of `pipeline` from source at each start (+0.1-0.25 s). `--no-compile` skips this.
 - `pipeline --help`: wall time of the bare command.
 - `--floor`: the same requests at the same rate from a bare aiohttp client in this process (no cache,
-  gate or output): the HTTP stack's own CPU per 1,000 requests, the floor under the client's figure.
+  gate or output), after each kind: the HTTP stack's own CPU per 1,000 requests, the floor under the
+  client's figure (embed: 4 inputs of 256 dimensions per request, as the job sends).
 An older checkout: run this file from it with its path first, e.g.
     git worktree add /tmp/old main
     cd /tmp/old && PYTHONPATH=/tmp/old python /path/to/new/bench/bench_cpu.py
@@ -153,9 +154,10 @@ def bench(kind: str, seconds: float) -> None:
     )
 
 
-def bench_floor(seconds: float) -> None:
+def bench_floor(kind: str, seconds: float) -> None:
     """The same requests at the same rate from a bare aiohttp client (uvloop, one session, no cache, no
-    gate, no output): the CPU floor of the HTTP stack under the client, to read the figures above against."""
+    gate, no output): the CPU floor of the HTTP stack under the client, to read the figures above against.
+    embed: 4 inputs per request, 256 dimensions as base64, as the embed job sends them."""
     import asyncio
 
     import aiohttp
@@ -164,19 +166,30 @@ def bench_floor(seconds: float) -> None:
     sim = SimProcess(default_limits={"rpm": RATE_RPM + 300, "concurrency": 200}, latency_s=0.05, jitter=0.3)
     n = int(RATE_RPM / 60 * seconds)
 
+    def body(i: int) -> tuple[str, bytes]:
+        if kind == "embed":
+            texts = [f"Great value, works as described. #{4 * i + j}" for j in range(4)]
+            obj = {
+                "model": "text-embedding-3-small",
+                "input": texts,
+                "dimensions": 256,
+                "encoding_format": "base64",
+            }
+            return "/embeddings", json.dumps(obj).encode()
+        obj = {
+            "model": "gpt-4o-mini",
+            "messages": [{"role": "user", "content": f"Great value, works as described. #{i}"}],
+            "max_tokens": 5,
+        }
+        return "/chat/completions", json.dumps(obj).encode()
+
     async def main() -> float:
         headers = {"Authorization": "Bearer bench", "Content-Type": "application/json"}
         async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=300, limit_per_host=0)) as s:
 
             async def one(i: int) -> None:
-                body = json.dumps(
-                    {
-                        "model": "gpt-4o-mini",
-                        "messages": [{"role": "user", "content": f"Great value, works as described. #{i}"}],
-                        "max_tokens": 5,
-                    }
-                ).encode()
-                async with s.post(f"{sim.url}/chat/completions", data=body, headers=headers) as r:
+                path, data = body(i)
+                async with s.post(f"{sim.url}{path}", data=data, headers=headers) as r:
                     await r.read()
 
             await one(-1)
@@ -194,7 +207,7 @@ def bench_floor(seconds: float) -> None:
     finally:
         sim.stop()
     print(
-        f"floor: bare aiohttp client, {n:,} chat requests at {RATE_RPM / 60:.0f}/s: {cpu:.2f}s CPU = "
+        f"floor ({kind}): bare aiohttp client, {n:,} requests at {RATE_RPM / 60:.0f}/s: {cpu:.2f}s CPU = "
         f"{cpu / n * 1000:.2f} s per 1,000 requests  [load average {load:.2f}]"
     )
 
@@ -229,8 +242,8 @@ def main() -> None:
     bench_help()
     for kind in ("chat", "embed") if a.kind == "both" else (a.kind,):
         bench(kind, a.seconds)
-    if a.floor:
-        bench_floor(a.seconds)
+        if a.floor:
+            bench_floor(kind, a.seconds)
 
 
 if __name__ == "__main__":
