@@ -8,10 +8,20 @@ The simulator runs in its own process (`pipeline sim`, 50 ms latency); the clien
 - CPU s per 1,000 requests: user + system time of the client process (os.wait4), over the requests the
   simulator answered; also without start-up (the CPU spent before the first request).
 - start-up: from launching `pipeline run` to the simulator receiving the first request (both read
-  CLOCK_MONOTONIC), and the CPU the client had used by then (a separate run stopped at that point).
+  CLOCK_MONOTONIC), and the CPU the client had used by then (separate runs stopped at that point; the
+  median of 3). The simulator's record is emptied first: polling a long record (1,500+ entries as JSON
+  every 20 ms) kept the simulator busy on a core the client needed, and start-up read 2-3x too long.
+- bytecode: the package the client imports is byte-compiled first (`compileall`), as `pip install`
+  does; this sandbox sets PYTHONDONTWRITEBYTECODE=1, so an editable checkout would otherwise compile
+  every module of `pipeline` from source at each start (+0.1-0.25 s). `--no-compile` skips this.
 - `pipeline --help`: wall time of the bare command.
 - `--floor`: the same requests at the same rate from a bare aiohttp client in this process (no cache,
-  gate or output): the HTTP stack's own CPU per 1,000 requests, the floor under the client's figure.
+  gate or output), after each kind: the HTTP stack's own CPU per 1,000 requests, the floor under the
+  client's figure (embed: 4 inputs of 256 dimensions per request, as the job sends).
+An older checkout: run this file from it with its path first, e.g.
+    git worktree add /tmp/old main
+    cd /tmp/old && PYTHONPATH=/tmp/old python /path/to/new/bench/bench_cpu.py
+(the children run `python -m pipeline.cli` from the current directory, so they import the old code).
 Only the client's CPU is counted: the simulator is its own process, and os.wait4 reports the client's.
 """
 
@@ -25,6 +35,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 
 from bench_core import SimProcess, make_rows
@@ -89,9 +100,11 @@ def run_client(job: Path) -> tuple[float, float, float]:
 
 
 def startup_cpu(job: Path, sim: SimProcess) -> tuple[float, float]:
-    """(seconds from launch to the first request, CPU s used by then): a run stopped at its first request."""
+    """(seconds from launch to the first request, CPU s used by then): a run stopped at its first request.
+    The simulator's record is emptied first, so the polls below stay cheap."""
     env = {**os.environ, "BENCH_KEY": "bench"}
-    n0 = len(sim.records())
+    urllib.request.urlopen(urllib.request.Request(f"{sim.url.removesuffix('/v1')}/_sim/reset", method="POST"))
+    shutil.rmtree(job.parent / "cache2", ignore_errors=True)
     t0 = time.monotonic()
     proc = subprocess.Popen(
         [sys.executable, "-m", "pipeline.cli", "run", str(job), "--quiet", "--fresh"],
@@ -99,7 +112,8 @@ def startup_cpu(job: Path, sim: SimProcess) -> tuple[float, float]:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    while len(recs := sim.records()) == n0 and proc.poll() is None:
+    # (a record is kept when its request ends: the earlier runs' last requests may come in late)
+    while not (recs := [r for r in sim.records() if r["t_start"] >= t0]) and proc.poll() is None:
         time.sleep(0.02)
     try:
         with open(f"/proc/{proc.pid}/stat") as fh:
@@ -109,7 +123,7 @@ def startup_cpu(job: Path, sim: SimProcess) -> tuple[float, float]:
         cpu = float("nan")
     proc.kill()
     proc.wait()
-    first = min(r["t_start"] for r in recs[n0:]) if len(recs) > n0 else float("nan")
+    first = min(r["t_start"] for r in recs) if recs else float("nan")
     return first - t0, cpu
 
 
@@ -127,7 +141,8 @@ def bench(kind: str, seconds: float) -> None:
         # a second job on an empty cache: its first request is a real one
         job2 = work / "job2.yaml"
         job2.write_text(job.read_text().replace("/cache", "/cache2").replace("out.parquet", "out2.parquet"))
-        start_s, start_cpu = startup_cpu(job2, sim)
+        starts = sorted(startup_cpu(job2, sim) for _ in range(3))
+        start_s, start_cpu = starts[1]
     finally:
         sim.stop()
         shutil.rmtree(work, ignore_errors=True)
@@ -139,9 +154,10 @@ def bench(kind: str, seconds: float) -> None:
     )
 
 
-def bench_floor(seconds: float) -> None:
+def bench_floor(kind: str, seconds: float) -> None:
     """The same requests at the same rate from a bare aiohttp client (uvloop, one session, no cache, no
-    gate, no output): the CPU floor of the HTTP stack under the client, to read the figures above against."""
+    gate, no output): the CPU floor of the HTTP stack under the client, to read the figures above against.
+    embed: 4 inputs per request, 256 dimensions as base64, as the embed job sends them."""
     import asyncio
 
     import aiohttp
@@ -150,19 +166,30 @@ def bench_floor(seconds: float) -> None:
     sim = SimProcess(default_limits={"rpm": RATE_RPM + 300, "concurrency": 200}, latency_s=0.05, jitter=0.3)
     n = int(RATE_RPM / 60 * seconds)
 
+    def body(i: int) -> tuple[str, bytes]:
+        if kind == "embed":
+            texts = [f"Great value, works as described. #{4 * i + j}" for j in range(4)]
+            obj = {
+                "model": "text-embedding-3-small",
+                "input": texts,
+                "dimensions": 256,
+                "encoding_format": "base64",
+            }
+            return "/embeddings", json.dumps(obj).encode()
+        obj = {
+            "model": "gpt-4o-mini",
+            "messages": [{"role": "user", "content": f"Great value, works as described. #{i}"}],
+            "max_tokens": 5,
+        }
+        return "/chat/completions", json.dumps(obj).encode()
+
     async def main() -> float:
         headers = {"Authorization": "Bearer bench", "Content-Type": "application/json"}
         async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=300, limit_per_host=0)) as s:
 
             async def one(i: int) -> None:
-                body = json.dumps(
-                    {
-                        "model": "gpt-4o-mini",
-                        "messages": [{"role": "user", "content": f"Great value, works as described. #{i}"}],
-                        "max_tokens": 5,
-                    }
-                ).encode()
-                async with s.post(f"{sim.url}/chat/completions", data=body, headers=headers) as r:
+                path, data = body(i)
+                async with s.post(f"{sim.url}{path}", data=data, headers=headers) as r:
                     await r.read()
 
             await one(-1)
@@ -180,7 +207,7 @@ def bench_floor(seconds: float) -> None:
     finally:
         sim.stop()
     print(
-        f"floor: bare aiohttp client, {n:,} chat requests at {RATE_RPM / 60:.0f}/s: {cpu:.2f}s CPU = "
+        f"floor ({kind}): bare aiohttp client, {n:,} requests at {RATE_RPM / 60:.0f}/s: {cpu:.2f}s CPU = "
         f"{cpu / n * 1000:.2f} s per 1,000 requests  [load average {load:.2f}]"
     )
 
@@ -195,17 +222,28 @@ def bench_help() -> None:
     print(f"pipeline --help: best of 3 {min(times):.2f}s wall  [load average {load:.2f}]")
 
 
+def compile_package() -> None:
+    """Byte-compile the `pipeline` package the children import (from the current directory), as
+    `pip install` does; print where it is."""
+    code = "import compileall, pipeline, sys; d = pipeline.__path__[0]; compileall.compile_dir(d, quiet=1); print(d)"
+    where = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    print(f"client package: {where} (byte-compiled)")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--kind", choices=["chat", "embed", "both"], default="both")
     ap.add_argument("--seconds", type=float, default=60.0)
     ap.add_argument("--floor", action="store_true", help="also the CPU of a bare aiohttp client at the same rate")
+    ap.add_argument("--no-compile", action="store_true", help="do not byte-compile the client package first")
     a = ap.parse_args()
+    if not a.no_compile:
+        compile_package()
     bench_help()
     for kind in ("chat", "embed") if a.kind == "both" else (a.kind,):
         bench(kind, a.seconds)
-    if a.floor:
-        bench_floor(a.seconds)
+        if a.floor:
+            bench_floor(kind, a.seconds)
 
 
 if __name__ == "__main__":

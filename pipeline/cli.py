@@ -11,17 +11,17 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
-from rich.console import Console
-from rich.markup import escape
-from rich.table import Table
 
 from . import __version__
 from .errors import DiskError, JobError, PipelineError, RunAborted
 from .logs import KeyMask, json_log
 from .records import Progress as RunProgress
+
+if TYPE_CHECKING:
+    from rich.table import Table
 
 EXIT_OK, EXIT_FAILED_ROWS, EXIT_BAD_JOB, EXIT_ABORTED, EXIT_BUDGET, EXIT_INTERRUPTED = 0, 1, 2, 3, 4, 130
 
@@ -34,8 +34,32 @@ app = typer.Typer(
 cache_app = typer.Typer(help="The response cache.", no_args_is_help=True)
 app.add_typer(cache_app, name="cache")
 
-out = Console()
-err = Console(stderr=True)
+
+class _LazyConsole:
+    """A rich Console made at its first use: rich's console, text and colour modules (~30 ms of imports)
+    are not on the way to a run's first request."""
+
+    def __init__(self, stderr: bool = False) -> None:
+        self._stderr = stderr
+        self._console: Any = None
+
+    def __getattr__(self, name: str) -> Any:
+        if self._console is None:
+            from rich.console import Console
+
+            self._console = Console(stderr=self._stderr)
+        return getattr(self._console, name)
+
+
+def escape(markup: str) -> str:
+    """rich.markup.escape, imported when first needed."""
+    from rich.markup import escape as rich_escape
+
+    return rich_escape(markup)
+
+
+out: Any = _LazyConsole()
+err: Any = _LazyConsole(stderr=True)
 
 
 def _run_async(coro: Any) -> Any:
@@ -107,7 +131,7 @@ class _ProgressView:
 
     def __init__(self, total: int, quiet: bool) -> None:
         self.quiet = quiet
-        self.live = err.is_terminal and not quiet
+        self.live = not quiet and err.is_terminal
         self._last_line = 0.0
         if not self.live:  # (rich.progress is loaded only for a live bar)
             return
@@ -167,6 +191,8 @@ _STATUSES = ("ok", "error", "invalid", "skipped")
 
 
 def _summary_table(summary: Any) -> Table:
+    from rich.table import Table
+
     """The whole output's rows by status (earlier runs' rows included), and what this run did."""
     t = Table(title=f"output: {summary.output}", show_header=True, header_style="bold")
     t.add_column("step")
@@ -455,6 +481,8 @@ def estimate(
     if as_json:
         print(json.dumps(est.as_json(), indent=2))
         return
+    from rich.table import Table
+
     t = Table(title=f"estimate: {plan.job.spec.name} ({plan.total_rows:,} rows)", header_style="bold")
     for col in ("step", "model", "requests", "cached", "skipped", "prompt tokens", "completion", "cost USD"):
         t.add_column(col, justify="left" if col in ("step", "model") else "right")
@@ -582,6 +610,8 @@ def models(
     if as_json:
         print(json.dumps([asdict(m) for m in listed.models], indent=2))
         return
+    from rich.table import Table
+
     t = Table(title=f"models of {provider}", header_style="bold")
     for col in ("id", "owner", "created"):
         t.add_column(col, no_wrap=col == "id")
@@ -645,6 +675,8 @@ def inspect(
         raise _fail(f"{output} has no <step>__status columns: not a pipeline output")
     n = lf.select(pl.len()).collect().item()
     out.print(f"{output}: {n:,} rows, steps: {', '.join(steps)}")
+    from rich.table import Table
+
     table = Table(show_header=True, header_style="bold")
     table.add_column("step")
     for s in ("ok", "error", "invalid", "skipped"):
