@@ -191,9 +191,9 @@ _STATUSES = ("ok", "error", "invalid", "skipped")
 
 
 def _summary_table(summary: Any) -> Table:
+    """The whole output's rows by status (earlier runs' rows included), and what this run did."""
     from rich.table import Table
 
-    """The whole output's rows by status (earlier runs' rows included), and what this run did."""
     t = Table(title=f"output: {summary.output}", show_header=True, header_style="bold")
     t.add_column("step")
     for s in _STATUSES:
