@@ -164,17 +164,44 @@ output: {{path: {work / "out.parquet"}}}
 cache: {{enabled: false}}
 """)
         load = os.getloadavg()[0]
-        wall, peak, _ = run_client(job)
+        phases: dict[str, tuple[int, int]] = {}
+        wall, peak, _ = run_client(job, watch=lambda pid: _watch_phases(pid, work / "out.parquet", phases))
         n = pq.ParquetFile(work / "out.parquet").metadata.num_rows
         what = f"{DIM}-d" if kind == "embed" else "chat"
+        by_phase = ", ".join(f"{k} {hwm} MB (anonymous {anon} MB)" for k, (hwm, anon) in phases.items())
         print(
             f"{kind} run: {n:,} rows ({what}), client peak RSS {peak} MB (anonymous {PEAK_ANON_MB[-1]} MB), "
             f"{wall:.1f}s wall ({n / wall:,.0f} rows/s)  [load average {load:.2f} at start, "
-            f"{os.getloadavg()[0]:.2f} at end]"
+            f"{os.getloadavg()[0]:.2f} at end]\n  peak RSS reached by the end of each phase: {by_phase}"
         )
     finally:
         sim.stop()
         shutil.rmtree(work, ignore_errors=True)
+
+
+def _watch_phases(pid: int, out: Path, phases: dict[str, tuple[int, int]]) -> None:
+    """Sample a running client: its peak RSS so far (VmHWM, exact) and its largest anonymous memory
+    seen (sampled), by the end of each phase of the run, told apart by the files it leaves: "run" (no
+    final file yet), "final write" (the temporary final file exists), "after" (the final file is in place:
+    the summary). A peak that grows in a phase was reached in it."""
+    tmp = f".{out.name}."
+    phase, hwm, anon = "run", 0, 0
+    while True:
+        if out.exists():
+            phase = "after"
+        elif phase == "run" and any(p.name.startswith(tmp) for p in out.parent.iterdir()):
+            phase = "final write"
+        try:
+            with open(f"/proc/{pid}/status") as fh:
+                for line in fh:
+                    if line.startswith("VmHWM:"):
+                        hwm = max(hwm, int(line.split()[1]) // 1024)
+                    elif line.startswith("RssAnon:"):
+                        anon = max(anon, int(line.split()[1]) // 1024)
+        except OSError:
+            break
+        phases[phase] = (hwm, anon)
+        time.sleep(0.02)
 
 
 def main() -> None:

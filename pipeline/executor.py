@@ -281,9 +281,11 @@ class Executor:
         complete = not engine.stopping and abort is None
         if isinstance(abort, BaseException) and not isinstance(abort, RunAborted):
             raise abort
-        if complete:
-            work.finish(self._final_schema(work, opts.fresh), plan.total_rows, opts.fresh)
-        whole = status_counts(work.sources(opts.fresh and not complete), plan.status_columns)
+        if complete:  # the summary counts the final write's rows (reading the file maps it: +90 MB at 10^6 vectors)
+            work.finish(self._final_schema(work, opts.fresh), plan.total_rows, opts.fresh, plan.status_columns)
+            whole = work.final_counts
+        else:
+            whole = status_counts(work.sources(opts.fresh), plan.status_columns)
         rows = engine.rows
         failed = rows.failed + int((prior.failed & ~todo).sum())
         st = self.stats

@@ -265,6 +265,7 @@ class WorkDir:
         self.path = work_path(output)
         self.fingerprint = fingerprint
         self.job_name = job_name
+        self.final_counts: dict[str, dict[str, int]] = {}  # rows of the final file by status (`finish`)
 
     @contextlib.contextmanager
     def locked(self) -> Iterator[None]:
@@ -413,8 +414,10 @@ class WorkDir:
                         got += id_values.take(pa.array(hit[: 5 - len(got)])).to_pylist()
         return sorted(((d, n, ids[d]) for d, n in counts.items()), key=lambda x: -x[1])
 
-    def finish(self, schema: pa.Schema, total_rows: int, fresh: bool) -> Path:
-        """Write the final file in input order, atomically; then drop the work folder.
+    def finish(self, schema: pa.Schema, total_rows: int, fresh: bool, count: Sequence[str] = ()) -> Path:
+        """Write the final file in input order, atomically; then drop the work folder. The rows of the
+        final file by value of each column in `count` (status columns) are kept in `final_counts`, as
+        `status_counts` gives them: counted as the slices are written, the file is not read again.
 
         Streamed in slices of consecutive input positions (about FINISH_BYTES of data each, one row
         group): for each slice, the latest write of each row is found from the positions of the parts
@@ -439,6 +442,7 @@ class WorkDir:
             step = max(1, min(FINISH_ROWS, int(FINISH_BYTES / per_row) if per_row else FINISH_ROWS))
             writer = pq.ParquetWriter(tmp, out_schema, **write_options(out_schema))
             written = slices_written = 0
+            tally: dict[str, dict[Any, int]] = {c: {} for c in count}
             # the next slice is read and put in order in a thread while this one is written
             with ThreadPoolExecutor(max_workers=1, thread_name_prefix="pipeline-finish") as pool:
                 slices = _ordered_slices(sources, total_rows, step, plain)
@@ -447,6 +451,7 @@ class WorkDir:
                     release = (slices_written + 1) % FINISH_RELEASE_EVERY == 0
                     ahead = pool.submit(_next_slice, slices, release)
                     writer.write_table(chunk.replace_schema_metadata(meta), row_group_size=chunk.num_rows)
+                    _tally(chunk, tally)
                     written += chunk.num_rows
                     del chunk
                     slices_written += 1
@@ -472,7 +477,15 @@ class WorkDir:
                 raise DiskError(self.output, exc) from exc
             raise JobError(f"cannot write the output {self.output}: {exc}") from exc
         shutil.rmtree(self.path, ignore_errors=True)
+        self.final_counts = {c[: -len("__status")]: n for c, n in tally.items()}
         return self.output
+
+
+def _tally(chunk: pa.Table, tally: dict[str, dict[Any, int]]) -> None:
+    """Add the rows of `chunk` by value of each column of `tally` (a null counts under None)."""
+    for name, seen in tally.items():
+        for v in pc.value_counts(chunk.column(name)).to_pylist():
+            seen[v["values"]] = seen.get(v["values"], 0) + v["counts"]
 
 
 class _Source:
