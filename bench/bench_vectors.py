@@ -19,6 +19,7 @@ Each figure is printed with the load average beside it.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import resource
 import shutil
@@ -165,31 +166,44 @@ cache: {{enabled: false}}
 """)
         load = os.getloadavg()[0]
         phases: dict[str, tuple[int, int]] = {}
-        wall, peak, _ = run_client(job, watch=lambda pid: _watch_phases(pid, work / "out.parquet", phases))
+        log = work / "run.log"
+        wall, peak, _ = run_client(
+            job, "--log", str(log), watch=lambda pid: _watch_phases(pid, work / "out.parquet", log, phases)
+        )
         n = pq.ParquetFile(work / "out.parquet").metadata.num_rows
         what = f"{DIM}-d" if kind == "embed" else "chat"
         by_phase = ", ".join(f"{k} {hwm} MB (anonymous {anon} MB)" for k, (hwm, anon) in phases.items())
+        written = [e for e in map(json.loads, log.read_text().splitlines()) if e.get("event") == "final.written"]
+        final = (
+            f"\n  final write after the run: {written[-1]['seconds']:.2f}s for {written[-1]['rows']:,} rows "
+            f"({written[-1]['rows_during_run']:,} of them written during the run)"
+            if written
+            else ""
+        )
         print(
             f"{kind} run: {n:,} rows ({what}), client peak RSS {peak} MB (anonymous {PEAK_ANON_MB[-1]} MB), "
             f"{wall:.1f}s wall ({n / wall:,.0f} rows/s)  [load average {load:.2f} at start, "
-            f"{os.getloadavg()[0]:.2f} at end]\n  peak RSS reached by the end of each phase: {by_phase}"
+            f"{os.getloadavg()[0]:.2f} at end]\n  peak RSS reached by the end of each phase: {by_phase}{final}"
         )
     finally:
         sim.stop()
         shutil.rmtree(work, ignore_errors=True)
 
 
-def _watch_phases(pid: int, out: Path, phases: dict[str, tuple[int, int]]) -> None:
+def _watch_phases(pid: int, out: Path, log: Path, phases: dict[str, tuple[int, int]]) -> None:
     """Sample a running client: its peak RSS so far (VmHWM, exact) and its largest anonymous memory
-    seen (sampled), by the end of each phase of the run, told apart by the files it leaves: "run" (no
-    final file yet), "final write" (the temporary final file exists), "after" (the final file is in place:
+    seen (sampled), by the end of each phase of the run: "run", "final write" (from its `final.writing`
+    event; older versions: once their temporary final file exists), "after" (the final file is in place:
     the summary). A peak that grows in a phase was reached in it."""
     tmp = f".{out.name}."
     phase, hwm, anon = "run", 0, 0
     while True:
         if out.exists():
             phase = "after"
-        elif phase == "run" and any(p.name.startswith(tmp) for p in out.parent.iterdir()):
+        elif phase == "run" and (
+            any(p.name.startswith(tmp) for p in out.parent.iterdir())
+            or (log.exists() and "final.writing" in log.read_text())
+        ):
             phase = "final write"
         try:
             with open(f"/proc/{pid}/status") as fh:

@@ -30,7 +30,7 @@ from .plan import DEFAULT_ID, Plan
 from .ports import GateFactory, RunEngine
 from .records import Progress
 from .session import LazySession, LazyTransport
-from .sinks import PartWriter, WorkDir, final_fields, status_counts
+from .sinks import EarlyFinal, PartWriter, WorkDir, final_fields, status_counts
 from .sources import ROW
 
 log = logging.getLogger(__name__)
@@ -248,7 +248,14 @@ class Executor:
         self.stats.spend = Spend(self.budget, spent_before)
         self._resumed = int((~todo).sum())
         event(log, logging.INFO, "run.start", job=plan.job.spec.name, rows=plan.total_rows, resumed=self._resumed)
-        writer = PartWriter(work, plan.part_schema, plan.job.spec.run.flush_rows, plan.job.spec.run.flush_interval_s)
+        early = EarlyFinal(work, todo, opts.fresh, lambda: self._final_schema(work, opts.fresh), plan.status_columns)
+        writer = PartWriter(
+            work,
+            plan.part_schema,
+            plan.job.spec.run.flush_rows,
+            plan.job.spec.run.flush_interval_s,
+            on_part=early.part_written,
+        )
         window_size = self._window()
         reporter = asyncio.create_task(self._report())
         limits: dict[str, GateStats] = {}
@@ -268,6 +275,10 @@ class Executor:
             finally:
                 await session.close()
             await writer.aflush()
+        except BaseException:
+            writer.shutdown()
+            early.discard()
+            raise
         finally:
             writer.shutdown()
             reporter.cancel()
@@ -280,12 +291,17 @@ class Executor:
         abort = engine.abort
         complete = not engine.stopping and abort is None
         if isinstance(abort, BaseException) and not isinstance(abort, RunAborted):
+            early.discard()
             raise abort
-        if complete:  # the summary counts the final write's rows (reading the file maps it: +90 MB at 10^6 vectors)
-            work.finish(self._final_schema(work, opts.fresh), plan.total_rows, opts.fresh, plan.status_columns)
-            whole = work.final_counts
-        else:
-            whole = status_counts(work.sources(opts.fresh), plan.status_columns)
+        try:  # the summary counts the final write's rows (reading the file maps it: +90 MB at 10^6 vectors)
+            if complete:
+                schema = self._final_schema(work, opts.fresh)
+                work.finish(schema, plan.total_rows, opts.fresh, plan.status_columns, early=early)
+                whole = work.final_counts
+            else:
+                whole = status_counts(work.sources(opts.fresh), plan.status_columns)
+        finally:
+            early.discard()
         rows = engine.rows
         failed = rows.failed + int((prior.failed & ~todo).sum())
         st = self.stats
