@@ -413,3 +413,29 @@ def test_a_part_the_begun_final_file_was_not_told_of_starts_it_over(
     got = pq.read_table(work.finish(final, n, fresh=False, count=["e__status"], early=early))
     assert _finished(caplog) == {"rows": n, "rows_during_run": 0}
     assert got["e"][5].as_py() == [5.5] * dim and got["e"][6].as_py() == [6.0] * dim
+
+
+def test_a_chat_run_begins_its_final_file_and_a_vector_run_by_choice(
+    tmp_path: Path, sim: Any, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from pipeline import executor
+
+    from .conftest import output, run_job, write_job
+    from .test_embed import write_embed_job
+
+    caplog.set_level("INFO", logger="pipeline")
+    monkeypatch.setattr(sinks, "FINISH_ROWS", 20)
+    monkeypatch.setattr(sinks, "FINISH_BYTES", 4000)
+    (tmp_path / "chat").mkdir()
+    run_job(write_job(tmp_path / "chat", sim.url, rows=200, extra="run: {flush_rows: 10}"))
+    assert _finished(caplog)["rows_during_run"] > 0  # no vectors: begun during the run
+    assert output(tmp_path / "chat")["review_id"].to_list() == [f"r{i:05d}" for i in range(200)]
+    vectors = {}
+    for begin in (False, True):
+        monkeypatch.setattr(executor, "EARLY_FINAL_VECTORS", begin)
+        where = tmp_path / f"embed-{begin}"
+        where.mkdir()
+        run_job(write_embed_job(where, sim.url, rows=200, extra="run: {flush_rows: 10}"))
+        assert (_finished(caplog)["rows_during_run"] > 0) is begin
+        vectors[begin] = pq.read_table(where / "out" / "emb.parquet").replace_schema_metadata(None)
+    assert vectors[True].equals(vectors[False])
