@@ -175,15 +175,28 @@ def bench_write(rows: int, early: bool = False) -> None:
 
 def bench_run(rows: int, kind: str = "embed") -> None:
     sys.path.insert(0, str(Path(__file__).parent))
-    from bench_core import PEAK_ANON_MB, SimProcess, make_rows, run_client, write_job
+    from bench_core import PEAK_ANON_MB, SimProcess, run_client, write_job
 
     sim = SimProcess(latency_s=0.0)
     work = Path(tempfile.mkdtemp(prefix="bench-vrun-"))
     try:
+        # the input is made in a child: a child's ru_maxrss counts its parent's peak RSS before its exec
+        # (a 10^6-row input made here showed as ~364 MB in the client's figure, whatever it held itself)
+        subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                "import sys; from pathlib import Path; from bench_core import make_rows; "
+                "make_rows(Path(sys.argv[1]), int(sys.argv[2]))",
+                str(work / "rows.parquet"),
+                str(rows),
+            ],
+            cwd=Path(__file__).parent,
+            check=True,
+        )
         if kind == "chat":  # the sentiment-label job of bench_core, without its cache
             job = write_job(work, sim.url, rows, "{concurrency: 64}", cache=False)
         else:
-            make_rows(work / "rows.parquet", rows)
             job = work / "job.yaml"
             job.write_text(f"""
 version: 1
@@ -213,14 +226,21 @@ cache: {{enabled: false}}
             if written
             else ""
         )
+        hwm = max((h for h, _ in phases.values()), default=0)
         print(
-            f"{kind} run: {n:,} rows ({what}), client peak RSS {peak} MB (anonymous {PEAK_ANON_MB[-1]} MB), "
+            f"{kind} run: {n:,} rows ({what}), client peak RSS {peak} MB (its own high-water mark {hwm} MB; "
+            f"anonymous {PEAK_ANON_MB[-1]} MB, sampled), bench process {_self_peak()} MB, "
             f"{wall:.1f}s wall ({n / wall:,.0f} rows/s)  [load average {load:.2f} at start, "
             f"{os.getloadavg()[0]:.2f} at end]\n  peak RSS reached by the end of each phase: {by_phase}{final}"
         )
     finally:
         sim.stop()
         shutil.rmtree(work, ignore_errors=True)
+
+
+def _self_peak() -> int:
+    """This process's peak RSS in MB (a client's ru_maxrss is at least this when it was started at it)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
 
 
 def _watch_phases(pid: int, out: Path, log: Path, phases: dict[str, tuple[int, int]]) -> None:
