@@ -10,9 +10,14 @@ child process whose peak RSS is reported. The child, like `pipeline run`, keeps 
 pandas (for an older version, pandas is imported before the timing: its run had imported it by then).
 For a before/after figure, run this file against the older checkout with `PYTHONPATH=<old checkout>`
 from inside that checkout (`run` starts `python -m pipeline.cli`, which imports from the current folder).
+`write --early` times what is left of the final write after the last part when the final file is begun
+as the parts come (`sinks.EarlyFinal`, as a run of a job without vectors does; vector jobs: when
+`executor.EARLY_FINAL_VECTORS` is on).
 `run` runs `pipeline run` against a zero-latency simulator in its own process (no rate limits, no
-cache) and reports the client's peak RSS (ru_maxrss; and its anonymous part, sampled: without
-shared-library code) and wall time.
+cache) and reports the client's peak RSS (ru_maxrss, and its own high-water mark VmHWM: a child's
+ru_maxrss counts its parent's peak before its exec, so the input is made in another child), its
+anonymous part (sampled: without shared-library code), the peak reached by the end of each phase (run,
+final write, after), the final write's seconds after the last row (its `final.written` event) and wall time.
 Each figure is printed with the load average beside it.
 """
 
