@@ -24,6 +24,7 @@ import tempfile
 import threading
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -135,8 +136,9 @@ def _watch_anon(pid: int, stop: threading.Event) -> None:
     PEAK_ANON_MB.append(peak)
 
 
-def run_client(job: Path, *extra: str) -> tuple[float, int, str]:
-    """Run `pipeline run` in a child; (wall seconds, peak RSS in MB, stderr)."""
+def run_client(job: Path, *extra: str, watch: Callable[[int], None] | None = None) -> tuple[float, int, str]:
+    """Run `pipeline run` in a child; (wall seconds, peak RSS in MB, stderr). `watch(pid)`: run in a
+    thread of its own while the child runs (it returns once the child is gone)."""
     env = {**os.environ, "BENCH_KEY": "bench"}
     t0 = time.monotonic()
     proc = subprocess.Popen(
@@ -148,9 +150,14 @@ def run_client(job: Path, *extra: str) -> tuple[float, int, str]:
     stop = threading.Event()
     watcher = threading.Thread(target=_watch_anon, args=(proc.pid, stop), daemon=True)
     watcher.start()
+    watching = threading.Thread(target=watch, args=(proc.pid,), daemon=True) if watch is not None else None
+    if watching is not None:
+        watching.start()
     _, status, usage = os.wait4(proc.pid, 0)
     stop.set()
     watcher.join()
+    if watching is not None:
+        watching.join()
     CPU_S.append(usage.ru_utime + usage.ru_stime)
     wall = time.monotonic() - t0
     err = proc.stderr.read().decode() if proc.stderr else ""

@@ -10,15 +10,21 @@ child process whose peak RSS is reported. The child, like `pipeline run`, keeps 
 pandas (for an older version, pandas is imported before the timing: its run had imported it by then).
 For a before/after figure, run this file against the older checkout with `PYTHONPATH=<old checkout>`
 from inside that checkout (`run` starts `python -m pipeline.cli`, which imports from the current folder).
+`write --early` times what is left of the final write after the last part when the final file is begun
+as the parts come (`sinks.EarlyFinal`, as a run of a job without vectors does; vector jobs: when
+`executor.EARLY_FINAL_VECTORS` is on).
 `run` runs `pipeline run` against a zero-latency simulator in its own process (no rate limits, no
-cache) and reports the client's peak RSS (ru_maxrss; and its anonymous part, sampled: without
-shared-library code) and wall time.
+cache) and reports the client's peak RSS (ru_maxrss, and its own high-water mark VmHWM: a child's
+ru_maxrss counts its parent's peak before its exec, so the input is made in another child), its
+anonymous part (sampled: without shared-library code), the peak reached by the end of each phase (run,
+final write, after), the final write's seconds after the last row (its `final.written` event) and wall time.
 Each figure is printed with the load average beside it.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import resource
 import shutil
@@ -27,6 +33,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -35,8 +42,9 @@ import pyarrow.parquet as pq
 DIM = 1536
 
 
-def make_work(out: Path, rows: int, part_rows: int = 2000) -> tuple[Path, pa.Schema]:
-    """A work folder like an embed run's: parts of `part_rows` rows, written in a shuffled order."""
+def make_work(out: Path, rows: int, part_rows: int = 2000, early: bool = False) -> tuple[Path, pa.Schema, Any]:
+    """A work folder like an embed run's: parts of `part_rows` rows, written in a shuffled order. With
+    `early`, each part is told to a `sinks.EarlyFinal` as the run's part writer does (returned third)."""
     from pipeline import sinks
     from pipeline.sinks import WorkDir, step_fields
     from pipeline.sources import ROW
@@ -53,6 +61,8 @@ def make_work(out: Path, rows: int, part_rows: int = 2000) -> tuple[Path, pa.Sch
         *step_fields("emb", [pa.field("emb", pa.list_(pa.float32())), pa.field("emb__truncated", pa.bool_())]),
     ]
     schema = pa.schema(fields)
+    final = schema.remove(0).set(schema.get_field_index("emb") - 1, pa.field("emb", pa.list_(pa.float32(), DIM)))
+    begun = sinks.EarlyFinal(work, np.ones(rows, dtype=bool), False, lambda: final, ()) if early else None
     rng = np.random.default_rng(1)
     # rows finish about in input order, give or take the rows in flight (an embed run holds ~9,000)
     order = np.argsort(np.arange(rows) + rng.uniform(0, 9000, rows), kind="stable")
@@ -78,18 +88,28 @@ def make_work(out: Path, rows: int, part_rows: int = 2000) -> tuple[Path, pa.Sch
         part = work.path / f"part-{i + 1:06d}.parquet"
         group = max(1, int(getattr(sinks, "PART_GROUP_BYTES", 2**40) * n / table.nbytes))
         pq.write_table(note_dims(table), part, row_group_size=group, **write_options(schema))  # as PartWriter
-    final = schema.remove(0).set(schema.get_field_index("emb") - 1, pa.field("emb", pa.list_(pa.float32(), DIM)))
-    return work.path, final
+        if begun is not None:
+            begun.part_written(part, idx)
+    return work.path, final, begun
 
 
-def child_write(out: str, rows: int) -> None:
-    """In a child process: finish the prepared work folder; print seconds and peak RSS."""
+def child_write(out: str, rows: int, early: bool = False) -> None:
+    """In a child process: finish the prepared work folder; print seconds and peak RSS. With `early`,
+    the work folder is made here, its parts told to the final file begun as they come (as in a run),
+    and the final write is timed from the last part."""
     import pickle
 
     from pipeline import sinks
     from pipeline.sinks import VectorColumn, WorkDir
 
-    schema = pickle.loads(Path(out + ".schema").read_bytes())
+    begun = None
+    t_parts = 0.0
+    if early:
+        t0 = time.perf_counter()
+        _, schema, begun = make_work(Path(out), rows, early=True)
+        t_parts = time.perf_counter() - t0
+    else:
+        schema = pickle.loads(Path(out + ".schema").read_bytes())
     # as in `pipeline run`: pyarrow does not import pandas (older versions: it did, at the run's first part)
     skip = getattr(sinks, "skip_pandas_probe", None)
     if skip is not None:
@@ -107,33 +127,52 @@ def child_write(out: str, rows: int) -> None:
         sinks.widen_fields([rule], work.written(False), "doc_id")  # type: ignore[arg-type]
     check = time.perf_counter() - t0
     t0 = time.perf_counter()
-    work.finish(schema, rows, fresh=False)
+    if begun is not None:
+        work.finish(schema, rows, fresh=False, early=begun)
+    else:
+        work.finish(schema, rows, fresh=False)
     dt = time.perf_counter() - t0
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    print(f"{dt} {peak // 1024} {base // 1024} {check}")
+    print(f"{dt} {peak // 1024} {base // 1024} {check} {t_parts}")
 
 
-def bench_write(rows: int) -> None:
+def bench_write(rows: int, early: bool = False) -> None:
     import pickle
 
+    from pipeline import sinks
+
+    if early and not hasattr(sinks, "EarlyFinal"):
+        print("final write begun during the run: not in this version")
+        return
     tmp = Path(tempfile.mkdtemp(prefix="bench-vec-"))
     try:
         out = tmp / "out.parquet"
-        _, schema = make_work(out, rows)
-        Path(str(out) + ".schema").write_bytes(pickle.dumps(schema))
+        if not early:
+            _, schema, _ = make_work(out, rows)
+            Path(str(out) + ".schema").write_bytes(pickle.dumps(schema))
         load = os.getloadavg()[0]
         res = subprocess.run(
-            [sys.executable, __file__, "_child", str(out), str(rows)], capture_output=True, text=True, check=True
+            [sys.executable, __file__, "_child", str(out), str(rows), *(["early"] if early else [])],
+            capture_output=True,
+            text=True,
+            check=True,
         )
-        dt, peak, base, check = res.stdout.split()
+        dt, peak, base, check, t_parts = res.stdout.split()
         mb = rows * DIM * 4 / 1e6
         t = pq.read_table(out, columns=["doc_id"])
         assert t.num_rows == rows and t["doc_id"][0].as_py() == "d00000000", "order lost"
+        t = pq.read_table(out, columns=["doc_id"])
+        assert t["doc_id"].to_pylist() == [f"d{j:08d}" for j in range(rows)], "order lost"
+        how = (
+            f"begun while the parts came ({float(t_parts):.2f}s to write the parts and begin it), then "
+            if early
+            else "from the parts, "
+        )
         print(
-            f"final write: {rows:,} rows x {DIM}-d = {mb:,.0f} MB of vectors in {float(dt):.2f}s = "
+            f"final write {how}{rows:,} rows x {DIM}-d = {mb:,.0f} MB of vectors in {float(dt):.2f}s = "
             f"{mb / float(dt):,.0f} MB/s (with the vector-size check before it, {float(check):.2f}s: "
             f"{mb / (float(dt) + float(check)):,.0f} MB/s); child peak RSS {peak} MB (after imports {base} MB)  "
-            f"[load average {load:.2f}]"
+            f"[load average {load:.2f} at start, {os.getloadavg()[0]:.2f} at end]"
         )
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -141,15 +180,28 @@ def bench_write(rows: int) -> None:
 
 def bench_run(rows: int, kind: str = "embed") -> None:
     sys.path.insert(0, str(Path(__file__).parent))
-    from bench_core import PEAK_ANON_MB, SimProcess, make_rows, run_client, write_job
+    from bench_core import PEAK_ANON_MB, SimProcess, run_client, write_job
 
     sim = SimProcess(latency_s=0.0)
     work = Path(tempfile.mkdtemp(prefix="bench-vrun-"))
     try:
+        # the input is made in a child: a child's ru_maxrss counts its parent's peak RSS before its exec
+        # (a 10^6-row input made here showed as ~364 MB in the client's figure, whatever it held itself)
+        subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                "import sys; from pathlib import Path; from bench_core import make_rows; "
+                "make_rows(Path(sys.argv[1]), int(sys.argv[2]))",
+                str(work / "rows.parquet"),
+                str(rows),
+            ],
+            cwd=Path(__file__).parent,
+            check=True,
+        )
         if kind == "chat":  # the sentiment-label job of bench_core, without its cache
             job = write_job(work, sim.url, rows, "{concurrency: 64}", cache=False)
         else:
-            make_rows(work / "rows.parquet", rows)
             job = work / "job.yaml"
             job.write_text(f"""
 version: 1
@@ -164,33 +216,85 @@ output: {{path: {work / "out.parquet"}}}
 cache: {{enabled: false}}
 """)
         load = os.getloadavg()[0]
-        wall, peak, _ = run_client(job)
+        phases: dict[str, tuple[int, int]] = {}
+        log = work / "run.log"
+        wall, peak, _ = run_client(
+            job, "--log", str(log), watch=lambda pid: _watch_phases(pid, work / "out.parquet", log, phases)
+        )
         n = pq.ParquetFile(work / "out.parquet").metadata.num_rows
         what = f"{DIM}-d" if kind == "embed" else "chat"
+        by_phase = ", ".join(f"{k} {hwm} MB (anonymous {anon} MB)" for k, (hwm, anon) in phases.items())
+        written = [e for e in map(json.loads, log.read_text().splitlines()) if e.get("event") == "final.written"]
+        final = (
+            f"\n  final write after the run: {written[-1]['seconds']:.2f}s for {written[-1]['rows']:,} rows "
+            f"({written[-1]['rows_during_run']:,} of them written during the run)"
+            if written
+            else ""
+        )
+        hwm = max((h for h, _ in phases.values()), default=0)
         print(
-            f"{kind} run: {n:,} rows ({what}), client peak RSS {peak} MB (anonymous {PEAK_ANON_MB[-1]} MB), "
+            f"{kind} run: {n:,} rows ({what}), client peak RSS {peak} MB (its own high-water mark {hwm} MB; "
+            f"anonymous {PEAK_ANON_MB[-1]} MB, sampled), bench process {_self_peak()} MB, "
             f"{wall:.1f}s wall ({n / wall:,.0f} rows/s)  [load average {load:.2f} at start, "
-            f"{os.getloadavg()[0]:.2f} at end]"
+            f"{os.getloadavg()[0]:.2f} at end]\n  peak RSS reached by the end of each phase: {by_phase}{final}"
         )
     finally:
         sim.stop()
         shutil.rmtree(work, ignore_errors=True)
 
 
+def _self_peak() -> int:
+    """This process's peak RSS in MB (a client's ru_maxrss is at least this when it was started at it)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
+
+
+def _watch_phases(pid: int, out: Path, log: Path, phases: dict[str, tuple[int, int]]) -> None:
+    """Sample a running client: its peak RSS so far (VmHWM, exact) and its largest anonymous memory
+    seen (sampled), by the end of each phase of the run: "run", "final write" (from its `final.writing`
+    event; older versions: once their temporary final file exists), "after" (the final file is in place:
+    the summary). A peak that grows in a phase was reached in it."""
+    tmp = f".{out.name}."
+    phase, hwm, anon = "run", 0, 0
+    while True:
+        if out.exists():
+            phase = "after"
+        elif phase == "run" and (
+            any(p.name.startswith(tmp) for p in out.parent.iterdir())
+            or (log.exists() and "final.writing" in log.read_text())
+        ):
+            phase = "final write"
+        try:
+            with open(f"/proc/{pid}/status") as fh:
+                for line in fh:
+                    if line.startswith("VmHWM:"):
+                        hwm = max(hwm, int(line.split()[1]) // 1024)
+                    elif line.startswith("RssAnon:"):
+                        anon = max(anon, int(line.split()[1]) // 1024)
+        except OSError:
+            break
+        phases[phase] = (hwm, anon)
+        time.sleep(0.02 if phase == "run" else 0.002)  # the end closely: a short peak there is missed at 20 ms
+
+
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "_child":
-        child_write(sys.argv[2], int(sys.argv[3]))
+        child_write(sys.argv[2], int(sys.argv[3]), early=sys.argv[4:] == ["early"])
         return
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("which", choices=["write", "run"])
     ap.add_argument("--rows", type=int, nargs="+", default=[20_000])
     ap.add_argument("--kind", choices=["embed", "chat"], default="embed", help="run: the job's kind")
     ap.add_argument("--repeat", type=int, default=1, help="write: runs per size (each printed)")
+    ap.add_argument(
+        "--early",
+        action="store_true",
+        help="write: the final file begun as the parts come, as a run does (timed: what is left after the last part)",
+    )
     a = ap.parse_args()
     for rows in a.rows:
         if a.which == "write":
             for _ in range(a.repeat):
-                bench_write(rows)
+                bench_write(rows, a.early)
         else:
             bench_run(rows, a.kind)
 

@@ -9,13 +9,14 @@ import ctypes.util
 import fcntl
 import gc
 import json
+import logging
 import os
 import re
 import shutil
 import sys
 import time
 from collections import deque
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from operator import itemgetter
@@ -29,6 +30,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from .errors import DiskError, JobError, RunAborted
+from .logs import event
 from .records import StepResult
 from .sources import ROW
 
@@ -39,11 +41,13 @@ FAILED = ("error", "invalid")
 FINISH_ROWS = 50_000  # input positions per slice of the final write, at most
 FINISH_BYTES = 4 * 2**20  # and about this much data per slice (vectors make rows big): a row group
 FINISH_RELEASE_EVERY = 4  # slices between hand-backs of freed pages to the system (see `_next_slice`)
-PART_GROUP_BYTES = 2**20  # data per row group of a part, about
+PART_GROUP_BYTES = 2**20  # data per row group of a part, about (256 kB: the final pass 25-40% slower)
 # A part is written once its rows hold this much vector data (or flush_rows): building and writing a
 # part briefly holds several times this (8 MB parts made an embed run's peak RSS ~10 MB higher).
 PART_VECTOR_BYTES = 4 * 2**20
 DIMS_KEY = "pipeline.dims"  # in a part's footer: the vector sizes its rows hold, per vector column
+
+log = logging.getLogger(__name__)
 
 
 def is_vector(t: pa.DataType) -> bool:
@@ -265,6 +269,7 @@ class WorkDir:
         self.path = work_path(output)
         self.fingerprint = fingerprint
         self.job_name = job_name
+        self.final_counts: dict[str, dict[str, int]] = {}  # rows of the final file by status (`finish`)
 
     @contextlib.contextmanager
     def locked(self) -> Iterator[None]:
@@ -413,66 +418,135 @@ class WorkDir:
                         got += id_values.take(pa.array(hit[: 5 - len(got)])).to_pylist()
         return sorted(((d, n, ids[d]) for d, n in counts.items()), key=lambda x: -x[1])
 
-    def finish(self, schema: pa.Schema, total_rows: int, fresh: bool) -> Path:
-        """Write the final file in input order, atomically; then drop the work folder.
+    def finish(
+        self,
+        schema: pa.Schema,
+        total_rows: int,
+        fresh: bool,
+        count: Sequence[str] = (),
+        early: EarlyFinal | None = None,
+    ) -> Path:
+        """Write the final file in input order, atomically; then drop the work folder. The rows of the
+        final file by value of each column in `count` (status columns) are kept in `final_counts`, as
+        `status_counts` gives them: counted as the slices are written, the file is not read again.
 
         Streamed in slices of consecutive input positions (about FINISH_BYTES of data each, one row
         group): for each slice, the latest write of each row is found from the positions of the parts
         that overlap it (parts are sorted by position: a slice is one run of offsets in each), those
         rows are read from only the row groups that hold them and put in input order. Memory holds
         one slice and the row groups it draws from, whatever the job's size: nothing grows with rows.
+        With `early` (the file begun while the run went on, see `EarlyFinal`), only the slices it has
+        not written are; when it cannot be used (another schema, a part it did not see), from the start.
         """
         hand_back_memory()  # what the run freed: the final write's peak starts from what is in use
-        sources = self._sources(fresh)
-        self.output.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.output.with_name(f".{self.output.name}.{os.getpid()}.tmp")
-        meta = {
-            **(schema.metadata or {}),
-            FINGERPRINT_KEY.encode(): self.fingerprint.encode(),
-            JOB_KEY.encode(): self.job_name.encode(),
-        }
-        out_schema = schema.with_metadata(meta)
-        plain = schema.remove_metadata()
-        writer: pq.ParquetWriter | None = None
+        t0 = time.monotonic()
+        final = early.take(schema, count) if early is not None else None
+        before = final.rows if final is not None else 0
+        event(log, logging.INFO, "final.writing", rows_during_run=before)
         try:
-            per_row = max((s.bytes_per_row() for s in sources), default=0.0)
-            step = max(1, min(FINISH_ROWS, int(FINISH_BYTES / per_row) if per_row else FINISH_ROWS))
-            writer = pq.ParquetWriter(tmp, out_schema, **write_options(out_schema))
-            written = slices_written = 0
+            if final is None:
+                self.output.parent.mkdir(parents=True, exist_ok=True)
+                tmp = self.output.with_name(f".{self.output.name}.{os.getpid()}.tmp")
+                final = _FinalFile(self, tmp, schema, self._sources(fresh), count)
             # the next slice is read and put in order in a thread while this one is written
             with ThreadPoolExecutor(max_workers=1, thread_name_prefix="pipeline-finish") as pool:
-                slices = _ordered_slices(sources, total_rows, step, plain)
+                slices = _ordered_slices(final.sources, total_rows, final.step, final.plain, start=final.next_lo)
                 ahead = pool.submit(_next_slice, slices, True)
                 while (chunk := ahead.result()) is not None:
-                    release = (slices_written + 1) % FINISH_RELEASE_EVERY == 0
+                    release = (final.slices_written + 1) % FINISH_RELEASE_EVERY == 0
                     ahead = pool.submit(_next_slice, slices, release)
-                    writer.write_table(chunk.replace_schema_metadata(meta), row_group_size=chunk.num_rows)
-                    written += chunk.num_rows
+                    final.write(chunk)
                     del chunk
-                    slices_written += 1
                     if release:  # and this thread's: RSS stays flat
                         pa.default_memory_pool().release_unused()
-            if not written:
-                writer.write_table(schema.empty_table().cast(out_schema))
-            for s in sources:
-                s.close()
-            pa.default_memory_pool().release_unused()  # hand freed slices back: RSS stays flat
-            writer.close()
-            writer = None
-            with open(tmp, "rb") as fh:
-                os.fsync(fh.fileno())
-            os.replace(tmp, self.output)
+            final.commit(self.output)
         except Exception as exc:
-            if writer is not None:
-                with contextlib.suppress(Exception):
-                    writer.close()
-            with contextlib.suppress(OSError):
-                tmp.unlink()
+            if final is not None:
+                final.abandon()
             if isinstance(exc, OSError):
                 raise DiskError(self.output, exc) from exc
             raise JobError(f"cannot write the output {self.output}: {exc}") from exc
         shutil.rmtree(self.path, ignore_errors=True)
+        self.final_counts = {c[: -len("__status")]: n for c, n in final.tally.items()}
+        event(
+            log,
+            logging.INFO,
+            "final.written",
+            rows=final.rows,
+            rows_during_run=before,
+            seconds=round(time.monotonic() - t0, 3),
+            bytes=self.output.stat().st_size,
+        )
         return self.output
+
+
+class _FinalFile:
+    """The final file being written (a tmp file until `commit`): its writer, the stores it draws from,
+    the next input position to write, and its rows by status so far."""
+
+    def __init__(
+        self, work: WorkDir, tmp: Path, schema: pa.Schema, sources: list[_Source], count: Sequence[str]
+    ) -> None:
+        self.tmp = tmp
+        self.schema = schema
+        self.sources = sources
+        self.meta = {
+            **(schema.metadata or {}),
+            FINGERPRINT_KEY.encode(): work.fingerprint.encode(),
+            JOB_KEY.encode(): work.job_name.encode(),
+        }
+        self.plain = schema.remove_metadata()
+        self.step = _slice_rows(sources)
+        self.next_lo = 0  # the input positions before it are written
+        self.rows = self.slices_written = 0
+        self.tally: dict[str, dict[Any, int]] = {c: {} for c in count}
+        out_schema = schema.with_metadata(self.meta)
+        self.writer: pq.ParquetWriter | None = pq.ParquetWriter(tmp, out_schema, **write_options(out_schema))
+
+    def write(self, chunk: pa.Table) -> None:
+        assert self.writer is not None
+        self.writer.write_table(chunk.replace_schema_metadata(self.meta), row_group_size=chunk.num_rows)
+        _tally(chunk, self.tally)
+        self.rows += chunk.num_rows
+        self.slices_written += 1
+
+    def commit(self, output: Path) -> None:
+        """Close the file, make it durable and put it in place of `output`."""
+        assert self.writer is not None
+        if not self.rows:
+            self.writer.write_table(self.schema.empty_table().replace_schema_metadata(self.meta))
+        for s in self.sources:
+            s.close()
+        pa.default_memory_pool().release_unused()  # hand freed slices back: RSS stays flat
+        self.writer.close()
+        self.writer = None
+        with open(self.tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(self.tmp, output)
+
+    def abandon(self) -> None:
+        """Close and remove the tmp file (nothing raised)."""
+        if self.writer is not None:
+            with contextlib.suppress(Exception):
+                self.writer.close()
+            self.writer = None
+        for s in self.sources:
+            s.close()
+        with contextlib.suppress(OSError):
+            self.tmp.unlink()
+
+
+def _slice_rows(sources: Sequence[_Source]) -> int:
+    """Input positions per slice of the final write: about FINISH_BYTES of the stores' data."""
+    per_row = max((s.bytes_per_row() for s in sources), default=0.0)
+    return max(1, min(FINISH_ROWS, int(FINISH_BYTES / per_row) if per_row else FINISH_ROWS))
+
+
+def _tally(chunk: pa.Table, tally: dict[str, dict[Any, int]]) -> None:
+    """Add the rows of `chunk` by value of each column of `tally` (a null counts under None)."""
+    for name, seen in tally.items():
+        for v in pc.value_counts(chunk.column(name)).to_pylist():
+            seen[v["values"]] = seen.get(v["values"], 0) + v["counts"]
 
 
 class _Source:
@@ -501,6 +575,10 @@ class _Source:
         if self._file is None:
             self._file = pq.ParquetFile(self.path)
         return self._file
+
+    def drop_group(self) -> None:
+        """Forget the row group kept for the next slice."""
+        self._group = None
 
     def close(self) -> None:
         if self._file is not None:
@@ -600,13 +678,13 @@ class _Source:
 
 
 def _latest_slices(
-    sources: list[_Source], total_rows: int, step: int
+    sources: list[_Source], total_rows: int, step: int, start: int = 0
 ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """Input positions `step` at a time: (store, offset in the store, position) of the latest write of
-    each position that has one, in input order. A later store's write wins. Only the stores whose
-    range of positions overlaps the slice are looked at; a part's positions are read when a slice
-    first reaches it and dropped once slices have passed it."""
-    for lo in range(0, total_rows, step):
+    """Input positions `step` at a time from `start`: (store, offset in the store, position) of the
+    latest write of each position that has one, in input order. A later store's write wins. Only the
+    stores whose range of positions overlaps the slice are looked at; a part's positions are read when
+    a slice first reaches it and dropped once slices have passed it."""
+    for lo in range(start, total_rows, step):
         hi = min(total_rows, lo + step)
         src = np.full(hi - lo, -1, dtype=np.int64)
         off = np.zeros(hi - lo, dtype=np.int64)
@@ -635,9 +713,12 @@ def _next_slice(slices: Iterator[pa.Table], release: bool) -> pa.Table | None:
     return next(slices, None)
 
 
-def _ordered_slices(sources: list[_Source], total_rows: int, step: int, schema: pa.Schema) -> Iterator[pa.Table]:
-    """The final file's rows, a slice of input positions at a time: the latest write of each, in order."""
-    for src, off, _ in _latest_slices(sources, total_rows, step):
+def _ordered_slices(
+    sources: list[_Source], total_rows: int, step: int, schema: pa.Schema, start: int = 0
+) -> Iterator[pa.Table]:
+    """The final file's rows, a slice of input positions at a time from `start`: the latest write of
+    each, in order."""
+    for src, off, _ in _latest_slices(sources, total_rows, step, start):
         if not len(src):
             continue
         pieces, order = [], []
@@ -732,6 +813,105 @@ def final_fields(
     return [f for rule in rules if (f := rule.widen_work(work, fresh, total_rows, id_column)) is not None]
 
 
+class EarlyFinal:
+    """The final file begun while the run goes on: once every row this run owes below an input
+    position is in a part, no later write can change the rows before it, and their slices are written
+    (in a thread of their own) to a tmp file in the work folder. `WorkDir.finish` then writes only the
+    slices after them, instead of reading every part back after the last row.
+
+    Crash safety is unchanged: the parts stay until the final file is in place, and the tmp file is
+    removed with the work folder's other tmp files when a later run resumes. The file is not used
+    (`take` gives None, the final write starts over) when its schema is not the final one (vector
+    sizes decided from the first rows, not borne out by the rest), when a part held a row below what
+    was written (a row written twice by the run), or when anything failed while writing it."""
+
+    def __init__(
+        self, work: WorkDir, owed: np.ndarray, fresh: bool, schema: Callable[[], pa.Schema], count: Sequence[str]
+    ) -> None:
+        self.work = work
+        self.owed = owed.copy()  # per input position: this run still has to write it
+        self.total = len(owed)
+        self.schema = schema  # the final schema, as far as the rows written so far tell
+        self.count = list(count)
+        self.tmp = work.path / "final.tmp"
+        self.sources = work._sources(fresh)  # the stores before this run's first part
+        self.final: _FinalFile | None = None
+        self.failed = False
+        self._cursor = 0  # the first position still owed (parts' thread)
+        self._pool: ThreadPoolExecutor | None = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pipeline-final")
+
+    def part_written(self, part: Path, positions: np.ndarray) -> None:
+        """In the parts' thread: a part is in place. Hands the slices it completes to the final thread."""
+        pool = self._pool
+        if pool is None or self.failed:
+            return
+        try:
+            self.owed[positions[positions < self.total]] = False
+            rest = self.owed[self._cursor :]
+            first = int(np.argmax(rest)) if len(rest) else 0
+            self._cursor = self._cursor + first if len(rest) and rest[first] else self.total
+            pool.submit(self._advance, part, self._cursor)
+        except Exception:  # (stopped meanwhile): the final write starts over
+            self.failed = True
+
+    def _advance(self, part: Path, frontier: int) -> None:
+        """In the final thread: take in the new part, write every whole slice below `frontier`."""
+        if self.failed:
+            return
+        try:
+            src = _Source(part, final=False)
+            self.sources.append(src)
+            if self.final is not None and src.num_rows and src.first < self.final.next_lo:
+                self.failed = True  # a row already in the final file was written again
+                return
+            if self.final is None:
+                if frontier < _slice_rows(self.sources):
+                    return
+                self.final = _FinalFile(self.work, self.tmp, self.schema(), self.sources, self.count)
+            final = self.final
+            stop = final.next_lo + (frontier - final.next_lo) // final.step * final.step
+            if stop <= final.next_lo:
+                return
+            for chunk in _ordered_slices(self.sources, stop, final.step, final.plain, start=final.next_lo):
+                final.write(chunk)
+                del chunk
+            final.next_lo = stop
+            for s in self.sources:  # the row groups kept for the next slice: it comes with a later part
+                s.drop_group()
+            pa.default_memory_pool().release_unused()  # this thread's freed pages, while the run goes on
+        except Exception:
+            self.failed = True
+            log.debug("early final write given up", exc_info=True)
+
+    def take(self, schema: pa.Schema, count: Sequence[str]) -> _FinalFile | None:
+        """At the final write (every part in place): the file so far, when it can be carried on; else
+        None, its tmp file removed."""
+        self._stop()
+        final, self.final = self.final, None
+        if final is None:
+            return None
+        parts = [s.path for s in self.sources if not s.final]
+        if self.failed or not final.schema.equals(schema, check_metadata=True) or parts != self.work.parts():
+            final.abandon()
+            return None
+        if list(final.tally) != list(count):
+            final.abandon()
+            return None
+        return final
+
+    def discard(self) -> None:
+        """The run ends without a final file: stop and remove what was written (nothing raised)."""
+        self._stop()
+        if self.final is not None:
+            self.final.abandon()
+            self.final = None
+
+    def _stop(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+
+
 class PartWriter:
     """Buffers finished rows and writes them as Parquet parts (atomically: tmp file, then rename).
 
@@ -750,8 +930,10 @@ class PartWriter:
         flush_interval_s: float,
         max_pending: int = 2,
         flush_bytes: int = PART_VECTOR_BYTES,
+        on_part: Callable[[Path, np.ndarray], None] | None = None,
     ) -> None:
         self.work = work
+        self.on_part = on_part  # told of each part once in place, with its rows' input positions (writer thread)
         self.schema = schema
         self.flush_rows = flush_rows
         self.flush_interval_s = flush_interval_s
@@ -871,8 +1053,11 @@ class PartWriter:
             # row groups of about PART_GROUP_BYTES: the final write reads only the rows a slice needs
             group = max(1, int(PART_GROUP_BYTES * table.num_rows / max(1, table.nbytes)))
             pq.write_table(_note_dims(table), tmp, row_group_size=group, **write_options(self.schema))
+            positions = table.column(ROW).to_numpy() if self.on_part is not None else None
             del table
             os.replace(tmp, final)
+            if positions is not None and self.on_part is not None:
+                self.on_part(final, positions)
         except BaseException as exc:
             with contextlib.suppress(OSError):
                 tmp.unlink()

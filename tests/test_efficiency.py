@@ -248,3 +248,194 @@ def test_part_table_is_what_from_pylist_builds(tmp_path: Path) -> None:
     w.close()
     back = pa.concat_tables(pq.read_table(p).replace_schema_metadata(None) for p in work.parts())
     assert back.sort_by(ROW).equals(expected)
+
+
+# ----- the final file begun while the run goes on (EarlyFinal): the same file as the final pass makes
+
+
+def _early_run(
+    work: WorkDir, final: pa.Schema, rows: list[dict[str, object]], owed: np.ndarray, schema: pa.Schema | None = None
+) -> sinks.EarlyFinal:
+    """Rows written as a run writes them, with the final file begun as parts arrive."""
+    early = sinks.EarlyFinal(work, owed, False, lambda: schema or final, ["e__status"])
+    w = PartWriter(work, VSCHEMA, flush_rows=23, flush_interval_s=60, on_part=early.part_written)
+    for row in rows:
+        w.add(row)
+    w.close()
+    return early
+
+
+def _finished(caplog: pytest.LogCaptureFixture) -> dict[str, Any]:
+    events = [r for r in caplog.records if getattr(r, "event", None) == "final.written"]
+    return {"rows": events[-1].rows, "rows_during_run": events[-1].rows_during_run}
+
+
+@pytest.fixture
+def small(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sinks, "FINISH_BYTES", 2000)  # slices of a few rows
+    monkeypatch.setattr(sinks, "PART_GROUP_BYTES", 300)  # parts of many small row groups
+
+
+def test_final_file_begun_during_the_run_is_the_final_pass_file(
+    tmp_path: Path, small: None, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level("INFO", logger="pipeline")
+    dim, n = 6, 300
+    final = VSCHEMA.remove(0).set(1, pa.field("e", pa.list_(pa.float32(), dim)))
+    rng = np.random.default_rng(11)
+    order = np.argsort(np.arange(n) + rng.uniform(0, 60, n), kind="stable")  # rows finish about in order
+    statuses = rng.choice(["ok", "ok", "ok", "error", "skipped"], n)
+    rows = [_row(int(i), str(statuses[i]), dim, 0.0) for i in order]
+    work = WorkDir(tmp_path / "a" / "out.parquet", "fp")
+    work.prepare(fresh=False)
+    early = _early_run(work, final, rows, np.ones(n, dtype=bool))
+    # the same parts, finished by the final pass alone
+    plain = WorkDir(tmp_path / "b" / "out.parquet", "fp")
+    plain.prepare(fresh=False)
+    for p in work.parts():
+        (plain.path / p.name).write_bytes(p.read_bytes())
+    expected = pq.read_table(plain.finish(final, n, fresh=False, count=["e__status"]))
+    assert _finished(caplog) == {"rows": n, "rows_during_run": 0}
+    got = pq.read_table(work.finish(final, n, fresh=False, count=["e__status"], early=early))
+    done = _finished(caplog)
+    assert done["rows"] == n and 100 < done["rows_during_run"] < n  # most slices written during the run
+    assert got.equals(expected) and got.schema.metadata == expected.schema.metadata
+    assert work.final_counts == plain.final_counts
+    assert got["id"].to_pylist() == [f"r{i}" for i in range(n)]
+    assert not work.path.exists()
+
+
+def test_a_row_written_again_after_its_slice_was_written_starts_the_final_file_over(
+    tmp_path: Path, small: None, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level("INFO", logger="pipeline")
+    dim, n = 6, 300
+    final = VSCHEMA.remove(0).set(1, pa.field("e", pa.list_(pa.float32(), dim)))
+    work = WorkDir(tmp_path / "out.parquet", "fp")
+    work.prepare(fresh=False)
+    rows = [_row(i, "ok", dim, 0.0) for i in range(n)] + [_row(3, "ok", dim, 0.5)]  # row 3 again, last
+    early = _early_run(work, final, rows, np.ones(n, dtype=bool))
+    early._stop()
+    assert early.final is not None and early.final.next_lo > 3  # its slice was written before the new write came
+    expected = _reference(work, final)
+    got = pq.read_table(work.finish(final, n, fresh=False, count=["e__status"], early=early))
+    assert _finished(caplog) == {"rows": n, "rows_during_run": 0}
+    assert got.cast(final.remove_metadata()).equals(expected)
+    assert got["e"][3].as_py() == [3.5] * dim
+
+
+def test_a_final_file_begun_with_another_schema_is_not_used(
+    tmp_path: Path, small: None, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level("INFO", logger="pipeline")
+    dim, n = 6, 300
+    final = VSCHEMA.remove(0).set(1, pa.field("e", pa.list_(pa.float32(), dim)))
+    work = WorkDir(tmp_path / "out.parquet", "fp")
+    work.prepare(fresh=False)
+    # the final type decided from the first rows is not the one the final pass decides from every row
+    guess = VSCHEMA.remove(0).set(1, pa.field("e", pa.list_(pa.float32())))
+    early = _early_run(work, final, [_row(i, "ok", dim, 0.0) for i in range(n)], np.ones(n, dtype=bool), guess)
+    early._stop()
+    assert early.final is not None and early.final.next_lo > 100 and not early.failed
+    got = pq.read_table(work.finish(final, n, fresh=False, count=["e__status"], early=early))
+    assert _finished(caplog) == {"rows": n, "rows_during_run": 0}
+    assert got.schema.field("e").type == pa.list_(pa.float32(), dim)
+    assert got["e"][7].as_py() == [7.0] * dim
+
+
+def test_a_killed_run_leaves_its_begun_final_file_to_be_removed_and_resumes_from_its_parts(
+    tmp_path: Path, small: None
+) -> None:
+    dim, n = 6, 300
+    final = VSCHEMA.remove(0).set(1, pa.field("e", pa.list_(pa.float32(), dim)))
+    work = WorkDir(tmp_path / "out.parquet", "fp")
+    work.prepare(fresh=False)
+    early = _early_run(work, final, [_row(i, "ok", dim, 0.0) for i in range(n - 10)], np.ones(n, dtype=bool))
+    early._stop()  # its slices are written; the run dies here (kill -9: no discard, no final write)
+    assert early.final is not None and early.final.next_lo > 0 and (work.path / "final.tmp").stat().st_size > 0
+    again = WorkDir(tmp_path / "out.parquet", "fp")
+    assert again.prepare(fresh=False) is True
+    assert not (work.path / "final.tmp").exists() and len(again.parts()) > 3
+    prior = again.prior(n, ["e__status"], fresh=False)
+    assert prior.done.sum() == n - 10
+    early2 = _early_run(again, final, [_row(i, "ok", dim, 0.0) for i in range(n - 10, n)], ~prior.done)
+    got = pq.read_table(again.finish(final, n, fresh=False, count=["e__status"], early=early2))
+    assert got["id"].to_pylist() == [f"r{i}" for i in range(n)]
+    assert [v[0] for v in got["e"].to_pylist()] == [float(i) for i in range(n)]
+    # a run that ends without its final file removes what it began
+    work3 = WorkDir(tmp_path / "c" / "out.parquet", "fp")
+    work3.prepare(fresh=False)
+    early3 = _early_run(work3, final, [_row(i, "ok", dim, 0.0) for i in range(n - 10)], np.ones(n, dtype=bool))
+    early3._stop()
+    assert early3.final is not None and (work3.path / "final.tmp").exists()
+    early3.discard()
+    assert not (work3.path / "final.tmp").exists() and len(work3.parts()) > 3
+
+
+def test_a_rerun_begins_its_final_file_from_the_earlier_one_and_its_new_parts(
+    tmp_path: Path, small: None, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level("INFO", logger="pipeline")
+    dim, n = 4, 200
+    final = VSCHEMA.remove(0).set(1, pa.field("e", pa.list_(pa.float32(), dim)))
+    out = tmp_path / "out.parquet"
+    work = WorkDir(out, "fp")
+    work.prepare(fresh=False)
+    first = [_row(i, "error" if i % 9 == 0 else "ok", dim, 0.0) for i in range(n)]
+    work.finish(
+        final, n, fresh=False, count=["e__status"], early=_early_run(work, final, first, np.ones(n, dtype=bool))
+    )
+    # --retry-failed: the failed rows again, the rest comes from the earlier final file
+    work2 = WorkDir(out, "fp")
+    work2.prepare(fresh=False)
+    failed = work2.prior(n, ["e__status"], fresh=False).failed
+    redo = [_row(int(i), "ok", dim, 0.5) for i in np.flatnonzero(failed)]
+    early = _early_run(work2, final, redo, failed)
+    expected = _reference(work2, final)
+    got = pq.read_table(work2.finish(final, n, fresh=False, count=["e__status"], early=early))
+    assert _finished(caplog)["rows_during_run"] > 100
+    assert got.cast(final.remove_metadata()).equals(expected)
+    assert work2.final_counts == {"e": {"ok": n}}
+
+
+def test_a_part_the_begun_final_file_was_not_told_of_starts_it_over(
+    tmp_path: Path, small: None, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level("INFO", logger="pipeline")
+    dim, n = 6, 300
+    final = VSCHEMA.remove(0).set(1, pa.field("e", pa.list_(pa.float32(), dim)))
+    work = WorkDir(tmp_path / "out.parquet", "fp")
+    work.prepare(fresh=False)
+    early = _early_run(work, final, [_row(i, "ok", dim, 0.0) for i in range(n)], np.ones(n, dtype=bool))
+    other = PartWriter(work, VSCHEMA, flush_rows=23, flush_interval_s=60)  # a writer that does not tell it
+    other.add(_row(5, "ok", dim, 0.5))
+    other.close()
+    got = pq.read_table(work.finish(final, n, fresh=False, count=["e__status"], early=early))
+    assert _finished(caplog) == {"rows": n, "rows_during_run": 0}
+    assert got["e"][5].as_py() == [5.5] * dim and got["e"][6].as_py() == [6.0] * dim
+
+
+def test_a_chat_run_begins_its_final_file_and_a_vector_run_by_choice(
+    tmp_path: Path, sim: Any, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from pipeline import executor
+
+    from .conftest import output, run_job, write_job
+    from .test_embed import write_embed_job
+
+    caplog.set_level("INFO", logger="pipeline")
+    monkeypatch.setattr(sinks, "FINISH_ROWS", 20)
+    monkeypatch.setattr(sinks, "FINISH_BYTES", 4000)
+    (tmp_path / "chat").mkdir()
+    run_job(write_job(tmp_path / "chat", sim.url, rows=200, extra="run: {flush_rows: 10}"))
+    assert _finished(caplog)["rows_during_run"] > 0  # no vectors: begun during the run
+    assert output(tmp_path / "chat")["review_id"].to_list() == [f"r{i:05d}" for i in range(200)]
+    vectors = {}
+    for begin in (False, True):
+        monkeypatch.setattr(executor, "EARLY_FINAL_VECTORS", begin)
+        where = tmp_path / f"embed-{begin}"
+        where.mkdir()
+        run_job(write_embed_job(where, sim.url, rows=200, extra="run: {flush_rows: 10}"))
+        assert (_finished(caplog)["rows_during_run"] > 0) is begin
+        vectors[begin] = pq.read_table(where / "out" / "emb.parquet").replace_schema_metadata(None)
+    assert vectors[True].equals(vectors[False])

@@ -171,3 +171,22 @@ async def test_a_failed_part_removes_its_tmp_and_stops_the_writer_with_a_disk_er
     w.shutdown()
     assert work.parts() == [] and not list(work.path.glob("*.tmp"))
     assert not work.prior(3, ["s__status"], fresh=False).done.any()  # the failed part's rows stay to do
+
+
+def test_final_counts_are_the_final_files_rows_by_status(tmp_path: Path) -> None:
+    """The summary's counts come from the final write itself: the same as counting the file again."""
+    schema = pa.schema(
+        [(ROW, pa.uint32()), ("id", pa.string()), ("s__status", pa.string()), ("t__status", pa.string())]
+    )
+    work = WorkDir(tmp_path / "out.parquet", "fp1")
+    work.prepare(fresh=False)
+    w = PartWriter(work, schema, flush_rows=4, flush_interval_s=60)
+    statuses = ["ok", "error", "ok", "invalid", "skipped", "ok"]
+    for i in range(30):
+        w.add({ROW: i, "id": f"r{i}", "s__status": statuses[i % 6], "t__status": None if i % 4 else "ok"})
+    w.add_many({ROW: i, "id": f"r{i}", "s__status": "ok", "t__status": "ok"} for i in (1, 7))  # redone: latest wins
+    w.close()
+    work.finish(schema.remove(0), 30, fresh=False, count=["s__status", "t__status"])
+    again = sinks.status_counts(WorkDir(tmp_path / "out.parquet", "fp1").sources(False), ["s__status", "t__status"])
+    assert work.final_counts == again
+    assert again["s"] == {"ok": 17, "error": 3, "invalid": 5, "skipped": 5} and again["t"] == {"ok": 10, None: 20}
