@@ -662,7 +662,7 @@ class _Source:
                 t = t.combine_chunks()
             tables.append(t)
         self._group = (last, key, tables[-1])  # the next slice starts where this one ends
-        t = tables[0] if len(tables) == 1 else pa.concat_tables(tables).combine_chunks()
+        t = tables[0] if len(tables) == 1 else pa.concat_tables(tables)  # slice and take read across chunks: no copy
         local = offsets - self.starts[first]
         start = int(local[0])
         if int(local[-1]) - start + 1 == len(local) and (np.diff(local) == 1).all():
@@ -729,7 +729,7 @@ def _ordered_slices(
         if len(pieces) > 1:  # the pieces, store by store, back into input order
             perm = np.empty(len(src), dtype=np.int64)
             perm[np.concatenate(order)] = np.arange(len(src))
-            chunk = chunk.combine_chunks().take(pa.array(perm))
+            chunk = chunk.take(pa.array(perm))  # (one copy: take reads across the chunks)
         yield chunk
 
 
