@@ -50,7 +50,7 @@ class StepEstimate:
     images: int | None = None  # image steps: the images asked for (n per request)
     cost: float | None = None
     charged_completions: int = 0  # completion part of limit_tokens
-    expected_completions: float = 0.0  # the sum completion_tokens is rounded from (a mean of 16.2 is not 16)
+    expected_completions: float = 0.0  # summed unrounded: a mean of 16.2 over 300 rows is 4,860, not 4,800
     sample_estimate: int = 0  # the cheap count of the sampled prompts
     sample_exact: int = 0  # their exact count
 
@@ -234,7 +234,9 @@ def estimate(plan: Plan, prices: PriceTable | None = None) -> Estimate:
         if est.sample_estimate and est.sample_exact:
             # the cheap count errs on the high side by design (it paces); the forecast wants the truth
             est.prompt_tokens = round(est.prompt_tokens * est.sample_exact / est.sample_estimate)
-        est.limit_tokens = est.prompt_tokens + est.charged_completions
+        est.completion_tokens = round(est.expected_completions)
+        # what the provider's token dimension holds: an ipm provider's holds images
+        est.limit_tokens = est.prompt_tokens + est.charged_completions + (est.images or 0)
         pack = packs.get(est.name)
         if pack is not None:
             est.requests = pack.requests()
@@ -309,7 +311,6 @@ def _count(
     if isinstance(rt, ImageRuntime):
         # an image request holds its n images where others hold tokens (against the provider's ipm)
         est.images = (est.images or 0) + prep.tokens
-        est.charged_completions += prep.tokens
         est.requests += 1
         return
     prompt = prep.prompt_estimate or prep.tokens
@@ -323,7 +324,6 @@ def _count(
     est.requests += 1
     expected = observed if observed is not None else max(0, prep.tokens - prompt)
     est.expected_completions += expected
-    est.completion_tokens = round(est.expected_completions)
     est.charged_completions += prep.completion_charge if prep.completion_charge is not None else round(expected)
 
 

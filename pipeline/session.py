@@ -18,10 +18,6 @@ class LazySession:
         self.max_connections = max_connections
         self._session: Any = None
 
-    @property
-    def opened(self) -> bool:
-        return self._session is not None
-
     def get(self) -> Any:
         if self._session is None:
             from .transport import new_session

@@ -41,7 +41,7 @@ FAILED = ("error", "invalid")
 FINISH_ROWS = 50_000  # input positions per slice of the final write, at most
 FINISH_BYTES = 4 * 2**20  # and about this much data per slice (vectors make rows big): a row group
 FINISH_RELEASE_EVERY = 4  # slices between hand-backs of freed pages to the system (see `_next_slice`)
-PART_GROUP_BYTES = 2**20  # data per row group of a part, about (256 kB: the final pass 25-40% slower)
+PART_GROUP_BYTES = 2**20  # data per row group of a part, about (at 256 kB the final pass was 25-40% slower)
 # A part is written once its rows hold this much vector data (or flush_rows): building and writing a
 # part briefly holds several times this (8 MB parts made an embed run's peak RSS ~10 MB higher).
 PART_VECTOR_BYTES = 4 * 2**20
@@ -891,10 +891,12 @@ class EarlyFinal:
         if final is None:
             return None
         parts = [s.path for s in self.sources if not s.final]
-        if self.failed or not final.schema.equals(schema, check_metadata=True) or parts != self.work.parts():
-            final.abandon()
-            return None
-        if list(final.tally) != list(count):
+        if (
+            self.failed
+            or not final.schema.equals(schema, check_metadata=True)
+            or parts != self.work.parts()
+            or list(final.tally) != list(count)
+        ):
             final.abandon()
             return None
         return final

@@ -132,11 +132,10 @@ def test_final_file_is_the_latest_write_of_each_row_after_failures_and_resumes(
     monkeypatch.setattr(sinks, "FINISH_BYTES", 2000)  # slices of a few rows
     monkeypatch.setattr(sinks, "PART_GROUP_BYTES", 300)  # parts of many small row groups
     dim, n = 6, 300
-    final = VSCHEMA.remove(0).set(1, pa.field("e", pa.list_(pa.float32(), dim)))
+    final = _fixed(dim)
     rng = np.random.default_rng(7)
     out = tmp_path / "out.parquet"
-    work = WorkDir(out, "fp")
-    work.prepare(fresh=False)
+    work = _prepared(out)
     order = np.argsort(np.arange(n) + rng.uniform(0, 60, n), kind="stable")  # rows finish about in order
     statuses = rng.choice(["ok", "ok", "ok", "error", "invalid", "skipped"], n)
     w = PartWriter(work, VSCHEMA, flush_rows=23, flush_interval_s=60)
@@ -148,8 +147,7 @@ def test_final_file_is_the_latest_write_of_each_row_after_failures_and_resumes(
     got = pq.read_table(work.finish(final, n, fresh=False))
     assert got.cast(final.remove_metadata()).equals(expected)
     # a second run of the same job redoes the failed rows: final file + new parts, the latest write wins
-    work2 = WorkDir(out, "fp")
-    work2.prepare(fresh=False)
+    work2 = _prepared(out)
     failed = np.flatnonzero(work2.prior(n, ["e__status"], fresh=False).failed)
     assert len(failed) > 20
     w2 = PartWriter(work2, VSCHEMA, flush_rows=7, flush_interval_s=60)
@@ -166,8 +164,7 @@ def test_final_file_is_the_latest_write_of_each_row_after_failures_and_resumes(
 def test_vector_sizes_come_from_the_footers_when_every_write_agrees(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    work = WorkDir(tmp_path / "out.parquet", "fp")
-    work.prepare(fresh=False)
+    work = _prepared(tmp_path / "out.parquet")
     w = PartWriter(work, VSCHEMA, flush_rows=5, flush_interval_s=60)
     for i in range(12):
         w.add(_row(i, "ok" if i % 4 else "error", 3, 0.0))
@@ -193,8 +190,7 @@ def test_vector_sizes_come_from_the_footers_when_every_write_agrees(
 
 
 def test_a_part_is_written_once_its_vectors_reach_flush_bytes(tmp_path: Path) -> None:
-    work = WorkDir(tmp_path / "out.parquet", "fp")
-    work.prepare(fresh=False)
+    work = _prepared(tmp_path / "out.parquet")
     w = PartWriter(work, VSCHEMA, flush_rows=1000, flush_interval_s=60, flush_bytes=100)
     for i in range(10):  # 8 floats = 32 bytes a row: a part every 4 rows; failed rows hold no vector
         w.add(_row(i, "ok" if i != 2 else "error", 8, 0.0))
@@ -240,8 +236,7 @@ def test_part_table_is_what_from_pylist_builds(tmp_path: Path) -> None:
         pa.Table.from_pylist([{ROW: 0, "e": None}], schema=schema)
     )
     assert sinks._part_table([], schema).num_rows == 0
-    work = WorkDir(tmp_path / "out.parquet", "fp")
-    work.prepare(fresh=False)
+    work = _prepared(tmp_path / "out.parquet")
     w = PartWriter(work, schema, flush_rows=16, flush_interval_s=60)
     for row in rows:
         w.add(row)
@@ -251,6 +246,17 @@ def test_part_table_is_what_from_pylist_builds(tmp_path: Path) -> None:
 
 
 # ----- the final file begun while the run goes on (EarlyFinal): the same file as the final pass makes
+
+
+def _fixed(dim: int) -> pa.Schema:
+    """The final schema of VSCHEMA's rows: `e` as vectors of `dim`, no `__row`."""
+    return VSCHEMA.remove(0).set(1, pa.field("e", pa.list_(pa.float32(), dim)))
+
+
+def _prepared(output: Path) -> WorkDir:
+    work = WorkDir(output, "fp")
+    work.prepare(fresh=False)
+    return work
 
 
 def _early_run(
@@ -281,17 +287,15 @@ def test_final_file_begun_during_the_run_is_the_final_pass_file(
 ) -> None:
     caplog.set_level("INFO", logger="pipeline")
     dim, n = 6, 300
-    final = VSCHEMA.remove(0).set(1, pa.field("e", pa.list_(pa.float32(), dim)))
+    final = _fixed(dim)
     rng = np.random.default_rng(11)
     order = np.argsort(np.arange(n) + rng.uniform(0, 60, n), kind="stable")  # rows finish about in order
     statuses = rng.choice(["ok", "ok", "ok", "error", "skipped"], n)
     rows = [_row(int(i), str(statuses[i]), dim, 0.0) for i in order]
-    work = WorkDir(tmp_path / "a" / "out.parquet", "fp")
-    work.prepare(fresh=False)
+    work = _prepared(tmp_path / "a" / "out.parquet")
     early = _early_run(work, final, rows, np.ones(n, dtype=bool))
     # the same parts, finished by the final pass alone
-    plain = WorkDir(tmp_path / "b" / "out.parquet", "fp")
-    plain.prepare(fresh=False)
+    plain = _prepared(tmp_path / "b" / "out.parquet")
     for p in work.parts():
         (plain.path / p.name).write_bytes(p.read_bytes())
     expected = pq.read_table(plain.finish(final, n, fresh=False, count=["e__status"]))
@@ -310,9 +314,8 @@ def test_a_row_written_again_after_its_slice_was_written_starts_the_final_file_o
 ) -> None:
     caplog.set_level("INFO", logger="pipeline")
     dim, n = 6, 300
-    final = VSCHEMA.remove(0).set(1, pa.field("e", pa.list_(pa.float32(), dim)))
-    work = WorkDir(tmp_path / "out.parquet", "fp")
-    work.prepare(fresh=False)
+    final = _fixed(dim)
+    work = _prepared(tmp_path / "out.parquet")
     rows = [_row(i, "ok", dim, 0.0) for i in range(n)] + [_row(3, "ok", dim, 0.5)]  # row 3 again, last
     early = _early_run(work, final, rows, np.ones(n, dtype=bool))
     early._stop()
@@ -329,9 +332,8 @@ def test_a_final_file_begun_with_another_schema_is_not_used(
 ) -> None:
     caplog.set_level("INFO", logger="pipeline")
     dim, n = 6, 300
-    final = VSCHEMA.remove(0).set(1, pa.field("e", pa.list_(pa.float32(), dim)))
-    work = WorkDir(tmp_path / "out.parquet", "fp")
-    work.prepare(fresh=False)
+    final = _fixed(dim)
+    work = _prepared(tmp_path / "out.parquet")
     # the final type decided from the first rows is not the one the final pass decides from every row
     guess = VSCHEMA.remove(0).set(1, pa.field("e", pa.list_(pa.float32())))
     early = _early_run(work, final, [_row(i, "ok", dim, 0.0) for i in range(n)], np.ones(n, dtype=bool), guess)
@@ -347,9 +349,8 @@ def test_a_killed_run_leaves_its_begun_final_file_to_be_removed_and_resumes_from
     tmp_path: Path, small: None
 ) -> None:
     dim, n = 6, 300
-    final = VSCHEMA.remove(0).set(1, pa.field("e", pa.list_(pa.float32(), dim)))
-    work = WorkDir(tmp_path / "out.parquet", "fp")
-    work.prepare(fresh=False)
+    final = _fixed(dim)
+    work = _prepared(tmp_path / "out.parquet")
     early = _early_run(work, final, [_row(i, "ok", dim, 0.0) for i in range(n - 10)], np.ones(n, dtype=bool))
     early._stop()  # its slices are written; the run dies here (kill -9: no discard, no final write)
     assert early.final is not None and early.final.next_lo > 0 and (work.path / "final.tmp").stat().st_size > 0
@@ -363,8 +364,7 @@ def test_a_killed_run_leaves_its_begun_final_file_to_be_removed_and_resumes_from
     assert got["id"].to_pylist() == [f"r{i}" for i in range(n)]
     assert [v[0] for v in got["e"].to_pylist()] == [float(i) for i in range(n)]
     # a run that ends without its final file removes what it began
-    work3 = WorkDir(tmp_path / "c" / "out.parquet", "fp")
-    work3.prepare(fresh=False)
+    work3 = _prepared(tmp_path / "c" / "out.parquet")
     early3 = _early_run(work3, final, [_row(i, "ok", dim, 0.0) for i in range(n - 10)], np.ones(n, dtype=bool))
     early3._stop()
     assert early3.final is not None and (work3.path / "final.tmp").exists()
@@ -377,17 +377,15 @@ def test_a_rerun_begins_its_final_file_from_the_earlier_one_and_its_new_parts(
 ) -> None:
     caplog.set_level("INFO", logger="pipeline")
     dim, n = 4, 200
-    final = VSCHEMA.remove(0).set(1, pa.field("e", pa.list_(pa.float32(), dim)))
+    final = _fixed(dim)
     out = tmp_path / "out.parquet"
-    work = WorkDir(out, "fp")
-    work.prepare(fresh=False)
+    work = _prepared(out)
     first = [_row(i, "error" if i % 9 == 0 else "ok", dim, 0.0) for i in range(n)]
     work.finish(
         final, n, fresh=False, count=["e__status"], early=_early_run(work, final, first, np.ones(n, dtype=bool))
     )
     # --retry-failed: the failed rows again, the rest comes from the earlier final file
-    work2 = WorkDir(out, "fp")
-    work2.prepare(fresh=False)
+    work2 = _prepared(out)
     failed = work2.prior(n, ["e__status"], fresh=False).failed
     redo = [_row(int(i), "ok", dim, 0.5) for i in np.flatnonzero(failed)]
     early = _early_run(work2, final, redo, failed)
@@ -403,9 +401,8 @@ def test_a_part_the_begun_final_file_was_not_told_of_starts_it_over(
 ) -> None:
     caplog.set_level("INFO", logger="pipeline")
     dim, n = 6, 300
-    final = VSCHEMA.remove(0).set(1, pa.field("e", pa.list_(pa.float32(), dim)))
-    work = WorkDir(tmp_path / "out.parquet", "fp")
-    work.prepare(fresh=False)
+    final = _fixed(dim)
+    work = _prepared(tmp_path / "out.parquet")
     early = _early_run(work, final, [_row(i, "ok", dim, 0.0) for i in range(n)], np.ones(n, dtype=bool))
     other = PartWriter(work, VSCHEMA, flush_rows=23, flush_interval_s=60)  # a writer that does not tell it
     other.add(_row(5, "ok", dim, 0.5))
