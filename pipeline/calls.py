@@ -36,12 +36,18 @@ log = logging.getLogger(__name__)
 # so a server that refuses forever still fails rows (and its identical failures stop the run).
 MAX_FREE_429S = 20
 
+# Downloads of generated images (GETs of absolute URLs, often another host's CDN) at once, per provider
+# client. They are not API calls: they take no admission from the provider's limits (a download
+# counted against an image model's low requests/min would halve its throughput), only this cap.
+DOWNLOADS_AT_ONCE = 16
+
 
 @dataclass
 class RunStats:
     """Counters shared by every call of a run (read by progress snapshots)."""
 
     requests: int = 0
+    downloads: int = 0  # generated images fetched from their URLs (not API calls: outside the limits)
     cache_hits: int = 0
     retries: int = 0
     rate_limited: int = 0
@@ -104,6 +110,7 @@ class ProviderClient:
         self._verified = False
         self._key_asked = False
         self._fatal: FatalError | None = None
+        self._downloading: asyncio.Semaphore | None = None  # made in the running loop, on the first download
 
     @property
     def name(self) -> str:
@@ -174,6 +181,8 @@ class ProviderClient:
             hit = self.cached(cache_key, parse)
             if hit is not None:
                 return Reply(hit, 0, True)
+        if req.method == "GET":
+            return await self._download(req, cache_key, parse)
         try:
             self.gate.check_fits(tokens if isinstance(tokens, int) else tokens())
         except RequestTooLarge as exc:
@@ -230,6 +239,57 @@ class ProviderClient:
                 log,
                 logging.INFO,
                 "request.retry",
+                provider=self.name,
+                attempt=attempt,
+                wait_s=round(wait, 3),
+                status=err.status,
+                error=err.short()[:300],
+            )
+            await asyncio.sleep(wait)
+
+    async def _download(self, req: HttpRequest, cache_key: str | None, parse: Callable[[bytes], T]) -> Reply[T]:
+        """GET an absolute URL (a generated image) until it parses: the retry rules of any request
+        (a 429's Retry-After is waited here, it pauses nothing else), at most DOWNLOADS_AT_ONCE at a
+        time, outside the provider's admission gate and budget (a download is not an API call)."""
+        if self._downloading is None:
+            self._downloading = asyncio.Semaphore(DOWNLOADS_AT_ONCE)
+        attempt = 0
+        while True:
+            attempt += 1
+            if self._stopping():
+                raise Stopped()
+            if self._fatal is not None:
+                raise self._fatal
+            err: RequestError
+            async with self._downloading:
+                self.stats.downloads += 1
+                try:
+                    resp = await self.transport.send(req)
+                except RequestError as exc:
+                    err = exc
+                else:
+                    if 200 <= resp.status < 300:
+                        if cache_key is not None:
+                            await self.cache.store(cache_key, resp.body)
+                        try:
+                            return Reply(parse(resp.body), attempt, False)
+                        except RequestError as exc:
+                            if cache_key is not None:
+                                self.cache.delete(cache_key)
+                            err = exc
+                    else:
+                        err = classify(resp.status, resp.body, resp.headers)
+            # a refused key means nothing here (no key is sent): only the status's own class counts
+            if not isinstance(err, RetryableError) or attempt >= self.retry.max_attempts:
+                raise CallError(err, attempt)
+            self.stats.retries += 1
+            wait = backoff_delay(attempt, base=self.retry.backoff_base_s, cap=self.retry.backoff_cap_s, rng=self._rng)
+            if err.retry_after is not None:
+                wait = max(wait, err.retry_after)
+            event(
+                log,
+                logging.INFO,
+                "download.retry",
                 provider=self.name,
                 attempt=attempt,
                 wait_s=round(wait, 3),

@@ -299,7 +299,9 @@ def run(
         err.print(_summary_table(summary))
         s = summary.stats
         err.print(
-            f"requests {s.requests:,}  cache hits {s.cache_hits:,}  retries {s.retries:,}  429s {s.rate_limited:,}  "
+            f"requests {s.requests:,}  "
+            + (f"image downloads {s.downloads:,}  " if s.downloads else "")
+            + f"cache hits {s.cache_hits:,}  retries {s.retries:,}  429s {s.rate_limited:,}  "
             f"tokens {s.prompt_tokens + s.completion_tokens:,}  re-asks {s.repairs:,}  "
             f"resumed rows {summary.rows_resumed:,}  "
             f"time {summary.elapsed_s:,.1f}s",

@@ -328,6 +328,7 @@ class Executor:
             rows_failed=rows.failed,
             rows_skipped=rows.skipped,
             requests=st.requests,
+            downloads=st.downloads,
             retries=st.retries,
             rate_limited=st.rate_limited,
             cache_hits=st.cache_hits,

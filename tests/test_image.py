@@ -329,3 +329,25 @@ def test_an_ipm_provider_describes_its_limit_in_images(tmp_path: Path, sim_facto
     assert "ipm 30" in line and "tpm" not in line and "tokens/min" not in line, line
     # the binding limit, named in images whichever one a busy machine made admissions wait on longest
     assert dataclasses.replace(stats, binding="tokens/min").describe().startswith("binding: images/min")
+
+
+def test_downloads_are_not_api_calls_and_an_expired_url_fails_its_row_only(tmp_path: Path, sim_factory: Any) -> None:
+    # A URL answer's images are fetched outside the provider's admission: they take none of its
+    # requests/min (an image model's low rpm would otherwise go half to downloads) and are counted apart.
+    # Each URL first answers 403 (an expired signed URL): that fails the row, not the run (no key is
+    # sent to it: a 403 says nothing of the key), and a re-run of the failed rows fetches again without
+    # generating again. (Before: downloads took admissions, and the 403 stopped the run as a bad key.)
+    sim = sim_factory(image_download_failures=1, image_download_status=403)
+    job = write_job(tmp_path, sim.url, params="{size: 256x256, n: 2, response_format: url}")
+    summary = run_job(job)
+    assert len(gens(sim)) == 8 and summary.stats.requests == 8
+    assert 8 <= summary.stats.downloads <= 16 and summary.stats.retries == 0
+    df = pl.read_parquet(tmp_path / "out" / "shots.parquet")
+    assert set(df["pic__status"]) == {"error"} and summary.failed_rows == 8
+    assert all("downloading image" in e and "403" in e for e in df["pic__error"])
+    again = run_job(job, retry_failed=True)
+    assert len(gens(sim)) == 8 and again.stats.requests == 0, "the generations come from the cache"
+    assert again.stats.downloads == 16
+    df = pl.read_parquet(tmp_path / "out" / "shots.parquet")
+    assert set(df["pic__status"]) == {"ok"}
+    check_rows(df, tmp_path)

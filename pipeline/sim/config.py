@@ -169,6 +169,7 @@ class SimConfig:
     # naming the parallel request limit (LiteLLM's body: the status in `code`)
     max_parallel_requests: int | None = None
     image_download_failures: int = 0  # each image URL answers 503 this many times before its PNG
+    image_download_status: int = 503  # the status of those failures (403: an expired signed URL)
     # Keys revoked mid-run: key -> how many API requests it is answered before every later one gets
     # 401 invalid_api_key (as a key deleted on the provider's dashboard does). GET /models counts too.
     revoke_after: dict[str, int] | None = None

@@ -337,7 +337,7 @@ class Endpoints:
         seen = self.downloads.get(name, 0)
         self.downloads[name] = seen + 1
         if seen < self.sim.config.image_download_failures:
-            return web.Response(status=503, text="simulated download failure")
+            return web.Response(status=self.sim.config.image_download_status, text="simulated download failure")
         return web.Response(body=images.png(name.removesuffix(".png")), content_type="image/png")
 
     def _model_obj(self, model: str) -> dict[str, Any]:
