@@ -7,6 +7,7 @@ import contextlib
 import gc
 import json
 import logging
+import os
 import sys
 import time
 from collections.abc import Iterator
@@ -48,7 +49,16 @@ class _LazyConsole:
             from rich.console import Console
 
             self._console = Console(stderr=self._stderr)
+            if not self._console.is_terminal and "COLUMNS" not in os.environ:
+                # piped or logged: rich's default of 80 columns cut the tables' headers and names
+                # ("reques…", "embedd…"); a log has no width to keep to
+                self._console.width = 160
         return getattr(self._console, name)
+
+
+def _seconds(s: float) -> str:
+    """A duration in seconds, to a tenth below 10 s ("0.4 s", not "0 s")."""
+    return f"{s:,.1f} s" if s < 10 else f"{s:,.0f} s"
 
 
 def escape(markup: str) -> str:
@@ -511,7 +521,7 @@ def estimate(
             out.print(f"{s.name}: completion tokens from {s.completion_basis}", highlight=False)
     for name, minutes in est.minutes_by_provider.items():
         out.print(
-            f"{name}: at least {minutes:,.1f} min ({minutes * 60:,.0f} s) under its limits "
+            f"{name}: at least {minutes:,.1f} min ({_seconds(minutes * 60)}) under its limits "
             f"(binding: {est.binding_limit[name]})",
             highlight=False,
         )

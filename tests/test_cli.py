@@ -245,3 +245,21 @@ def test_second_concurrent_run_of_a_job_is_refused(tmp_path: Path, sim: Any) -> 
     assert res.exit_code == 2 and "another run of this job" in res.output
     assert sim.records == []
     assert cli("run", str(job), "--quiet").exit_code == 0
+
+
+def test_estimate_piped_to_a_file_keeps_its_headers_whole(tmp_path: Path) -> None:
+    # not a terminal: rich would lay the table out in 80 columns and cut headers ("reques…", "comple…")
+    job = write_job(tmp_path, "http://127.0.0.1:9", rows=6, limits="{rpm: 60, tpm: 1000000, concurrency: 5}")
+    env = {k: v for k, v in os.environ.items() if k != "COLUMNS"}
+    res = subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", "estimate", str(job)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert res.returncode == 0, res.stderr
+    header = next(line for line in res.stdout.splitlines() if "step" in line)
+    for name in ("requests", "cached", "skipped", "prompt tokens", "completion", "cost USD"):
+        assert name in header, header
+    assert "gpt-4o-mini" in res.stdout and "(6.0 s)" in res.stdout  # 6 requests at 60/min, to a tenth
