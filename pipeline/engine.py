@@ -299,12 +299,24 @@ class RowEngine:
     def _try_cached(self, step: StepRuntime, ctx: dict[str, Any]) -> StepResult | Prepared:
         """The step's result when the cache holds every answer it needs (or nothing is to be sent);
         otherwise the exchange as far as the cache took it, for `_run_step` to go on with."""
+        cache = step.client.cache
+        key = step.first_key(ctx)
+        body = cache.get(key) if key is not None else None
+        if body is not None:  # the common answer, replayed without building the request
+            try:
+                replayed = step.replay(None, body)
+            except RequestError:
+                replayed = None  # parse raises it again, and drops the entry
+            if replayed is not None:
+                self.stats.cache_hits += 1
+                return replayed
         prep = step.request_for(ctx)
         if isinstance(prep, StepResult):
             return prep
         hit: Reply[Any] | None = None
-        key = prep.cache_key
-        body = step.client.cache.get(key) if key is not None else None
+        if prep.cache_key != key:  # (no quick key: the request's own)
+            key = prep.cache_key
+            body = cache.get(key) if key is not None else None
         if body is not None:
             assert key is not None
             try:
