@@ -25,7 +25,7 @@ from ..requests import HttpRequest
 from ..templating import Template, compile_template
 from ..tokens import Counter, chat_prompt_tokens
 from .base import Done, Exchange, Prepared, StepRuntime, cached_tokens, load_json
-from .chat_shape import Verdict, build_shape
+from .chat_shape import TextShape, Verdict, build_shape
 from .negotiate import FormChoice, ProviderQuirks, quirks_for, refuses_form
 from .sse import ChatStream
 
@@ -163,6 +163,8 @@ class ChatRuntime(StepRuntime):
         self.col_confidence = f"{self.name}__confidence"
         self._labels = spec.labels is not None
         self._value_columns = [name for name, _ in self.shape.columns()]
+        # a plain text step's one column (`replay` writes a text answer's values itself), else None
+        self._text_column = self.shape.output if type(self.shape) is TextShape else None
         self._known_counts = {tpl.source: count(tpl.source) for _, tpl in self._messages if tpl.static}
         # per form: where a row's texts go in its first request's canonical body (`quick_key`)
         self._slots: dict[StructuredVia | None, tuple[hashlib._Hash, tuple[tuple[int, bytes], ...]] | None] = {}
@@ -397,26 +399,42 @@ class ChatRuntime(StepRuntime):
         engine then parses and settles it the long way). Raises what `parse` raises for a broken body."""
         if self._n != 1 or self._logprobs:
             return None
-        obj = load_json(body)
+        try:
+            obj = orjson.loads(body)
+        except ValueError:
+            obj = None
+        if not isinstance(obj, dict) or "error" in obj:
+            obj = load_json(body)  # raises as `parse` does, or it is an answer after all
         choices = obj.get("choices")
         if not isinstance(choices, list) or len(choices) != 1 or not isinstance(choices[0], dict):
             return None
         ch = choices[0]
         message: dict[str, Any] = ch["message"] if isinstance(ch.get("message"), dict) else {}
-        v = self.shape.judge(message, ch.get("finish_reason"))
-        usage = _usage(obj)
-        if not v.ok or usage is None:
-            return None
-        prompt, completion, cached = usage
+        finish = ch.get("finish_reason")
+        usage = obj.get("usage")
+        if not isinstance(usage, dict) or not isinstance(usage.get("prompt_tokens"), int):
+            return None  # (no usage: counted from the request, the long way)
+        content = message.get("content")
+        values: dict[str, Any]
+        if self._text_column is not None and isinstance(content, str):
+            # what TextShape.judge and `_one_choice` make of a text answer
+            values = {self._text_column: content, self.col_finish: finish}
+        else:
+            v = self.shape.judge(message, finish)
+            if not v.ok:
+                return None
+            values = self._one_choice(v, 0, None, None)
+        details = usage.get("prompt_tokens_details")  # (as `_usage` reads it)
+        cached = details.get("cached_tokens") if isinstance(details, dict) else None
         return StepResult(
             "ok",
-            self._one_choice(v, 0, None, None),
+            values,
             attempts=0,
-            prompt_tokens=prompt,
-            completion_tokens=completion,
+            prompt_tokens=int(usage["prompt_tokens"]),
+            completion_tokens=int(usage.get("completion_tokens") or 0),
             cached=True,
             tokens_estimated=False,
-            cached_tokens=cached,
+            cached_tokens=cached if isinstance(cached, int) and cached > 0 else 0,
         )
 
     # ----------------------------------------------------------------- the dialogue of one row
