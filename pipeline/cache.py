@@ -105,8 +105,14 @@ class ResponseCache:
                 part = keys[lo : lo + 500]
                 found = {}
                 rows = self._dc._sql(select.format(",".join("?" * len(part))), (*part, time.time())).fetchall()
+                fetch = self._dc._disk.fetch
                 for key, mode, filename, value in rows:
-                    body = self._dc._disk.fetch(mode, filename, value, False)
+                    # (an answer kept in the database: as diskcache's `fetch` returns it, without the call)
+                    body = (
+                        value
+                        if mode == diskcache.core.MODE_RAW and type(value) is bytes
+                        else fetch(mode, filename, value, False)
+                    )
                     if isinstance(body, bytes):
                         found[key] = body
                 for key in part:

@@ -4,6 +4,7 @@ gives, and a run the cache answers whole opens no HTTP session."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import decimal
 import json
@@ -306,3 +307,14 @@ def runtime_for(tmp_path: Path, step: dict[str, Any]) -> ChatRuntime:
     rt = plan.steps[0]
     assert isinstance(rt, ChatRuntime)
     return rt
+
+
+def test_a_result_from_the_cache_is_the_one_the_constructor_makes() -> None:
+    values = {"label": "positive", "label__finish_reason": "stop"}
+    quick = StepResult.from_cache(values, 31, 4, 8)
+    made = StepResult("ok", values, attempts=0, prompt_tokens=31, completion_tokens=4, cached=True, cached_tokens=8)
+    assert quick == made and repr(quick) == repr(made) and type(quick) is StepResult
+    assert quick.metrics == {} and quick.metrics is not StepResult.from_cache(values, 1, 1, 0).metrics
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        quick.status = "error"  # type: ignore[misc]
+    assert dataclasses.replace(quick, attempts=2) == dataclasses.replace(made, attempts=2)

@@ -426,15 +426,11 @@ class ChatRuntime(StepRuntime):
             values = self._one_choice(v, 0, None, None)
         details = usage.get("prompt_tokens_details")  # (as `_usage` reads it)
         cached = details.get("cached_tokens") if isinstance(details, dict) else None
-        return StepResult(
-            "ok",
+        return StepResult.from_cache(
             values,
-            attempts=0,
-            prompt_tokens=int(usage["prompt_tokens"]),
-            completion_tokens=int(usage.get("completion_tokens") or 0),
-            cached=True,
-            tokens_estimated=False,
-            cached_tokens=cached if isinstance(cached, int) and cached > 0 else 0,
+            int(usage["prompt_tokens"]),
+            int(usage.get("completion_tokens") or 0),
+            cached if isinstance(cached, int) and cached > 0 else 0,
         )
 
     # ----------------------------------------------------------------- the dialogue of one row
