@@ -30,18 +30,23 @@ def request_key(provider: str, endpoint: str, blob: bytes, extra: str = "") -> s
 
     `extra` carries what the JSON body does not show (for audio: the file content hash).
     """
+    h = key_state(provider, endpoint, extra).copy()
+    h.update(blob)
+    return h.hexdigest()
+
+
+def key_state(provider: str, endpoint: str, extra: str = "") -> hashlib._Hash:
+    """The sha256 state of `request_key` before the body (copy it before updating it)."""
     start = _KEY_STARTS.get((provider, endpoint, extra))
     if start is None:
         start = hashlib.sha256(f"{provider}\x00{endpoint}\x00{extra}\x00".encode())
         if len(_KEY_STARTS) < 1024:  # (audio keys carry a file hash in `extra`: not worth keeping)
             _KEY_STARTS[(provider, endpoint, extra)] = start
-    h = start.copy()
-    h.update(blob)
-    return h.hexdigest()
+    return start
 
 
 # sha256 states after each (provider, endpoint, extra) prefix: a key costs one copy and the body's hash
-_KEY_STARTS: dict[tuple[str, str, str], Any] = {}
+_KEY_STARTS: dict[tuple[str, str, str], hashlib._Hash] = {}
 
 
 @dataclass(frozen=True)
@@ -100,8 +105,14 @@ class ResponseCache:
                 part = keys[lo : lo + 500]
                 found = {}
                 rows = self._dc._sql(select.format(",".join("?" * len(part))), (*part, time.time())).fetchall()
+                fetch = self._dc._disk.fetch
                 for key, mode, filename, value in rows:
-                    body = self._dc._disk.fetch(mode, filename, value, False)
+                    # (an answer kept in the database: as diskcache's `fetch` returns it, without the call)
+                    body = (
+                        value
+                        if mode == diskcache.core.MODE_RAW and type(value) is bytes
+                        else fetch(mode, filename, value, False)
+                    )
                     if isinstance(body, bytes):
                         found[key] = body
                 for key in part:

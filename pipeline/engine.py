@@ -24,7 +24,7 @@ from .errors import FatalError, RequestError, RunAborted, StreamCut
 from .logs import event
 from .packing import Packer, PackingKind
 from .records import StepResult
-from .sinks import accounting_columns, flatten_result
+from .sinks import accounting_columns
 from .sources import ROW
 
 log = logging.getLogger(__name__)
@@ -299,12 +299,24 @@ class RowEngine:
     def _try_cached(self, step: StepRuntime, ctx: dict[str, Any]) -> StepResult | Prepared:
         """The step's result when the cache holds every answer it needs (or nothing is to be sent);
         otherwise the exchange as far as the cache took it, for `_run_step` to go on with."""
+        cache = step.client.cache
+        key = step.first_key(ctx)
+        body = cache.get(key) if key is not None else None
+        if body is not None:  # the common answer, replayed without building the request
+            try:
+                replayed = step.replay(None, body)
+            except RequestError:
+                replayed = None  # parse raises it again, and drops the entry
+            if replayed is not None:
+                self.stats.cache_hits += 1
+                return replayed
         prep = step.request_for(ctx)
         if isinstance(prep, StepResult):
             return prep
         hit: Reply[Any] | None = None
-        key = prep.cache_key
-        body = step.client.cache.get(key) if key is not None else None
+        if prep.cache_key != key:  # (no quick key: the request's own)
+            key = prep.cache_key
+            body = cache.get(key) if key is not None else None
         if body is not None:
             assert key is not None
             try:
@@ -523,20 +535,34 @@ class RowEngine:
                 counters[name] = counters.get(name, 0.0) + value
 
     def _record(self, row_index: int, row: dict[str, Any], results: list[StepResult]) -> Record:
-        """The row's output record: carried columns, `__row`, and per step its `sinks.flatten_result` (with
-        the column names computed once, not per row), priced."""
+        """The row's output record: carried columns, `__row`, and per step what `sinks.flatten_result`
+        writes (with the column names computed once, not per row), priced."""
         shape = self.shape
         out: Record = {c: row.get(c) for c in shape.carried_columns}
         out[ROW] = row_index
         if shape.id_column == shape.default_id and shape.default_id not in row:
             out[shape.default_id] = row_index
-        failed = False
+        failed = skipped = False
         for (step, counts, names, acc, price), r in zip(self._recording, results, strict=True):
-            # what the row's answer cost (also when it came from the cache: it was paid once)
-            flatten_result(step.name, r, names, out, acc, None if price is None else step.row_cost(r, price))
+            # `flatten_result`, inlined (every row of a cached re-run comes here): the values, then the
+            # accounting columns; the cost is what the row's answer cost (also from the cache: paid once)
+            values = r.values
+            for name in names:
+                out[name] = values.get(name)
             status = r.status
+            out[acc[0]] = status
+            out[acc[1]] = r.error
+            out[acc[2]] = r.attempts
+            out[acc[3]] = r.prompt_tokens
+            out[acc[4]] = r.completion_tokens
+            out[acc[5]] = r.cached
+            out[acc[6]] = r.tokens_estimated
+            out[acc[7]] = None if price is None else step.row_cost(r, price)
             counts[status] += 1
-            failed = failed or status == "error" or status == "invalid"
+            if status == "error" or status == "invalid":
+                failed = True
+            elif status == "skipped":
+                skipped = True
         c = self.rows
         c.done += 1
         if failed and any(r.error and BUDGET_MARK in r.error for r in results):
@@ -558,7 +584,7 @@ class RowEngine:
         else:
             c.streak = 0
             c.streak_sig = None
-            if any(r.status == "skipped" for r in results):
+            if skipped:
                 c.skipped += 1
             else:
                 c.ok += 1

@@ -953,7 +953,8 @@ class PartWriter:
         self._error: BaseException | None = None
 
     def add(self, row: dict[str, Any]) -> None:
-        self._raise_failed()
+        if self._error is not None or (self._pending and self._pending[0].done()):  # (`_raise_failed`'s test)
+            self._raise_failed()
         self._rows.append(row)
         for name in self._vectors:
             v = row.get(name)
@@ -1076,7 +1077,10 @@ def _part_table(rows: list[dict[str, Any]], schema: pa.Schema) -> pa.Table:
     time; vector columns straight from the vectors' memory (`_vector_array`)."""
     columns = []
     for f in schema:
-        values = [row.get(f.name) for row in rows]
+        try:  # (every row holds the column: the common case, at a third of the cost of `get` per row)
+            values = list(map(itemgetter(f.name), rows))
+        except KeyError:
+            values = [row.get(f.name) for row in rows]
         columns.append(_vector_array(values, f.type) if is_vector(f.type) else pa.array(values, type=f.type))
     return pa.Table.from_arrays(columns, schema=schema)
 

@@ -4,6 +4,7 @@ gives, and a run the cache answers whole opens no HTTP session."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import decimal
 import json
@@ -15,6 +16,7 @@ import polars as pl
 import pytest
 
 from pipeline import transport
+from pipeline.cache import canonical_json
 from pipeline.calls import Reply
 from pipeline.endpoints.chat import ChatRuntime
 from pipeline.errors import RequestError
@@ -207,3 +209,112 @@ def test_a_run_the_cache_answers_opens_no_session(tmp_path: Path, sim: Any, monk
     volatile = ["label__cached", "label__attempts"]  # how the answer was obtained this time
     assert after.drop(volatile).equals(before.drop(volatile))
     assert after["label__cached"].all() and (after["label__cost"] == before["label__cost"]).all()
+
+
+# Steps whose first request the quick key must key exactly as `draft` does: every template shape (text and
+# `row.col` pieces, a Jinja expression, a column used twice, a templated system message), every
+# structured-output form (json_object and prompt rewrite the system message), several choices.
+KEYED: dict[str, dict[str, Any]] = {
+    **STEPS,
+    **{
+        f"schema_via_{via}": {**STEPS["schema"], "structured_via": via}
+        for via in ("json_schema", "json_object", "tools", "prompt")
+    },
+    "templated_system": {
+        "name": "label",
+        "messages": [{"role": "system", "content": "Reviews of {{ row.review_id }}"}, USER],
+        "params": {"max_tokens": 5},
+    },
+    "templated_system_prompt_form": {
+        "name": "review",
+        "messages": [{"role": "system", "content": "About {{ row.review_id }}:"}, USER],
+        "params": {"max_tokens": 300},
+        "response_schema": SCHEMA,
+        "structured_via": "prompt",
+    },
+    "jinja_and_twice": {
+        "name": "label",
+        "messages": [
+            SYSTEM,
+            {"role": "user", "content": "{{ row.text | upper }} / {{ row.text }} / {{ row.review_id }}"},
+            {"role": "assistant", "content": "{{ row.text }}"},
+            {"role": "user", "content": "again: {{ row['text'] }}"},
+        ],
+        "params": {"max_tokens": 5, "temperature": 0.5, "stop": ["\n", '"}']},
+    },
+}
+
+# texts that escape differently, look like the body around them, or like the key's own markers
+TRICKY = [
+    "",
+    " ",
+    'a"b',
+    'a\\"b',
+    "a\nb",
+    "a\\nb",
+    '", "role": "system", "content": "',
+    '"}, {"role": "user", "content": "x',
+    "\x00\x1f\x7f",
+    "\ue000pipeline-slot-1-0\ue001",
+    "\ue000",
+    "这个产品很好 😀",
+    "\u2028\u2029",
+    "</script>",
+]
+
+
+TEXTS = [*TRICKY, *(a + b for a in TRICKY[:6] for b in TRICKY[:6])]
+
+
+@pytest.mark.parametrize("config", sorted(KEYED))
+def test_a_quick_key_is_the_key_of_the_request_it_stands_for(tmp_path: Path, config: str) -> None:
+    rt = runtime_for(tmp_path, KEYED[config])
+    bodies: dict[str, bytes] = {}  # key -> the body it keys
+    texts: dict[str, set[Any]] = {}  # quick key -> the texts it was computed for
+    for text_ in TEXTS:
+        for rid in ("r1", 'r"2'):
+            row = {"review_id": rid, "text": text_}
+            key, draft = rt.quick_key(row), rt.draft(row)
+            assert key is None or key == draft.cache_key, f"{config}: {row!r}"
+            assert draft.cache_key is not None and draft.request.data is not None
+            if key is not None:
+                texts.setdefault(key, set()).add(text_)
+            # no two different requests share a key
+            body = rt._body(draft.messages, draft.n, draft.form)  # the body as keyed (unstreamed)
+            assert bodies.setdefault(draft.cache_key, canonical_json(body)) == canonical_json(body), config
+    if config == "templated_system_prompt_form":  # the form rewrites a templated text: no quick key
+        assert not texts
+    else:  # every text its own key
+        assert len(texts) >= len(set(TEXTS)) and all(len(t) == 1 for t in texts.values()), config
+
+
+@pytest.mark.parametrize("config", ["text", "jinja_and_twice", "schema_via_tools"])
+def test_a_row_that_does_not_render_has_no_quick_key(tmp_path: Path, config: str) -> None:
+    rt = runtime_for(tmp_path, KEYED[config])
+    for row in ({"review_id": "r1", "text": None}, {"review_id": "r1"}, {"review_id": "r1", "text": "\ud800"}):
+        assert rt.quick_key(row) is None
+        with pytest.raises(Exception):  # noqa: B017 - whichever way `draft` fails, it decides the row
+            rt.draft(row)
+    # other values render as text, the quick key with them
+    for value in (7, 2.5, True, datetime.date(2020, 1, 2)):
+        row = {"review_id": "r1", "text": value}
+        assert rt.quick_key(row) == rt.draft(row).cache_key is not None
+
+
+def runtime_for(tmp_path: Path, step: dict[str, Any]) -> ChatRuntime:
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    plan = build_plan(job_file(tmp_path, NOWHERE, [step], rows=3))
+    rt = plan.steps[0]
+    assert isinstance(rt, ChatRuntime)
+    return rt
+
+
+def test_a_result_from_the_cache_is_the_one_the_constructor_makes() -> None:
+    values = {"label": "positive", "label__finish_reason": "stop"}
+    quick = StepResult.from_cache(values, 31, 4, 8)
+    made = StepResult("ok", values, attempts=0, prompt_tokens=31, completion_tokens=4, cached=True, cached_tokens=8)
+    assert quick == made and repr(quick) == repr(made) and type(quick) is StepResult
+    assert quick.metrics == {} and quick.metrics is not StepResult.from_cache(values, 1, 1, 0).metrics
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        quick.status = "error"  # type: ignore[misc]
+    assert dataclasses.replace(quick, attempts=2) == dataclasses.replace(made, attempts=2)

@@ -124,6 +124,7 @@ class StepRuntime(ABC):
     spawner: Callable[[Coroutine[Any, Any, None]], asyncio.Task[None]] | None = None
     charge: Charge | None = None  # how the step's requests are priced (None: no price known for its model)
     _ahead: dict[int, Prepared | StepResult] | None = None  # rows prepared by `prefetch`, by id
+    _keys: dict[int, tuple[Mapping[str, Any], str]] | None = None  # rows keyed by `prefetch`: (row, key) by id
 
     def __init__(self, name: str, output_column: str, provider: str, cache_ns: str) -> None:
         self.name = name
@@ -143,7 +144,7 @@ class StepRuntime(ABC):
         run.client = client
         run.spawner = spawner
         run.charge = charge
-        run._ahead = None
+        run._ahead = run._keys = None
         run._fresh()
         return run
 
@@ -215,12 +216,39 @@ class StepRuntime(ABC):
         return asyncio.ensure_future(coro)
 
     def prefetch(self, rows: list[dict[str, Any]]) -> None:
-        """Prepare `rows` ahead and read their cached answers in one go: the next `try_cached` of each
-        row (the same dict, unchanged) uses them. For the first step of a batch of input rows."""
-        self._ahead = {id(r): self._prepare_or_result(r) for r in rows}
+        """Key `rows` ahead (`quick_key`, else `draft`) and read their cached answers in one go: the next
+        `first_key` / `request_for` of each row (the same dict, unchanged) uses them. For the first step
+        of a batch of input rows."""
+        self._ahead = self._keys = None
+        keys: dict[int, tuple[Mapping[str, Any], str]] = {}
+        ahead: dict[int, Prepared | StepResult] = {}
+        for r in rows:
+            key = self.quick_key(r)
+            if key is not None:
+                keys[id(r)] = (r, key)
+            else:
+                ahead[id(r)] = self._prepare_or_result(r)
+        self._ahead, self._keys = ahead, keys
         self.client.cache.prefetch(
-            p.cache_key for p in self._ahead.values() if isinstance(p, Prepared) and p.cache_key is not None
+            [
+                *(key for _, key in keys.values()),
+                *(p.cache_key for p in ahead.values() if isinstance(p, Prepared) and p.cache_key is not None),
+            ]
         )
+
+    def quick_key(self, row: Mapping[str, Any]) -> str | None:
+        """The cache key of the row's first request (exactly `draft(row).cache_key`) without building the
+        request, for the engine's cache pass; None: the kind has no such shortcut for this row (the
+        engine builds the request)."""
+        return None
+
+    def first_key(self, row: Mapping[str, Any]) -> str | None:
+        """`quick_key(row)`, as `prefetch` computed it for this row if it did."""
+        if self._keys:
+            ahead = self._keys.pop(id(row), None)
+            if ahead is not None and ahead[0] is row:  # (the entry holds the row: its id is not reused)
+                return ahead[1]
+        return self.quick_key(row)
 
     def request_for(self, row: Mapping[str, Any]) -> Prepared | StepResult:
         """The row's first request, or its result when nothing is to be sent (skipped, bad input)."""
@@ -276,10 +304,12 @@ class StepRuntime(ABC):
         exchange (cache replays of whole jobs go through here); None: run the exchange."""
         return Done(self._result(first, reply.parsed, reply.attempts, reply.cached))
 
-    def replay(self, first: Prepared, body: bytes) -> StepResult | None:
+    def replay(self, first: Prepared | None, body: bytes) -> StepResult | None:
         """A shortcut for the engine's cache pass: what `settle` makes of `body` as the cached answer to
         `first`, when the kind can tell it without the objects in between (its common answer); None:
-        the engine parses and settles it the long way. Must equal that way's result exactly."""
+        the engine parses and settles it the long way. Must equal that way's result exactly. `first` is
+        None when the engine found the answer by `quick_key` and built no request: a kind whose result
+        needs the request returns None then."""
         return None
 
     def current(self, ask: Prepared) -> Prepared:

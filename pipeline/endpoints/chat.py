@@ -5,15 +5,18 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import hashlib
 import json
 import math
+import uuid
 from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 import pyarrow as pa
 
-from ..cache import canonical_json, request_key
+from ..cache import canonical_json, key_state, request_key
 from ..calls import CallError, Reply
 from ..errors import RequestError, RowError, StreamCut, TransientError
 from ..job.model import ChatStep, StructuredVia
@@ -22,7 +25,7 @@ from ..requests import HttpRequest
 from ..templating import Template, compile_template
 from ..tokens import Counter, chat_prompt_tokens
 from .base import Done, Exchange, Prepared, StepRuntime, cached_tokens, load_json
-from .chat_shape import Verdict, build_shape
+from .chat_shape import TextShape, Verdict, build_shape
 from .negotiate import FormChoice, ProviderQuirks, quirks_for, refuses_form
 from .sse import ChatStream
 
@@ -160,7 +163,11 @@ class ChatRuntime(StepRuntime):
         self.col_confidence = f"{self.name}__confidence"
         self._labels = spec.labels is not None
         self._value_columns = [name for name, _ in self.shape.columns()]
+        # a plain text step's one column (`replay` writes a text answer's values itself), else None
+        self._text_column = self.shape.output if type(self.shape) is TextShape else None
         self._known_counts = {tpl.source: count(tpl.source) for _, tpl in self._messages if tpl.static}
+        # per form: where a row's texts go in its first request's canonical body (`quick_key`)
+        self._slots: dict[StructuredVia | None, tuple[hashlib._Hash, tuple[tuple[int, bytes], ...]] | None] = {}
 
     # ----------------------------------------------------------------- plan
     def templates(self) -> list[Template]:
@@ -218,16 +225,24 @@ class ChatRuntime(StepRuntime):
         return self._extras[form]
 
     # ----------------------------------------------------------------- requests
+    def _body(
+        self, messages: list[dict[str, Any]] | tuple[dict[str, Any], ...], n: int, form: StructuredVia | None
+    ) -> dict[str, Any]:
+        """The body of a request for `messages` in `form`, unstreamed (what its cache key is made of)."""
+        sent = self.shape.form_messages(list(messages), form) if form is not None else list(messages)
+        body: dict[str, Any] = {"model": self.spec.model, "messages": sent, **self._params, **self._extra(form)[0]}
+        if n != self._n:
+            body["n"] = n
+        return body
+
     def _ask(self, messages: list[dict[str, Any]] | tuple[dict[str, Any], ...], n: int, count: bool = True) -> _Ask:
         """The request for `messages` as the server takes it now (form, streaming); `count=False`: a draft,
         its prompt tokens left to count (`_counted`) when it is sent."""
         form = self._form() if self._start is not None else None  # (a step asking for text has no form)
         stream = self._stream and self._streaming()
-        extra, extra_tokens = self._extra(form)
-        sent = self.shape.form_messages(list(messages), form) if form is not None else list(messages)
-        body: dict[str, Any] = {"model": self.spec.model, "messages": sent, **self._params, **extra}
-        if n != self._n:
-            body["n"] = n
+        extra_tokens = self._extra(form)[1]
+        body = self._body(messages, n, form)
+        sent = body["messages"]
         # the cache key leaves streaming out: a streamed answer is stored as the body it assembles to
         blob = canonical_json(body)
         key = request_key(self.cache_ns, ENDPOINT, blob)
@@ -267,6 +282,66 @@ class ChatRuntime(StepRuntime):
 
     def prepare(self, row: Mapping[str, Any]) -> _Ask:
         return self._ask(self._messages_for(row), self._n)
+
+    def quick_key(self, row: Mapping[str, Any]) -> str | None:
+        """`draft(row).cache_key` from the rendered texts alone: the canonical body with the texts in
+        place of its slots (see `_key_slots`), hashed; None when the slots do not fit this step's body
+        in its current form, or the row does not render (`draft` then says why)."""
+        form = self._form() if self._start is not None else None
+        if form in self._slots:
+            slots = self._slots[form]
+        else:
+            slots = self._slots[form] = self._key_slots(form)
+        if slots is None:
+            return None
+        start, cuts = slots
+        try:
+            if len(cuts) == 1:  # (the common step: one templated message)
+                ((i, after),) = cuts
+                blob = orjson.dumps(self._messages[i][1].render(row)) + after
+            else:
+                blob = b"".join(orjson.dumps(self._messages[i][1].render(row)) + after for i, after in cuts)
+        except Exception:  # a null, a failing filter, a text JSON cannot carry: `draft` decides the row
+            return None
+        h = start.copy()
+        h.update(blob)
+        return h.hexdigest()
+
+    def _key_slots(self, form: StructuredVia | None) -> tuple[hashlib._Hash, tuple[tuple[int, bytes], ...]] | None:
+        """The first request's canonical body (`_body` in `form`) with a marker text in place of each
+        templated message, cut at the markers: (the key's sha256 state over everything before the first
+        marker, then per marker in body order: its message and the bytes up to the next marker or the
+        end). The body is JSON: a text goes in as `orjson.dumps(text)` wherever its marker's
+        `orjson.dumps(marker)` stood, the rest is the same bytes for every row. None (no shortcut) when a
+        marker is not found whole and exactly once (the form rewrote a templated text), or a kind built
+        on this one sends another body."""
+        if type(self)._ask is not ChatRuntime._ask or type(self)._body is not ChatRuntime._body:
+            return None
+        markers = {
+            i: f"\ue000pipeline-slot-{i}-{uuid.uuid4().hex}\ue001"
+            for i, (_, tpl) in enumerate(self._messages)
+            if not tpl.static
+        }
+        if not markers:
+            return None
+        messages = [
+            {"role": role, "content": markers.get(i, tpl.source)} for i, (role, tpl) in enumerate(self._messages)
+        ]
+        blob = canonical_json(self._body(messages, self._n, form))
+        found = []
+        for i, marker in markers.items():
+            token = orjson.dumps(marker)
+            if blob.count(token) != 1:
+                return None
+            found.append((blob.index(token), i, len(token)))
+        found.sort()
+        cuts = []
+        for k, (at, i, size) in enumerate(found):
+            end = found[k + 1][0] if k + 1 < len(found) else len(blob)
+            cuts.append((i, blob[at + size : end]))
+        start = key_state(self.cache_ns, ENDPOINT).copy()
+        start.update(blob[: found[0][0]])
+        return start, tuple(cuts)
 
     def draft(self, row: Mapping[str, Any]) -> _Ask:
         return self._ask(self._messages_for(row), self._n, count=False)
@@ -317,33 +392,45 @@ class ChatRuntime(StepRuntime):
             u = Usage(0, sum(self._count(v.raw or "") for v in verdicts), estimated=True)
         return ChatAnswer({}, u, tuple(verdicts), tuple(lps), tuple(confs))
 
-    def replay(self, first: Prepared, body: bytes) -> StepResult | None:
+    def replay(self, first: Prepared | None, body: bytes) -> StepResult | None:
         """What `settle` makes of `body` as a cached answer to `first`, for the common answer: one choice,
         valid, with its usage, to a step that asks for one choice and no log-probabilities. Without the
         objects in between (every row of a cached re-run comes here); None for any other answer (the
         engine then parses and settles it the long way). Raises what `parse` raises for a broken body."""
         if self._n != 1 or self._logprobs:
             return None
-        obj = load_json(body)
+        try:
+            obj = orjson.loads(body)
+        except ValueError:
+            obj = None
+        if not isinstance(obj, dict) or "error" in obj:
+            obj = load_json(body)  # raises as `parse` does, or it is an answer after all
         choices = obj.get("choices")
         if not isinstance(choices, list) or len(choices) != 1 or not isinstance(choices[0], dict):
             return None
         ch = choices[0]
         message: dict[str, Any] = ch["message"] if isinstance(ch.get("message"), dict) else {}
-        v = self.shape.judge(message, ch.get("finish_reason"))
-        usage = _usage(obj)
-        if not v.ok or usage is None:
-            return None
-        prompt, completion, cached = usage
-        return StepResult(
-            "ok",
-            self._one_choice(v, 0, None, None),
-            attempts=0,
-            prompt_tokens=prompt,
-            completion_tokens=completion,
-            cached=True,
-            tokens_estimated=False,
-            cached_tokens=cached,
+        finish = ch.get("finish_reason")
+        usage = obj.get("usage")
+        if not isinstance(usage, dict) or not isinstance(usage.get("prompt_tokens"), int):
+            return None  # (no usage: counted from the request, the long way)
+        content = message.get("content")
+        values: dict[str, Any]
+        if self._text_column is not None and isinstance(content, str):
+            # what TextShape.judge and `_one_choice` make of a text answer
+            values = {self._text_column: content, self.col_finish: finish}
+        else:
+            v = self.shape.judge(message, finish)
+            if not v.ok:
+                return None
+            values = self._one_choice(v, 0, None, None)
+        details = usage.get("prompt_tokens_details")  # (as `_usage` reads it)
+        cached = details.get("cached_tokens") if isinstance(details, dict) else None
+        return StepResult.from_cache(
+            values,
+            int(usage["prompt_tokens"]),
+            int(usage.get("completion_tokens") or 0),
+            cached if isinstance(cached, int) and cached > 0 else 0,
         )
 
     # ----------------------------------------------------------------- the dialogue of one row

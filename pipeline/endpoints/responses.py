@@ -202,8 +202,11 @@ class ResponsesRuntime(ChatRuntime):
         assert isinstance(ask, _Ask)
         return ask
 
-    def replay(self, first: Prepared, body: bytes) -> StepResult | None:
+    def replay(self, first: Prepared | None, body: bytes) -> StepResult | None:
         return None  # (a Response is not a chat completion: the long way, through `parse`)
+
+    def quick_key(self, row: Mapping[str, Any]) -> str | None:
+        return None  # (its body is not chat's: `draft` keys it)
 
     def serial(self, ask: Prepared) -> asyncio.Lock | None:
         return None
