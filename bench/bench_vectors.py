@@ -209,6 +209,7 @@ def bench_write(rows: int, early: bool = False, sync: bool = True) -> None:
                 "early" if early else "-",
                 "sync" if sync else "-",
             ],
+            env=_run_env(),
             capture_output=True,
             text=True,
             check=True,
@@ -242,6 +243,17 @@ def bench_write(rows: int, early: bool = False, sync: bool = True) -> None:
         )
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _run_env() -> dict[str, str]:
+    """The environment of a child that does what `pipeline run` does: Arrow's memory pool as
+    `cli.arrow_pool_from_env` chooses it (older versions without it: their default)."""
+    from pipeline import cli
+
+    env = dict(os.environ)
+    if hasattr(cli, "arrow_pool_from_env") and sys.platform.startswith("linux"):
+        env.setdefault("ARROW_DEFAULT_MEMORY_POOL", "jemalloc")
+    return env
 
 
 def bench_run(rows: int, kind: str = "embed") -> None:
