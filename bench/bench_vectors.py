@@ -19,8 +19,8 @@ pandas (for an older version, pandas is imported before the timing: its run had 
 For a before/after figure, run this file against the older checkout with `PYTHONPATH=<old checkout>`
 from inside that checkout (`run` starts `python -m pipeline.cli`, which imports from the current folder).
 `write --early` times what is left of the final write after the last part when the final file is begun
-as the parts come (`sinks.EarlyFinal`, as a run of a job without vectors does; vector jobs: when
-`executor.EARLY_FINAL_VECTORS` is on).
+as the parts come (`sinks.EarlyFinal`, as a run does; for vector jobs since `executor.EARLY_FINAL_VECTORS`
+is on by default). The child uses Arrow's memory pool as `pipeline run` chooses it.
 `run` runs `pipeline run` against a zero-latency simulator in its own process (no rate limits, no
 cache) and reports the client's peak RSS (ru_maxrss, and its own high-water mark VmHWM: a child's
 ru_maxrss counts its parent's peak before its exec, so the input is made in another child), its

@@ -45,6 +45,10 @@ FINISH_RELEASE_EVERY = 4  # slices between hand-backs of freed pages to the syst
 # all the same): the writer builds a vector column's levels (4 bytes per float) for a whole piece at once:
 # a 4 MB slice in one piece held ~11 MB more while it was written, in pieces of ~0.4 MB ~5 MB.
 WRITE_PIECE_BYTES = 2**19
+# The final file begun during the run is made durable (fdatasync) every this many bytes, in its own
+# thread: what is left for the fsync at the end is the last of it, not the ~30 s of writes the kernel
+# has not written out yet (at 10^6 1536-d rows, hundreds of MB: seconds after the last row).
+EARLY_SYNC_BYTES = 64 * 2**20
 PART_GROUP_BYTES = 2**20  # data per row group of a part, about (at 256 kB the final pass was 25-40% slower)
 # A part is written once its rows hold this much vector data (or flush_rows): building and writing a
 # part briefly holds several times this (8 MB parts made an embed run's peak RSS ~10 MB higher).
@@ -853,6 +857,7 @@ class EarlyFinal:
         self.final: _FinalFile | None = None
         self.failed = False
         self._cursor = 0  # the first position still owed (parts' thread)
+        self._synced = 0  # bytes of the tmp file made durable so far (final thread)
         self._pool: ThreadPoolExecutor | None = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pipeline-final")
 
     def part_written(self, part: Path, positions: np.ndarray) -> None:
@@ -893,6 +898,11 @@ class EarlyFinal:
             final.next_lo = stop
             for s in self.sources:  # the row groups kept for the next slice: it comes with a later part
                 s.drop_group()
+            size = self.tmp.stat().st_size
+            if size - self._synced >= EARLY_SYNC_BYTES:
+                with open(self.tmp, "rb") as fh:
+                    os.fdatasync(fh.fileno())
+                self._synced = size
             pa.default_memory_pool().release_unused()  # this thread's freed pages, while the run goes on
         except Exception:
             self.failed = True

@@ -549,3 +549,27 @@ def test_pipeline_chooses_jemalloc_for_arrow_before_pyarrow_loads_unless_told_ot
         check=True,
     )
     assert (chosen.stdout.strip(), told.stdout.strip()) == ("jemalloc", "system")
+
+
+def test_the_final_file_begun_during_the_run_is_made_durable_as_it_grows(
+    tmp_path: Path, small: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    dim, n = 6, 300
+    final = _fixed(dim)
+    synced: list[int] = []
+    real = os.fdatasync
+
+    def spy(fd: int) -> None:
+        synced.append(os.fstat(fd).st_size)
+        real(fd)
+
+    monkeypatch.setattr(os, "fdatasync", spy)
+    monkeypatch.setattr(sinks, "EARLY_SYNC_BYTES", 4000)
+    work = _prepared(tmp_path / "out.parquet")
+    early = _early_run(work, final, [_row(i, "ok", dim, 0.0) for i in range(n)], np.ones(n, dtype=bool))
+    early._stop()
+    assert len(synced) > 3 and synced == sorted(synced)  # while the run went on, every ~4000 bytes
+    assert all(b - a >= 4000 for a, b in zip(synced, synced[1:], strict=False))
+    expected = _reference(work, final)
+    got = pq.read_table(work.finish(final, n, fresh=False, count=["e__status"], early=early))
+    assert got.cast(final.remove_metadata()).equals(expected)
