@@ -45,9 +45,10 @@ FINISH_RELEASE_EVERY = 4  # slices between hand-backs of freed pages to the syst
 # all the same): the writer builds a vector column's levels (4 bytes per float) for a whole piece at once:
 # a 4 MB slice in one piece held ~11 MB more while it was written, in pieces of ~0.4 MB ~5 MB.
 WRITE_PIECE_BYTES = 2**19
-# The final file begun during the run is made durable (fdatasync) every this many bytes, in its own
-# thread: what is left for the fsync at the end is the last of it, not the ~30 s of writes the kernel
-# has not written out yet (at 10^6 1536-d rows, hundreds of MB: seconds after the last row).
+# The kernel is asked to start writing out the final file begun during the run every this many bytes
+# (without waiting for it): what is left for the fsync at the end is the last of it, not the ~30 s of
+# writes the kernel has not written out yet (at 10^6 1536-d rows, hundreds of MB: seconds after the last
+# row). (Waiting for it, fdatasync, held the final thread back: it lagged parts that came fast.)
 EARLY_SYNC_BYTES = 64 * 2**20
 PART_GROUP_BYTES = 2**20  # data per row group of a part, about (at 256 kB the final pass was 25-40% slower)
 # A part is written once its rows hold this much vector data (or flush_rows): building and writing a
@@ -857,7 +858,7 @@ class EarlyFinal:
         self.final: _FinalFile | None = None
         self.failed = False
         self._cursor = 0  # the first position still owed (parts' thread)
-        self._synced = 0  # bytes of the tmp file made durable so far (final thread)
+        self._synced = 0  # bytes of the tmp file given to the kernel to write out so far (final thread)
         self._pool: ThreadPoolExecutor | None = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pipeline-final")
 
     def part_written(self, part: Path, positions: np.ndarray) -> None:
@@ -899,9 +900,9 @@ class EarlyFinal:
             for s in self.sources:  # the row groups kept for the next slice: it comes with a later part
                 s.drop_group()
             size = self.tmp.stat().st_size
-            if size - self._synced >= EARLY_SYNC_BYTES:
-                with open(self.tmp, "rb") as fh:
-                    os.fdatasync(fh.fileno())
+            if size - self._synced >= EARLY_SYNC_BYTES and hasattr(os, "posix_fadvise"):
+                with open(self.tmp, "rb") as fh:  # (Linux: writes dirty pages out, drops the clean ones)
+                    os.posix_fadvise(fh.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
                 self._synced = size
             pa.default_memory_pool().release_unused()  # this thread's freed pages, while the run goes on
         except Exception:
