@@ -6,13 +6,21 @@
 
 `write` builds a work folder as an embed run leaves it (Parquet parts of 2,000 rows, sorted by input
 position within a part, parts out of order as answers arrive) and times `WorkDir.finish` alone, in a
-child process whose peak RSS is reported. The child, like `pipeline run`, keeps pyarrow from importing
+child process whose peak RSS is reported. The parts are flushed to disk (`os.sync()`) before the
+timing: a real run writes its parts over minutes, and the kernel has written them out long before the
+final write; written just before it, the kernel is still writing hundreds of MB of them while the
+final file is timed, and the figure measures that (`--no-sync`: as before, without the sync). The same
+run then times the disk itself on as many bytes as the final file (a plain file written in 4 MB blocks,
+then fsync, as the final write ends; and a bare pyarrow ParquetWriter of the same vectors in row groups
+of the same size, then fsync): the figure to read is the ratio "ours / the disk", measured minutes apart
+on the same machine, not the absolute MB/s (past a few hundred MB of dirty pages the kernel throttles a
+writer to the disk's own rate). The child, like `pipeline run`, keeps pyarrow from importing
 pandas (for an older version, pandas is imported before the timing: its run had imported it by then).
 For a before/after figure, run this file against the older checkout with `PYTHONPATH=<old checkout>`
 from inside that checkout (`run` starts `python -m pipeline.cli`, which imports from the current folder).
 `write --early` times what is left of the final write after the last part when the final file is begun
-as the parts come (`sinks.EarlyFinal`, as a run of a job without vectors does; vector jobs: when
-`executor.EARLY_FINAL_VECTORS` is on).
+as the parts come (`sinks.EarlyFinal`, as a run does; for vector jobs since `executor.EARLY_FINAL_VECTORS`
+is on by default). The child uses Arrow's memory pool as `pipeline run` chooses it.
 `run` runs `pipeline run` against a zero-latency simulator in its own process (no rate limits, no
 cache) and reports the client's peak RSS (ru_maxrss, and its own high-water mark VmHWM: a child's
 ru_maxrss counts its parent's peak before its exec, so the input is made in another child), its
@@ -93,10 +101,11 @@ def make_work(out: Path, rows: int, part_rows: int = 2000, early: bool = False) 
     return work.path, final, begun
 
 
-def child_write(out: str, rows: int, early: bool = False) -> None:
+def child_write(out: str, rows: int, early: bool = False, sync: bool = True) -> None:
     """In a child process: finish the prepared work folder; print seconds and peak RSS. With `early`,
     the work folder is made here, its parts told to the final file begun as they come (as in a run),
-    and the final write is timed from the last part."""
+    and the final write is timed from the last part (with `sync`, once the parts and the final file so
+    far are flushed: see the module's docstring)."""
     import pickle
 
     from pipeline import sinks
@@ -108,6 +117,8 @@ def child_write(out: str, rows: int, early: bool = False) -> None:
         t0 = time.perf_counter()
         _, schema, begun = make_work(Path(out), rows, early=True)
         t_parts = time.perf_counter() - t0
+        if sync:  # (the final thread goes on meanwhile: what it has not caught up on is still timed)
+            os.sync()
     else:
         schema = pickle.loads(Path(out + ".schema").read_bytes())
     # as in `pipeline run`: pyarrow does not import pandas (older versions: it did, at the run's first part)
@@ -136,7 +147,42 @@ def child_write(out: str, rows: int, early: bool = False) -> None:
     print(f"{dt} {peak // 1024} {base // 1024} {check} {t_parts}")
 
 
-def bench_write(rows: int, early: bool = False) -> None:
+def disk_rate(folder: Path, nbytes: int, row_bytes: int) -> tuple[float, float]:
+    """Seconds the disk takes for `nbytes` in `folder`: (a plain file written in 4 MB blocks then
+    fsync, a bare pyarrow ParquetWriter of 1536-d float32 vectors in row groups of `row_bytes`, the
+    final file's options, then fsync). Each file is removed after."""
+    from pipeline import sinks
+
+    block = np.random.default_rng(2).integers(0, 255, 4 * 2**20, dtype=np.uint8).tobytes()
+    plain = folder / "disk-plain.bin"
+    t0 = time.perf_counter()
+    with open(plain, "wb") as fh:
+        left = nbytes
+        while left > 0:
+            left -= fh.write(block[: min(left, len(block))])
+        fh.flush()
+        os.fsync(fh.fileno())
+    t_plain = time.perf_counter() - t0
+    plain.unlink()
+    n = max(1, row_bytes // (DIM * 4))
+    vec = pa.FixedSizeListArray.from_arrays(
+        pa.array(np.random.default_rng(3).standard_normal(n * DIM, dtype=np.float32)), DIM
+    )
+    table = pa.table({"emb": vec})
+    options = getattr(sinks, "write_options", lambda schema: {"compression": "none"})(table.schema)
+    bare = folder / "disk-bare.parquet"
+    t0 = time.perf_counter()
+    with pq.ParquetWriter(bare, table.schema, **options) as w:
+        for _ in range(max(1, nbytes // (n * DIM * 4))):
+            w.write_table(table, row_group_size=n)
+    with open(bare, "rb") as fh:
+        os.fsync(fh.fileno())
+    t_bare = time.perf_counter() - t0
+    bare.unlink()
+    return t_plain, t_bare
+
+
+def bench_write(rows: int, early: bool = False, sync: bool = True) -> None:
     import pickle
 
     from pipeline import sinks
@@ -150,9 +196,20 @@ def bench_write(rows: int, early: bool = False) -> None:
         if not early:
             _, schema, _ = make_work(out, rows)
             Path(str(out) + ".schema").write_bytes(pickle.dumps(schema))
+            if sync:  # the parts on disk, as in a run (see the module's docstring)
+                os.sync()
         load = os.getloadavg()[0]
         res = subprocess.run(
-            [sys.executable, __file__, "_child", str(out), str(rows), *(["early"] if early else [])],
+            [
+                sys.executable,
+                __file__,
+                "_child",
+                str(out),
+                str(rows),
+                "early" if early else "-",
+                "sync" if sync else "-",
+            ],
+            env=_run_env(),
             capture_output=True,
             text=True,
             check=True,
@@ -163,6 +220,12 @@ def bench_write(rows: int, early: bool = False) -> None:
         assert t.num_rows == rows and t["doc_id"][0].as_py() == "d00000000", "order lost"
         t = pq.read_table(out, columns=["doc_id"])
         assert t["doc_id"].to_pylist() == [f"d{j:08d}" for j in range(rows)], "order lost"
+        size = out.stat().st_size
+        meta = pq.read_metadata(out)
+        group = meta.row_group(0).total_byte_size if meta.num_row_groups else size
+        del t, meta
+        os.sync()
+        t_plain, t_bare = disk_rate(tmp, size, group)
         how = (
             f"begun while the parts came ({float(t_parts):.2f}s to write the parts and begin it), then "
             if early
@@ -171,11 +234,26 @@ def bench_write(rows: int, early: bool = False) -> None:
         print(
             f"final write {how}{rows:,} rows x {DIM}-d = {mb:,.0f} MB of vectors in {float(dt):.2f}s = "
             f"{mb / float(dt):,.0f} MB/s (with the vector-size check before it, {float(check):.2f}s: "
-            f"{mb / (float(dt) + float(check)):,.0f} MB/s); child peak RSS {peak} MB (after imports {base} MB)  "
+            f"{mb / (float(dt) + float(check)):,.0f} MB/s); child peak RSS {peak} MB (after imports {base} MB)"
+            f"{'' if sync else ' (parts not synced before the timing)'}\n"
+            f"  the disk on the same {size / 1e6:,.0f} MB: plain write + fsync {t_plain:.2f}s "
+            f"({mb / t_plain:,.0f} MB/s of vectors: ours is {t_plain / float(dt):.2f}x it), bare pyarrow "
+            f"ParquetWriter + fsync {t_bare:.2f}s ({mb / t_bare:,.0f} MB/s: ours is {t_bare / float(dt):.2f}x it)  "
             f"[load average {load:.2f} at start, {os.getloadavg()[0]:.2f} at end]"
         )
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _run_env() -> dict[str, str]:
+    """The environment of a child that does what `pipeline run` does: Arrow's memory pool as
+    `cli.arrow_pool_from_env` chooses it (older versions without it: their default)."""
+    from pipeline import cli
+
+    env = dict(os.environ)
+    if hasattr(cli, "arrow_pool_from_env") and sys.platform.startswith("linux"):
+        env.setdefault("ARROW_DEFAULT_MEMORY_POOL", "jemalloc")
+    return env
 
 
 def bench_run(rows: int, kind: str = "embed") -> None:
@@ -278,7 +356,7 @@ def _watch_phases(pid: int, out: Path, log: Path, phases: dict[str, tuple[int, i
 
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "_child":
-        child_write(sys.argv[2], int(sys.argv[3]), early=sys.argv[4:] == ["early"])
+        child_write(sys.argv[2], int(sys.argv[3]), early=sys.argv[4] == "early", sync=sys.argv[5] == "sync")
         return
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("which", choices=["write", "run"])
@@ -290,11 +368,16 @@ def main() -> None:
         action="store_true",
         help="write: the final file begun as the parts come, as a run does (timed: what is left after the last part)",
     )
+    ap.add_argument(
+        "--no-sync",
+        action="store_true",
+        help="write: time the final write while the kernel may still be writing out the parts just made",
+    )
     a = ap.parse_args()
     for rows in a.rows:
         if a.which == "write":
             for _ in range(a.repeat):
-                bench_write(rows, a.early)
+                bench_write(rows, a.early, sync=not a.no_sync)
         else:
             bench_run(rows, a.kind)
 

@@ -729,7 +729,20 @@ def _root(version: bool = typer.Option(False, "--version", callback=version_call
     """Batch jobs against OpenAI-compatible APIs."""
 
 
+def arrow_pool_from_env() -> None:
+    """Choose Arrow's memory pool for this process, before pyarrow is loaded (its C++ library reads
+    ARROW_DEFAULT_MEMORY_POOL once, at its first allocation; a pool set later from Python does not reach
+    the Parquet reader and writer): jemalloc on Linux, unless the environment chose one. The default
+    (mimalloc 3) keeps freed pages for a second before it hands them back, and the threads that build
+    the parts and the final file free megabytes a slice: a 10^5-row 1536-d embed run with the final file
+    begun during the run peaked at 283-302 MB with mimalloc, 258 MB with jemalloc (without it: 248-270
+    vs 239 MB), with half the system CPU time. (Child processes inherit the choice.)"""
+    if sys.platform.startswith("linux") and "pyarrow" not in sys.modules:
+        os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "jemalloc")
+
+
 def main() -> None:
+    arrow_pool_from_env()
     try:
         app()
     except KeyboardInterrupt:

@@ -37,12 +37,14 @@ log = logging.getLogger(__name__)
 
 BATCH_ROWS = 2000
 MAX_BYTES_IN_FLIGHT = _ENGINE_MAX_BYTES  # input data of the rows in flight, at most (the engine's bound)
-# The final file begun during the run (sinks.EarlyFinal) for jobs with vector columns too. Off: its slices
-# read a row group of every part they draw on while the rows in flight are held, and a 1536-d embed run
-# peaked 20-50 MB higher with it (10^5 rows: 297-311 MB vs 277-279; 10^6: 328 vs 293), for a final write
-# after the last row of 0.3-2 s instead of 5-8 s (10^5 rows; under load it lags the run). A chat job
-# (small rows) peaks lower with it (10^6 rows: 250 MB vs 266) and has no final pass left.
-EARLY_FINAL_VECTORS = False
+# The final file begun during the run (sinks.EarlyFinal) for jobs with vector columns too: the final
+# write after the last row of a 1536-d embed run takes 0.07-0.5 s instead of 2-3.4 s at 10^5 rows, 2.9 s
+# instead of 54 s at 10^6. It was off while it cost such a run 20-50 MB of peak RSS (slices read a row
+# group of every part they draw on while the rows in flight are held): the slices are now handed to the
+# writer in pieces, the row groups they were read from freed before they are written, and `pipeline run`
+# has Arrow use jemalloc (cli.arrow_pool_from_env). Peak RSS with it: 10^5 rows 270-275 MB (260-262
+# before), 10^6 rows 288 MB (272 before: the final file's footer, ~9 kB a row group, is held meanwhile).
+EARLY_FINAL_VECTORS = True
 
 
 @dataclass(frozen=True)

@@ -41,6 +41,15 @@ FAILED = ("error", "invalid")
 FINISH_ROWS = 50_000  # input positions per slice of the final write, at most
 FINISH_BYTES = 4 * 2**20  # and about this much data per slice (vectors make rows big): a row group
 FINISH_RELEASE_EVERY = 4  # slices between hand-backs of freed pages to the system (see `_next_slice`)
+# A slice of vectors is handed to the Parquet writer in pieces of about this much data (one row group
+# all the same): the writer builds a vector column's levels (4 bytes per float) for a whole piece at once:
+# a 4 MB slice in one piece held ~11 MB more while it was written, in pieces of ~0.4 MB ~5 MB.
+WRITE_PIECE_BYTES = 2**19
+# The kernel is asked to start writing out the final file begun during the run every this many bytes
+# (without waiting for it): what is left for the fsync at the end is the last of it, not the ~30 s of
+# writes the kernel has not written out yet (at 10^6 1536-d rows, hundreds of MB: seconds after the last
+# row). (Waiting for it, fdatasync, held the final thread back: it lagged parts that came fast.)
+EARLY_SYNC_BYTES = 64 * 2**20
 PART_GROUP_BYTES = 2**20  # data per row group of a part, about (at 256 kB the final pass was 25-40% slower)
 # A part is written once its rows hold this much vector data (or flush_rows): building and writing a
 # part briefly holds several times this (8 MB parts made an embed run's peak RSS ~10 MB higher).
@@ -496,6 +505,7 @@ class _FinalFile:
             JOB_KEY.encode(): work.job_name.encode(),
         }
         self.plain = schema.remove_metadata()
+        self.vectors = any(is_vector(f.type) for f in schema)
         self.step = _slice_rows(sources)
         self.next_lo = 0  # the input positions before it are written
         self.rows = self.slices_written = 0
@@ -504,8 +514,14 @@ class _FinalFile:
         self.writer: pq.ParquetWriter | None = pq.ParquetWriter(tmp, out_schema, **write_options(out_schema))
 
     def write(self, chunk: pa.Table) -> None:
+        """One slice: one row group (of vectors: handed over in pieces of WRITE_PIECE_BYTES, no copy)."""
         assert self.writer is not None
-        self.writer.write_table(chunk.replace_schema_metadata(self.meta), row_group_size=chunk.num_rows)
+        out = chunk.replace_schema_metadata(self.meta)
+        if self.vectors and chunk.nbytes > WRITE_PIECE_BYTES:
+            rows = max(1, int(WRITE_PIECE_BYTES * chunk.num_rows / chunk.nbytes))
+            out = pa.Table.from_batches(out.to_batches(max_chunksize=rows), schema=out.schema)
+        self.writer.write_table(out, row_group_size=max(1, chunk.num_rows))
+        del out
         _tally(chunk, self.tally)
         self.rows += chunk.num_rows
         self.slices_written += 1
@@ -730,7 +746,11 @@ def _ordered_slices(
             perm = np.empty(len(src), dtype=np.int64)
             perm[np.concatenate(order)] = np.arange(len(src))
             chunk = chunk.take(pa.array(perm))  # (one copy: take reads across the chunks)
+        # not held while the slice is written: the row groups they were read from (but the last of each
+        # store's, kept for the next slice) are freed now
+        del pieces, order
         yield chunk
+        del chunk
 
 
 def _by_source(src: np.ndarray, off: np.ndarray) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
@@ -838,6 +858,7 @@ class EarlyFinal:
         self.final: _FinalFile | None = None
         self.failed = False
         self._cursor = 0  # the first position still owed (parts' thread)
+        self._synced = 0  # bytes of the tmp file given to the kernel to write out so far (final thread)
         self._pool: ThreadPoolExecutor | None = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pipeline-final")
 
     def part_written(self, part: Path, positions: np.ndarray) -> None:
@@ -878,6 +899,11 @@ class EarlyFinal:
             final.next_lo = stop
             for s in self.sources:  # the row groups kept for the next slice: it comes with a later part
                 s.drop_group()
+            size = self.tmp.stat().st_size
+            if size - self._synced >= EARLY_SYNC_BYTES and hasattr(os, "posix_fadvise"):
+                with open(self.tmp, "rb") as fh:  # (Linux: writes dirty pages out, drops the clean ones)
+                    os.posix_fadvise(fh.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
+                self._synced = size
             pa.default_memory_pool().release_unused()  # this thread's freed pages, while the run goes on
         except Exception:
             self.failed = True

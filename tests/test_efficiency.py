@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -436,3 +438,141 @@ def test_a_chat_run_begins_its_final_file_and_a_vector_run_by_choice(
         assert (_finished(caplog)["rows_during_run"] > 0) is begin
         vectors[begin] = pq.read_table(where / "out" / "emb.parquet").replace_schema_metadata(None)
     assert vectors[True].equals(vectors[False])
+
+
+def test_a_vector_run_begins_its_final_file_by_default_and_a_change_of_vector_size_stops_it_alike(
+    tmp_path: Path, sim: Any, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from pipeline import executor
+    from pipeline.errors import RunAborted
+    from pipeline.sim import embeddings
+
+    from .conftest import run_job
+    from .test_embed import write_embed_job
+
+    caplog.set_level("INFO", logger="pipeline")
+    monkeypatch.setattr(sinks, "FINISH_ROWS", 20)
+    monkeypatch.setattr(sinks, "FINISH_BYTES", 4000)
+    # the server changes its model mid-run: answers whose first row is 190 or later hold 8-float vectors
+    native = embeddings.embeddings_response
+
+    def changed(model: str, inputs: list[str], dims: int | None, fmt: str, total: int) -> dict[str, Any]:
+        late = int(inputs[0].split(":")[0].split()[1]) >= 190
+        return native(model, inputs, 8 if late else dims, fmt, total)
+
+    monkeypatch.setattr(embeddings, "embeddings_response", changed)
+    begun: list[str] = []
+    opened = sinks._FinalFile.__init__
+
+    def spy(self: Any, work: WorkDir, tmp: Path, *args: Any) -> None:
+        begun.append(tmp.name)
+        opened(self, work, tmp, *args)
+
+    monkeypatch.setattr(sinks._FinalFile, "__init__", spy)
+    errors = {}
+    for begin in (None, False, True):  # None: the switch as it is by default
+        if begin is not None:
+            monkeypatch.setattr(executor, "EARLY_FINAL_VECTORS", begin)
+        begun.clear()
+        where = tmp_path / f"run-{begin}"
+        where.mkdir()
+        job = write_embed_job(where, sim.url, rows=200, step="batch_size: 10", extra="run: {flush_rows: 10}")
+        out = where / "out" / "emb.parquet"
+        run_job(job)  # the rows answered with the other size fail; the others are 1536-float vectors
+        assert (_finished(caplog)["rows_during_run"] > 0) is (begin is not False)
+        assert begun[0] == ("final.tmp" if begin is not False else f".{out.name}.{os.getpid()}.tmp")
+        first = pq.read_table(out)
+        assert first["doc_id"].to_pylist() == [f"d{i:05d}" for i in range(200)]
+        assert first.schema.field("emb").type == pa.list_(pa.float32(), 1536)
+        statuses = first["emb__status"].to_pylist()
+        assert statuses[:100] == ["ok"] * 100 and statuses[-1] == "error"
+        # a rerun of the failed rows gets the other size: stopped before the final file, as without it
+        with pytest.raises(RunAborted) as exc:
+            run_job(job, retry_failed=True)
+        errors[begin] = str(exc.value)
+        assert pq.read_table(out).equals(first)  # the earlier final file stays as it was
+        work = WorkDir(out, "")
+        assert [p.name for p in work.path.iterdir() if not p.name.startswith("part-")] == ["state.json"]
+        assert work.prior(200, ["emb__status"], fresh=False).failed.sum() == 0  # the rows kept in their parts
+    for e in errors.values():
+        assert re.search(r"differ in size: 1536 \(1\d\d rows, .*; 8 \(\d+ rows", e), e
+
+
+def test_a_slice_of_vectors_written_in_pieces_is_one_row_group_of_the_same_rows(
+    tmp_path: Path, small: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    dim, n = 6, 300
+    final = _fixed(dim)
+    rng = np.random.default_rng(5)
+    order = np.argsort(np.arange(n) + rng.uniform(0, 60, n), kind="stable")
+    rows = [_row(int(i), "ok" if i % 7 else "error", dim, 0.0) for i in order]
+    files = {}
+    for piece in (2**40, 150):  # one piece a slice; pieces of a few rows
+        monkeypatch.setattr(sinks, "WRITE_PIECE_BYTES", piece)
+        work = _prepared(tmp_path / str(piece) / "out.parquet")
+        w = PartWriter(work, VSCHEMA, flush_rows=23, flush_interval_s=60)
+        for row in rows:
+            w.add(row)
+        w.close()
+        files[piece] = work.finish(final, n, fresh=False, count=["e__status"])
+    whole, pieces = (pq.ParquetFile(files[k]) for k in (2**40, 150))
+    assert pieces.metadata.num_row_groups == whole.metadata.num_row_groups > 5
+    assert [pieces.metadata.row_group(g).num_rows for g in range(pieces.metadata.num_row_groups)] == [
+        whole.metadata.row_group(g).num_rows for g in range(whole.metadata.num_row_groups)
+    ]
+    assert pieces.read().equals(whole.read())
+    assert pieces.read()["e"][8].as_py() == [8.0] * dim and pieces.read()["e"][7].as_py() is None
+
+
+def test_pipeline_chooses_jemalloc_for_arrow_before_pyarrow_loads_unless_told_otherwise() -> None:
+    import os
+    import subprocess
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        pytest.skip("the pool is chosen on Linux only")
+    try:
+        pa.jemalloc_memory_pool()
+    except NotImplementedError:
+        pytest.skip("this pyarrow has no jemalloc")
+    code = (
+        "from pipeline.cli import arrow_pool_from_env; arrow_pool_from_env(); "
+        "import pyarrow.parquet, pyarrow as pa; print(pa.default_memory_pool().backend_name)"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "ARROW_DEFAULT_MEMORY_POOL"}
+    chosen = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    told = subprocess.run(
+        [sys.executable, "-c", code],
+        env={**env, "ARROW_DEFAULT_MEMORY_POOL": "system"},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert (chosen.stdout.strip(), told.stdout.strip()) == ("jemalloc", "system")
+
+
+def test_the_final_file_begun_during_the_run_is_written_out_as_it_grows(
+    tmp_path: Path, small: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if not hasattr(os, "posix_fadvise"):
+        pytest.skip("no posix_fadvise here")
+    dim, n = 6, 300
+    final = _fixed(dim)
+    asked: list[tuple[int, int]] = []
+    real = os.posix_fadvise
+
+    def spy(fd: int, offset: int, length: int, advice: int) -> None:
+        asked.append((os.fstat(fd).st_size, advice))
+        real(fd, offset, length, advice)
+
+    monkeypatch.setattr(os, "posix_fadvise", spy)
+    monkeypatch.setattr(sinks, "EARLY_SYNC_BYTES", 4000)
+    work = _prepared(tmp_path / "out.parquet")
+    early = _early_run(work, final, [_row(i, "ok", dim, 0.0) for i in range(n)], np.ones(n, dtype=bool))
+    early._stop()
+    sizes = [size for size, _ in asked]
+    assert len(asked) > 3 and {a for _, a in asked} == {os.POSIX_FADV_DONTNEED}  # while the run went on
+    assert all(b - a >= 4000 for a, b in zip(sizes, sizes[1:], strict=False))  # every ~4000 bytes
+    expected = _reference(work, final)
+    got = pq.read_table(work.finish(final, n, fresh=False, count=["e__status"], early=early))
+    assert got.cast(final.remove_metadata()).equals(expected)
