@@ -263,7 +263,9 @@ def test_server_rejection_fails_only_that_row(tmp_path: Path, sim: Any) -> None:
 def test_long_requests_start_together_under_the_concurrency_limit(tmp_path: Path, sim_factory: Any) -> None:
     conc = 4
     count_tokens("warm up")  # the simulator loads its tokenizer on first use: not what is measured here
-    sim = sim_factory(default_limits={"concurrency": conc}, latency_per_audio_s=0.6)
+    # 2 s on the wire each: the client has that long to start the first `conc` together, which a busy
+    # machine's scheduling delays cannot eat (at 0.6 s it failed once at load 9)
+    sim = sim_factory(default_limits={"concurrency": conc}, latency_per_audio_s=2.0)
     for i in range(12):
         write_wav(tmp_path / "in" / f"f{i:02d}.wav", [(1.0, 300.0 + 20 * i)], seed=i)
     run(write_job(tmp_path, sim.url, str(tmp_path / "in" / "*.wav"), limits=f"{{concurrency: {conc}}}"))
