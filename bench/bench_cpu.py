@@ -38,7 +38,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from bench_core import SimProcess, make_rows
+from bench_core import SimProcess, compile_package, make_rows
 
 RATE_RPM = 3000
 
@@ -220,14 +220,6 @@ def bench_help() -> None:
         subprocess.run([sys.executable, "-m", "pipeline.cli", "--help"], capture_output=True, check=True)
         times.append(time.monotonic() - t0)
     print(f"pipeline --help: best of 3 {min(times):.2f}s wall  [load average {load:.2f}]")
-
-
-def compile_package() -> None:
-    """Byte-compile the `pipeline` package the children import (from the current directory), as
-    `pip install` does; print where it is."""
-    code = "import compileall, pipeline, sys; d = pipeline.__path__[0]; compileall.compile_dir(d, quiet=1); print(d)"
-    where = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
-    print(f"client package: {where} (byte-compiled)")
 
 
 def main() -> None:
