@@ -901,7 +901,9 @@ class EarlyFinal:
                 s.drop_group()
             size = self.tmp.stat().st_size
             if size - self._synced >= EARLY_SYNC_BYTES and hasattr(os, "posix_fadvise"):
-                with open(self.tmp, "rb") as fh:  # (Linux: writes dirty pages out, drops the clean ones)
+                # (Linux: writes dirty pages out, drops the clean ones; only advice: a file system that
+                # refuses it costs the final file nothing)
+                with open(self.tmp, "rb") as fh, contextlib.suppress(OSError):
                     os.posix_fadvise(fh.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
                 self._synced = size
             pa.default_memory_pool().release_unused()  # this thread's freed pages, while the run goes on
