@@ -8,6 +8,7 @@ import gc
 import json
 import logging
 import os
+import platform
 import sys
 import time
 from collections.abc import Iterator
@@ -736,8 +737,9 @@ def arrow_pool_from_env() -> None:
     (mimalloc 3) keeps freed pages for a second before it hands them back, and the threads that build
     the parts and the final file free megabytes a slice: a 10^5-row 1536-d embed run with the final file
     begun during the run peaked at 283-302 MB with mimalloc, 258 MB with jemalloc (without it: 248-270
-    vs 239 MB), with half the system CPU time. (Child processes inherit the choice.)"""
-    if sys.platform.startswith("linux") and "pyarrow" not in sys.modules:
+    vs 239 MB), with half the system CPU time. (Child processes inherit the choice.) x86-64 only: Arrow's
+    ARM wheels are built without jemalloc (apache/arrow#44342), and Arrow then warns on every run."""
+    if sys.platform.startswith("linux") and platform.machine() == "x86_64" and "pyarrow" not in sys.modules:
         os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "jemalloc")
 
 
