@@ -231,21 +231,37 @@ class ProviderClient:
                     log, logging.INFO, "request.gave_up", provider=self.name, attempts=attempt, error=err.short()[:300]
                 )
                 raise CallError(err, attempt)
-            self.stats.retries += 1
-            wait = backoff_delay(attempt, base=self.retry.backoff_base_s, cap=self.retry.backoff_cap_s, rng=self._rng)
-            if err.retry_after is not None and not isinstance(err, RateLimited):
-                wait = max(wait, err.retry_after)  # a 429's Retry-After is enforced by the gate's pause
-            event(
-                log,
-                logging.INFO,
-                "request.retry",
-                provider=self.name,
-                attempt=attempt,
-                wait_s=round(wait, 3),
-                status=err.status,
-                error=err.short()[:300],
-            )
-            await asyncio.sleep(wait)
+            # a 429's Retry-After is enforced by the gate's pause
+            await self._back_off(err, attempt, "request.retry", not isinstance(err, RateLimited))
+
+    async def _back_off(self, err: RequestError, attempt: int, what: str, retry_after: bool) -> None:
+        """Wait before another attempt after `err`: the backoff, or the server's Retry-After when longer
+        (`retry_after`: when the caller does not wait it elsewhere). Counted and logged as `what`."""
+        self.stats.retries += 1
+        wait = backoff_delay(attempt, base=self.retry.backoff_base_s, cap=self.retry.backoff_cap_s, rng=self._rng)
+        if retry_after and err.retry_after is not None:
+            wait = max(wait, err.retry_after)
+        event(
+            log,
+            logging.INFO,
+            what,
+            provider=self.name,
+            attempt=attempt,
+            wait_s=round(wait, 3),
+            status=err.status,
+            error=err.short()[:300],
+        )
+        await asyncio.sleep(wait)
+
+    def _parsed(self, cache_key: str | None, body: bytes, parse: Callable[[bytes], T]) -> T | RequestError:
+        """`parse(body)` of an answer just stored under `cache_key`; when it does not parse, its error,
+        and the entry is dropped (a broken answer is not replayed)."""
+        try:
+            return parse(body)
+        except RequestError as exc:
+            if cache_key is not None:
+                self.cache.delete(cache_key)
+            return exc
 
     async def _download(self, req: HttpRequest, cache_key: str | None, parse: Callable[[bytes], T]) -> Reply[T]:
         """GET an absolute URL (a generated image) until it parses: the retry rules of any request
@@ -271,32 +287,16 @@ class ProviderClient:
                     if 200 <= resp.status < 300:
                         if cache_key is not None:
                             await self.cache.store(cache_key, resp.body)
-                        try:
-                            return Reply(parse(resp.body), attempt, False)
-                        except RequestError as exc:
-                            if cache_key is not None:
-                                self.cache.delete(cache_key)
-                            err = exc
+                        parsed = self._parsed(cache_key, resp.body, parse)
+                        if not isinstance(parsed, RequestError):
+                            return Reply(parsed, attempt, False)
+                        err = parsed
                     else:
                         err = classify(resp.status, resp.body, resp.headers)
             # a refused key means nothing here (no key is sent): only the status's own class counts
             if not isinstance(err, RetryableError) or attempt >= self.retry.max_attempts:
                 raise CallError(err, attempt)
-            self.stats.retries += 1
-            wait = backoff_delay(attempt, base=self.retry.backoff_base_s, cap=self.retry.backoff_cap_s, rng=self._rng)
-            if err.retry_after is not None:
-                wait = max(wait, err.retry_after)
-            event(
-                log,
-                logging.INFO,
-                "download.retry",
-                provider=self.name,
-                attempt=attempt,
-                wait_s=round(wait, 3),
-                status=err.status,
-                error=err.short()[:300],
-            )
-            await asyncio.sleep(wait)
+            await self._back_off(err, attempt, "download.retry", True)  # (nothing else waits a 429 out)
 
     async def _probed(self, attempt: Callable[[], Awaitable[_Outcome[T]]]) -> _Outcome[T]:
         """Run one attempt; the very first one of a provider goes alone, so a bad key costs one request."""
@@ -352,12 +352,9 @@ class ProviderClient:
                 return err, ticket
             if cache_key is not None:
                 await self.cache.store(cache_key, resp.body)  # before parsing: nothing paid for is lost
-            try:
-                parsed = parse(resp.body)
-            except RequestError as exc:
-                if cache_key is not None:
-                    self.cache.delete(cache_key)
-                return exc, ticket
+            parsed = self._parsed(cache_key, resp.body, parse)
+            if isinstance(parsed, RequestError):
+                return parsed, ticket
             usage = parsed.usage
             if charge is not None:
                 cost = charge.fixed(tokens if isinstance(tokens, int) else 0)

@@ -24,7 +24,7 @@ from .errors import FatalError, RequestError, RunAborted, StreamCut
 from .logs import event
 from .packing import Packer, PackingKind
 from .records import StepResult
-from .sinks import accounting_columns
+from .sinks import accounting_columns, flatten_result
 from .sources import ROW
 
 log = logging.getLogger(__name__)
@@ -296,6 +296,17 @@ class RowEngine:
             self.stats.repairs += done.repairs
         return done.result
 
+    def _replay(self, step: StepRuntime, first: Prepared | None, body: bytes) -> StepResult | None:
+        """`step.replay` of a cached answer, counted as a cache hit; None: the long way (a broken body
+        too: `parse` raises it again there, and drops the entry)."""
+        try:
+            replayed = step.replay(first, body)
+        except RequestError:
+            return None
+        if replayed is not None:
+            self.stats.cache_hits += 1
+        return replayed
+
     def _try_cached(self, step: StepRuntime, ctx: dict[str, Any]) -> StepResult | Prepared:
         """The step's result when the cache holds every answer it needs (or nothing is to be sent);
         otherwise the exchange as far as the cache took it, for `_run_step` to go on with."""
@@ -303,12 +314,8 @@ class RowEngine:
         key = step.first_key(ctx)
         body = cache.get(key) if key is not None else None
         if body is not None:  # the common answer, replayed without building the request
-            try:
-                replayed = step.replay(None, body)
-            except RequestError:
-                replayed = None  # parse raises it again, and drops the entry
+            replayed = self._replay(step, None, body)
             if replayed is not None:
-                self.stats.cache_hits += 1
                 return replayed
         prep = step.request_for(ctx)
         if isinstance(prep, StepResult):
@@ -319,12 +326,8 @@ class RowEngine:
             body = cache.get(key) if key is not None else None
         if body is not None:
             assert key is not None
-            try:
-                replayed = step.replay(prep, body)
-            except RequestError:
-                replayed = None  # parse raises it again, and drops the entry
+            replayed = self._replay(step, prep, body)
             if replayed is not None:
-                self.stats.cache_hits += 1
                 return replayed
             parsed = step.client.parse_cached(key, body, step.parse)
             if parsed is not None:
@@ -535,8 +538,8 @@ class RowEngine:
                 counters[name] = counters.get(name, 0.0) + value
 
     def _record(self, row_index: int, row: dict[str, Any], results: list[StepResult]) -> Record:
-        """The row's output record: carried columns, `__row`, and per step what `sinks.flatten_result`
-        writes (with the column names computed once, not per row), priced."""
+        """The row's output record: carried columns, `__row`, and per step its `sinks.flatten_result` (with
+        the column names computed once, not per row), priced."""
         shape = self.shape
         out: Record = {c: row.get(c) for c in shape.carried_columns}
         out[ROW] = row_index
@@ -544,20 +547,9 @@ class RowEngine:
             out[shape.default_id] = row_index
         failed = skipped = False
         for (step, counts, names, acc, price), r in zip(self._recording, results, strict=True):
-            # `flatten_result`, inlined (every row of a cached re-run comes here): the values, then the
-            # accounting columns; the cost is what the row's answer cost (also from the cache: paid once)
-            values = r.values
-            for name in names:
-                out[name] = values.get(name)
+            # what the row's answer cost (also when it came from the cache: it was paid once)
+            flatten_result(step.name, r, names, out, acc, None if price is None else step.row_cost(r, price))
             status = r.status
-            out[acc[0]] = status
-            out[acc[1]] = r.error
-            out[acc[2]] = r.attempts
-            out[acc[3]] = r.prompt_tokens
-            out[acc[4]] = r.completion_tokens
-            out[acc[5]] = r.cached
-            out[acc[6]] = r.tokens_estimated
-            out[acc[7]] = None if price is None else step.row_cost(r, price)
             counts[status] += 1
             if status == "error" or status == "invalid":
                 failed = True

@@ -414,8 +414,15 @@ def test_a_part_the_begun_final_file_was_not_told_of_starts_it_over(
     assert got["e"][5].as_py() == [5.5] * dim and got["e"][6].as_py() == [6.0] * dim
 
 
+@pytest.fixture
+def run_slices(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run's final file in slices of at most 20 rows: begun during a run of a few hundred."""
+    monkeypatch.setattr(sinks, "FINISH_ROWS", 20)
+    monkeypatch.setattr(sinks, "FINISH_BYTES", 4000)
+
+
 def test_a_chat_run_begins_its_final_file_and_a_vector_run_by_choice(
-    tmp_path: Path, sim: Any, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, sim: Any, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, run_slices: None
 ) -> None:
     from pipeline import executor
 
@@ -423,8 +430,6 @@ def test_a_chat_run_begins_its_final_file_and_a_vector_run_by_choice(
     from .test_embed import write_embed_job
 
     caplog.set_level("INFO", logger="pipeline")
-    monkeypatch.setattr(sinks, "FINISH_ROWS", 20)
-    monkeypatch.setattr(sinks, "FINISH_BYTES", 4000)
     (tmp_path / "chat").mkdir()
     run_job(write_job(tmp_path / "chat", sim.url, rows=200, extra="run: {flush_rows: 10}"))
     assert _finished(caplog)["rows_during_run"] > 0  # no vectors: begun during the run
@@ -441,7 +446,7 @@ def test_a_chat_run_begins_its_final_file_and_a_vector_run_by_choice(
 
 
 def test_a_vector_run_begins_its_final_file_by_default_and_a_change_of_vector_size_stops_it_alike(
-    tmp_path: Path, sim: Any, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, sim: Any, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, run_slices: None
 ) -> None:
     from pipeline import executor
     from pipeline.errors import RunAborted
@@ -451,8 +456,6 @@ def test_a_vector_run_begins_its_final_file_by_default_and_a_change_of_vector_si
     from .test_embed import write_embed_job
 
     caplog.set_level("INFO", logger="pipeline")
-    monkeypatch.setattr(sinks, "FINISH_ROWS", 20)
-    monkeypatch.setattr(sinks, "FINISH_BYTES", 4000)
     # the server changes its model mid-run: answers whose first row is 190 or later hold 8-float vectors
     native = embeddings.embeddings_response
 

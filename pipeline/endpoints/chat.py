@@ -411,8 +411,8 @@ class ChatRuntime(StepRuntime):
         ch = choices[0]
         message: dict[str, Any] = ch["message"] if isinstance(ch.get("message"), dict) else {}
         finish = ch.get("finish_reason")
-        usage = obj.get("usage")
-        if not isinstance(usage, dict) or not isinstance(usage.get("prompt_tokens"), int):
+        usage = _usage(obj)
+        if usage is None:
             return None  # (no usage: counted from the request, the long way)
         content = message.get("content")
         values: dict[str, Any]
@@ -424,14 +424,7 @@ class ChatRuntime(StepRuntime):
             if not v.ok:
                 return None
             values = self._one_choice(v, 0, None, None)
-        details = usage.get("prompt_tokens_details")  # (as `_usage` reads it)
-        cached = details.get("cached_tokens") if isinstance(details, dict) else None
-        return StepResult.from_cache(
-            values,
-            int(usage["prompt_tokens"]),
-            int(usage.get("completion_tokens") or 0),
-            cached if isinstance(cached, int) and cached > 0 else 0,
-        )
+        return StepResult.from_cache(values, *usage)
 
     # ----------------------------------------------------------------- the dialogue of one row
     def _dialogue(self, first: _Ask) -> Dialogue:
