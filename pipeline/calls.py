@@ -329,7 +329,14 @@ class ProviderClient:
         ticket = await self.gate.admit(tokens, req.priority)
         actual: int | None = None
         task = asyncio.current_task()
+        unsent = False
         try:
+            # A stop that began while this request waited for its admission: it is not sent. (A task
+            # the stop does not cancel itself, e.g. a piece of a split file, whose row's task cancels
+            # it a turn later, could otherwise be admitted in between and go on the wire after the stop.)
+            if self._stopping():
+                unsent, cost = True, 0.0
+                raise Stopped()
             self.stats.requests += 1
             if task is not None:
                 self.inflight.add(task)
@@ -368,5 +375,5 @@ class ProviderClient:
                     actual = usage.prompt_tokens + completion
             return Reply(parsed, attempt, False), ticket
         finally:
-            self.gate.release(ticket, actual)
+            self.gate.release(ticket, actual, rejected=unsent)  # (unsent: nothing counted, all given back)
             spend.settle(hold, cost)
