@@ -278,7 +278,14 @@ class ProviderClient:
                 raise self._fatal
             err: RequestError
             async with self._downloading:
+                if self._stopping():  # (the stop began while this download waited for its turn)
+                    raise Stopped()
                 self.stats.downloads += 1
+                # on the wire: a graceful stop lets it finish (the image was paid for; its URL may expire
+                # before a re-run could fetch it again)
+                task = asyncio.current_task()
+                if task is not None:
+                    self.inflight.add(task)
                 try:
                     resp = await self.transport.send(req)
                 except RequestError as exc:
@@ -293,6 +300,9 @@ class ProviderClient:
                         err = parsed
                     else:
                         err = classify(resp.status, resp.body, resp.headers)
+                finally:
+                    if task is not None:
+                        self.inflight.discard(task)
             # a refused key means nothing here (no key is sent): only the status's own class counts
             if not isinstance(err, RetryableError) or attempt >= self.retry.max_attempts:
                 raise CallError(err, attempt)

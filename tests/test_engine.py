@@ -9,7 +9,7 @@ import inspect
 import json
 import random
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +17,7 @@ import pytest
 
 from pipeline.cache import NoCache
 from pipeline.calls import ProviderClient, RunStats
-from pipeline.endpoints.base import Done, Local
+from pipeline.endpoints.base import Done, Local, Prepared
 from pipeline.endpoints.completion import CompletionRuntime
 from pipeline.engine import RecordShape, RowEngine
 from pipeline.errors import RunAborted
@@ -28,7 +28,7 @@ from pipeline.job.profiles import ResolvedProvider
 from pipeline.limits import AdmissionGate
 from pipeline.plan import DEFAULT_ID, build_plan
 from pipeline.ports import Gate
-from pipeline.records import StepResult
+from pipeline.records import Parsed, StepResult
 from pipeline.requests import FilePart, HttpRequest, Multipart
 from pipeline.tokens import counter
 from pipeline.transport import HttpResponse, Transport, new_session
@@ -272,7 +272,7 @@ class WireTransport:
             await self._arrived.wait()
 
     async def send(self, req: HttpRequest) -> HttpResponse:
-        prompt = json.loads(req.data or b"{}")["prompt"]
+        prompt = req.endpoint if req.method == "GET" else json.loads(req.data or b"{}")["prompt"]
         self.sent.append(prompt)
         self._arrived.set()
         go = self._go.setdefault(prompt, asyncio.Event())
@@ -284,6 +284,8 @@ class WireTransport:
             self.dropped.append(prompt)
             raise
         self.answered.append(prompt)
+        if req.method == "GET":
+            return HttpResponse(200, prompt.encode())
         answer = {
             "choices": [{"index": 0, "text": prompt.upper(), "finish_reason": "stop"}],
             "usage": {"prompt_tokens": 3, "completion_tokens": 2},
@@ -415,3 +417,57 @@ def test_a_piece_granted_its_slot_as_the_stop_begins_is_not_sent() -> None:
     assert sorted(transport.answered) == sorted(transport.sent)
     never = sorted(set(PIECES) - set(transport.sent))
     assert rerun_sends(cache) == never, "the re-run sends only the piece never sent"
+
+
+class DownloadRuntime(CompletionRuntime):
+    """A kind whose row's request is a GET of an absolute URL (as a generated image's download)."""
+
+    def prepare(self, row: Mapping[str, Any]) -> Prepared:
+        url = f"https://cdn.example/{row['word']}.png"
+        return Prepared(HttpRequest(url, method="GET"), 0, f"GET {url}")
+
+    def parse(self, body: bytes) -> Parsed:
+        return Parsed({"c": body.decode(), "c__finish_reason": None}, None)
+
+
+def test_a_download_on_the_wire_is_let_finish_at_a_graceful_stop() -> None:
+    """A generated image's download is a request on the wire too: the image was paid for, and its URL
+    may have expired by the time a re-run would fetch it again."""
+    step = DownloadRuntime(
+        CompletionStep(name="c", kind="completion", provider="p", model="m", prompt="{{ row.word }}"),
+        "ns",
+        counter("heuristic"),
+    )
+    cache = DictCache()
+
+    async def main() -> tuple[list[dict[str, Any]], WireTransport]:
+        transport = WireTransport()
+        stats = RunStats()
+        engine: RowEngine | None = None
+        client = ProviderClient(
+            transport,
+            AdmissionGate(rpm=None, tpm=None, concurrency=2),
+            cache,
+            Retry(max_attempts=2),
+            stats,
+            stopping=lambda: engine is not None and engine.stopping,
+        )
+        engine = RowEngine(
+            [step],
+            {"p": client},
+            stats,
+            RecordShape(["id"], "id", DEFAULT_ID),
+            window=4,
+            charges={},
+            stop_after_identical_failures=10,
+        )
+        run = asyncio.ensure_future(engine.process([(0, {"id": 0, "word": "cat"}), (1, {"id": 1, "word": "dog"})]))
+        await transport.on_the_wire(2)
+        engine.halt()
+        transport.go()
+        return await run, transport
+
+    records, transport = asyncio.run(main())
+    assert transport.dropped == [] and len(transport.answered) == 2
+    assert sorted(r["c"] for r in records) == ["https://cdn.example/cat.png", "https://cdn.example/dog.png"]
+    assert set(cache.entries) == {"GET https://cdn.example/cat.png", "GET https://cdn.example/dog.png"}
