@@ -278,7 +278,14 @@ class ProviderClient:
                 raise self._fatal
             err: RequestError
             async with self._downloading:
+                if self._stopping():  # (the stop began while this download waited for its turn)
+                    raise Stopped()
                 self.stats.downloads += 1
+                # on the wire: a graceful stop lets it finish (the image was paid for; its URL may expire
+                # before a re-run could fetch it again)
+                task = asyncio.current_task()
+                if task is not None:
+                    self.inflight.add(task)
                 try:
                     resp = await self.transport.send(req)
                 except RequestError as exc:
@@ -293,6 +300,9 @@ class ProviderClient:
                         err = parsed
                     else:
                         err = classify(resp.status, resp.body, resp.headers)
+                finally:
+                    if task is not None:
+                        self.inflight.discard(task)
             # a refused key means nothing here (no key is sent): only the status's own class counts
             if not isinstance(err, RetryableError) or attempt >= self.retry.max_attempts:
                 raise CallError(err, attempt)
@@ -329,7 +339,14 @@ class ProviderClient:
         ticket = await self.gate.admit(tokens, req.priority)
         actual: int | None = None
         task = asyncio.current_task()
+        unsent = False
         try:
+            # A stop that began while this request waited for its admission: it is not sent. (A task
+            # the stop does not cancel itself, e.g. a piece of a split file, whose row's task cancels
+            # it a turn later, could otherwise be admitted in between and go on the wire after the stop.)
+            if self._stopping():
+                unsent, cost = True, 0.0
+                raise Stopped()
             self.stats.requests += 1
             if task is not None:
                 self.inflight.add(task)
@@ -368,5 +385,5 @@ class ProviderClient:
                     actual = usage.prompt_tokens + completion
             return Reply(parsed, attempt, False), ticket
         finally:
-            self.gate.release(ticket, actual)
+            self.gate.release(ticket, actual, rejected=unsent)  # (unsent: nothing counted, all given back)
             spend.settle(hold, cost)

@@ -199,10 +199,15 @@ class RowEngine:
 
     # ----------------------------------------------------------------- stopping
     def halt(self) -> None:
-        """Start no new row or attempt; requests already on the wire finish (their answers are paid for)."""
+        """Start no new row or attempt; requests already on the wire finish (their answers are paid for).
+
+        A task is cancelled once: a later halt (the run aborting while it stops, a Ray worker's close
+        after its halt, a Ctrl-C after an abort) leaves a task already cancelled alone, since it may be
+        waiting for its own requests on the wire (`_send_at_once`), which a second cancel would drop.
+        Only `cancel_all` (the second Ctrl-C) cancels again."""
         self.stopping = True
         for t in list(self._tasks):
-            if not any(t in c.inflight for c in self.clients.values()):
+            if not t.cancelling() and not any(t in c.inflight for c in self.clients.values()):
                 t.cancel()
 
     def cancel_all(self) -> None:

@@ -9,14 +9,18 @@ import inspect
 import json
 import random
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from pipeline.cache import NoCache
 from pipeline.calls import ProviderClient, RunStats
+from pipeline.endpoints.base import Done, Local, Prepared
 from pipeline.endpoints.completion import CompletionRuntime
 from pipeline.engine import RecordShape, RowEngine
+from pipeline.errors import RunAborted
 from pipeline.executor import RunOptions, execute
 from pipeline.gates import LocalGates
 from pipeline.job.model import CompletionStep, Retry
@@ -24,6 +28,7 @@ from pipeline.job.profiles import ResolvedProvider
 from pipeline.limits import AdmissionGate
 from pipeline.plan import DEFAULT_ID, build_plan
 from pipeline.ports import Gate
+from pipeline.records import Parsed, StepResult
 from pipeline.requests import FilePart, HttpRequest, Multipart
 from pipeline.tokens import counter
 from pipeline.transport import HttpResponse, Transport, new_session
@@ -221,3 +226,248 @@ def test_a_run_leaves_the_plans_steps_unbound(tmp_path: Path, sim: Any) -> None:
     assert not hasattr(plan.steps[0], "client") and plan.steps[0].spawner is None
     summary = asyncio.run(execute(plan, RunOptions(fresh=True)))  # the same plan runs again, from the cache
     assert summary.stats.cache_hits == 4 and summary.stats.requests == 0
+
+
+# ----- a graceful stop (the first Ctrl-C): requests on the wire finish, nothing new is sent
+
+
+class PiecesRuntime(CompletionRuntime):
+    """A kind whose row needs three requests sent at once (as the pieces of a split audio file)."""
+
+    sends_at_once = True
+
+    def exchange(self, first: Any) -> Any:
+        async def split() -> list[str]:
+            return [f"{first.request.json_body['prompt']} piece {i}" for i in range(3)]
+
+        pieces = yield Local(split)
+        replies = yield [self.prepare({"word": p}) for p in pieces]
+        texts = [outcome.parsed.values["c"] for _, outcome in replies]
+        return Done(StepResult("ok", {"c": " + ".join(texts), "c__finish_reason": "stop"}, attempts=1))
+
+
+class WireTransport:
+    """A `ports.Transport` whose requests stay on the wire until the test lets them be answered."""
+
+    def __init__(self) -> None:
+        self.sent: list[str] = []  # prompts, in the order they went on the wire
+        self.dropped: list[str] = []  # requests cancelled on the wire (their answers paid for, lost)
+        self.answered: list[str] = []
+        self._go: dict[str, asyncio.Event] = {}
+        self._arrived = asyncio.Event()
+        self._open = False
+
+    def go(self, prompt: str | None = None) -> None:
+        """Answer `prompt` (None: every request, also those still to come)."""
+        if prompt is None:
+            self._open = True
+            for e in self._go.values():
+                e.set()
+        else:
+            self._go.setdefault(prompt, asyncio.Event()).set()
+
+    async def on_the_wire(self, n: int) -> None:
+        while len(self.sent) - len(self.answered) - len(self.dropped) < n:
+            self._arrived.clear()
+            await self._arrived.wait()
+
+    async def send(self, req: HttpRequest) -> HttpResponse:
+        prompt = req.endpoint if req.method == "GET" else json.loads(req.data or b"{}")["prompt"]
+        self.sent.append(prompt)
+        self._arrived.set()
+        go = self._go.setdefault(prompt, asyncio.Event())
+        if self._open:
+            go.set()
+        try:
+            await go.wait()
+        except asyncio.CancelledError:
+            self.dropped.append(prompt)
+            raise
+        self.answered.append(prompt)
+        if req.method == "GET":
+            return HttpResponse(200, prompt.encode())
+        answer = {
+            "choices": [{"index": 0, "text": prompt.upper(), "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 3, "completion_tokens": 2},
+        }
+        return HttpResponse(200, json.dumps(answer).encode())
+
+    async def get(self, endpoint: str) -> HttpResponse:
+        return HttpResponse(200, b'{"data": []}')
+
+
+class HookedCache(DictCache):
+    """A DictCache that calls `on_store(key)` as each answer is stored."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.on_store: Any = None
+
+    async def store(self, key: str, body: bytes) -> None:
+        self.entries[key] = body
+        if self.on_store is not None:
+            self.on_store(key)
+
+
+def pieces_engine(transport: Any, cache: Any) -> RowEngine:
+    """An engine for one PiecesRuntime step under a concurrency of 2, its client stopping with it."""
+    step = PiecesRuntime(
+        CompletionStep(name="c", kind="completion", provider="p", model="m", prompt="say {{ row.word }}"),
+        "ns",
+        counter("heuristic"),
+    )
+    stats = RunStats()
+    engine: RowEngine | None = None
+    client = ProviderClient(
+        transport,
+        AdmissionGate(rpm=None, tpm=None, concurrency=2),
+        cache,
+        Retry(max_attempts=2),
+        stats,
+        stopping=lambda: engine is not None and engine.stopping,
+    )
+    engine = RowEngine(
+        [step],
+        {"p": client},
+        stats,
+        RecordShape(["id"], "id", DEFAULT_ID),
+        window=4,
+        charges={},
+        stop_after_identical_failures=10,
+    )
+    return engine
+
+
+ROW = [(0, {"id": 0, "word": "hi"})]
+PIECES = ["say say hi piece 0", "say say hi piece 1", "say say hi piece 2"]
+
+
+def rerun_sends(cache: DictCache) -> list[str]:
+    """What a re-run of ROW over `cache` sends (everything answered at once)."""
+    transport = WireTransport()
+    transport.go()
+
+    async def main() -> list[dict[str, Any]]:
+        return await pieces_engine(transport, cache).process(ROW)
+
+    records = asyncio.run(main())
+    assert records[0]["c__status"] == "ok" and records[0]["c"] == " + ".join(p.upper() for p in PIECES)
+    return transport.sent
+
+
+@pytest.mark.parametrize("again", ["abort", "halt"])
+def test_a_second_halt_does_not_drop_the_pieces_on_the_wire(again: str) -> None:
+    """After the first Ctrl-C the row's task waits for its pieces on the wire; a second halt (the run
+    aborting meanwhile, e.g. another row's provider refusing its key; a Ray worker's close after its halt)
+    must not cancel that task again: its pieces would be dropped, paid for and sent again by a re-run."""
+    cache = DictCache()
+
+    async def main() -> tuple[list[dict[str, Any]], WireTransport]:
+        transport = WireTransport()
+        engine = pieces_engine(transport, cache)
+        await engine.clients["p"].verify_key()  # (else the first request goes alone)
+        run = asyncio.ensure_future(engine.process(ROW))
+        await transport.on_the_wire(2)  # two pieces on the wire, the third waits for a slot
+        engine.halt()  # the first Ctrl-C
+        await asyncio.sleep(0)  # the row's task takes it: the waiting piece is dropped, it waits for the others
+        if again == "abort":
+            engine.set_abort(RunAborted("provider `q` refused step `other`: invalid_api_key"))
+        else:
+            engine.halt()
+        transport.go()
+        return await run, transport
+
+    records, transport = asyncio.run(main())
+    assert records == [], "the row is not finished: it stays to do"
+    assert transport.dropped == [], "no request on the wire was dropped"
+    assert sorted(transport.sent) == PIECES[:2] and sorted(transport.answered) == PIECES[:2]
+    assert rerun_sends(cache) == PIECES[2:], "the re-run sends only the piece never sent"
+
+
+def test_a_piece_granted_its_slot_as_the_stop_begins_is_not_sent() -> None:
+    """The stop (a Ctrl-C) lands in the loop turn in which a piece's answer frees a slot: the piece that
+    waited for it is handed the slot before the row's task can cancel it. It must not go on the wire."""
+    cache = HookedCache()
+
+    async def main() -> WireTransport:
+        transport = WireTransport()
+        engine = pieces_engine(transport, cache)
+        loop = asyncio.get_running_loop()
+        await engine.clients["p"].verify_key()
+        run = asyncio.ensure_future(engine.process(ROW))
+        await transport.on_the_wire(2)
+        stopped = asyncio.Event()
+
+        def ctrl_c() -> None:  # as the executor's signal handler: a callback between two loop steps
+            engine.halt()
+            stopped.set()
+
+        # the Ctrl-C's handler runs as the first answer is stored: before the freed slot's new holder
+        cache.on_store = lambda key: loop.call_soon(ctrl_c)
+        transport.go(transport.sent[0])
+        await stopped.wait()
+        transport.go()
+        assert await run == []
+        cache.on_store = None
+        return transport
+
+    transport = asyncio.run(main())
+    assert transport.dropped == []
+    assert len(transport.sent) == 2, f"nothing is sent after the stop began: {transport.sent}"
+    assert sorted(transport.answered) == sorted(transport.sent)
+    never = sorted(set(PIECES) - set(transport.sent))
+    assert rerun_sends(cache) == never, "the re-run sends only the piece never sent"
+
+
+class DownloadRuntime(CompletionRuntime):
+    """A kind whose row's request is a GET of an absolute URL (as a generated image's download)."""
+
+    def prepare(self, row: Mapping[str, Any]) -> Prepared:
+        url = f"https://cdn.example/{row['word']}.png"
+        return Prepared(HttpRequest(url, method="GET"), 0, f"GET {url}")
+
+    def parse(self, body: bytes) -> Parsed:
+        return Parsed({"c": body.decode(), "c__finish_reason": None}, None)
+
+
+def test_a_download_on_the_wire_is_let_finish_at_a_graceful_stop() -> None:
+    """A generated image's download is a request on the wire too: the image was paid for, and its URL
+    may have expired by the time a re-run would fetch it again."""
+    step = DownloadRuntime(
+        CompletionStep(name="c", kind="completion", provider="p", model="m", prompt="{{ row.word }}"),
+        "ns",
+        counter("heuristic"),
+    )
+    cache = DictCache()
+
+    async def main() -> tuple[list[dict[str, Any]], WireTransport]:
+        transport = WireTransport()
+        stats = RunStats()
+        engine: RowEngine | None = None
+        client = ProviderClient(
+            transport,
+            AdmissionGate(rpm=None, tpm=None, concurrency=2),
+            cache,
+            Retry(max_attempts=2),
+            stats,
+            stopping=lambda: engine is not None and engine.stopping,
+        )
+        engine = RowEngine(
+            [step],
+            {"p": client},
+            stats,
+            RecordShape(["id"], "id", DEFAULT_ID),
+            window=4,
+            charges={},
+            stop_after_identical_failures=10,
+        )
+        run = asyncio.ensure_future(engine.process([(0, {"id": 0, "word": "cat"}), (1, {"id": 1, "word": "dog"})]))
+        await transport.on_the_wire(2)
+        engine.halt()
+        transport.go()
+        return await run, transport
+
+    records, transport = asyncio.run(main())
+    assert transport.dropped == [] and len(transport.answered) == 2
+    assert sorted(r["c"] for r in records) == ["https://cdn.example/cat.png", "https://cdn.example/dog.png"]
+    assert set(cache.entries) == {"GET https://cdn.example/cat.png", "GET https://cdn.example/dog.png"}

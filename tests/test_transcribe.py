@@ -22,7 +22,7 @@ import polars as pl
 import pytest
 
 from pipeline import audiofiles
-from pipeline.errors import JobError
+from pipeline.errors import JobError, RunAborted
 from pipeline.executor import Executor, RunOptions, execute
 from pipeline.plan import build_plan
 from pipeline.records import Progress
@@ -432,6 +432,45 @@ def test_ctrl_c_lets_pieces_on_the_wire_finish(tmp_path: Path, sim_factory: Any)
     assert again[0].body["file_sha256"] not in {r.body["file_sha256"] for r in first}
     row = out(tmp_path).row(0, named=True)
     assert row["tr__status"] == "ok" and row["tr__attempts"] == 1 and not row["tr__cached"]
+
+
+def test_an_abort_during_the_stop_does_not_drop_pieces_on_the_wire(tmp_path: Path, sim_factory: Any) -> None:
+    """The run aborts while its first Ctrl-C lets two pieces finish (here: called directly, as another
+    row's refused key or a streak of identical failures would): the pieces are still let finish and
+    cached, so the re-run does not pay for them again. (It halted the engine a second time, which
+    cancelled the row's task again and with it the pieces it waited for.)"""
+    sim = sim_factory(max_upload_bytes=500_000, latency_s=2.0)
+    write_wav(tmp_path / "in" / "long.wav", LONG_LAYOUT, seed=7)
+    job = write_job(
+        tmp_path, sim.url, str(tmp_path / "in" / "*.wav"), step="max_upload_mb: 0.5", limits="{concurrency: 2}"
+    )
+
+    async def interrupted() -> Any:
+        ex = Executor(build_plan(job), RunOptions())
+
+        async def stop_then_abort() -> None:
+            while sim.in_flight("/audio/transcriptions") < 2:  # noqa: ASYNC110 (the server is in a thread)
+                await asyncio.sleep(0.02)
+            ex.request_stop()
+            await asyncio.sleep(0)  # the row's task takes the stop: it waits for its two pieces
+            assert ex._engine is not None
+            ex._engine.set_abort(RunAborted("provider `other` refused step `x`: invalid_api_key"))
+
+        stopper = asyncio.create_task(stop_then_abort())
+        try:
+            return await ex.run()
+        finally:
+            stopper.cancel()
+
+    summary = asyncio.run(interrupted())
+    assert summary.interrupted and summary.rows_processed == 0
+    first = audio_records(sim)
+    assert len(first) == 2 and all(r.status == 200 for r in first), "the pieces on the wire were let finish"
+    assert summary.stats.requests == 2
+    summary = run(job)
+    again = audio_records(sim)[2:]
+    sent_before = {r.body["file_sha256"] for r in first}
+    assert [r.body["file_sha256"] in sent_before for r in again] == [False], "only the piece never sent"
 
 
 @pytest.mark.parametrize("fmt", ["json", "verbose_json"])
