@@ -18,6 +18,10 @@ The simulator runs in its own process (`pipeline sim`, 50 ms latency); the clien
 - `--floor`: the same requests at the same rate from a bare aiohttp client in this process (no cache,
   gate or output), after each kind: the HTTP stack's own CPU per 1,000 requests, the floor under the
   client's figure (embed: 4 inputs of 256 dimensions per request, as the job sends).
+- `--paired DIR`: this checkout's client and DIR's (another checkout, e.g. main) run AT THE SAME TIME
+  against one simulator, each at 50 requests/s on its own job and cache, and their CPU is compared: both
+  see the same machine load, where alternating runs on a shared machine differed by +-25% run to run
+  (issue 12: paired ratios of the answer log vs main stayed within 0.86-0.92). Start-up is included.
 An older checkout: run this file from it with its path first, e.g.
     git worktree add /tmp/old main
     cd /tmp/old && PYTHONPATH=/tmp/old python /path/to/new/bench/bench_cpu.py
@@ -212,6 +216,41 @@ def bench_floor(kind: str, seconds: float) -> None:
     )
 
 
+def bench_paired(kind: str, seconds: float, other: Path) -> None:
+    """This checkout's client and `other`'s at the same time, on one simulator: paired CPU figures."""
+    per_request = 4 if kind == "embed" else 1
+    rows = int(RATE_RPM / 60 * seconds) * per_request
+    sim = SimProcess(default_limits={"rpm": 2 * RATE_RPM + 600, "concurrency": 400}, latency_s=0.05, jitter=0.3)
+    checkouts = [Path.cwd(), other.resolve()]
+    works = [Path(tempfile.mkdtemp(prefix=f"bench-cpu-paired-{kind}-")) for _ in checkouts]
+    try:
+        load = os.getloadavg()[0]
+        procs = []
+        for where, work in zip(checkouts, works, strict=True):
+            job = write_job(work, sim.url, kind, rows)
+            env = {**os.environ, "BENCH_KEY": "bench", "PYTHONPATH": str(where)}
+            cmd = [sys.executable, "-m", "pipeline.cli", "run", str(job), "--quiet"]
+            procs.append(subprocess.Popen(cmd, cwd=where, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE))
+        cpus = []
+        for proc in procs:
+            _, status, usage = os.wait4(proc.pid, 0)
+            if os.waitstatus_to_exitcode(status) != 0:
+                raise RuntimeError(proc.stderr.read().decode()[-2000:] if proc.stderr else "run failed")
+            cpus.append(usage.ru_utime + usage.ru_stime)
+        n = len(sim.records()) / 2
+        load_end = os.getloadavg()[0]
+    finally:
+        sim.stop()
+        for work in works:
+            shutil.rmtree(work, ignore_errors=True)
+    (this, that) = cpus
+    print(
+        f"{kind} paired: {n:,.0f} requests each at the same time; client CPU {this:.2f}s = {this / n * 1000:.2f} s "
+        f"per 1,000 requests here ({checkouts[0]}), {that:.2f}s = {that / n * 1000:.2f} s in {checkouts[1]}; "
+        f"ratio here/there {this / that:.3f}  [load average {load:.2f} at start, {load_end:.2f} at end]"
+    )
+
+
 def bench_help() -> None:
     load = os.getloadavg()[0]
     times = []
@@ -228,7 +267,15 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=60.0)
     ap.add_argument("--floor", action="store_true", help="also the CPU of a bare aiohttp client at the same rate")
     ap.add_argument("--no-compile", action="store_true", help="do not byte-compile the client package first")
+    ap.add_argument("--paired", type=Path, metavar="DIR", help="run with another checkout's client at the same time")
     a = ap.parse_args()
+    if a.paired:
+        if not a.no_compile:
+            compile_package()
+            subprocess.run([sys.executable, "-m", "compileall", "-q", str(a.paired / "pipeline")], check=True)
+        for kind in ("chat", "embed") if a.kind == "both" else (a.kind,):
+            bench_paired(kind, a.seconds, a.paired)
+        return
     if not a.no_compile:
         compile_package()
     bench_help()

@@ -105,5 +105,13 @@ def run_job(job: Path, **opts: Any) -> RunSummary:
     return asyncio.run(execute(plan, RunOptions(**opts)))
 
 
+def take_over_logs(cache_dir: Path) -> None:
+    """Move a killed run's answers still in its answer log into the cache's store, as the next run's
+    cache does when it opens, so that reading the store with diskcache finds every answer it stored."""
+    from pipeline.cache import ResponseCache
+
+    ResponseCache(cache_dir).close()
+
+
 def output(job_dir: Path) -> pl.DataFrame:
     return pl.read_parquet(job_dir / "out" / "labeled.parquet")

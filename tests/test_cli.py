@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 
 from pipeline.cli import app
 
-from .conftest import SIM_KEY_ENV, output, write_job
+from .conftest import SIM_KEY_ENV, output, take_over_logs, write_job
 
 runner = CliRunner()
 
@@ -176,6 +176,7 @@ def _wait_for(sim: Any, n: int, timeout: float = 30) -> None:
 
 def _stored_answers(cache_dir: Path) -> set[int]:
     """The simulator's request numbers of the chat answers in a run's cache (ids "chatcmpl-sim-N")."""
+    take_over_logs(cache_dir)
     with diskcache.Cache(str(cache_dir)) as dc:
         bodies = [dc.get(k) for k in dc.iterkeys()]
     return {int(json.loads(b)["id"].rsplit("-", 1)[1]) for b in bodies if isinstance(b, bytes)}

@@ -26,7 +26,7 @@ from pipeline.sim import FaultRule, count_tokens, sim_embedding
 from pipeline.sim.config import KeyLimits
 from pipeline.tokens import bpe
 
-from .conftest import SIM_KEY_ENV, run_job
+from .conftest import SIM_KEY_ENV, run_job, take_over_logs
 from .loopsim import LoopSim, run_job_virtual
 
 MODEL = "text-embedding-3-small"
@@ -102,6 +102,7 @@ def sent_inputs(records: list[Any]) -> list[str]:
 def stored_inputs(cache_dir: Path, texts: set[str]) -> set[str]:
     """The texts among `texts` whose vector a run's cache holds (each row's entry is its vector)."""
     by_vector = {sim_embedding(t, MODEL).astype("<f4").tobytes(): t for t in texts}
+    take_over_logs(cache_dir)
     with diskcache.Cache(str(cache_dir)) as dc:
         bodies = [dc.get(k) for k in dc.iterkeys()]
     found = set()

@@ -27,7 +27,7 @@ from pipeline.plan import build_plan
 from pipeline.sim import FaultRule, KeyLimits
 from pipeline.sim import images as simi
 
-from .conftest import SIM_KEY_ENV, run_job
+from .conftest import SIM_KEY_ENV, run_job, take_over_logs
 
 ROOT = Path(__file__).resolve().parents[1]
 IDS = ["p/1", "p_1", "a b", "x.y", "id-5", "..", "id-7", "id-8"]
@@ -231,6 +231,7 @@ def test_kill_9_resume_resends_nothing_answered(tmp_path: Path, sim_factory: Any
     proc.communicate(timeout=60)
     assert proc.returncode == -signal.SIGKILL
     # what the client stored (read from its cache): generation answers (their image URLs) and images
+    take_over_logs(tmp_path / "cache")
     with diskcache.Cache(str(tmp_path / "cache")) as dc:
         bodies = [b for b in (dc.get(k) for k in dc.iterkeys()) if isinstance(b, bytes)]
     stored_files = {Path(d["url"]).name for b in bodies if b[:1] == b"{" for d in json.loads(b)["data"]}

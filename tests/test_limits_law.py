@@ -788,3 +788,37 @@ def test_a_429_just_under_a_held_per_second_limit_widens_the_second_and_keeps_th
     assert probe_fill >= 0.5
     assert after_probe < 0.85 * held  # a probe past the limit lowers the pace as before
     assert margin_after == pytest.approx(0.01)
+
+
+def test_on_uvloop_the_head_naps_once_per_admission_not_until_its_millisecond_clock_turns(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Issue 12 (CPU): uvloop's clock and timers count whole milliseconds. A nap for what is left of
+    # the pace's spacing (a fraction of a millisecond after the timer rounded it) fired at once at the
+    # same clock reading, and the head napped again and again until the millisecond turned: ~10
+    # wake-ups per admission at 50 requests/s. Counted, not timed: the run stops after 60 admissions.
+    uvloop = pytest.importorskip("uvloop")
+    naps = admitted = 0
+    nap = AdmissionGate._nap
+
+    async def counted(self: AdmissionGate, loop: asyncio.AbstractEventLoop, until: float, why: str) -> None:
+        nonlocal naps
+        naps += 1
+        await nap(self, loop, until, why)
+
+    monkeypatch.setattr(AdmissionGate, "_nap", counted)
+
+    async def main() -> None:
+        gate = AdmissionGate(rpm=6000, tpm=None, concurrency=100, period_s=60.65)  # 10.1 ms apart
+
+        async def worker() -> None:
+            nonlocal admitted
+            while admitted < 60:
+                gate.release(await gate.admit(1))
+                admitted += 1
+
+        await asyncio.gather(*(worker() for _ in range(5)))
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(main())
+    assert naps <= 1.2 * admitted, (naps, admitted)

@@ -22,7 +22,7 @@ from pipeline.job.load import load_job
 from pipeline.plan import build_plan
 from pipeline.sim import FaultRule
 
-from .conftest import SIM_KEY_ENV, output, run_job, write_job
+from .conftest import SIM_KEY_ENV, output, run_job, take_over_logs, write_job
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -236,6 +236,7 @@ def test_kill_9_resume_resends_nothing_answered(tmp_path: Path, sim_factory: Any
     proc.communicate(timeout=60)
     assert proc.returncode == -signal.SIGKILL
     # the answers the client stored (read from its cache: Response ids "resp_sim" + a hash of the seq)
+    take_over_logs(tmp_path / "cache")
     with diskcache.Cache(str(tmp_path / "cache")) as dc:
         stored = {json.loads(b)["id"] for b in (dc.get(k) for k in dc.iterkeys()) if isinstance(b, bytes)}
     by_id = {f"resp_sim{hashlib.sha256(str(r.seq).encode()).hexdigest()[:24]}": r for r in sim.records}

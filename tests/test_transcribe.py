@@ -28,7 +28,7 @@ from pipeline.plan import build_plan
 from pipeline.records import Progress
 from pipeline.sim import FaultRule, count_tokens, sim_transcript
 
-from .conftest import SIM_KEY_ENV
+from .conftest import SIM_KEY_ENV, take_over_logs
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = ROOT / "sample_data" / "audio"
@@ -100,6 +100,7 @@ def out(tmp_path: Path) -> pl.DataFrame:
 
 def stored_answers(cache_dir: Path) -> set[str]:
     """sha256 of the transcript of every answer in a run's cache (the simulator records the same)."""
+    take_over_logs(cache_dir)
     with diskcache.Cache(str(cache_dir)) as dc:
         bodies = [dc.get(k) for k in dc.iterkeys()]
     texts = [json.loads(b).get("text") for b in bodies if isinstance(b, bytes) and b.startswith(b"{")]
