@@ -21,8 +21,9 @@ from inside that checkout (`run` starts `python -m pipeline.cli`, which imports 
 `write --early` times what is left of the final write after the last part when the final file is begun
 as the parts come (`sinks.EarlyFinal`, as a run does; for vector jobs since `executor.EARLY_FINAL_VECTORS`
 is on by default). The child uses Arrow's memory pool as `pipeline run` chooses it.
-`run` runs `pipeline run` against a zero-latency simulator in its own process (no rate limits, no
-cache) and reports the client's peak RSS (ru_maxrss, and its own high-water mark VmHWM: a child's
+`run` runs `pipeline run` against a zero-latency simulator in its own process (no rate limits; no
+cache unless `--cache`, a job's default: the answers stored as they come) and reports the client's
+peak RSS (ru_maxrss, and its own high-water mark VmHWM: a child's
 ru_maxrss counts its parent's peak before its exec, so the input is made in another child), its
 anonymous part (sampled: without shared-library code), the peak reached by the end of each phase (run,
 final write, after), the final write's seconds after the last row (its `final.written` event) and wall time.
@@ -256,7 +257,7 @@ def _run_env() -> dict[str, str]:
     return env
 
 
-def bench_run(rows: int, kind: str = "embed") -> None:
+def bench_run(rows: int, kind: str = "embed", cache: bool = False) -> None:
     sys.path.insert(0, str(Path(__file__).parent))
     from bench_core import PEAK_ANON_MB, SimProcess, run_client, write_job
 
@@ -278,7 +279,7 @@ def bench_run(rows: int, kind: str = "embed") -> None:
             check=True,
         )
         if kind == "chat":  # the sentiment-label job of bench_core, without its cache
-            job = write_job(work, sim.url, rows, "{concurrency: 64}", cache=False)
+            job = write_job(work, sim.url, rows, "{concurrency: 64}", cache=cache)
         else:
             job = work / "job.yaml"
             job.write_text(f"""
@@ -291,7 +292,7 @@ steps:
   - {{name: emb, kind: embed, provider: bench, model: text-embedding-3-small, input: "{{{{ row.text }}}}",
      batch_size: 256}}
 output: {{path: {work / "out.parquet"}}}
-cache: {{enabled: false}}
+cache: {{{"dir: " + str(work / "cache") if cache else "enabled: false"}}}
 """)
         load = os.getloadavg()[0]
         phases: dict[str, tuple[int, int]] = {}
@@ -311,7 +312,8 @@ cache: {{enabled: false}}
         )
         hwm = max((h for h, _ in phases.values()), default=0)
         print(
-            f"{kind} run: {n:,} rows ({what}), client peak RSS {peak} MB (its own high-water mark {hwm} MB; "
+            f"{kind} run{' with the cache on' if cache else ''}: {n:,} rows ({what}), "
+            f"client peak RSS {peak} MB (its own high-water mark {hwm} MB; "
             f"anonymous {PEAK_ANON_MB[-1]} MB, sampled), bench process {_self_peak()} MB, "
             f"{wall:.1f}s wall ({n / wall:,.0f} rows/s)  [load average {load:.2f} at start, "
             f"{os.getloadavg()[0]:.2f} at end]\n  peak RSS reached by the end of each phase: {by_phase}{final}"
@@ -373,13 +375,18 @@ def main() -> None:
         action="store_true",
         help="write: time the final write while the kernel may still be writing out the parts just made",
     )
+    ap.add_argument(
+        "--cache",
+        action="store_true",
+        help="run: with the response cache on (a job's default; the cache folder takes ~8 kB per 1536-d row)",
+    )
     a = ap.parse_args()
     for rows in a.rows:
         if a.which == "write":
             for _ in range(a.repeat):
                 bench_write(rows, a.early, sync=not a.no_sync)
         else:
-            bench_run(rows, a.kind)
+            bench_run(rows, a.kind, a.cache)
 
 
 if __name__ == "__main__":

@@ -81,8 +81,8 @@ class ResponseCache:
     enabled = True
 
     MOVE_AFTER_S = 1.0  # an answer waits at most this long in the log (loop time) before its move
-    MOVE_ENTRIES = 2048
-    MOVE_BYTES = 32 * 1024**2  # and memory held by answers not yet moved stays below this
+    MOVE_ENTRIES = 512
+    MOVE_BYTES = 8 * 1024**2  # and memory held by answers not yet moved stays below this
 
     def __init__(self, directory: str | Path, size_limit_gb: float = 50.0) -> None:
         self.directory = Path(directory)

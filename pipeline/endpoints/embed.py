@@ -341,13 +341,13 @@ class EmbedRuntime(StepRuntime):
 
 
 def _row_entry(model: str, vector: np.ndarray, b64: str | None, tokens: int | None) -> bytes:
-    """One row's cache entry: the answer a one-input request would have got."""
-    emb = b64 if b64 is not None else base64.b64encode(vector.astype("<f4").tobytes()).decode()
-    answer: dict[str, Any] = {
-        "object": "list",
-        "data": [{"object": "embedding", "index": 0, "embedding": emb}],
-        "model": model,
-    }
-    if tokens is not None:
-        answer["usage"] = {"prompt_tokens": tokens, "total_tokens": tokens}
-    return orjson.dumps(answer)
+    """One row's cache entry: the answer a one-input request would have got, the bytes `orjson.dumps`
+    gives for it, joined from its pieces. orjson's own output buffer is about 130 kB for an 8 kB
+    answer, shrunk in place: kept until the entry is stored, a pack's entries pinned ~120 kB of heap
+    each, and an embed run with the cache on peaked ~120 MB higher than with it off."""
+    emb = b64.encode() if b64 is not None else base64.b64encode(vector.astype("<f4").tobytes())
+    usage = b"" if tokens is None else b',"usage":{"prompt_tokens":%d,"total_tokens":%d}' % (tokens, tokens)
+    return b"".join((_ENTRY_HEAD, emb, b'"}],"model":', orjson.dumps(model), usage, b"}"))
+
+
+_ENTRY_HEAD = b'{"object":"list","data":[{"object":"embedding","index":0,"embedding":"'
