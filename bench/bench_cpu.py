@@ -17,7 +17,9 @@ The simulator runs in its own process (`pipeline sim`, 50 ms latency); the clien
 - `pipeline --help`: wall time of the bare command.
 - `--floor`: the same requests at the same rate from a bare aiohttp client in this process (no cache,
   gate or output), after each kind: the HTTP stack's own CPU per 1,000 requests, the floor under the
-  client's figure (embed: 4 inputs of 256 dimensions per request, as the job sends).
+  client's figure (embed: 4 inputs of 256 dimensions per request, as the job sends). `--floor-group K`:
+  the bare client sends K requests at once every K/50 s instead (the same rate, K times fewer wake-ups):
+  how much of the floor is the cost of waking an idle process once per request.
 - `--paired DIR`: this checkout's client and DIR's (another checkout, e.g. main) run AT THE SAME TIME
   against one simulator, each at 50 requests/s on its own job and cache, and their CPU is compared: both
   see the same machine load, where alternating runs on a shared machine differed by +-25% run to run
@@ -158,7 +160,7 @@ def bench(kind: str, seconds: float) -> None:
     )
 
 
-def bench_floor(kind: str, seconds: float) -> None:
+def bench_floor(kind: str, seconds: float, group: int = 1) -> None:
     """The same requests at the same rate from a bare aiohttp client (uvloop, one session, no cache, no
     gate, no output): the CPU floor of the HTTP stack under the client, to read the figures above against.
     embed: 4 inputs per request, 256 dimensions as base64, as the embed job sends them."""
@@ -199,9 +201,10 @@ def bench_floor(kind: str, seconds: float) -> None:
             await one(-1)
             t0 = time.process_time()
             tasks = []
-            for i in range(n):
-                tasks.append(asyncio.ensure_future(one(i)))
-                await asyncio.sleep(60 / RATE_RPM)
+            for i in range(0, n, group):
+                for j in range(i, min(n, i + group)):
+                    tasks.append(asyncio.ensure_future(one(j)))
+                await asyncio.sleep(60 / RATE_RPM * group)
             await asyncio.gather(*tasks)
             return time.process_time() - t0
 
@@ -211,7 +214,8 @@ def bench_floor(kind: str, seconds: float) -> None:
     finally:
         sim.stop()
     print(
-        f"floor ({kind}): bare aiohttp client, {n:,} requests at {RATE_RPM / 60:.0f}/s: {cpu:.2f}s CPU = "
+        f"floor ({kind}): bare aiohttp client, {n:,} requests at {RATE_RPM / 60:.0f}/s"
+        f"{f', {group} at a time' if group > 1 else ''}: {cpu:.2f}s CPU = "
         f"{cpu / n * 1000:.2f} s per 1,000 requests  [load average {load:.2f}]"
     )
 
@@ -266,6 +270,13 @@ def main() -> None:
     ap.add_argument("--kind", choices=["chat", "embed", "both"], default="both")
     ap.add_argument("--seconds", type=float, default=60.0)
     ap.add_argument("--floor", action="store_true", help="also the CPU of a bare aiohttp client at the same rate")
+    ap.add_argument(
+        "--floor-group",
+        type=int,
+        default=1,
+        metavar="K",
+        help="with --floor: the bare client sends K requests at once every K/50 s (same rate, K times fewer wake-ups)",
+    )
     ap.add_argument("--no-compile", action="store_true", help="do not byte-compile the client package first")
     ap.add_argument("--paired", type=Path, metavar="DIR", help="run with another checkout's client at the same time")
     a = ap.parse_args()
@@ -282,7 +293,7 @@ def main() -> None:
     for kind in ("chat", "embed") if a.kind == "both" else (a.kind,):
         bench(kind, a.seconds)
         if a.floor:
-            bench_floor(kind, a.seconds)
+            bench_floor(kind, a.seconds, a.floor_group)
 
 
 if __name__ == "__main__":
