@@ -260,12 +260,10 @@ class ResponseCache:
         if self._log_size == 0:
             return
         try:
-            with self._dc.transact():
-                for key, body in self._logged.items():
-                    self._dc.set(key, body)
-        except Exception as exc:  # sqlite: OperationalError (disk full, I/O error); files: OSError
+            self._commit(self._logged)
+        except DiskError as exc:
             if self._error is None:
-                self._error = DiskError(self.directory, exc)
+                self._error = exc
             return
         self._logged = {}
         self._logged_bytes = 0
@@ -276,6 +274,17 @@ class ResponseCache:
                 self._error = DiskError(self._log or self.directory, exc)
             return
         self._log_size = 0
+
+    def _commit(self, stored: dict[str, bytes], deleted: Iterable[str] = ()) -> None:
+        """Delete `deleted` and store `stored` in the diskcache store, in one transaction."""
+        try:
+            with self._dc.transact():
+                for key in deleted:
+                    self._dc.delete(key)
+                for key, body in stored.items():
+                    self._dc.set(key, body)
+        except Exception as exc:  # sqlite: OperationalError (disk full, I/O error); files: OSError
+            raise DiskError(self.directory, exc) from exc
 
     def _take_over_dead_logs(self) -> None:
         """Move into the store every log left by a process that no longer holds it (paid answers)."""
@@ -296,15 +305,7 @@ class ResponseCache:
                         continue
                 except FileNotFoundError:  # taken over (and removed) before this cache got the lock
                     continue
-                stored, deleted = replay(_read_all(fd))
-                try:
-                    with self._dc.transact():
-                        for key in deleted:
-                            self._dc.delete(key)
-                        for key, body in stored.items():
-                            self._dc.set(key, body)
-                except Exception as exc:
-                    raise DiskError(self.directory, exc) from exc
+                self._commit(*replay(_read_all(fd)))
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(path)
             finally:

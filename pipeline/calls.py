@@ -8,7 +8,7 @@ import logging
 import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Generic, TypeVar
+from typing import TYPE_CHECKING, Generic, TypeVar
 
 from .budget import BudgetReached, Charge, Spend
 from .errors import (
@@ -27,6 +27,9 @@ from .ports import Cache, Capacity, Gate, Transport
 from .records import Parsed
 from .requests import HttpRequest
 from .retry import backoff_delay, classify, parse_rate_headers
+
+if TYPE_CHECKING:
+    from .transport import HttpResponse
 
 T = TypeVar("T", bound=Parsed)
 
@@ -281,13 +284,10 @@ class ProviderClient:
                 if self._stopping():  # (the stop began while this download waited for its turn)
                     raise Stopped()
                 self.stats.downloads += 1
-                # on the wire: a graceful stop lets it finish (the image was paid for; its URL may expire
-                # before a re-run could fetch it again)
-                task = asyncio.current_task()
-                if task is not None:
-                    self.inflight.add(task)
                 try:
-                    resp = await self.transport.send(req)
+                    # (a graceful stop lets it finish: the image was paid for, its URL may expire before
+                    # a re-run could fetch it again)
+                    resp = await self._send(req)
                 except RequestError as exc:
                     err = exc
                 else:
@@ -300,9 +300,6 @@ class ProviderClient:
                         err = parsed
                     else:
                         err = classify(resp.status, resp.body, resp.headers)
-                finally:
-                    if task is not None:
-                        self.inflight.discard(task)
             # a refused key means nothing here (no key is sent): only the status's own class counts
             if not isinstance(err, RetryableError) or attempt >= self.retry.max_attempts:
                 raise CallError(err, attempt)
@@ -319,6 +316,18 @@ class ProviderClient:
                     self._verified = not isinstance(result, FatalError)
                     return result, ticket
         return await attempt()
+
+    async def _send(self, req: HttpRequest, key: str | None = None) -> HttpResponse:
+        """Send `req` (with the pooled key `key`), its task counted in `inflight` meanwhile: a graceful
+        stop lets a request on the wire finish, since what the server answers is paid for."""
+        task = asyncio.current_task()
+        if task is not None:
+            self.inflight.add(task)
+        try:
+            return await (self.transport.send(req) if key is None else self.transport.send(req, key))
+        finally:
+            if task is not None:
+                self.inflight.discard(task)
 
     async def _attempt(
         self,
@@ -338,7 +347,6 @@ class ProviderClient:
         cost: float | None = None  # unknown: the hold counts (a request lost on the way may be billed)
         ticket = await self.gate.admit(tokens, req.priority)
         actual: int | None = None
-        task = asyncio.current_task()
         unsent = False
         try:
             # A stop that began while this request waited for its admission: it is not sent. (A task
@@ -348,16 +356,10 @@ class ProviderClient:
                 unsent, cost = True, 0.0
                 raise Stopped()
             self.stats.requests += 1
-            if task is not None:
-                self.inflight.add(task)
             try:
-                # key pools (issue 10b): a pooled ticket names the key to send
-                resp = await (self.transport.send(req) if ticket.key is None else self.transport.send(req, ticket.key))
+                resp = await self._send(req, ticket.key)  # key pools (issue 10b): a pooled ticket names the key
             except RequestError as exc:
                 return exc, ticket
-            finally:
-                if task is not None:
-                    self.inflight.discard(task)
             rate = parse_rate_headers(resp.headers)
             if rate is not None:
                 self.gate.observe(rate, ticket)

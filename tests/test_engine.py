@@ -316,6 +316,11 @@ def pieces_engine(transport: Any, cache: Any) -> RowEngine:
         "ns",
         counter("heuristic"),
     )
+    return stopping_engine(step, transport, cache)
+
+
+def stopping_engine(step: Any, transport: Any, cache: Any) -> RowEngine:
+    """An engine for `step` under a concurrency of 2, its client stopping with it."""
     stats = RunStats()
     engine: RowEngine | None = None
     client = ProviderClient(
@@ -442,25 +447,7 @@ def test_a_download_on_the_wire_is_let_finish_at_a_graceful_stop() -> None:
 
     async def main() -> tuple[list[dict[str, Any]], WireTransport]:
         transport = WireTransport()
-        stats = RunStats()
-        engine: RowEngine | None = None
-        client = ProviderClient(
-            transport,
-            AdmissionGate(rpm=None, tpm=None, concurrency=2),
-            cache,
-            Retry(max_attempts=2),
-            stats,
-            stopping=lambda: engine is not None and engine.stopping,
-        )
-        engine = RowEngine(
-            [step],
-            {"p": client},
-            stats,
-            RecordShape(["id"], "id", DEFAULT_ID),
-            window=4,
-            charges={},
-            stop_after_identical_failures=10,
-        )
+        engine = stopping_engine(step, transport, cache)
         run = asyncio.ensure_future(engine.process([(0, {"id": 0, "word": "cat"}), (1, {"id": 1, "word": "dog"})]))
         await transport.on_the_wire(2)
         engine.halt()

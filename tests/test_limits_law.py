@@ -8,6 +8,7 @@ import asyncio
 import json
 import math
 import random
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -508,10 +509,8 @@ def test_binding_is_concurrency_only_while_every_slot_is_on_the_wire() -> None:
     assert paused.binding == "429 pauses"
 
 
-def test_the_head_naps_once_per_admission_when_answers_give_back_tokens(monkeypatch: pytest.MonkeyPatch) -> None:
-    # Issue 8/12 (CPU): chat answers give back part of their token reservations while the request
-    # pace binds. Such a refund cannot let the head go earlier, so it does not wake it: one timer
-    # per admission (it was two: every answer woke the head, which computed the same time again).
+def count_naps(monkeypatch: pytest.MonkeyPatch) -> Callable[[], int]:
+    """Count the gate's naps (its timers) from now on: returns how many so far."""
     naps = 0
     nap = AdmissionGate._nap
 
@@ -521,6 +520,14 @@ def test_the_head_naps_once_per_admission_when_answers_give_back_tokens(monkeypa
         await nap(self, loop, until, why)
 
     monkeypatch.setattr(AdmissionGate, "_nap", counted)
+    return lambda: naps
+
+
+def test_the_head_naps_once_per_admission_when_answers_give_back_tokens(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Issue 8/12 (CPU): chat answers give back part of their token reservations while the request
+    # pace binds. Such a refund cannot let the head go earlier, so it does not wake it: one timer
+    # per admission (it was two: every answer woke the head, which computed the same time again).
+    nap_count = count_naps(monkeypatch)
     admitted = 0
 
     async def main() -> None:
@@ -541,6 +548,7 @@ def test_the_head_naps_once_per_admission_when_answers_give_back_tokens(monkeypa
 
     run_virtual(main())
     assert admitted >= 0.98 * 3000 / 60.65 * 20
+    naps = nap_count()
     assert naps <= 1.02 * admitted
 
 
@@ -798,15 +806,8 @@ def test_on_uvloop_the_head_naps_once_per_admission_not_until_its_millisecond_cl
     # same clock reading, and the head napped again and again until the millisecond turned: ~10
     # wake-ups per admission at 50 requests/s. Counted, not timed: the run stops after 60 admissions.
     uvloop = pytest.importorskip("uvloop")
-    naps = admitted = 0
-    nap = AdmissionGate._nap
-
-    async def counted(self: AdmissionGate, loop: asyncio.AbstractEventLoop, until: float, why: str) -> None:
-        nonlocal naps
-        naps += 1
-        await nap(self, loop, until, why)
-
-    monkeypatch.setattr(AdmissionGate, "_nap", counted)
+    nap_count = count_naps(monkeypatch)
+    admitted = 0
 
     async def main() -> None:
         gate = AdmissionGate(rpm=6000, tpm=None, concurrency=100, period_s=60.65)  # 10.1 ms apart
@@ -821,4 +822,5 @@ def test_on_uvloop_the_head_naps_once_per_admission_not_until_its_millisecond_cl
 
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         runner.run(main())
+    naps = nap_count()
     assert naps <= 1.2 * admitted, (naps, admitted)

@@ -402,7 +402,10 @@ def test_failed_attempts_resend_the_whole_file(tmp_path: Path, sim: Any) -> None
 
 
 @pytest.mark.slow
-def test_ctrl_c_lets_pieces_on_the_wire_finish(tmp_path: Path, sim_factory: Any) -> None:
+def stopped_with_two_pieces_on_the_wire(tmp_path: Path, sim_factory: Any, then: Any = None) -> tuple[Any, Path, Any]:
+    """A long file cut into 3 pieces under a concurrency of 2, its run stopped (Ctrl-C) once two pieces are
+    on the wire (an event, not a time: load-proof), and `then(executor)` called right after: the summary,
+    the job and the simulator."""
     sim = sim_factory(max_upload_bytes=500_000, latency_s=2.0)
     write_wav(tmp_path / "in" / "long.wav", LONG_LAYOUT, seed=7)
     job = write_job(
@@ -412,10 +415,12 @@ def test_ctrl_c_lets_pieces_on_the_wire_finish(tmp_path: Path, sim_factory: Any)
     async def interrupted() -> Any:
         ex = Executor(build_plan(job), RunOptions())
 
-        async def stop_once_two_pieces_are_on_the_wire() -> None:  # an event, not a time: load-proof
+        async def stop_once_two_pieces_are_on_the_wire() -> None:
             while sim.in_flight("/audio/transcriptions") < 2:  # noqa: ASYNC110 (the server is in a thread)
                 await asyncio.sleep(0.02)
             ex.request_stop()
+            if then is not None:
+                await then(ex)
 
         stopper = asyncio.create_task(stop_once_two_pieces_are_on_the_wire())
         try:
@@ -423,7 +428,11 @@ def test_ctrl_c_lets_pieces_on_the_wire_finish(tmp_path: Path, sim_factory: Any)
         finally:
             stopper.cancel()
 
-    summary = asyncio.run(interrupted())
+    return asyncio.run(interrupted()), job, sim
+
+
+def test_ctrl_c_lets_pieces_on_the_wire_finish(tmp_path: Path, sim_factory: Any) -> None:
+    summary, job, sim = stopped_with_two_pieces_on_the_wire(tmp_path, sim_factory)
     assert summary.interrupted and summary.rows_processed == 0
     first = audio_records(sim)
     assert len(first) == 2 and all(r.status == 200 for r in first), "the pieces on the wire were let finish"
@@ -440,30 +449,13 @@ def test_an_abort_during_the_stop_does_not_drop_pieces_on_the_wire(tmp_path: Pat
     row's refused key or a streak of identical failures would): the pieces are still let finish and
     cached, so the re-run does not pay for them again. (It halted the engine a second time, which
     cancelled the row's task again and with it the pieces it waited for.)"""
-    sim = sim_factory(max_upload_bytes=500_000, latency_s=2.0)
-    write_wav(tmp_path / "in" / "long.wav", LONG_LAYOUT, seed=7)
-    job = write_job(
-        tmp_path, sim.url, str(tmp_path / "in" / "*.wav"), step="max_upload_mb: 0.5", limits="{concurrency: 2}"
-    )
 
-    async def interrupted() -> Any:
-        ex = Executor(build_plan(job), RunOptions())
+    async def abort(ex: Executor) -> None:
+        await asyncio.sleep(0)  # the row's task takes the stop: it waits for its two pieces
+        assert ex._engine is not None
+        ex._engine.set_abort(RunAborted("provider `other` refused step `x`: invalid_api_key"))
 
-        async def stop_then_abort() -> None:
-            while sim.in_flight("/audio/transcriptions") < 2:  # noqa: ASYNC110 (the server is in a thread)
-                await asyncio.sleep(0.02)
-            ex.request_stop()
-            await asyncio.sleep(0)  # the row's task takes the stop: it waits for its two pieces
-            assert ex._engine is not None
-            ex._engine.set_abort(RunAborted("provider `other` refused step `x`: invalid_api_key"))
-
-        stopper = asyncio.create_task(stop_then_abort())
-        try:
-            return await ex.run()
-        finally:
-            stopper.cancel()
-
-    summary = asyncio.run(interrupted())
+    summary, job, sim = stopped_with_two_pieces_on_the_wire(tmp_path, sim_factory, then=abort)
     assert summary.interrupted and summary.rows_processed == 0
     first = audio_records(sim)
     assert len(first) == 2 and all(r.status == 200 for r in first), "the pieces on the wire were let finish"
