@@ -223,7 +223,7 @@ def test_too_long_inputs_are_truncated_or_fail(tmp_path: Path, sim: Any) -> None
     assert df["emb__truncated"].to_list() == [i == 3 for i in range(10)]
     enc = bpe("cl100k_base")
     cut = enc.decode_bytes(enc.encode_ordinary(long_text)[:8191]).decode("utf-8", errors="ignore")
-    assert cut in sent_inputs(embed_records(sim)) and count_tokens(cut) <= 8191
+    assert cut in sent_inputs(embed_records(sim)) and count_tokens(cut, "cl100k_base") <= 8191
     vec = df.filter(pl.col("doc_id") == "d00003")["emb"][0]
     assert np.array_equal(np.asarray(vec, dtype=np.float32), sim_embedding(cut, MODEL))
 

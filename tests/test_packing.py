@@ -18,10 +18,11 @@ from pipeline.estimate import estimate
 from pipeline.plan import build_plan
 from pipeline.records import StepResult
 from pipeline.sim.config import KeyLimits
+from pipeline.sim.tokens import vocabulary_for
 
 from .fakeclock import run_virtual, virtual_time
 from .loopsim import LoopSim, run_job_virtual
-from .test_embed import assert_own_vectors, result, write_embed_job
+from .test_embed import MODEL, assert_own_vectors, result, write_embed_job
 
 RPM, TPM, CONC = 3000, 1_000_000, 100
 SHARE = TPM // 60  # the job's tokens per second
@@ -123,9 +124,10 @@ def test_packs_fill_a_per_second_server(
 
 
 def test_estimate_packs_as_the_run_does(tmp_path: Path) -> None:
-    # the simulator counts in o200k: so does the estimate's exact count here (a provider counting in
-    # another vocabulary than the closest OpenAI one is one the estimate cannot know)
-    sim, data, job = run_bench(tmp_path, 1.0, 5, "\n    tokenizer: o200k_base")
+    # the estimate's exact count is in the vocabulary the simulator bills the model in (cl100k_base for
+    # text-embedding-3, as OpenAI bills it; a provider counting in another vocabulary than the closest
+    # OpenAI one is one the estimate cannot know)
+    sim, data, job = run_bench(tmp_path, 1.0, 5, f"\n    tokenizer: {vocabulary_for(MODEL)}")
     est = estimate(build_plan(job)).steps[0]  # (every row is cached now: count with a fresh cache)
     assert est.requests == 0
     job.write_text(

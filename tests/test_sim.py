@@ -448,7 +448,7 @@ async def test_embeddings(make_sim: Factory, http: aiohttp.ClientSession) -> Non
         assert v.shape == (1536,)
         assert np.array_equal(v, sim_embedding(texts[d["index"]], "text-embedding-3-small"))
         assert abs(float(np.linalg.norm(v)) - 1) < 1e-5
-    assert data["usage"]["prompt_tokens"] == sum(count_tokens(t) for t in texts)
+    assert data["usage"]["prompt_tokens"] == sum(count_tokens(t, "cl100k_base") for t in texts)
     assert sim.records[-1].n_inputs == 8
 
     body.update(encoding_format="base64", dimensions=256)
@@ -746,3 +746,24 @@ def test_prompt_tokens_are_counted_in_the_models_vocabulary(sim: Any) -> None:
     chat = {"messages": [{"role": "user", "content": prompt}], "max_tokens": 5}
     assert billed("/chat/completions", {"model": "gpt-4o-mini", **chat}) == count_tokens(prompt) + 4 + 3
     assert billed("/chat/completions", {"model": "gpt-4-turbo", **chat}) == count_tokens(prompt, "cl100k_base") + 7
+
+
+def test_embeddings_are_counted_in_cl100k_as_openai_bills_them(sim: Any) -> None:
+    """text-embedding-3-small/-large and text-embedding-ada-002 bill their input in cl100k_base, as the
+    real API does (and as the client's exact count and reservation do); other models in o200k_base."""
+
+    def billed(model: str, texts: list[str]) -> int:
+        req = urllib.request.Request(
+            sim.url + "/embeddings",
+            data=json.dumps({"model": model, "input": texts}).encode(),
+            headers={"Authorization": "Bearer test-key", "Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(req, timeout=30) as r:
+            return int(json.loads(r.read())["usage"]["prompt_tokens"])
+
+    texts = ["这个产品很好，我很喜欢。", "Boils fast, 但是很吵。", "alpha beta gamma #1000"]
+    cl100k = sum(count_tokens(t, "cl100k_base") for t in texts)
+    assert cl100k != sum(count_tokens(t) for t in texts)
+    for model in ("text-embedding-3-small", "text-embedding-3-large", "text-embedding-ada-002"):
+        assert billed(model, texts) == cl100k, model
+    assert billed("bge-m3", texts) == sum(count_tokens(t) for t in texts)

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from .faults import SimError
-from .tokens import count_tokens
+from .tokens import count_tokens, vocabulary_for
 
 MAX_INPUTS = 2048
 MAX_ITEM_TOKENS = 8191
@@ -47,13 +47,14 @@ def parse_request(body: dict[str, Any]) -> tuple[str, list[str], list[int], int 
             f"'$.input' is too long. Maximum length is {MAX_INPUTS}, but got {len(inputs)} items.",
             param="input",
         )
+    vocabulary = vocabulary_for(model)  # text-embedding-3 / ada-002: cl100k_base, as OpenAI bills them
     tokens = []
     for i, text in enumerate(inputs):
         if not isinstance(text, str):
             raise SimError(400, f"'$.input[{i}]' is invalid: expected a string.", param="input")
         if not text:
             raise SimError(400, f"'$.input[{i}]' is invalid: empty strings are not allowed.", param="input")
-        n = count_tokens(text)
+        n = count_tokens(text, vocabulary)
         if n > MAX_ITEM_TOKENS:
             raise SimError(
                 400,

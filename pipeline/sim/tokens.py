@@ -26,8 +26,11 @@ def preload_vocabularies() -> None:
 
 def vocabulary_for(model: Any) -> str:
     """The vocabulary the real API counts a model's prompt in: cl100k_base for the GPT-3.5 / GPT-4
-    generation (gpt-3.5-turbo-instruct, gpt-4, gpt-4-turbo), o200k_base for the others."""
+    generation (gpt-3.5-turbo-instruct, gpt-4, gpt-4-turbo) and for the embedding models of that
+    generation (text-embedding-3-small/-large, text-embedding-ada-002), o200k_base for the others."""
     m = model.lower() if isinstance(model, str) else ""
+    if m.startswith(("text-embedding-3", "text-embedding-ada-002")):
+        return "cl100k_base"
     if m.startswith(("gpt-3.5", "gpt-4")) and not m.startswith(("gpt-4o", "gpt-4.1", "gpt-4.5")):
         return "cl100k_base"
     return "o200k_base"
