@@ -110,8 +110,11 @@ def test_packs_fill_a_per_second_server(
     else:
         assert 0.85 * scale * SHARE / 10 <= sizes[len(sizes) // 2] <= 1.1 * scale * SHARE / 10, sizes[::50]
     assert held(sim, scale, skip) >= floor
+    # a server counting per second is learned from its first 429: before it, the gate paces the job's
+    # minute, which lets a second take the pace's share plus the pack that goes into debt (at the
+    # job's own rate: 11 packs of ~1,633 cl100k tokens in 0.99 s). Once learned, the second is held.
     refused = [r for r in recs if r.status == 429]
-    assert len(refused) <= (0.005 if scale == 1 else 0.01) * len(recs)
+    assert len(refused) <= max(1, (0.005 if scale == 1 else 0.01) * len(recs)), [r.t_start for r in refused]
     starts = sorted(r.t_start for r in ok)
     assert max(b - a for a, b in zip(starts, starts[1:], strict=False)) <= 2.0  # no stall
     assert_every_row_once(sim, data, tmp_path)
