@@ -45,7 +45,9 @@ class _LazyConsole:
         self._stderr = stderr
         self._console: Any = None
 
-    def __getattr__(self, name: str) -> Any:
+    def real(self) -> Any:
+        """The rich Console itself (made now if not yet), for what takes a Console and not its methods:
+        rich's live display enters it as a context manager, which this wrapper cannot pass on."""
         if self._console is None:
             from rich.console import Console
 
@@ -54,7 +56,10 @@ class _LazyConsole:
                 # piped or logged: rich's default of 80 columns cut the tables' headers and names
                 # ("reques…", "embedd…"); a log has no width to keep to
                 self._console.width = 160
-        return getattr(self._console, name)
+        return self._console
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.real(), name)
 
 
 def _seconds(s: float) -> str:
@@ -163,7 +168,7 @@ class _ProgressView:
             TimeElapsedColumn(),
             TextColumn("ETA"),
             TimeRemainingColumn(),
-            console=err,
+            console=err.real(),  # (the Console: the live bar enters it, which the lazy wrapper cannot pass on)
             transient=False,
             refresh_per_second=2,  # a redraw costs CPU: twice a second is enough for a long batch job
         )
