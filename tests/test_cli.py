@@ -288,3 +288,16 @@ def test_live_progress_bar_on_a_terminal(monkeypatch: pytest.MonkeyPatch) -> Non
         assert view.live
         view(snapshot)
     assert "2/3" in screen.getvalue() and "120 req/min" in screen.getvalue()
+
+
+def test_run_leaves_the_collector_on(tmp_path: Path, sim: Any) -> None:
+    """`run` turns the garbage collector off while it imports and plans; a run that stops on a bad job
+    (and one that ran) leave it on for the rest of the process (tests run the CLI in-process)."""
+    import gc
+
+    _bad(tmp_path, sim, _edit("row.text", "row.txt"))
+    assert gc.isenabled()
+    (tmp_path / "ok").mkdir()
+    job = write_job(tmp_path / "ok", sim.url, rows=5)
+    assert cli("run", str(job), "--quiet").exit_code == 0
+    assert gc.isenabled()
