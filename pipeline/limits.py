@@ -217,7 +217,9 @@ class _Window:
 
     def refund(self, entry: list[float], amount: float, now: float) -> bool:
         """Shrink `entry` by up to `amount` if it still counts; False if it had already expired."""
-        self.expire(now)
+        log = self._log
+        if log and log[0][0] <= now:
+            self.expire(now)
         if entry[0] <= now:
             return False
         taken = min(amount, entry[1])
@@ -286,15 +288,26 @@ class _Pace:
         self.banked = False
 
     def fill(self, now: float, bank: float = 0.0) -> None:
-        if self.at is not None and now > self.at:
+        # (on every admission: written without min/max calls, with the same arithmetic:
+        # min(a, b) is `b if b < a else a`, max(a, b) is `b if b > a else a`)
+        at = self.at
+        if at is None:
+            self.at = now
+            return
+        if now > at:
             # `bank`: how far above the cap a late request may fill it; a bank above the cap kept
             # from earlier stays until spent, but does not grow
-            top = self.cap + bank
-            if self.banked and self.level > top:
-                top = min(self.level, self.cap + self.rate * _LATE_S)
-            self.level = min(top, self.level + self.rate * (now - self.at))
-            self.banked = self.level > self.cap
-        self.at = now if self.at is None else max(self.at, now)
+            cap = self.cap
+            level = self.level
+            top = cap + bank
+            if self.banked and level > top:
+                top = cap + self.rate * _LATE_S
+                top = top if top < level else level
+            level = level + self.rate * (now - at)
+            level = level if level < top else top
+            self.level = level
+            self.banked = level > cap
+            self.at = now
 
     def set_rate(self, now: float, rate: float, unit: float) -> None:
         self.fill(now)
@@ -309,12 +322,19 @@ class _Pace:
         # A waiting request bigger than the credit may bank up to its own size, so a late wake-up
         # does not lose the time it was late by (the spacing then stays its size / rate); past its
         # due time it banks the delay (up to _LATE_S) on top.
-        self.cap = max(self.credit, min(amount, self.credit + self.max_debt))
-        late = now - self.due if self.due is not None and now > self.due else 0.0
-        self.fill(now, self.rate * min(late, _LATE_S))
-        missing = min(amount, self.credit) - self.level
-        go = now if missing <= 1e-9 * self.credit else now + missing / self.rate
-        self.due = go if self.due is None else min(self.due, go)
+        credit = self.credit
+        top = credit + self.max_debt
+        top = top if top < amount else amount
+        self.cap = top if top > credit else credit
+        due = self.due
+        if due is not None and now > due:
+            late = now - due
+            self.fill(now, self.rate * (late if late < _LATE_S else _LATE_S))
+        else:
+            self.fill(now, 0.0)
+        missing = (credit if credit < amount else amount) - self.level
+        go = now if missing <= 1e-9 * credit else now + missing / self.rate
+        self.due = go if due is None or go < due else due
         return go
 
     def pay(self, now: float, amount: float) -> None:
@@ -332,6 +352,10 @@ class _Dim:
     """One rate limit (requests or tokens): its long window, its short window and its pace."""
 
     __slots__ = (
+        "_full",
+        "_full_of",
+        "_share",
+        "_share_of",
         "configured",
         "discovering",
         "found",
@@ -361,6 +385,11 @@ class _Dim:
         self.short = _Window(short_s)
         self.short_ratio = short_s / period_s
         self.unit = unit
+        # the short window's budget, max(unit, the second's share), for (limit, second): see `ready_at`
+        self._share = unit
+        self._share_of: tuple[int, float] | None = None
+        self._full = unit  # the same for a whole second (see `fill`), for limit `_full_of`
+        self._full_of: int | None = None
         self.pace = _Pace(limit / period_s, credit_s, unit, max(unit, limit * self.short_ratio))
         # Tokens: enforced once the server shows it counts over short periods (a 429 with a short
         # pause); until then the pace alone spreads them, so a whole-period server loses nothing to
@@ -390,23 +419,38 @@ class _Dim:
     def ready_at(self, amount: float, factor: float, period_s: float, now: float, second: float = 1.0) -> float:
         """When `amount` more may go at `factor` of the pace; `second`: the share of the second's budget
         the short window allows (below 1 while a per-second server's lower limit is held)."""
-        limit = self.limit
-        self.long.expire(now)
-        self.short.expire(now)
-        go = self.long.ready_at(amount, limit, now)
+        # (on every admission: the windows' calls are made only when they have something to do)
+        learned = self.learned
+        limit = self.configured if learned is None or learned >= self.configured else learned
+        long, short = self.long, self.short
+        if long._log and long._log[0][0] <= now:
+            long.expire(now)
+        if short._log and short._log[0][0] <= now:
+            short.expire(now)
+        go = (
+            now
+            if long.total + amount - (amount if amount > limit else limit) <= 0
+            else long.ready_at(amount, limit, now)
+        )
         if self.short_on:
-            share = limit * self.short_ratio * second
-            share = math.ceil(share - 1e-9) if self.name == "rpm" else share
-            go = max(go, self.short.ready_at(amount, max(self.unit, share), now))
+            if self._share_of != (limit, second):
+                share = limit * self.short_ratio * second
+                share = math.ceil(share - 1e-9) if self.name == "rpm" else share
+                self._share, self._share_of = max(self.unit, share), (limit, second)
+            share = self._share
+            if short.total + amount - (amount if amount > share else share) > 0:
+                held = short.ready_at(amount, share, now)
+                go = held if held > go else go
         self.paced = False
         if not amount:  # a request that reserves nothing waits only for an over-charged window
             return go
+        pace = self.pace
         rate = limit / period_s * factor
-        if rate != self.pace.rate:
-            self.pace.set_rate(now, rate, self.unit)
-        paced = self.pace.ready_at(now, amount)
+        if rate != pace.rate:
+            pace.set_rate(now, rate, self.unit)
+        paced = pace.ready_at(now, amount)
         self.paced = paced > go
-        return max(go, paced)
+        return paced if paced > go else go
 
     def charge(self, now: float, amount: float) -> tuple[list[float], list[float]]:
         self.pace.pay(now, amount)
@@ -415,8 +459,12 @@ class _Dim:
     def fill(self, amount: float) -> tuple[float, bool]:
         """How full the current second is, as a share of its budget (counted even while not enforced), and
         whether it is at the edge: (nearly) no room for another `amount`."""
-        share = self.limit * self.short_ratio
-        share = max(self.unit, math.ceil(share - 1e-9) if self.name == "rpm" else share)
+        learned = self.learned
+        limit = self.configured if learned is None or learned >= self.configured else learned
+        if self._full_of != limit:  # (on every admission: computed once per limit)
+            share = limit * self.short_ratio
+            self._full, self._full_of = max(self.unit, math.ceil(share - 1e-9) if self.name == "rpm" else share), limit
+        share = self._full
         return self.short.total / share, self.short.total + amount >= _EDGE * share
 
 
@@ -480,6 +528,8 @@ class AdmissionGate:
         self._near_at = float("-inf")  # the last 429 just under a held per-second limit (see slow_down)
         self._nudge: asyncio.Future[None] | None = None  # wakes the napping head early on a refund
         self._holder: _Dim | None = None  # the limit the napping head waits for (None: a 429 pause)
+        self._grain = 0.0  # `_clock_grain` of the loop `_grain_of`
+        self._grain_of: asyncio.AbstractEventLoop | None = None
 
         self._in_flight = 0
         self._admitted = 0
@@ -542,8 +592,12 @@ class AdmissionGate:
         self._waiting += 1
         try:
             # Slot first, so an admitted request can start at once instead of queueing again.
-            if self._slots is not None:
-                await self._slots.acquire(priority)
+            slots = self._slots
+            if slots is not None:
+                if slots._held < slots.limit:  # (`acquire`'s own first step, without its coroutine)
+                    slots._held += 1
+                else:
+                    await slots.acquire(priority)
             try:
                 async with self._turn:
                     amount = tokens if isinstance(tokens, int) else tokens()
@@ -690,16 +744,20 @@ class AdmissionGate:
                 continue
             if self._short_margin and now - self._widened_at >= _SKEW_FORGET_S * self._scale:
                 self._set_margin(now, self._short_margin - _SKEW_STEP)
-            factor = self._factor_at(now)
+            factor = 1.0 if self._factor_base >= 1.0 else self._factor_at(now)  # (full pace: no call)
             # A per-second server's lower limit holds each second too, not only the pace: the second
             # the server still counts (a burst at the start of a run) is waited out, not sent into.
             second = min(1.0, factor * (1.0 + _MARGIN)) if self._per_second else 1.0
             go_at, why, held = now, "", None
-            for dim, amount, reason in ((self._req, 1, "requests/min"), (self._tok, tokens, "tokens/min")):
-                if dim is not None:
-                    ready = dim.ready_at(amount, factor, self.period_s, now, second)
-                    if ready > go_at:
-                        go_at, why, held = ready, reason, dim
+            req, tok = self._req, self._tok
+            if req is not None:
+                ready = req.ready_at(1, factor, self.period_s, now, second)
+                if ready > go_at:
+                    go_at, why, held = ready, "requests/min", req
+            if tok is not None:
+                ready = tok.ready_at(tokens, factor, self.period_s, now, second)
+                if ready > go_at:
+                    go_at, why, held = ready, "tokens/min", tok
             if go_at <= now:
                 return now
             self._holder = held
@@ -715,7 +773,9 @@ class AdmissionGate:
         self._nudge = fut
         start = loop.time()
         delay = max(until - start, _MIN_NAP)
-        grain = _clock_grain(loop)
+        if self._grain_of is not loop:  # (per nap: the loop's grain looked up once per loop)
+            self._grain, self._grain_of = _clock_grain(loop), loop
+        grain = self._grain
         if grain:
             delay = math.ceil(delay / grain - 1e-6) * grain
         handle = loop.call_later(delay, _wake, fut)

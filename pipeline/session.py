@@ -6,6 +6,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from collections.abc import Coroutine
+
     from .job.profiles import ResolvedProvider
     from .requests import HttpRequest
     from .transport import HttpResponse, Transport
@@ -48,8 +50,10 @@ class LazyTransport:
             self._transport = Transport(self.provider, self._api_key, self._session.get())
         return self._transport
 
-    async def send(self, req: HttpRequest, key: str | None = None) -> HttpResponse:
-        return await (self.real.send(req) if key is None else self.real.send(req, key))
+    def send(self, req: HttpRequest, key: str | None = None) -> Coroutine[Any, Any, HttpResponse]:
+        # the real transport's coroutine itself, not one more around it: every suspension of a request
+        # on the wire passes through each coroutine layer twice
+        return self.real.send(req) if key is None else self.real.send(req, key)
 
     async def get(self, endpoint: str) -> HttpResponse:
         return await self.real.get(endpoint)

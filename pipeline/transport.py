@@ -50,6 +50,8 @@ class Transport:
         # Proxies from the environment, decided once: aiohttp's trust_env re-reads the environment and
         # ~/.netrc on every request, which costs more than the rest of the request on a fast server.
         self._proxies = {u: _env_proxy(u) for u in provider.base_urls}
+        # per (limit, streamed): ClientTimeout is immutable, made once instead of per request
+        self._timeouts: dict[tuple[float, bool], aiohttp.ClientTimeout] = {}
         self._url_index = 0
         self._left_primary_at: float | None = None
         self.failovers = 0
@@ -100,10 +102,15 @@ class Transport:
         index, base = self._pick_url()
         url = base + req.endpoint
         limit = req.timeout_s or self.provider.timeout_s
-        if req.stream is not None:
-            timeout = aiohttp.ClientTimeout(total=None, sock_read=limit, sock_connect=self.provider.connect_timeout_s)
-        else:
-            timeout = aiohttp.ClientTimeout(total=limit, sock_connect=self.provider.connect_timeout_s)
+        timeout = self._timeouts.get((limit, req.stream is not None))
+        if timeout is None:
+            if req.stream is not None:
+                timeout = aiohttp.ClientTimeout(
+                    total=None, sock_read=limit, sock_connect=self.provider.connect_timeout_s
+                )
+            else:
+                timeout = aiohttp.ClientTimeout(total=limit, sock_connect=self.provider.connect_timeout_s)
+            self._timeouts[(limit, req.stream is not None)] = timeout
         opened: list[IO[bytes]] = []
         try:
             if req.multipart is not None:
@@ -121,8 +128,8 @@ class Transport:
             async with self._session.post(
                 url, data=data, headers=headers, timeout=timeout, proxy=self._proxies.get(base)
             ) as resp:
-                sse = resp.content_type == "text/event-stream"
-                if req.stream is not None and 200 <= resp.status < 300 and sse:
+                # (the content type parsed only for a streamed request: a header parse per answer saved)
+                if req.stream is not None and 200 <= resp.status < 300 and resp.content_type == "text/event-stream":
                     body = await _read_events(resp, req.stream())
                 else:
                     body = await resp.read()

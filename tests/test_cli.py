@@ -264,3 +264,40 @@ def test_estimate_piped_to_a_file_keeps_its_headers_whole(tmp_path: Path) -> Non
     for name in ("requests", "cached", "skipped", "prompt tokens", "completion", "cost USD"):
         assert name in header, header
     assert "gpt-4o-mini" in res.stdout and "(6.0 s)" in res.stdout  # 6 requests at 60/min, to a tenth
+
+
+def test_live_progress_bar_on_a_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a terminal the run draws rich's live bar with the console (once a TypeError: the bar was given
+    the lazy console wrapper, which rich's live display cannot enter as a context manager)."""
+    import io
+
+    from rich.console import Console
+
+    from pipeline import cli
+    from pipeline.records import Progress
+
+    screen = io.StringIO()
+    lazy = cli._LazyConsole(stderr=True)
+    lazy._console = Console(file=screen, force_terminal=True, width=120)
+    monkeypatch.setattr(cli, "err", lazy)
+    snapshot = Progress(
+        total_rows=3, rows_done=2, rows_ok=2, rows_failed=0, rows_skipped=0, rows_resumed=0, requests=2,
+        cache_hits=0, retries=0, rate_limited=0, tokens=40, elapsed_s=1.0, req_per_min=120.0, tok_per_min=2400.0,
+    )  # fmt: skip
+    with cli._ProgressView(3, quiet=False) as view:
+        assert view.live
+        view(snapshot)
+    assert "2/3" in screen.getvalue() and "120 req/min" in screen.getvalue()
+
+
+def test_run_leaves_the_collector_on(tmp_path: Path, sim: Any) -> None:
+    """`run` turns the garbage collector off while it imports and plans; a run that stops on a bad job
+    (and one that ran) leave it on for the rest of the process (tests run the CLI in-process)."""
+    import gc
+
+    _bad(tmp_path, sim, _edit("row.text", "row.txt"))
+    assert gc.isenabled()
+    (tmp_path / "ok").mkdir()
+    job = write_job(tmp_path / "ok", sim.url, rows=5)
+    assert cli("run", str(job), "--quiet").exit_code == 0
+    assert gc.isenabled()
