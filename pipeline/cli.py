@@ -700,6 +700,17 @@ def cache_clear(
     out.print(f"{directory}: removed {n:,} entries")
 
 
+def _job_file_given_to_inspect(path: Path) -> str:
+    """`inspect` was given a job file: name the output file the job writes, when the job can be read."""
+    from .job.load import load_job
+
+    try:
+        target = f": this job writes {load_job(path).spec.output.path}"
+    except Exception:  # (a job file that does not load: its own errors are for `validate`)
+        target = ""
+    return f"{path} looks like a job file; inspect reads the output Parquet file of a run{target}"
+
+
 @app.command()
 def inspect(
     output: Path = typer.Argument(..., help="an output Parquet file of a run"),
@@ -714,6 +725,8 @@ def inspect(
         lf = pl.scan_parquet(output)
         cols = lf.collect_schema().names()
     except Exception as exc:
+        if output.suffix.lower() in (".yaml", ".yml"):
+            raise _fail(_job_file_given_to_inspect(output)) from None
         raise _fail(f"{output} is not a readable Parquet file: {exc}") from None
     steps = [c[: -len("__status")] for c in cols if c.endswith("__status")]
     if not steps:

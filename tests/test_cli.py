@@ -44,6 +44,9 @@ def test_some_rows_failed_exit_1(tmp_path: Path, sim: Any) -> None:
     assert "1 row(s) failed" in res.output and "--retry-failed" in res.output
     res = cli("inspect", str(tmp_path / "out" / "labeled.parquet"))
     assert res.exit_code == 0 and "r00003" in res.output and "HTTP 400" in res.output
+    # given the job file instead, it names the output the job writes
+    res = cli("inspect", str(job))
+    assert res.exit_code == 2 and "looks like a job file" in res.output and "labeled.parquet" in res.output
     # the fault is gone: --retry-failed redoes only that row
     sim.set_faults([])
     n = len(sim.records)
