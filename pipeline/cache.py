@@ -11,7 +11,7 @@ import secrets
 import struct
 import time
 import zlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -186,7 +186,7 @@ class ResponseCache:
         pending, self._pending = self._pending, []
         self._flush_scheduled = False
         try:
-            self._append(b"".join([_record(_PUT, key, body) for key, body, _ in pending]))
+            self._append(_chunked_records(pending))
         except Exception as exc:
             error = DiskError(self.directory, exc)
             for *_, fut in pending:
@@ -218,21 +218,25 @@ class ResponseCache:
                 self._move_timer = loop.call_later(self.MOVE_AFTER_S, self._move)
                 self._move_loop = loop
 
-    def _append(self, data: bytes) -> None:
-        """Append whole records to this process's log; on failure, cut the log back to whole records."""
+    def _append(self, chunks: Iterable[bytes]) -> None:
+        """Append whole records to this process's log, chunk by chunk; on failure, cut the log back to
+        the whole records it had before (none of these count)."""
         if self._log_fd < 0:
             self._open_log()
+        written = 0
         try:
-            done = os.write(self._log_fd, data)
-            if done < len(data):  # (a regular file writes short only when it runs out of space)
-                view = memoryview(data)
-                while done < len(data):
-                    done += os.write(self._log_fd, view[done:])
+            for data in chunks:
+                done = os.write(self._log_fd, data)
+                if done < len(data):  # (a regular file writes short only when it runs out of space)
+                    view = memoryview(data)
+                    while done < len(data):
+                        done += os.write(self._log_fd, view[done:])
+                written += len(data)
         except OSError:
             with contextlib.suppress(OSError):
                 os.ftruncate(self._log_fd, self._log_size)
             raise
-        self._log_size += len(data)
+        self._log_size += written
 
     def _open_log(self) -> None:
         """Create this process's log, locked before its name can be seen (no other cache takes a new
@@ -316,7 +320,7 @@ class ResponseCache:
             self._logged_bytes -= len(self._logged.pop(key))
         if self._log_size:  # a later take-over of the log must not bring the entry back
             try:
-                self._append(_record(_DELETE, key, b""))
+                self._append((_record(_DELETE, key, b""),))
             except OSError as exc:
                 raise DiskError(self.directory, exc) from exc
         self._dc.delete(key)
@@ -376,6 +380,27 @@ _DELETE = 1
 def _record(op: int, key: str, body: bytes) -> bytes:
     k = key.encode()
     return _HEAD.pack(_MAGIC, op, len(k), len(body), zlib.crc32(body, zlib.crc32(k))) + k + body
+
+
+_CHUNK_BYTES = 1 << 20
+
+
+def _chunked_records(pending: list[tuple[str, bytes, Any]]) -> Iterator[bytes]:
+    """A loop turn's answers as log records, joined into writes of about 1 MB: one turn may bring
+    several packs' answers (tens of MB of vectors), which joined into one write were copied twice
+    (record, then the join) while the answers themselves were still held."""
+    parts: list[bytes] = []
+    size = 0
+    head, magic, crc32 = _HEAD, _MAGIC, zlib.crc32
+    for key, body, _ in pending:
+        k = key.encode()
+        parts += (head.pack(magic, _PUT, len(k), len(body), crc32(body, crc32(k))), k, body)
+        size += head.size + len(k) + len(body)
+        if size >= _CHUNK_BYTES:
+            yield b"".join(parts)
+            parts, size = [], 0
+    if parts:
+        yield b"".join(parts)
 
 
 def _read_all(fd: int) -> bytes:

@@ -254,6 +254,46 @@ def test_a_failed_log_write_fails_the_stores_and_leaves_whole_records(
     assert in_store(tmp_path) == {"a": b"A", "d": b"D"}
 
 
+def test_a_turn_of_big_answers_is_written_in_chunks_not_copied_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # several packs' answers in one loop turn (tens of MB of vectors): written in writes of about 1 MB,
+    # not joined into one copy of them all while they are still held
+    c = ResponseCache(tmp_path)
+    c.MOVE_AFTER_S = 3600
+    bodies = [bytes([65 + i]) * 700_000 for i in range(4)]
+    real_write = os.write
+    sizes: list[int] = []
+
+    def write(fd: int, data: Any) -> int:
+        sizes.append(len(data))
+        return real_write(fd, data)
+
+    with monkeypatch.context() as m:
+        m.setattr(cache_mod.os, "write", write)
+        store(c, [(f"k{i}", b) for i, b in enumerate(bodies)])
+    assert len(sizes) == 2 and max(sizes) < 1_500_000, sizes
+    assert [(k, b) for _, k, b in logged(tmp_path)] == [(f"k{i}", b) for i, b in enumerate(bodies)]
+    # a write failing at the second chunk stores none of the turn's answers and leaves whole records
+    store(c, [("a", b"A")])
+
+    def fail_second(fd: int, data: Any) -> int:
+        sizes.append(len(data))
+        if len(sizes) > 1:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_write(fd, data)
+
+    sizes.clear()
+    with monkeypatch.context() as m:
+        m.setattr(cache_mod.os, "write", fail_second)
+        with pytest.raises(DiskError):
+            store(c, [(f"x{i}", b) for i, b in enumerate(bodies)])
+    assert len(sizes) == 2 and c.get("x0") is None
+    assert [k for _, k, _ in logged(tmp_path)] == ["k0", "k1", "k2", "k3", "a"]
+    c.close()
+    assert set(in_store(tmp_path)) == {"k0", "k1", "k2", "k3", "a"}
+
+
 # `pipeline run` whose answers stay in the log (no move for an hour): killed, its answers only in its log
 _RUN_WITHOUT_MOVES = """
 import runpy, sys
