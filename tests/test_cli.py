@@ -266,7 +266,7 @@ def test_estimate_piped_to_a_file_keeps_its_headers_whole(tmp_path: Path) -> Non
     header = next(line for line in res.stdout.splitlines() if "step" in line)
     for name in ("requests", "cached", "skipped", "prompt tokens", "completion", "cost USD"):
         assert name in header, header
-    assert "gpt-4o-mini" in res.stdout and "(6.0 s)" in res.stdout  # 6 requests at 60/min, to a tenth
+    assert "gpt-4o-mini" in res.stdout and "(5.0 s)" in res.stdout  # 6 requests at 60/min (5 paced), to a tenth
 
 
 def test_live_progress_bar_on_a_terminal(monkeypatch: pytest.MonkeyPatch) -> None:

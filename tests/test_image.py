@@ -285,7 +285,7 @@ def test_estimate_counts_images_against_ipm(tmp_path: Path) -> None:
     job = write_job(tmp_path, "http://127.0.0.1:9", limits="{ipm: 8, rpm: 1000}")  # 8 rows of 2 images
     est = estimate(build_plan(job))
     assert est.binding_limit["local"] == "images/min"
-    assert est.minutes_by_provider["local"] == pytest.approx(2.0)
+    assert est.minutes_by_provider["local"] == pytest.approx(2.0 * 7 / 8)  # the first request's 2 go at once
 
 
 def test_images_are_priced_per_image_in_rows_run_estimate_and_budget(tmp_path: Path, sim: Any) -> None:
