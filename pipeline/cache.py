@@ -320,7 +320,7 @@ class ResponseCache:
             self._logged_bytes -= len(self._logged.pop(key))
         if self._log_size:  # a later take-over of the log must not bring the entry back
             try:
-                self._append((_record(_DELETE, key, b""),))
+                self._append((b"".join(_record_parts(_DELETE, key, b"")),))
             except OSError as exc:
                 raise DiskError(self.directory, exc) from exc
         self._dc.delete(key)
@@ -377,9 +377,10 @@ _PUT = 0
 _DELETE = 1
 
 
-def _record(op: int, key: str, body: bytes) -> bytes:
+def _record_parts(op: int, key: str, body: bytes) -> tuple[bytes, bytes, bytes]:
+    """A log record as its header, key and body, to be written one after the other."""
     k = key.encode()
-    return _HEAD.pack(_MAGIC, op, len(k), len(body), zlib.crc32(body, zlib.crc32(k))) + k + body
+    return _HEAD.pack(_MAGIC, op, len(k), len(body), zlib.crc32(body, zlib.crc32(k))), k, body
 
 
 _CHUNK_BYTES = 1 << 20
@@ -391,11 +392,10 @@ def _chunked_records(pending: list[tuple[str, bytes, Any]]) -> Iterator[bytes]:
     (record, then the join) while the answers themselves were still held."""
     parts: list[bytes] = []
     size = 0
-    head, magic, crc32 = _HEAD, _MAGIC, zlib.crc32
     for key, body, _ in pending:
-        k = key.encode()
-        parts += (head.pack(magic, _PUT, len(k), len(body), crc32(body, crc32(k))), k, body)
-        size += head.size + len(k) + len(body)
+        record = _record_parts(_PUT, key, body)
+        parts += record
+        size += len(record[0]) + len(record[1]) + len(body)
         if size >= _CHUNK_BYTES:
             yield b"".join(parts)
             parts, size = [], 0

@@ -199,16 +199,11 @@ class ProviderClient:
             if self._fatal is not None:
                 raise self._fatal
             try:
-                if self._verified:  # (the common case: `_probed` would only await the attempt)
-                    result, ticket = await self._attempt(
-                        req, tokens, cache_key, parse, completion_charge, attempt, charge
-                    )
-                else:
-                    result, ticket = await self._probed(
-                        functools.partial(
-                            self._attempt, req, tokens, cache_key, parse, completion_charge, attempt, charge
-                        )
-                    )
+                send = functools.partial(
+                    self._attempt, req, tokens, cache_key, parse, completion_charge, attempt, charge
+                )
+                # (verified, the common case: `_probed` would only await the attempt, one coroutine more)
+                result, ticket = await (send() if self._verified else self._probed(send))
             except BudgetReached as exc:
                 raise CallError(exc, attempt - 1) from None
             if isinstance(result, Reply):

@@ -253,41 +253,19 @@ def run(
     workers: int | None = typer.Option(None, "--workers", min=1, help="with --backend ray: worker actors (default 2)"),
 ) -> None:
     """Run a job: every row through every step; results to the output Parquet file."""
-    # No collection while the modules are imported and the plan is made: what they make lives for the
-    # whole run and is frozen below (a full pass over the imports cost ~30 ms of start-up, ~2.7% of a
-    # one-row run's instructions; ~700 unreachable objects are frozen with the rest instead)
-    gc.disable()
-    try:
-        _run(
-            job, sim, sim_latency, fresh, retry_failed, quiet, max_cost, prices, log_file, backend, ray_address, workers
-        )
-    finally:
-        gc.enable()
-
-
-def _run(
-    job: Path,
-    sim: bool,
-    sim_latency: float,
-    fresh: bool,
-    retry_failed: bool,
-    quiet: bool,
-    max_cost: float | None,
-    prices: Path | None,
-    log_file: Path | None,
-    backend: str,
-    ray_address: str | None,
-    workers: int | None,
-) -> None:
-    from .executor import RunOptions, execute
-    from .plan import build_plan
-
     if backend not in ("local", "ray"):
         raise _fail(f"--backend {backend} is not a backend; choose local or ray")
     if backend == "local" and (ray_address is not None or workers is not None):
         raise _fail("--ray-address and --workers go with --backend ray")
     stack = contextlib.ExitStack()
+    # No collection while the modules are imported and the plan is made: what they make lives for the
+    # whole run and is frozen below (a full pass over the imports cost ~30 ms of start-up, ~2.7% of a
+    # one-row run's instructions; ~700 unreachable objects are frozen with the rest instead)
+    gc.disable()
     try:
+        from .executor import RunOptions, execute
+        from .plan import build_plan
+
         if backend == "ray":
             from .raybackend import import_ray
 
@@ -334,6 +312,7 @@ def _run(
     except PipelineError as exc:
         raise _fail(str(exc), EXIT_ABORTED) from None
     finally:
+        gc.enable()  # (a job that failed before the freeze leaves the collector on too)
         stack.close()
 
     if not quiet:

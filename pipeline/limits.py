@@ -79,13 +79,8 @@ def _clock_grain(loop: asyncio.AbstractEventLoop) -> float:
     until a deadline a fraction of a millisecond away spins the loop until the millisecond turns (at
     50 requests/s: ~10 wake-ups per admission instead of one). Naps there are rounded up to the grain
     (at most 1 ms late, which the pace banks as lateness: no request is lost)."""
-    grain = _GRAINS.get(type(loop))
-    if grain is None:
-        grain = _GRAINS[type(loop)] = 1e-3 if type(loop).__module__.startswith("uvloop") else 0.0
-    return grain
+    return 1e-3 if type(loop).__module__.startswith("uvloop") else 0.0
 
-
-_GRAINS: dict[type, float] = {}
 
 # `auto` limits: start at this much per minute and grow x1.5 every 5 s (scaled) during which the
 # limit held admissions back, until the server answers with x-ratelimit headers or a 429.
@@ -217,9 +212,7 @@ class _Window:
 
     def refund(self, entry: list[float], amount: float, now: float) -> bool:
         """Shrink `entry` by up to `amount` if it still counts; False if it had already expired."""
-        log = self._log
-        if log and log[0][0] <= now:
-            self.expire(now)
+        self.expire(now)
         if entry[0] <= now:
             return False
         taken = min(amount, entry[1])
@@ -235,11 +228,13 @@ class _Window:
             self.total += amount
 
     def ready_at(self, amount: float, limit: float, now: float) -> float:
-        """Earliest time `amount` more fits under `limit` if nothing else changes (`now` if it fits).
+        """Earliest time `amount` more fits under `limit` if nothing else changes (`now` if it fits),
+        entries expired by `now` dropped first.
 
         An amount over the limit fits once the window is empty (a limit learned from the server may
         be lower than the job's, which every request was checked against).
         """
+        self.expire(now)
         excess = self.total + amount - max(limit, amount)
         if excess <= 0:
             return now
@@ -352,10 +347,7 @@ class _Dim:
     """One rate limit (requests or tokens): its long window, its short window and its pace."""
 
     __slots__ = (
-        "_full",
-        "_full_of",
-        "_share",
-        "_share_of",
+        "_shares",
         "configured",
         "discovering",
         "found",
@@ -385,11 +377,7 @@ class _Dim:
         self.short = _Window(short_s)
         self.short_ratio = short_s / period_s
         self.unit = unit
-        # the short window's budget, max(unit, the second's share), for (limit, second): see `ready_at`
-        self._share = unit
-        self._share_of: tuple[int, float] | None = None
-        self._full = unit  # the same for a whole second (see `fill`), for limit `_full_of`
-        self._full_of: int | None = None
+        self._shares: dict[tuple[int, float], float] = {}  # see `second_share`
         self.pace = _Pace(limit / period_s, credit_s, unit, max(unit, limit * self.short_ratio))
         # Tokens: enforced once the server shows it counts over short periods (a 429 with a short
         # pause); until then the pace alone spreads them, so a whole-period server loses nothing to
@@ -400,6 +388,16 @@ class _Dim:
     @property
     def limit(self) -> int:
         return self.configured if self.learned is None else min(self.configured, self.learned)
+
+    def second_share(self, limit: int, second: float = 1.0) -> float:
+        """The short window's budget under `limit`: `second` of the second's share (whole requests for
+        rpm), at least one unit. Asked on every admission: computed once per (limit, second)."""
+        share = self._shares.get((limit, second))
+        if share is None:
+            share = limit * self.short_ratio * second
+            share = math.ceil(share - 1e-9) if self.name == "rpm" else share
+            share = self._shares[(limit, second)] = max(self.unit, share)
+        return share
 
     def set_configured(self, value: int) -> None:
         self.configured = max(1, value)
@@ -419,28 +417,13 @@ class _Dim:
     def ready_at(self, amount: float, factor: float, period_s: float, now: float, second: float = 1.0) -> float:
         """When `amount` more may go at `factor` of the pace; `second`: the share of the second's budget
         the short window allows (below 1 while a per-second server's lower limit is held)."""
-        # (on every admission: the windows' calls are made only when they have something to do)
-        learned = self.learned
-        limit = self.configured if learned is None or learned >= self.configured else learned
-        long, short = self.long, self.short
-        if long._log and long._log[0][0] <= now:
-            long.expire(now)
-        if short._log and short._log[0][0] <= now:
-            short.expire(now)
-        go = (
-            now
-            if long.total + amount - (amount if amount > limit else limit) <= 0
-            else long.ready_at(amount, limit, now)
-        )
+        limit = self.limit
+        go = self.long.ready_at(amount, limit, now)
         if self.short_on:
-            if self._share_of != (limit, second):
-                share = limit * self.short_ratio * second
-                share = math.ceil(share - 1e-9) if self.name == "rpm" else share
-                self._share, self._share_of = max(self.unit, share), (limit, second)
-            share = self._share
-            if short.total + amount - (amount if amount > share else share) > 0:
-                held = short.ready_at(amount, share, now)
-                go = held if held > go else go
+            held = self.short.ready_at(amount, self.second_share(limit, second), now)
+            go = held if held > go else go
+        else:
+            self.short.expire(now)  # (counted even while not enforced: see `fill`)
         self.paced = False
         if not amount:  # a request that reserves nothing waits only for an over-charged window
             return go
@@ -459,12 +442,7 @@ class _Dim:
     def fill(self, amount: float) -> tuple[float, bool]:
         """How full the current second is, as a share of its budget (counted even while not enforced), and
         whether it is at the edge: (nearly) no room for another `amount`."""
-        learned = self.learned
-        limit = self.configured if learned is None or learned >= self.configured else learned
-        if self._full_of != limit:  # (on every admission: computed once per limit)
-            share = limit * self.short_ratio
-            self._full, self._full_of = max(self.unit, math.ceil(share - 1e-9) if self.name == "rpm" else share), limit
-        share = self._full
+        share = self.second_share(self.limit)
         return self.short.total / share, self.short.total + amount >= _EDGE * share
 
 
@@ -593,11 +571,8 @@ class AdmissionGate:
         try:
             # Slot first, so an admitted request can start at once instead of queueing again.
             slots = self._slots
-            if slots is not None:
-                if slots._held < slots.limit:  # (`acquire`'s own first step, without its coroutine)
-                    slots._held += 1
-                else:
-                    await slots.acquire(priority)
+            if slots is not None and not slots.try_acquire():  # (a free slot is taken without a coroutine)
+                await slots.acquire(priority)
             try:
                 async with self._turn:
                     amount = tokens if isinstance(tokens, int) else tokens()
@@ -1070,9 +1045,16 @@ class _Slots:
         self._seq = 0
         self.live = 0  # waiters not yet handed a slot nor cancelled
 
-    async def acquire(self, priority: float = 0.0) -> None:
-        if self._held < self.limit:  # then nobody waits: a slot is handed to a waiter before it is free
+    def try_acquire(self) -> bool:
+        """Take a free slot if there is one (then nobody waits: a slot is handed to a waiter before it
+        is free)."""
+        if self._held < self.limit:
             self._held += 1
+            return True
+        return False
+
+    async def acquire(self, priority: float = 0.0) -> None:
+        if self.try_acquire():
             return
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[None] = loop.create_future()

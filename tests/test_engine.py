@@ -198,15 +198,7 @@ def test_the_engine_sends_and_caches_for_a_sans_io_kind_through_the_seams(tmp_pa
     async def main() -> list[list[dict[str, Any]]]:
         stats = RunStats()
         client = ProviderClient(transport, gate, cache, Retry(max_attempts=2), stats)
-        engine = RowEngine(
-            [step],
-            {"p": client},
-            stats,
-            RecordShape(["id"], "id", DEFAULT_ID),
-            window=4,
-            charges={},
-            stop_after_identical_failures=10,
-        )
+        engine = small_engine(step, client, stats)
         first = await engine.process(rows)
         again = await engine.process(rows[:1] + rows[2:])
         return [first, again]
@@ -331,7 +323,13 @@ def stopping_engine(step: Any, transport: Any, cache: Any) -> RowEngine:
         stats,
         stopping=lambda: engine is not None and engine.stopping,
     )
-    engine = RowEngine(
+    engine = small_engine(step, client, stats)
+    return engine
+
+
+def small_engine(step: Any, client: ProviderClient, stats: RunStats) -> RowEngine:
+    """An engine for one step on one client ("p"), 4 rows in flight, rows keyed by `id`."""
+    return RowEngine(
         [step],
         {"p": client},
         stats,
@@ -340,7 +338,6 @@ def stopping_engine(step: Any, transport: Any, cache: Any) -> RowEngine:
         charges={},
         stop_after_identical_failures=10,
     )
-    return engine
 
 
 ROW = [(0, {"id": 0, "word": "hi"})]
