@@ -27,7 +27,9 @@ peak RSS (ru_maxrss, and its own high-water mark VmHWM: a child's
 ru_maxrss counts its parent's peak before its exec, so the input is made in another child), its
 anonymous part (sampled: without shared-library code), the peak reached by the end of each phase (run,
 final write, after), the final write's seconds after the last row (its `final.written` event) and wall time.
-Each figure is printed with the load average beside it.
+Each figure is printed with the load average beside it. The embed job sends 512 inputs per request (the
+step's default) with 100 requests at once (apiyi's concurrency): `--batch-size`, `--concurrency` (until
+issue 12's last session this bench used 256 and 16, which kept fewer answers in flight than a sample job).
 """
 
 from __future__ import annotations
@@ -257,7 +259,9 @@ def _run_env() -> dict[str, str]:
     return env
 
 
-def bench_run(rows: int, kind: str = "embed", cache: bool = False) -> None:
+def bench_run(
+    rows: int, kind: str = "embed", cache: bool = False, concurrency: int = 100, batch_size: int = 512
+) -> None:
     sys.path.insert(0, str(Path(__file__).parent))
     from bench_core import PEAK_ANON_MB, SimProcess, run_client, write_job
 
@@ -286,11 +290,11 @@ def bench_run(rows: int, kind: str = "embed", cache: bool = False) -> None:
 version: 1
 name: bench-vectors
 providers:
-  bench: {{base_url: {sim.url}, api_key_env: BENCH_KEY, limits: {{concurrency: 16}}}}
+  bench: {{base_url: {sim.url}, api_key_env: BENCH_KEY, limits: {{concurrency: {concurrency}}}}}
 input: {{path: {work / "rows.parquet"}, id: id}}
 steps:
   - {{name: emb, kind: embed, provider: bench, model: text-embedding-3-small, input: "{{{{ row.text }}}}",
-     batch_size: 256}}
+     batch_size: {batch_size}}}
 output: {{path: {work / "out.parquet"}}}
 cache: {{{"dir: " + str(work / "cache") if cache else "enabled: false"}}}
 """)
@@ -364,6 +368,10 @@ def main() -> None:
     ap.add_argument("which", choices=["write", "run"])
     ap.add_argument("--rows", type=int, nargs="+", default=[20_000])
     ap.add_argument("--kind", choices=["embed", "chat"], default="embed", help="run: the job's kind")
+    ap.add_argument(
+        "--concurrency", type=int, default=100, help="run, embed: the provider's concurrency (apiyi's: 100)"
+    )
+    ap.add_argument("--batch-size", type=int, default=512, help="run, embed: inputs per request (the default)")
     ap.add_argument("--repeat", type=int, default=1, help="write: runs per size (each printed)")
     ap.add_argument(
         "--early",
@@ -386,7 +394,7 @@ def main() -> None:
             for _ in range(a.repeat):
                 bench_write(rows, a.early, sync=not a.no_sync)
         else:
-            bench_run(rows, a.kind, a.cache)
+            bench_run(rows, a.kind, a.cache, a.concurrency, a.batch_size)
 
 
 if __name__ == "__main__":

@@ -558,3 +558,52 @@ def test_a_vector_run_never_imports_pandas(tmp_path: Path, sim: Any) -> None:
     )
     proc = subprocess.run([sys.executable, "-c", later], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0 and proc.stdout.strip() == "DataFrame", proc.stderr
+
+
+def peak_in_flight(records: list[Any]) -> int:
+    events = sorted([(r.t_start, 1) for r in records] + [(r.t_end, -1) for r in records])
+    level = peak = 0
+    for _, step in events:
+        level += step
+        peak = max(peak, level)
+    return peak
+
+
+def test_vectors_in_flight_are_bounded_by_bytes(
+    tmp_path: Path, sim_factory: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An embed step keeps at most VECTOR_BYTES_IN_FLIGHT of answers in flight (not 16 full requests:
+    at 1536-d, 512 rows a request, that held ~100 MB of answers), but never fewer rows than 2 requests."""
+    from pipeline.endpoints import embed
+
+    sim = sim_factory(latency_s=0.1)
+    # 96 rows of 64-d vectors: 3 requests of 32 rows; the count alone allows 16 requests at once
+    monkeypatch.setattr(embed, "VECTOR_BYTES_IN_FLIGHT", 96 * 64 * 4)
+    job = write_embed_job(
+        tmp_path,
+        sim.url,
+        rows=800,
+        step="batch_size: 32",
+        params="{dimensions: 64}",
+        limits="{rpm: 100000, tpm: 100000000, concurrency: 16}",
+    )
+    run_job(job)
+    df = result(tmp_path)
+    assert set(df["emb__status"]) == {"ok"}
+    assert_own_vectors(df, 64)
+    assert 2 <= peak_in_flight(embed_records(sim)) <= 3
+
+    # a bound below two requests' rows still keeps two requests going
+    monkeypatch.setattr(embed, "VECTOR_BYTES_IN_FLIGHT", 1)
+    (tmp_path / "b").mkdir()
+    job = write_embed_job(
+        tmp_path / "b",
+        sim.url,
+        data=docs(800, "other"),
+        step="batch_size: 32",
+        params="{dimensions: 64}",
+        limits="{rpm: 100000, tpm: 100000000, concurrency: 16}",
+    )
+    run_job(job)
+    assert set(result(tmp_path / "b")["emb__status"]) == {"ok"}
+    assert 1 < peak_in_flight(embed_records(sim)[25:]) <= 2

@@ -40,6 +40,14 @@ DEFAULT_MAX_BATCH_TOKENS = 100_000
 BATCH_SHARE = 0.1
 # Requests of one step kept filled with rows at once, at most (bounds the rows held in memory).
 BATCHES_IN_FLIGHT = 16
+# Vector data (float32) of the rows one step keeps in flight, at most, but never fewer rows than two full
+# requests: the answers of the requests in flight are held as they arrive, as their bodies (base64: 4/3
+# of it) and as vectors, ~11 kB per 1536-d row in all. At 16 requests of 512 rows that was 9,216 rows in
+# flight and a 331-342 MB peak (10^5 rows, concurrency 100); 16 MB is 2,730 rows of 1536-d. A job that
+# needs more rows in flight (a fast server, a high token limit, short texts) sets run.max_rows_in_flight.
+VECTOR_BYTES_IN_FLIGHT = 16 * 2**20
+# The vector size assumed for the bound above when the model is not known and the job sets no `dimensions`.
+ASSUMED_DIMENSIONS = 1536
 
 # `{{ row.col }}` or `{{ row["col"] }}` alone: the input is that column's value, which must be text.
 _BARE = re.compile(r"""^\{\{\s*row(?:\.([A-Za-z_][A-Za-z0-9_]*)|\[\s*(['"])(.+?)\2\s*\])\s*\}\}$""")
@@ -135,9 +143,12 @@ class EmbedRuntime(StepRuntime):
         return problems
 
     def rows_in_flight_hint(self, concurrency: int | None) -> int | None:
-        # Enough rows to fill every request that can be in flight, plus the ones being filled.
+        # Enough rows to fill every request that can be in flight, plus the ones being filled; as many
+        # as VECTOR_BYTES_IN_FLIGHT of answers, at most, or two full requests.
         batches = min(concurrency or BATCHES_IN_FLIGHT, BATCHES_IN_FLIGHT) + 2
-        return self.spec.batch_size * batches
+        dims = self._dims or KNOWN_DIMENSIONS.get(self.spec.model) or ASSUMED_DIMENSIONS
+        by_bytes = VECTOR_BYTES_IN_FLIGHT // (4 * dims)
+        return max(2 * self.spec.batch_size, min(self.spec.batch_size * batches, by_bytes))
 
     def final_columns(self) -> list[FinalColumn]:
         # the vector size is only known from the answers: the sink fixes it from the finished rows
