@@ -19,7 +19,9 @@ The simulator runs in its own process (`pipeline sim`, 50 ms latency); the clien
   gate or output), after each kind: the HTTP stack's own CPU per 1,000 requests, the floor under the
   client's figure (embed: 4 inputs of 256 dimensions per request, as the job sends). `--floor-group K`:
   the bare client sends K requests at once every K/50 s instead (the same rate, K times fewer wake-ups):
-  how much of the floor is the cost of waking an idle process once per request.
+  how much of the floor is the cost of waking an idle process once per request. The floor line also gives the same
+  requests sent 100 at a time as fast as the simulator answers: the CPU per request of a process that
+  never idles, and the ratio of the two.
 - `--paired DIR`: this checkout's client and DIR's (another checkout, e.g. main) run AT THE SAME TIME
   against one simulator, each at 50 requests/s on its own job and cache, and their CPU is compared: both
   see the same machine load, where alternating runs on a shared machine differed by +-25% run to run
@@ -169,7 +171,9 @@ def bench_floor(kind: str, seconds: float, group: int = 1) -> None:
     import aiohttp
     import uvloop
 
-    sim = SimProcess(default_limits={"rpm": RATE_RPM + 300, "concurrency": 200}, latency_s=0.05, jitter=0.3)
+    sim = SimProcess(
+        default_limits={"rpm": 1_000_000, "concurrency": 200}, latency_s=0.05, jitter=0.3
+    )  # (and the busy run)
     n = int(RATE_RPM / 60 * seconds)
 
     def body(i: int) -> tuple[str, bytes]:
@@ -206,17 +210,29 @@ def bench_floor(kind: str, seconds: float, group: int = 1) -> None:
                     tasks.append(asyncio.ensure_future(one(j)))
                 await asyncio.sleep(60 / RATE_RPM * group)
             await asyncio.gather(*tasks)
-            return time.process_time() - t0
+            paced = time.process_time() - t0
+            # the same requests, 100 at a time as fast as they are answered: a process that never idles
+            t0 = time.process_time()
+            gate = asyncio.Semaphore(100)
+
+            async def busy(i: int) -> None:
+                async with gate:
+                    await one(i)
+
+            await asyncio.gather(*(busy(n + i) for i in range(n)))
+            return paced, time.process_time() - t0
 
     try:
         load = os.getloadavg()[0]
-        cpu = uvloop.run(main())
+        cpu, busy = uvloop.run(main())
     finally:
         sim.stop()
     print(
         f"floor ({kind}): bare aiohttp client, {n:,} requests at {RATE_RPM / 60:.0f}/s"
         f"{f', {group} at a time' if group > 1 else ''}: {cpu:.2f}s CPU = "
-        f"{cpu / n * 1000:.2f} s per 1,000 requests  [load average {load:.2f}]"
+        f"{cpu / n * 1000:.2f} s per 1,000 requests; the same requests 100 at a time, as fast as answered "
+        f"(the process never idles): {busy / n * 1000:.2f} s per 1,000, so {cpu / busy:.1f}x is the cost of "
+        f"waking an idle process for each one  [load average {load:.2f}]"
     )
 
 
