@@ -115,3 +115,13 @@ def take_over_logs(cache_dir: Path) -> None:
 
 def output(job_dir: Path) -> pl.DataFrame:
     return pl.read_parquet(job_dir / "out" / "labeled.parquet")
+
+
+def peak_in_flight(records: list[Any]) -> int:
+    """The most requests of a simulator's record that were open at once."""
+    events = sorted([(r.t_start, 1) for r in records] + [(r.t_end, -1) for r in records])
+    level = peak = 0
+    for _, step in events:
+        level += step
+        peak = max(peak, level)
+    return peak

@@ -75,7 +75,7 @@ def test_streamed_final_write_keeps_order_latest_write_and_vectors(
 def test_rows_in_flight_are_bounded_by_bytes(tmp_path: Path, sim_factory: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     from pipeline import executor
 
-    from .conftest import output, reviews, run_job, write_job
+    from .conftest import output, peak_in_flight, reviews, run_job, write_job
 
     sim = sim_factory(latency_s=0.05)
     monkeypatch.setattr(executor, "MAX_BYTES_IN_FLIGHT", 10_000)
@@ -83,11 +83,7 @@ def test_rows_in_flight_are_bounded_by_bytes(tmp_path: Path, sim_factory: Any, m
     job = write_job(tmp_path, sim.url, data=data, limits="{rpm: 100000, tpm: 100000000, concurrency: 50}")
     run_job(job)
     assert set(output(tmp_path)["label__status"]) == {"ok"}
-    events = sorted([(r.t_start, 1) for r in sim.records] + [(r.t_end, -1) for r in sim.records])
-    level = peak = 0
-    for _, step in events:
-        level += step
-        peak = max(peak, level)
+    peak = peak_in_flight(sim.records)
     assert 1 < peak <= 5  # 10 kB of ~2 kB rows, where the window alone would allow 50
 
 

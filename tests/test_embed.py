@@ -26,7 +26,7 @@ from pipeline.sim import FaultRule, count_tokens, sim_embedding
 from pipeline.sim.config import KeyLimits
 from pipeline.tokens import bpe
 
-from .conftest import SIM_KEY_ENV, run_job, take_over_logs
+from .conftest import SIM_KEY_ENV, peak_in_flight, run_job, take_over_logs
 from .loopsim import LoopSim, run_job_virtual
 
 MODEL = "text-embedding-3-small"
@@ -560,15 +560,6 @@ def test_a_vector_run_never_imports_pandas(tmp_path: Path, sim: Any) -> None:
     assert proc.returncode == 0 and proc.stdout.strip() == "DataFrame", proc.stderr
 
 
-def peak_in_flight(records: list[Any]) -> int:
-    events = sorted([(r.t_start, 1) for r in records] + [(r.t_end, -1) for r in records])
-    level = peak = 0
-    for _, step in events:
-        level += step
-        peak = max(peak, level)
-    return peak
-
-
 def test_vectors_in_flight_are_bounded_by_bytes(
     tmp_path: Path, sim_factory: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -576,7 +567,7 @@ def test_vectors_in_flight_are_bounded_by_bytes(
     at 1536-d, 512 rows a request, that held ~100 MB of answers), but never fewer rows than 2 requests."""
     from pipeline.endpoints import embed
 
-    sim = sim_factory(latency_s=0.1)
+    sim = sim_factory(latency_s=0.3)  # long enough for the next pack to go on a busy machine
     # 96 rows of 64-d vectors: 3 requests of 32 rows; the count alone allows 16 requests at once
     monkeypatch.setattr(embed, "VECTOR_BYTES_IN_FLIGHT", 96 * 64 * 4)
     job = write_embed_job(

@@ -146,14 +146,16 @@ class EmbedRuntime(StepRuntime):
         # Enough rows to fill every request that can be in flight, plus the ones being filled; as many
         # as VECTOR_BYTES_IN_FLIGHT of answers, at most, or two full requests.
         batches = min(concurrency or BATCHES_IN_FLIGHT, BATCHES_IN_FLIGHT) + 2
-        dims = self._dims or KNOWN_DIMENSIONS.get(self.spec.model) or ASSUMED_DIMENSIONS
-        by_bytes = VECTOR_BYTES_IN_FLIGHT // (4 * dims)
+        by_bytes = VECTOR_BYTES_IN_FLIGHT // (4 * (self._expected_dims() or ASSUMED_DIMENSIONS))
         return max(2 * self.spec.batch_size, min(self.spec.batch_size * batches, by_bytes))
 
     def final_columns(self) -> list[FinalColumn]:
         # the vector size is only known from the answers: the sink fixes it from the finished rows
-        size = self._dims or KNOWN_DIMENSIONS.get(self.spec.model)
-        return [VectorColumn(self.name, self.output_column, pa.float32(), size)]
+        return [VectorColumn(self.name, self.output_column, pa.float32(), self._expected_dims())]
+
+    def _expected_dims(self) -> int | None:
+        """The vector size the job asks for (`dimensions`) or the model's known one; None if neither."""
+        return self._dims or KNOWN_DIMENSIONS.get(self.spec.model)
 
     # ------------------------------------------------------------------ rows
     def _text(self, row: Mapping[str, Any]) -> str:
